@@ -1,0 +1,134 @@
+/* collectives/: the communicator interface, its backends (mpi, self; nccl with the GPU path) and the
+ * collective microbenchmarks. Other folders include only this header. */
+#ifndef EPB_COLLECTIVES_H
+#define EPB_COLLECTIVES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "epb.h"
+
+/* ---- element types ---- */
+typedef enum {
+    EPB_DT_F32,  /* float */
+    EPB_DT_BF16, /* bfloat16 storage; reductions add in float32 (as NCCL does), rounding once per add */
+    EPB_DT_I32,
+    EPB_DT_I64,
+    EPB_DT_F64, /* control traffic (timings) */
+} epb_dtype_t;
+size_t epb_dtype_size(epb_dtype_t dt);
+const char *epb_dtype_name(epb_dtype_t dt);
+int epb_dtype_parse(const char *s, epb_dtype_t *out); /* "f32"/"float32", "bf16"/"bfloat16"; 0 or -1 */
+
+typedef enum { EPB_SUM, EPB_MAX, EPB_MIN } epb_redop_t;
+
+/* Where the buffers passed to a communicator's collectives live. Host communicators (mpi, self) take host
+ * pointers; a device communicator (nccl; mpi staging through pinned memory) takes device pointers. */
+typedef enum { EPB_MEM_HOST, EPB_MEM_DEVICE } epb_mem_t;
+
+typedef struct epb_comm epb_comm_t;
+
+/* A backend. Counts are in elements. Every call is collective over the group and blocking from the host's
+ * point of view unless the backend is a device backend, where `sync` waits for the device work. Each returns
+ * EPB_OK or EPB_ESYS, with the reason (rank and call) in comm->err. */
+typedef struct {
+    const char *name;
+    /* recv[r*count .. ] = send of rank r; send has count elements, recv size*count */
+    int (*allgather)(epb_comm_t *c, const void *send, void *recv, size_t count, epb_dtype_t dt);
+    /* recv (count) = sum over ranks of send[rank*count ..]; send has size*count elements */
+    int (*reduce_scatter)(epb_comm_t *c, const void *send, void *recv, size_t count, epb_dtype_t dt);
+    /* count elements to and from each peer; send and recv have size*count elements */
+    int (*alltoall)(epb_comm_t *c, const void *send, void *recv, size_t count, epb_dtype_t dt);
+    /* uneven: sendcounts/sdispls/recvcounts/rdispls have size entries, in elements */
+    int (*alltoallv)(epb_comm_t *c, const void *send, const size_t *sendcounts, const size_t *sdispls, void *recv,
+                     const size_t *recvcounts, const size_t *rdispls, epb_dtype_t dt);
+    /* in place when send == recv */
+    int (*allreduce)(epb_comm_t *c, const void *send, void *recv, size_t count, epb_dtype_t dt, epb_redop_t op);
+    int (*bcast)(epb_comm_t *c, void *buf, size_t bytes, int root);
+    int (*barrier)(epb_comm_t *c);
+    int (*sync)(epb_comm_t *c);
+    void (*destroy)(epb_comm_t *c);
+} epb_comm_ops_t;
+
+struct epb_comm {
+    const epb_comm_ops_t *ops;
+    int rank, size;             /* in the group */
+    int local_rank, local_size; /* on this node */
+    int nodes;                  /* distinct hosts in the group */
+    epb_mem_t mem;
+    epb_err_t err;
+    void *impl;
+};
+
+/* ---- process runtime (MPI init/finalize when built with MPI) ---- */
+int epb_runtime_init(int *argc, char ***argv, epb_err_t *err);
+void epb_runtime_finalize(void);
+void epb_runtime_abort(int code); /* tear every rank down (MPI_Abort) after a fatal error on one */
+/* True when this process was started by a launcher (mpirun, mpiexec, srun, PMI/PMIx). */
+int epb_under_launcher(void);
+int epb_have_mpi(void);
+
+/* Creates a world communicator of the named backend ("mpi", "self"); "auto" picks mpi when built with it
+ * and started by a launcher, self otherwise. */
+int epb_comm_create(const char *backend, epb_comm_t **out, epb_err_t *err);
+void epb_comm_destroy(epb_comm_t *c);
+const char *epb_comm_backends(void); /* "mpi, self" as built */
+
+/* Convenience wrappers: c->ops->X(c, ...). */
+static inline int epb_allgather(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt)
+{ return c->ops->allgather(c, s, r, n, dt); }
+static inline int epb_reduce_scatter(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt)
+{ return c->ops->reduce_scatter(c, s, r, n, dt); }
+static inline int epb_alltoall(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt)
+{ return c->ops->alltoall(c, s, r, n, dt); }
+static inline int epb_alltoallv(epb_comm_t *c, const void *s, const size_t *sc, const size_t *sd, void *r,
+                                const size_t *rc, const size_t *rd, epb_dtype_t dt)
+{ return c->ops->alltoallv(c, s, sc, sd, r, rc, rd, dt); }
+static inline int epb_allreduce(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt, epb_redop_t op)
+{ return c->ops->allreduce(c, s, r, n, dt, op); }
+static inline int epb_bcast(epb_comm_t *c, void *buf, size_t bytes, int root) { return c->ops->bcast(c, buf, bytes, root); }
+static inline int epb_barrier(epb_comm_t *c) { return c->ops->barrier(c); }
+static inline int epb_sync(epb_comm_t *c) { return c->ops->sync(c); }
+
+/* ---- the collective microbenchmarks (one small struct per collective, nccl-tests style) ---- */
+typedef struct {
+    epb_comm_t *comm;
+    epb_dtype_t dt;
+    uint64_t seed;
+    double imbalance;      /* alltoallv Zipf exponent; 0 = even */
+    size_t bytes;          /* nominal per-rank size as nccl-tests counts it */
+    size_t send_elems, recv_elems;
+    void *send, *recv;     /* in comm->mem memory */
+    size_t *counts;        /* alltoallv: P*P matrix, counts[src*P + dst] elements */
+    size_t *sc, *sd, *rc, *rd; /* this rank's alltoallv counts and displacements */
+    double moved_bytes;    /* max over ranks of max(sent, received) bytes: algbw numerator (alltoallv) */
+} epb_coll_ctx_t;
+
+typedef struct {
+    const char *name;
+    /* Element counts of this rank's send and receive buffers for a nominal size; EPB_EUSAGE (with the reason)
+     * when the size cannot be split over the ranks. */
+    int (*sizes)(epb_coll_ctx_t *x, epb_err_t *err);
+    /* Fills send with seeded small integers that every rank can regenerate. */
+    void (*init)(epb_coll_ctx_t *x);
+    int (*run)(epb_coll_ctx_t *x);
+    /* Number of wrong elements in recv against the expected output this rank computes itself. */
+    long (*check)(const epb_coll_ctx_t *x);
+} epb_coll_t;
+
+extern const epb_coll_t epb_colls[];
+extern const int epb_ncolls;
+const epb_coll_t *epb_coll_find(const char *name);
+const char *epb_coll_names(void); /* "allgather, reduce_scatter, alltoall, alltoallv, allreduce" */
+
+/* Sets up x for one size: computes element counts, allocates (host) buffers, fills inputs. x->comm, dt, seed,
+ * imbalance, bytes must be set. epb_coll_ctx_free releases the buffers. */
+int epb_coll_ctx_setup(const epb_coll_t *coll, epb_coll_ctx_t *x, epb_err_t *err);
+void epb_coll_ctx_free(epb_coll_ctx_t *x);
+
+/* Seeded Zipf-like alltoallv count matrix: every sender splits `elems` over destinations with weights
+ * 1/(1+pos(d))^S, pos a seeded permutation of the ranks (the same hot destination for every sender, as a
+ * hot expert). S = 0 gives an even split (remainders to the lowest destinations). counts is P*P. */
+void epb_zipf_counts(size_t elems, int P, double S, uint64_t seed, size_t *counts);
+
+#endif

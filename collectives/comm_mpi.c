@@ -1,0 +1,231 @@
+/* The MPI communicator: MPI_Allgather, MPI_Reduce_scatter_block, MPI_Alltoall(v), MPI_Allreduce on host
+ * buffers. Works under mpirun, mpiexec and srun, on one node or many. */
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "comm_impl.h"
+#include "epb_config.h"
+
+#if EPB_HAVE_MPI
+#include <mpi.h>
+
+static int mpi_started_here;
+
+typedef struct {
+    MPI_Comm comm;
+    MPI_Op bf16_sum, bf16_max, bf16_min;
+    int *ic; /* 4*size ints: alltoallv counts and displacements */
+} mpi_impl_t;
+
+static int mpi_check(epb_comm_t *c, int rc, const char *call)
+{
+    if (rc == MPI_SUCCESS) return EPB_OK;
+    char s[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, s, &len);
+    return epb_fail(&c->err, EPB_ESYS, "rank %d: %s failed: %s", c->rank, call, s);
+}
+#define CHECK_MPI(c, call) mpi_check((c), (call), #call)
+
+static MPI_Datatype mpi_type(epb_dtype_t dt)
+{
+    switch (dt) {
+    case EPB_DT_F32: return MPI_FLOAT;
+    case EPB_DT_BF16: return MPI_UINT16_T;
+    case EPB_DT_I32: return MPI_INT32_T;
+    case EPB_DT_I64: return MPI_INT64_T;
+    case EPB_DT_F64: return MPI_DOUBLE;
+    }
+    return MPI_DATATYPE_NULL;
+}
+
+/* bf16 reductions: MPI has no bfloat16, so the 2-byte words go as MPI_UINT16_T with user operations that add
+ * in float32 (one rounding per pairwise add, as NCCL does). */
+static void bf16_sum_fn(void *in, void *inout, int *len, MPI_Datatype *t) { (void)t; epb_reduce_host(inout, in, (size_t)*len, EPB_DT_BF16, EPB_SUM); }
+static void bf16_max_fn(void *in, void *inout, int *len, MPI_Datatype *t) { (void)t; epb_reduce_host(inout, in, (size_t)*len, EPB_DT_BF16, EPB_MAX); }
+static void bf16_min_fn(void *in, void *inout, int *len, MPI_Datatype *t) { (void)t; epb_reduce_host(inout, in, (size_t)*len, EPB_DT_BF16, EPB_MIN); }
+
+static MPI_Op mpi_op(mpi_impl_t *m, epb_dtype_t dt, epb_redop_t op)
+{
+    if (dt == EPB_DT_BF16) return op == EPB_SUM ? m->bf16_sum : op == EPB_MAX ? m->bf16_max : m->bf16_min;
+    return op == EPB_SUM ? MPI_SUM : op == EPB_MAX ? MPI_MAX : MPI_MIN;
+}
+
+static int count_ok(epb_comm_t *c, size_t n, const char *what)
+{
+    if (n > INT_MAX)
+        return epb_fail(&c->err, EPB_ESYS, "rank %d: %s: %zu elements exceed MPI's int count", c->rank, what, n);
+    return EPB_OK;
+}
+
+static int m_allgather(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt)
+{
+    mpi_impl_t *m = c->impl;
+    if (count_ok(c, n, "MPI_Allgather")) return EPB_ESYS;
+    const void *src = s == (char *)r + (size_t)c->rank * n * epb_dtype_size(dt) ? MPI_IN_PLACE : s;
+    return CHECK_MPI(c, MPI_Allgather(src, (int)n, mpi_type(dt), r, (int)n, mpi_type(dt), m->comm));
+}
+
+static int m_reduce_scatter(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt)
+{
+    mpi_impl_t *m = c->impl;
+    if (count_ok(c, n, "MPI_Reduce_scatter_block")) return EPB_ESYS;
+    return CHECK_MPI(c, MPI_Reduce_scatter_block(s, r, (int)n, mpi_type(dt), mpi_op(m, dt, EPB_SUM), m->comm));
+}
+
+static int m_alltoall(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt)
+{
+    mpi_impl_t *m = c->impl;
+    if (count_ok(c, n, "MPI_Alltoall")) return EPB_ESYS;
+    return CHECK_MPI(c, MPI_Alltoall(s, (int)n, mpi_type(dt), r, (int)n, mpi_type(dt), m->comm));
+}
+
+static int m_alltoallv(epb_comm_t *c, const void *s, const size_t *sc, const size_t *sd, void *r,
+                       const size_t *rc, const size_t *rd, epb_dtype_t dt)
+{
+    mpi_impl_t *m = c->impl;
+    int P = c->size, *isc = m->ic, *isd = isc + P, *irc = isd + P, *ird = irc + P;
+    for (int i = 0; i < P; i++) {
+        if (sc[i] > INT_MAX || sd[i] > INT_MAX || rc[i] > INT_MAX || rd[i] > INT_MAX)
+            return epb_fail(&c->err, EPB_ESYS, "rank %d: MPI_Alltoallv: counts exceed MPI's int", c->rank);
+        isc[i] = (int)sc[i]; isd[i] = (int)sd[i]; irc[i] = (int)rc[i]; ird[i] = (int)rd[i];
+    }
+    return CHECK_MPI(c, MPI_Alltoallv(s, isc, isd, mpi_type(dt), r, irc, ird, mpi_type(dt), m->comm));
+}
+
+static int m_allreduce(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt, epb_redop_t op)
+{
+    mpi_impl_t *m = c->impl;
+    if (count_ok(c, n, "MPI_Allreduce")) return EPB_ESYS;
+    return CHECK_MPI(c, MPI_Allreduce(s == r ? MPI_IN_PLACE : s, r, (int)n, mpi_type(dt), mpi_op(m, dt, op), m->comm));
+}
+
+static int m_bcast(epb_comm_t *c, void *buf, size_t bytes, int root)
+{
+    mpi_impl_t *m = c->impl;
+    if (count_ok(c, bytes, "MPI_Bcast")) return EPB_ESYS;
+    return CHECK_MPI(c, MPI_Bcast(buf, (int)bytes, MPI_BYTE, root, m->comm));
+}
+
+static int m_barrier(epb_comm_t *c)
+{
+    mpi_impl_t *m = c->impl;
+    return CHECK_MPI(c, MPI_Barrier(m->comm));
+}
+
+static int m_sync(epb_comm_t *c)
+{
+    (void)c; /* host MPI collectives are complete when they return */
+    return EPB_OK;
+}
+
+static void m_destroy(epb_comm_t *c)
+{
+    mpi_impl_t *m = c->impl;
+    if (m) {
+        MPI_Op_free(&m->bf16_sum);
+        MPI_Op_free(&m->bf16_max);
+        MPI_Op_free(&m->bf16_min);
+        MPI_Comm_free(&m->comm);
+        free(m->ic);
+        free(m);
+    }
+    free(c);
+}
+
+static const epb_comm_ops_t mpi_ops = {
+    .name = "mpi",
+    .allgather = m_allgather,
+    .reduce_scatter = m_reduce_scatter,
+    .alltoall = m_alltoall,
+    .alltoallv = m_alltoallv,
+    .allreduce = m_allreduce,
+    .bcast = m_bcast,
+    .barrier = m_barrier,
+    .sync = m_sync,
+    .destroy = m_destroy,
+};
+
+int epb_comm_mpi_create(epb_comm_t **out, epb_err_t *err)
+{
+    if (!epb_runtime_mpi_active())
+        return epb_fail(err, EPB_EUSAGE, "--comm mpi: not started under mpirun/srun (run through mpirun, or let "
+                                         "bench launch itself with --ranks N)");
+    epb_comm_t *c = calloc(1, sizeof *c);
+    mpi_impl_t *m = calloc(1, sizeof *m);
+    if (!c || !m) { free(c); free(m); return epb_fail(err, EPB_ESYS, "out of memory"); }
+    c->ops = &mpi_ops;
+    c->impl = m;
+    c->mem = EPB_MEM_HOST;
+    int rc = MPI_Comm_dup(MPI_COMM_WORLD, &m->comm);
+    if (rc == MPI_SUCCESS) rc = MPI_Comm_set_errhandler(m->comm, MPI_ERRORS_RETURN);
+    if (rc == MPI_SUCCESS) rc = MPI_Comm_rank(m->comm, &c->rank);
+    if (rc == MPI_SUCCESS) rc = MPI_Comm_size(m->comm, &c->size);
+    MPI_Comm local;
+    if (rc == MPI_SUCCESS) rc = MPI_Comm_split_type(m->comm, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &local);
+    if (rc == MPI_SUCCESS) {
+        MPI_Comm_rank(local, &c->local_rank);
+        MPI_Comm_size(local, &c->local_size);
+        MPI_Comm_free(&local);
+        int leader = c->local_rank == 0;
+        rc = MPI_Allreduce(&leader, &c->nodes, 1, MPI_INT, MPI_SUM, m->comm);
+    }
+    if (rc == MPI_SUCCESS) rc = MPI_Op_create(bf16_sum_fn, 1, &m->bf16_sum);
+    if (rc == MPI_SUCCESS) rc = MPI_Op_create(bf16_max_fn, 1, &m->bf16_max);
+    if (rc == MPI_SUCCESS) rc = MPI_Op_create(bf16_min_fn, 1, &m->bf16_min);
+    m->ic = malloc(4 * sizeof(int) * (size_t)(c->size > 0 ? c->size : 1));
+    if (rc != MPI_SUCCESS || !m->ic) {
+        free(m->ic);
+        free(m);
+        free(c);
+        return epb_fail(err, EPB_ESYS, "MPI communicator set-up failed (MPI error %d)", rc);
+    }
+    *out = c;
+    return EPB_OK;
+}
+
+int epb_runtime_init(int *argc, char ***argv, epb_err_t *err)
+{
+    int inited = 0;
+    MPI_Initialized(&inited);
+    if (inited || !epb_under_launcher()) return EPB_OK;
+    int provided;
+    if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+        return epb_fail(err, EPB_ESYS, "MPI_Init_thread failed");
+    mpi_started_here = 1;
+    return EPB_OK;
+}
+
+int epb_runtime_mpi_active(void)
+{
+    int inited = 0, finalized = 0;
+    MPI_Initialized(&inited);
+    MPI_Finalized(&finalized);
+    return inited && !finalized;
+}
+
+void epb_runtime_finalize(void)
+{
+    if (mpi_started_here && epb_runtime_mpi_active()) MPI_Finalize();
+}
+
+void epb_runtime_abort(int code)
+{
+    if (epb_runtime_mpi_active()) MPI_Abort(MPI_COMM_WORLD, code);
+    exit(code);
+}
+
+#else /* no MPI: a single process */
+
+int epb_comm_mpi_create(epb_comm_t **out, epb_err_t *err)
+{
+    *out = NULL;
+    return epb_fail(err, EPB_EUSAGE, "this build has no MPI");
+}
+int epb_runtime_init(int *argc, char ***argv, epb_err_t *err) { (void)argc; (void)argv; (void)err; return EPB_OK; }
+int epb_runtime_mpi_active(void) { return 0; }
+void epb_runtime_finalize(void) {}
+void epb_runtime_abort(int code) { exit(code); }
+
+#endif
