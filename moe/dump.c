@@ -34,7 +34,8 @@ int moe_npy_write(const char *path, const void *data, const char *descr, int ndi
     size_t count = 1;
     int n = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': (", descr);
     for (int i = 0; i < ndim; i++) {
-        n += snprintf(dict + n, sizeof dict - (size_t)n, "%ld,%s", shape[i], i + 1 < ndim ? " " : "");
+        /* numpy's own spelling: (5,) for one dimension, (2, 3) for more */
+        n += snprintf(dict + n, sizeof dict - (size_t)n, i ? ", %ld" : ndim == 1 ? "%ld," : "%ld", shape[i]);
         count *= (size_t)shape[i];
     }
     n += snprintf(dict + n, sizeof dict - (size_t)n, "), }");

@@ -134,9 +134,23 @@ static int cpu_route_backward(moe_backend_t *be, void *dxv, float *dWr, float *w
             for (int j = 0; j < k; j++) dl[idx[j]] += g[j];
         }
         if (router == MOE_SOFTMAX) {
-            float dot = 0;
-            for (int j = 0; j < k; j++) dot += dl[idx[j]] * sc[idx[j]];
-            for (int e = 0; e < E; e++) dl[e] = sc[e] * (dl[e] - dot);
+            /* dl_e = s_e (ds_e - dot), dot = sum_i s_i ds_i. For a chosen e, ds_e - dot cancels badly when s_e
+             * is close to 1 (a peaked router), so it is computed as sum_{i != e} s_i (ds_e - ds_i) instead, with
+             * the unchosen experts' share summed directly. */
+            float ds[k], dot = 0, unchosen = 0;
+            for (int j = 0; j < k; j++) ds[j] = dl[idx[j]], dot += ds[j] * sc[idx[j]];
+            for (int e = 0; e < E; e++) {
+                int chosen = 0;
+                for (int j = 0; j < k; j++) chosen |= idx[j] == e;
+                if (!chosen) unchosen += sc[e];
+            }
+            for (int e = 0; e < E; e++) dl[e] = -sc[e] * dot;
+            for (int j = 0; j < k; j++) {
+                float acc = ds[j] * unchosen;
+                for (int i = 0; i < k; i++)
+                    if (i != j) acc += sc[idx[i]] * (ds[j] - ds[i]);
+                dl[idx[j]] = sc[idx[j]] * acc;
+            }
         } else {
             for (int j = 0; j < k; j++) dl[idx[j]] *= sc[idx[j]] * (1 - sc[idx[j]]);
         }
