@@ -50,9 +50,23 @@ int moe_npy_write(const char *path, const void *data, const char *descr, int ndi
     return write_atomic(path, head, total, data, count * esize, err);
 }
 
+/* mkdir -p */
+static int make_dirs(const char *dir)
+{
+    char p[4096];
+    if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p) return errno = ENAMETOOLONG, -1;
+    for (char *s = p + 1; *s; s++)
+        if (*s == '/') {
+            *s = 0;
+            if (mkdir(p, 0777) != 0 && errno != EEXIST) return -1;
+            *s = '/';
+        }
+    return mkdir(p, 0777) != 0 && errno != EEXIST ? -1 : 0;
+}
+
 int moe_dump_write(const char *dir, const moe_dump_t *d, epb_err_t *err)
 {
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+    if (make_dirs(dir) != 0)
         return epb_fail(err, EPB_EUSAGE, "--dump %s: cannot create the directory: %s", dir, strerror(errno));
     struct stat st;
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
