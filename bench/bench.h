@@ -32,6 +32,18 @@ typedef struct {
     int factor;
     int min_given, max_given;
     double imbalance;
+    /* moe */
+    char strategies[BENCH_MAX_LIST][16];
+    int nstrategies;
+    long experts[BENCH_MAX_LIST], top_k[BENCH_MAX_LIST], tokens[BENCH_MAX_LIST], hidden[BENCH_MAX_LIST],
+        ffn[BENCH_MAX_LIST];
+    int nexperts, ntop_k, ntokens, nhidden, nffn;
+    int router;      /* moe_router_t */
+    int route_norm;
+    double skew, bias_coeff, lr;
+    int train;       /* steps; 0 = benchmark */
+    char dump[PATH_MAX];
+    char loss_csv[PATH_MAX];
     /* test-only slowdown knob, from EPB_TEST_SLOWDOWN=PHASE:PERCENT */
     char slow_phase[32];
     double slow_pct;
@@ -89,6 +101,9 @@ int bench_write_rows(bench_ctx_t *b, const epb_row_t *rows, size_t n, epb_err_t 
 /* coll.c, calibrate.c */
 int bench_coll_plan(const bench_opts_t *o, int P, uint64_t *sizes, int max, int *n, epb_err_t *err);
 int bench_run_coll(bench_ctx_t *b, epb_err_t *err);
+/* moe.c: every configuration of the sweep checked (sizes, divisibility over P ranks, memory) before any runs */
+int bench_moe_plan(const bench_opts_t *o, int P, epb_err_t *err);
+int bench_run_moe(bench_ctx_t *b, epb_err_t *err);
 int bench_run_calibrate(bench_ctx_t *b, epb_err_t *err);
 
 #endif

@@ -29,11 +29,14 @@ static void print_version(void)
  * count the run will have. */
 static int validate(bench_opts_t *o, int P, epb_err_t *err)
 {
+    int rc = EPB_OK;
     if (o->mode == MODE_COLL) {
         uint64_t sizes[64];
-        int n, rc = bench_coll_plan(o, P, sizes, 64, &n, err);
-        if (rc) return rc;
-    }
+        int n;
+        rc = bench_coll_plan(o, P, sizes, 64, &n, err);
+    } else if (o->mode == MODE_MOE)
+        rc = bench_moe_plan(o, P, err);
+    if (rc) return rc;
     return bench_validate_files(o, err);
 }
 
@@ -100,6 +103,7 @@ int main(int argc, char **argv)
     if (!(rc = bench_ctx_init(&b, &o, ctl, data, &err))) {
         if (o.mode == MODE_COLL) rc = bench_run_coll(&b, &err);
         else if (o.mode == MODE_CALIBRATE) rc = bench_run_calibrate(&b, &err);
+        else if (o.mode == MODE_MOE) rc = bench_run_moe(&b, &err);
     }
     if (rc && rc != EPB_ECHECK) {
         /* a runtime failure on one rank may leave the others blocked in a collective: say where, end all */

@@ -7,12 +7,15 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "moe.h"
+#include "strategy.h"
 
 #define DEFAULT_CSV "results/epbench.csv"
 
 enum {
     OPT_COLL = 256, OPT_CALIBRATE, OPT_CSV, OPT_RANKS, OPT_BIND, OPT_IMBALANCE, OPT_DTYPE, OPT_SEED, OPT_COMM,
-    OPT_VERSION,
+    OPT_VERSION, OPT_STRATEGY, OPT_EXPERTS, OPT_TOPK, OPT_TOKENS, OPT_HIDDEN, OPT_FFN, OPT_ROUTER, OPT_ROUTE_NORM,
+    OPT_SKEW, OPT_BIAS_COEFF, OPT_DUMP, OPT_TRAIN, OPT_LR, OPT_LOSS_CSV,
 };
 
 static const struct option long_opts[] = {
@@ -31,6 +34,20 @@ static const struct option long_opts[] = {
     { "dtype", required_argument, 0, OPT_DTYPE },
     { "seed", required_argument, 0, OPT_SEED },
     { "comm", required_argument, 0, OPT_COMM },
+    { "strategy", required_argument, 0, OPT_STRATEGY },
+    { "experts", required_argument, 0, OPT_EXPERTS },
+    { "top-k", required_argument, 0, OPT_TOPK },
+    { "tokens", required_argument, 0, OPT_TOKENS },
+    { "hidden", required_argument, 0, OPT_HIDDEN },
+    { "ffn", required_argument, 0, OPT_FFN },
+    { "router", required_argument, 0, OPT_ROUTER },
+    { "route-norm", no_argument, 0, OPT_ROUTE_NORM },
+    { "skew", required_argument, 0, OPT_SKEW },
+    { "bias-coeff", required_argument, 0, OPT_BIAS_COEFF },
+    { "dump", required_argument, 0, OPT_DUMP },
+    { "train", required_argument, 0, OPT_TRAIN },
+    { "lr", required_argument, 0, OPT_LR },
+    { "loss-csv", required_argument, 0, OPT_LOSS_CSV },
     { "help", no_argument, 0, 'h' },
     { "version", no_argument, 0, OPT_VERSION },
     { 0, 0, 0, 0 },
@@ -39,12 +56,30 @@ static const struct option long_opts[] = {
 void bench_usage(FILE *f)
 {
     fprintf(f,
-"usage: bench --coll NAME [options]      collective microbenchmark (nccl-tests style, CSV out)\n"
+"usage: bench --strategy LIST [options]  MoE forward+backward under expert-parallel strategies, checked\n"
+"       bench --coll NAME [options]      collective microbenchmark (nccl-tests style, CSV out)\n"
 "       bench --calibrate [options]      this machine's ceilings: memcpy GB/s and sgemm GFLOP/s\n"
 "       bench --help | --version\n"
 "\n"
 "Started by hand with --ranks N > 1, bench re-executes itself under mpirun with N local ranks (printing the\n"
 "launch line on stderr); under mpirun, mpiexec or srun it runs as launched.\n"
+"\n"
+"MoE mode (comma lists sweep every combination):\n"
+"  --strategy LIST       local, agrs, tp2ep, or all (default tp2ep when another MoE option is given)\n"
+"  --experts LIST        experts E, divisible by the ranks (default 16)\n"
+"  --top-k LIST          experts per token k <= E (default 2)\n"
+"  --tokens LIST         tokens per rank T (default 512)\n"
+"  --hidden LIST         hidden size D (default 512)\n"
+"  --ffn LIST            expert FFN size F (default 1024)\n"
+"  --router softmax|sigmoid  (default softmax);  --route-norm  renormalise the k gate weights to sum 1\n"
+"  --skew S              hot low-index experts: logits - S*ln(e+1), S >= 0 (default 0)\n"
+"  --bias-coeff C        aux-loss-free bias update step (default 0.001)\n"
+"  --dump DIR            write the global tensors of one step as .npy + config.json (DESIGN.md contract)\n"
+"  --train N             N SGD steps on an MSE loss instead of the benchmark; loss curve to --loss-csv\n"
+"  --lr R                SGD learning rate for --train (default 0.5)\n"
+"  --loss-csv FILE       loss curve rows strategy,ranks,step,loss (default results/loss.csv)\n"
+"  With -c 1 (default) rank 0 gathers y, dx and every gradient, tokens_per_expert and the updated bias,\n"
+"  recomputes the global batch on one device and compares (float32: relative error < 1e-5).\n"
 "\n"
 "Collective microbenchmark:\n"
 "  --coll NAME           allgather, reduce_scatter, alltoall, alltoallv, allreduce, or all\n"
@@ -71,6 +106,8 @@ void bench_usage(FILE *f)
 "Exit codes: 0 ok, 1 a check failed, 2 bad usage or input, 3 runtime failure (MPI, memory).\n"
 "\n"
 "Examples:\n"
+"  bench --strategy tp2ep --experts 16\n"
+"  bench --strategy all --top-k 1,2,4 --tokens 1024 --hidden 1024 --ffn 1024 --ranks 2\n"
 "  bench --coll alltoall -b 64K -e 16M --ranks 2\n"
 "  bench --coll alltoallv --imbalance 1.5 --ranks 4 --csv a2av.csv\n"
 "  mpirun -np 8 --hostfile hosts bench --coll all -b 1M -e 256M -n 50\n"
@@ -93,12 +130,70 @@ static void defaults(bench_opts_t *o)
     o->min_bytes = 64 << 10;
     o->max_bytes = 16 << 20;
     o->factor = 2;
+    o->experts[0] = 16;
+    o->top_k[0] = 2;
+    o->tokens[0] = 512;
+    o->hidden[0] = 512;
+    o->ffn[0] = 1024;
+    o->bias_coeff = 1e-3;
+    o->lr = 0.5;
+    snprintf(o->loss_csv, sizeof o->loss_csv, "results/loss.csv");
+}
+
+/* "1,2,4" into out (at most BENCH_MAX_LIST values, each in [lo, hi]) */
+static int list_opt(const char *name, const char *v, long lo, long hi, long *out, int *n, epb_err_t *err)
+{
+    char buf[256];
+    if (strlen(v) >= sizeof buf) return epb_fail(err, EPB_EUSAGE, "%s: list too long", name);
+    snprintf(buf, sizeof buf, "%s", v);
+    *n = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (*n == BENCH_MAX_LIST)
+            return epb_fail(err, EPB_EUSAGE, "%s '%s': at most %d values", name, v, BENCH_MAX_LIST);
+        if (epb_parse_int(tok, lo, hi, &out[*n]))
+            return epb_fail(err, EPB_EUSAGE, "%s '%s': '%s' is not an integer from %ld to %ld", name, v, tok, lo, hi);
+        (*n)++;
+    }
+    if (*n == 0 || v[strlen(v) - 1] == ',' || v[0] == ',')
+        return epb_fail(err, EPB_EUSAGE, "%s '%s': expected a comma list of integers", name, v);
+    return EPB_OK;
+}
+
+static int strategy_opt(bench_opts_t *o, const char *v, epb_err_t *err)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", v);
+    o->nstrategies = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (!strcmp(tok, "all")) {
+            for (int i = 0; i < moe_nstrategies && o->nstrategies < BENCH_MAX_LIST; i++)
+                snprintf(o->strategies[o->nstrategies++], 16, "%s", moe_strategies[i]->name);
+            continue;
+        }
+        if (!moe_strategy_find(tok))
+            return epb_fail(err, EPB_EUSAGE, "--strategy '%s': unknown strategy '%s' (accepted: %s, all)", v, tok,
+                            moe_strategy_names());
+        if (o->nstrategies == BENCH_MAX_LIST) return epb_fail(err, EPB_EUSAGE, "--strategy: too many");
+        snprintf(o->strategies[o->nstrategies++], 16, "%s", tok);
+    }
+    if (!o->nstrategies) return epb_fail(err, EPB_EUSAGE, "--strategy '%s': expected %s or all", v, moe_strategy_names());
+    return EPB_OK;
+}
+
+static int path_opt(const char *name, const char *v, char *out, size_t n, epb_err_t *err)
+{
+    if (!*v) return epb_fail(err, EPB_EUSAGE, "%s: expected a path", name);
+    if (strlen(v) >= n) return epb_fail(err, EPB_EUSAGE, "%s: path too long", name);
+    snprintf(out, n, "%s", v);
+    return EPB_OK;
 }
 
 static int set_mode(bench_opts_t *o, bench_mode_t m, const char *opt, epb_err_t *err)
 {
     if (o->mode != MODE_NONE && o->mode != m)
-        return epb_fail(err, EPB_EUSAGE, "%s: only one of --coll, --calibrate may be given", opt);
+        return epb_fail(err, EPB_EUSAGE, "%s: only one of --strategy, --coll, --calibrate may be given", opt);
     o->mode = m;
     return EPB_OK;
 }
@@ -137,7 +232,7 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
     defaults(o);
     opterr = 0; /* our own messages */
     optind = 1;
-    int c, rc = EPB_OK;
+    int c, rc = EPB_OK, moe_opt = 0;
     long l;
     while (rc == EPB_OK && (c = getopt_long(argc, argv, ":b:e:f:n:w:c:h", long_opts, NULL)) != -1) {
         switch (c) {
@@ -190,6 +285,39 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
                                 epb_comm_backends());
             snprintf(o->comm, sizeof o->comm, "%s", optarg);
             break;
+        case OPT_STRATEGY: rc = strategy_opt(o, optarg, err); if (!rc) rc = set_mode(o, MODE_MOE, "--strategy", err); break;
+        case OPT_EXPERTS: rc = list_opt("--experts", optarg, 1, 4096, o->experts, &o->nexperts, err); moe_opt = 1; break;
+        case OPT_TOPK: rc = list_opt("--top-k", optarg, 1, 4096, o->top_k, &o->ntop_k, err); moe_opt = 1; break;
+        case OPT_TOKENS: rc = list_opt("--tokens", optarg, 1, 1L << 24, o->tokens, &o->ntokens, err); moe_opt = 1; break;
+        case OPT_HIDDEN: rc = list_opt("--hidden", optarg, 1, 1L << 20, o->hidden, &o->nhidden, err); moe_opt = 1; break;
+        case OPT_FFN: rc = list_opt("--ffn", optarg, 1, 1L << 20, o->ffn, &o->nffn, err); moe_opt = 1; break;
+        case OPT_ROUTER: {
+            moe_router_t rt;
+            if (moe_router_parse(optarg, &rt))
+                return epb_fail(err, EPB_EUSAGE, "--router '%s': expected softmax or sigmoid", optarg);
+            o->router = (int)rt;
+            moe_opt = 1;
+            break;
+        }
+        case OPT_ROUTE_NORM: o->route_norm = 1; moe_opt = 1; break;
+        case OPT_SKEW:
+            if (epb_parse_double(optarg, 0, 100, &o->skew))
+                return epb_fail(err, EPB_EUSAGE, "--skew '%s': expected a number from 0 to 100", optarg);
+            moe_opt = 1;
+            break;
+        case OPT_BIAS_COEFF:
+            if (epb_parse_double(optarg, 0, 1e3, &o->bias_coeff))
+                return epb_fail(err, EPB_EUSAGE, "--bias-coeff '%s': expected a number >= 0", optarg);
+            moe_opt = 1;
+            break;
+        case OPT_DUMP: rc = path_opt("--dump", optarg, o->dump, sizeof o->dump, err); moe_opt = 1; break;
+        case OPT_TRAIN: rc = int_opt("--train", optarg, 1, 1000000, &o->train, err); moe_opt = 1; break;
+        case OPT_LR:
+            if (epb_parse_double(optarg, 0, 1e6, &o->lr) || o->lr <= 0)
+                return epb_fail(err, EPB_EUSAGE, "--lr '%s': expected a positive number", optarg);
+            moe_opt = 1;
+            break;
+        case OPT_LOSS_CSV: rc = path_opt("--loss-csv", optarg, o->loss_csv, sizeof o->loss_csv, err); moe_opt = 1; break;
         case 'h': o->mode = MODE_HELP; return EPB_OK;
         case OPT_VERSION: o->mode = MODE_VERSION; return EPB_OK;
         case ':':
@@ -203,9 +331,22 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
     if (optind < argc)
         return epb_fail(err, EPB_EUSAGE, "'%s': unexpected argument (options start with -; see bench --help)",
                         argv[optind]);
+    if (o->mode == MODE_NONE && moe_opt) { /* `bench --experts 16` means the seed's strategy */
+        snprintf(o->strategies[0], 16, "tp2ep");
+        o->nstrategies = 1;
+        o->mode = MODE_MOE;
+    }
+    if (moe_opt && o->mode != MODE_MOE)
+        return epb_fail(err, EPB_EUSAGE, "MoE options (--experts, --top-k, --train...) need --strategy, not --%s",
+                        o->mode == MODE_COLL ? "coll" : "calibrate");
     if (o->mode == MODE_NONE)
-        return epb_fail(err, EPB_EUSAGE, "nothing to run: give --coll NAME (%s, all) or --calibrate (see bench --help)",
-                        epb_coll_names());
+        return epb_fail(err, EPB_EUSAGE, "nothing to run: give --strategy LIST (%s, all), --coll NAME (%s, all) or "
+                        "--calibrate (see bench --help)", moe_strategy_names(), epb_coll_names());
+    if (!o->nexperts) o->nexperts = 1;
+    if (!o->ntop_k) o->ntop_k = 1;
+    if (!o->ntokens) o->ntokens = 1;
+    if (!o->nhidden) o->nhidden = 1;
+    if (!o->nffn) o->nffn = 1;
     if (o->min_bytes > o->max_bytes) {
         char a[32], b[32];
         epb_fmt_size(o->min_bytes, a, sizeof a);
@@ -218,8 +359,38 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
     return read_slowdown(o, err);
 }
 
+/* a file we will create or append to: its folder must exist and be writable */
+static int writable_parent(const char *opt, const char *path, epb_err_t *err)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == dir) dir[1] = 0;
+    else *slash = 0;
+    struct stat st;
+    if (stat(dir, &st) || !S_ISDIR(st.st_mode)) return epb_fail(err, EPB_EUSAGE, "%s %s: folder %s does not exist", opt, path, dir);
+    if (access(dir, W_OK | X_OK)) return epb_fail(err, EPB_EUSAGE, "%s %s: folder %s is not writable", opt, path, dir);
+    return EPB_OK;
+}
+
 int bench_validate_files(bench_opts_t *o, epb_err_t *err)
 {
+    struct stat st;
+    if (o->dump[0]) {
+        if (stat(o->dump, &st) == 0) {
+            if (!S_ISDIR(st.st_mode)) return epb_fail(err, EPB_EUSAGE, "--dump %s: exists and is not a folder", o->dump);
+            if (access(o->dump, W_OK | X_OK)) return epb_fail(err, EPB_EUSAGE, "--dump %s: folder is not writable", o->dump);
+        } else if (writable_parent("--dump", o->dump, err)) return EPB_EUSAGE;
+    }
+    if (o->train) {
+        if (!strcmp(o->loss_csv, "results/loss.csv") && mkdir("results", 0755) && errno != EEXIST)
+            return epb_fail(err, EPB_EUSAGE, "--loss-csv %s: cannot create folder results", o->loss_csv);
+        if (stat(o->loss_csv, &st) == 0 ? (!S_ISREG(st.st_mode) || access(o->loss_csv, W_OK))
+                                        : writable_parent("--loss-csv", o->loss_csv, err) != EPB_OK)
+            return epb_fail(err, EPB_EUSAGE, "--loss-csv %s: cannot write there", o->loss_csv);
+        return EPB_OK; /* training writes the loss curve, not schema-1 rows */
+    }
     if (!o->csv_given) { /* the default folder is ours to create */
         if (mkdir("results", 0755) && errno != EEXIST)
             return epb_fail(err, EPB_EUSAGE, "--csv %s: cannot create folder results: %s", o->csv, strerror(errno));
