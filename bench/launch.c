@@ -39,7 +39,13 @@ int bench_self_launch(const bench_opts_t *o, int argc, char **argv, epb_err_t *e
     args[a++] = "-np";
     args[a++] = np;
     if (epb_mpi_is_openmpi()) {
-        if (o->ranks > count_cores()) args[a++] = "--oversubscribe";
+        if (o->ranks > count_cores()) {
+            /* ranks waiting in MPI must give the core to the rank computing beside them */
+            args[a++] = "--oversubscribe";
+            args[a++] = "--mca";
+            args[a++] = "mpi_yield_when_idle";
+            args[a++] = "1";
+        }
         if (geteuid() == 0) args[a++] = "--allow-run-as-root";
         /* bench binds its ranks itself (--bind), so mpirun must not */
         args[a++] = "--bind-to";

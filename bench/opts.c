@@ -68,7 +68,7 @@ void bench_usage(FILE *f)
 "  --strategy LIST       local, agrs, tp2ep, or all (default tp2ep when another MoE option is given)\n"
 "  --experts LIST        experts E, divisible by the ranks (default 16)\n"
 "  --top-k LIST          experts per token k <= E (default 2)\n"
-"  --tokens LIST         tokens per rank T (default 512)\n"
+"  --tokens LIST         tokens per rank T (default 256)\n"
 "  --hidden LIST         hidden size D (default 512)\n"
 "  --ffn LIST            expert FFN size F (default 1024)\n"
 "  --router softmax|sigmoid  (default softmax);  --route-norm  renormalise the k gate weights to sum 1\n"
@@ -76,7 +76,7 @@ void bench_usage(FILE *f)
 "  --bias-coeff C        aux-loss-free bias update step (default 0.001)\n"
 "  --dump DIR            write the global tensors of one step as .npy + config.json (DESIGN.md contract)\n"
 "  --train N             N SGD steps on an MSE loss instead of the benchmark; loss curve to --loss-csv\n"
-"  --lr R                SGD learning rate for --train (default 0.5)\n"
+"  --lr R                SGD learning rate for --train (default 50: the MSE is a mean over all P*T*D outputs)\n"
 "  --loss-csv FILE       loss curve rows strategy,ranks,step,loss (default results/loss.csv)\n"
 "  With -c 1 (default) rank 0 gathers y, dx and every gradient, tokens_per_expert and the updated bias,\n"
 "  recomputes the global batch on one device and compares (float32: relative error < 1e-5).\n"
@@ -132,11 +132,11 @@ static void defaults(bench_opts_t *o)
     o->factor = 2;
     o->experts[0] = 16;
     o->top_k[0] = 2;
-    o->tokens[0] = 512;
+    o->tokens[0] = 256;
     o->hidden[0] = 512;
     o->ffn[0] = 1024;
     o->bias_coeff = 1e-3;
-    o->lr = 0.5;
+    o->lr = 50;
     snprintf(o->loss_csv, sizeof o->loss_csv, "results/loss.csv");
 }
 
@@ -145,6 +145,7 @@ static int list_opt(const char *name, const char *v, long lo, long hi, long *out
 {
     char buf[256];
     if (strlen(v) >= sizeof buf) return epb_fail(err, EPB_EUSAGE, "%s: list too long", name);
+    if (strstr(v, ",,")) return epb_fail(err, EPB_EUSAGE, "%s '%s': empty list element", name, v);
     snprintf(buf, sizeof buf, "%s", v);
     *n = 0;
     char *save = NULL;
