@@ -52,9 +52,8 @@ int rp_compare(const double *base, size_t nb, const double *now, size_t nn, cons
     out->med_n = nn ? sn.med : 0;
     out->ratio = out->med_b > 0 ? out->med_n / out->med_b : 0;
     if (nb < 3 || nn < 3) { out->verdict = RP_INSUFFICIENT; return EPB_OK; }
-    if (out->med_b <= 0 || fabs(out->med_n - out->med_b) < rule->min_abs_us) {
+    if (out->med_b <= 0) { /* a phase that takes no time (local's dispatch): nothing to compare */
         out->verdict = RP_TOO_SMALL;
-        out->lo = out->hi = out->ratio;
         return EPB_OK;
     }
     int B = rule->resamples > 0 ? rule->resamples : 2000;
@@ -80,6 +79,8 @@ int rp_compare(const double *base, size_t nb, const double *now, size_t nn, cons
         out->verdict = RP_FASTER;
     else
         out->verdict = RP_SAME;
+    /* a significant change smaller than the timer floor is not worth an alarm (sub-microsecond phases) */
+    if (out->verdict != RP_SAME && fabs(out->med_n - out->med_b) < rule->min_abs_us) out->verdict = RP_TOO_SMALL;
     return EPB_OK;
 }
 
