@@ -25,6 +25,7 @@ typedef struct {
     int ninputs;
     const char *plots_dir;
     const char *gnuplot;
+    char *history;
     int no_plots;
     rp_rule_t rule;
 } opts_t;
@@ -46,6 +47,7 @@ static void usage(FILE *f)
             "  --plots DIR          directory of the gnuplot scripts (default: next to the program or %s)\n"
             "  --gnuplot PROG       gnuplot program (default: gnuplot on PATH)\n"
             "  --no-plots           write the tables only\n"
+            "  --history FILE       CSV whose rows the history plot shows (default: the inputs)\n"
             "  -h, --help\n"
             "Exit: 0 ok, 1 regression found, 2 bad usage or input, 3 system failure.\n",
             RP_PLOTS_DIR);
@@ -53,13 +55,14 @@ static void usage(FILE *f)
 
 static int parse_args(int argc, char **argv, opts_t *o)
 {
-    enum { O_BASE = 256, O_MINEFF, O_MINABS, O_RES, O_SEED, O_PLOTS, O_GNUPLOT, O_NOPLOTS };
+    enum { O_BASE = 256, O_MINEFF, O_MINABS, O_RES, O_SEED, O_PLOTS, O_GNUPLOT, O_NOPLOTS, O_HIST };
     static const struct option lo[] = {
         { "output", required_argument, 0, 'o' },       { "baseline", required_argument, 0, O_BASE },
         { "min-effect", required_argument, 0, O_MINEFF }, { "min-abs-us", required_argument, 0, O_MINABS },
         { "resamples", required_argument, 0, O_RES },  { "seed", required_argument, 0, O_SEED },
         { "plots", required_argument, 0, O_PLOTS },    { "gnuplot", required_argument, 0, O_GNUPLOT },
         { "no-plots", no_argument, 0, O_NOPLOTS },     { "help", no_argument, 0, 'h' },
+        { "history", required_argument, 0, O_HIST },
         { 0, 0, 0, 0 },
     };
     o->rule = rp_rule_default();
@@ -101,6 +104,7 @@ static int parse_args(int argc, char **argv, opts_t *o)
         case O_PLOTS: o->plots_dir = optarg; break;
         case O_GNUPLOT: o->gnuplot = optarg; break;
         case O_NOPLOTS: o->no_plots = 1; break;
+        case O_HIST: o->history = optarg; break;
         case 'h': usage(stdout); exit(EPB_OK);
         default:
             fprintf(stderr, "report: %s: unknown option or missing argument\n", argv[optind - 1]);
@@ -177,7 +181,8 @@ static void print_verdicts(const rp_match_t *m, size_t n, size_t nslower)
            nslower ? "REGRESSION" : "no regression");
 }
 
-static int write_report(const opts_t *o, const rp_data_t *now, const rp_regress_view_t *rv, epb_err_t *err)
+static int write_report(const opts_t *o, const rp_data_t *now, const rp_data_t *hist, const rp_regress_view_t *rv,
+                        epb_err_t *err)
 {
     char tmp[PATH_MAX], gp[PATH_MAX], pd[PATH_MAX], p[PATH_MAX + 32];
     rp_plot_opts_t po = { NULL, find_plots_dir(o, pd, sizeof pd) };
@@ -195,7 +200,7 @@ static int write_report(const opts_t *o, const rp_data_t *now, const rp_regress_
     char names[MAXPLOTS][64];
     const char *list[MAXPLOTS];
     int nn = 0;
-    rc = rp_plots(now, tmp, &po, names, MAXPLOTS, &nn, err);
+    rc = rp_plots(now, hist, tmp, &po, names, MAXPLOTS, &nn, err);
     for (int i = 0; i < nn; i++) list[i] = names[i];
     list[nn] = NULL;
     rp_doc_t *doc = rc ? NULL : rp_doc_new();
@@ -223,12 +228,14 @@ int main(int argc, char **argv)
     int rc = parse_args(argc, argv, &o);
     if (rc) { free(o.base); return rc; }
     epb_err_t err = { "" };
-    rp_data_t now, base = { 0 };
+    rp_data_t now, base = { 0 }, hist = { 0 };
     rc = rp_load(&now, o.inputs, o.ninputs, &err);
     if (!rc && o.nbase) rc = rp_load(&base, o.base, o.nbase, &err);
+    if (!rc && o.history) rc = rp_load(&hist, &o.history, 1, &err);
     if (rc) {
         fprintf(stderr, "report: %s\n", err.msg);
         rp_free(&now);
+        rp_free(&base);
         free(o.base);
         return rc;
     }
@@ -243,13 +250,14 @@ int main(int argc, char **argv)
     if (!rc && o.nbase) print_verdicts(m, nm, nslower);
     if (!rc && o.out) {
         rp_regress_view_t rv = { m, nm, &o.rule, o.nbase ? o.base[0] : NULL };
-        rc = write_report(&o, &now, o.nbase ? &rv : NULL, &err);
+        rc = write_report(&o, &now, &hist, o.nbase ? &rv : NULL, &err);
         if (!rc) fprintf(stderr, "report: wrote %s/report.md and %s/report.html\n", o.out, o.out);
     }
     if (rc) fprintf(stderr, "report: %s\n", err.msg);
     free(m);
     rp_free(&now);
     rp_free(&base);
+    rp_free(&hist);
     free(o.base);
     if (rc) return rc;
     return nslower ? EPB_ECHECK : EPB_OK;

@@ -309,7 +309,7 @@ static int history_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_
     return rc;
 }
 
-int rp_plots(const rp_data_t *d, const char *dir, const rp_plot_opts_t *o, char names[][64], int max, int *nnames,
+int rp_plots(const rp_data_t *d, const rp_data_t *hist, const char *dir, const rp_plot_opts_t *o, char names[][64], int max, int *nnames,
              epb_err_t *err)
 {
     char p[PATHLEN];
@@ -322,6 +322,6 @@ int rp_plots(const rp_data_t *d, const char *dir, const rp_plot_opts_t *o, char 
     if (!rc) rc = sweep_plot(d, dir, o, "experts", "experts", names, max, nnames, err);
     if (!rc) rc = sweep_plot(d, dir, o, "ranks", "ranks", names, max, nnames, err);
     if (!rc) rc = busbw_plot(d, dir, o, names, max, nnames, err);
-    if (!rc) rc = history_plot(d, dir, o, names, max, nnames, err);
+    if (!rc) rc = history_plot(hist && hist->nrows ? hist : d, dir, o, names, max, nnames, err);
     return rc;
 }

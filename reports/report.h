@@ -167,8 +167,9 @@ typedef struct {
 } rp_plot_opts_t;
 
 /* Writes the data files under dir/plots/ and, when gnuplot is set, runs the scripts into SVG and PNG.
+ * hist (may be NULL: d is used) holds the rows of the history plot, for example the nightly history CSV.
  * names receives the stems drawn (up to max, NULL-terminated). A gnuplot failure is EPB_ESYS. */
-int rp_plots(const rp_data_t *d, const char *dir, const rp_plot_opts_t *o, char names[][64], int max,
+int rp_plots(const rp_data_t *d, const rp_data_t *hist, const char *dir, const rp_plot_opts_t *o, char names[][64], int max,
              int *nnames, epb_err_t *err);
 
 /* Finds an executable on PATH; returns 0 and fills buf, or -1. */

@@ -361,8 +361,6 @@ int main(int argc, char **argv)
     } else {
         rc = test_plots();
     }
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
-    if (system(cmd)) {}
+    rp_outdir_abort(tmp); /* removes the tree; no rm needed on PATH */
     return rc;
 }
