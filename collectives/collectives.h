@@ -67,6 +67,9 @@ void epb_runtime_abort(int code); /* tear every rank down (MPI_Abort) after a fa
 /* True when this process was started by a launcher (mpirun, mpiexec, srun, PMI/PMIx). */
 int epb_under_launcher(void);
 int epb_have_mpi(void);
+/* "Open MPI 4.1.4", "MPICH 4.0"..., or "none" when built without MPI. */
+const char *epb_mpi_library(void);
+int epb_mpi_is_openmpi(void);
 
 /* Creates a world communicator of the named backend ("mpi", "self"); "auto" picks mpi when built with it
  * and started by a launcher, self otherwise. */
@@ -106,8 +109,9 @@ typedef struct {
 
 typedef struct {
     const char *name;
-    /* Element counts of this rank's send and receive buffers for a nominal size; EPB_EUSAGE (with the reason)
-     * when the size cannot be split over the ranks. */
+    int splits; /* the nominal size is divided over the ranks (must be a multiple of ranks x element size) */
+    /* Element counts of this rank's send and receive buffers for a nominal size already checked by
+     * epb_coll_check_size. */
     int (*sizes)(epb_coll_ctx_t *x, epb_err_t *err);
     /* Fills send with seeded small integers that every rank can regenerate. */
     void (*init)(epb_coll_ctx_t *x);
@@ -120,6 +124,12 @@ extern const epb_coll_t epb_colls[];
 extern const int epb_ncolls;
 const epb_coll_t *epb_coll_find(const char *name);
 const char *epb_coll_names(void); /* "allgather, reduce_scatter, alltoall, alltoallv, allreduce" */
+
+/* EPB_OK when `bytes` splits into whole elements as the collective needs over P ranks; otherwise EPB_EUSAGE
+ * naming the required multiple. */
+int epb_coll_check_size(const epb_coll_t *coll, uint64_t bytes, int P, epb_dtype_t dt, epb_err_t *err);
+/* The smallest multiple of the split unit of every collective that is >= bytes (for default sizes). */
+uint64_t epb_coll_round_size(uint64_t bytes, int P, epb_dtype_t dt);
 
 /* Sets up x for one size: computes element counts, allocates (host) buffers, fills inputs. x->comm, dt, seed,
  * imbalance, bytes must be set. epb_coll_ctx_free releases the buffers. */

@@ -32,20 +32,27 @@ static double load(const void *buf, epb_dtype_t dt, size_t i)
 
 /* ---- sizes: the nccl-tests byte conventions ---- */
 
-static int split_sizes(epb_coll_ctx_t *x, epb_err_t *err, int split, const char *what)
+int epb_coll_check_size(const epb_coll_t *coll, uint64_t bytes, int P, epb_dtype_t dt, epb_err_t *err)
 {
-    size_t es = epb_dtype_size(x->dt), P = (size_t)x->comm->size, unit = split ? P * es : es;
-    if (x->bytes == 0 || x->bytes % unit)
+    uint64_t es = epb_dtype_size(dt), unit = coll->splits ? (uint64_t)P * es : es;
+    if (bytes == 0 || bytes % unit)
         return epb_fail(err, EPB_EUSAGE,
-                        "size %zu bytes cannot be split over %zu ranks for %s: it must be a positive multiple of "
-                        "%zu bytes (%s%zu-byte %s elements)", x->bytes, P, what, unit, split ? "ranks x " : "", es,
-                        epb_dtype_name(x->dt));
+                        "size %llu bytes cannot be split over %d ranks for %s: it must be a positive multiple of "
+                        "%llu bytes (%s%llu-byte %s elements)", (unsigned long long)bytes, P, coll->name,
+                        (unsigned long long)unit, coll->splits ? "ranks x " : "", (unsigned long long)es,
+                        epb_dtype_name(dt));
     return EPB_OK;
+}
+
+uint64_t epb_coll_round_size(uint64_t bytes, int P, epb_dtype_t dt)
+{
+    uint64_t unit = (uint64_t)P * epb_dtype_size(dt);
+    return (bytes + unit - 1) / unit * unit;
 }
 
 static int allgather_sizes(epb_coll_ctx_t *x, epb_err_t *err)
 {
-    if (split_sizes(x, err, 1, "allgather")) return EPB_EUSAGE;
+    (void)err;
     x->recv_elems = x->bytes / epb_dtype_size(x->dt); /* size = the gathered buffer */
     x->send_elems = x->recv_elems / (size_t)x->comm->size;
     return EPB_OK;
@@ -53,7 +60,7 @@ static int allgather_sizes(epb_coll_ctx_t *x, epb_err_t *err)
 
 static int reduce_scatter_sizes(epb_coll_ctx_t *x, epb_err_t *err)
 {
-    if (split_sizes(x, err, 1, "reduce_scatter")) return EPB_EUSAGE;
+    (void)err;
     x->send_elems = x->bytes / epb_dtype_size(x->dt); /* size = the full input buffer */
     x->recv_elems = x->send_elems / (size_t)x->comm->size;
     return EPB_OK;
@@ -61,14 +68,14 @@ static int reduce_scatter_sizes(epb_coll_ctx_t *x, epb_err_t *err)
 
 static int alltoall_sizes(epb_coll_ctx_t *x, epb_err_t *err)
 {
-    if (split_sizes(x, err, 1, "alltoall")) return EPB_EUSAGE;
+    (void)err;
     x->send_elems = x->recv_elems = x->bytes / epb_dtype_size(x->dt);
     return EPB_OK;
 }
 
 static int allreduce_sizes(epb_coll_ctx_t *x, epb_err_t *err)
 {
-    if (split_sizes(x, err, 0, "allreduce")) return EPB_EUSAGE;
+    (void)err;
     x->send_elems = x->recv_elems = x->bytes / epb_dtype_size(x->dt);
     return EPB_OK;
 }
@@ -106,7 +113,6 @@ void epb_zipf_counts(size_t elems, int P, double S, uint64_t seed, size_t *count
 
 static int alltoallv_sizes(epb_coll_ctx_t *x, epb_err_t *err)
 {
-    if (split_sizes(x, err, 0, "alltoallv")) return EPB_EUSAGE;
     int P = x->comm->size, me = x->comm->rank;
     size_t es = epb_dtype_size(x->dt), n = x->bytes / es;
     x->counts = malloc(sizeof(size_t) * (size_t)P * (size_t)P);
@@ -202,11 +208,11 @@ static long check_alltoallv(const epb_coll_ctx_t *x)
 }
 
 const epb_coll_t epb_colls[] = {
-    { "allgather", allgather_sizes, init_linear, run_allgather, check_allgather },
-    { "reduce_scatter", reduce_scatter_sizes, init_linear, run_reduce_scatter, check_reduce_scatter },
-    { "alltoall", alltoall_sizes, init_linear, run_alltoall, check_alltoall },
-    { "alltoallv", alltoallv_sizes, init_linear, run_alltoallv, check_alltoallv },
-    { "allreduce", allreduce_sizes, init_linear, run_allreduce, check_allreduce },
+    { "allgather", 1, allgather_sizes, init_linear, run_allgather, check_allgather },
+    { "reduce_scatter", 1, reduce_scatter_sizes, init_linear, run_reduce_scatter, check_reduce_scatter },
+    { "alltoall", 1, alltoall_sizes, init_linear, run_alltoall, check_alltoall },
+    { "alltoallv", 0, alltoallv_sizes, init_linear, run_alltoallv, check_alltoallv },
+    { "allreduce", 0, allreduce_sizes, init_linear, run_allreduce, check_allreduce },
 };
 const int epb_ncolls = sizeof epb_colls / sizeof *epb_colls;
 
@@ -227,7 +233,8 @@ int epb_coll_ctx_setup(const epb_coll_t *coll, epb_coll_ctx_t *x, epb_err_t *err
     if (x->comm->mem != EPB_MEM_HOST)
         return epb_fail(err, EPB_EUSAGE, "communicator %s takes device buffers; this build has no device allocator",
                         x->comm->ops->name);
-    int rc = coll->sizes(x, err);
+    int rc = epb_coll_check_size(coll, x->bytes, x->comm->size, x->dt, err);
+    if (rc == EPB_OK) rc = coll->sizes(x, err);
     if (rc) { epb_coll_ctx_free(x); return rc; }
     size_t es = epb_dtype_size(x->dt);
     /* 64-byte aligned, at least one element, touched once so first-touch page faults stay out of the timing */

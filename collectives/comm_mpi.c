@@ -185,6 +185,28 @@ int epb_comm_mpi_create(epb_comm_t **out, epb_err_t *err)
     return EPB_OK;
 }
 
+const char *epb_mpi_library(void)
+{
+#if defined(OMPI_MAJOR_VERSION)
+#define EPB_STR2(x) #x
+#define EPB_STR1(x) EPB_STR2(x)
+    return "Open MPI " EPB_STR1(OMPI_MAJOR_VERSION) "." EPB_STR1(OMPI_MINOR_VERSION) "." EPB_STR1(OMPI_RELEASE_VERSION);
+#elif defined(MPICH_VERSION)
+    return "MPICH " MPICH_VERSION;
+#else
+    return "MPI";
+#endif
+}
+
+int epb_mpi_is_openmpi(void)
+{
+#if defined(OMPI_MAJOR_VERSION)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 int epb_runtime_init(int *argc, char ***argv, epb_err_t *err)
 {
     int inited = 0;
@@ -223,6 +245,8 @@ int epb_comm_mpi_create(epb_comm_t **out, epb_err_t *err)
     *out = NULL;
     return epb_fail(err, EPB_EUSAGE, "this build has no MPI");
 }
+const char *epb_mpi_library(void) { return "none"; }
+int epb_mpi_is_openmpi(void) { return 0; }
 int epb_runtime_init(int *argc, char ***argv, epb_err_t *err) { (void)argc; (void)argv; (void)err; return EPB_OK; }
 int epb_runtime_mpi_active(void) { return 0; }
 void epb_runtime_finalize(void) {}

@@ -1,0 +1,94 @@
+/* bench/: the `bench` program. Private header shared by its files. */
+#ifndef EPB_BENCH_H
+#define EPB_BENCH_H
+
+#include <limits.h>
+#include <stdint.h>
+
+#include "collectives.h"
+#include "epb.h"
+
+typedef enum { MODE_NONE, MODE_COLL, MODE_MOE, MODE_CALIBRATE, MODE_HELP, MODE_VERSION } bench_mode_t;
+typedef enum { BIND_AUTO, BIND_NONE, BIND_CORE, BIND_NUMA } bind_mode_t;
+
+#define BENCH_MAX_LIST 16 /* values in one comma list */
+
+/* The resolved configuration: plain data (no pointers), validated once on rank 0 and broadcast byte for byte,
+ * so ranks can never disagree. */
+typedef struct {
+    bench_mode_t mode;
+    /* common */
+    int ranks, ranks_given;
+    int iters, warmup, check;
+    uint64_t seed;
+    epb_dtype_t dtype;
+    bind_mode_t bind;
+    char comm[16];
+    char csv[PATH_MAX];
+    int csv_given;
+    /* coll */
+    char coll[32];
+    uint64_t min_bytes, max_bytes;
+    int factor;
+    int min_given, max_given;
+    double imbalance;
+    /* test-only slowdown knob, from EPB_TEST_SLOWDOWN=PHASE:PERCENT */
+    char slow_phase[32];
+    double slow_pct;
+} bench_opts_t;
+
+/* opts.c */
+/* Parses argv into o. Returns EPB_OK, or EPB_EUSAGE with a one-line message naming the option and the
+ * accepted values. Does not touch the file system. */
+int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err);
+/* Checks that need the file system (the CSV path): rank 0 only. May create the default results/ folder. */
+int bench_validate_files(bench_opts_t *o, epb_err_t *err);
+void bench_usage(FILE *f);
+
+/* launch.c */
+/* When started by hand with --ranks N > 1, re-executes under mpirun (never returns on success). */
+int bench_self_launch(const bench_opts_t *o, int argc, char **argv, epb_err_t *err);
+
+/* topo.c: host, nodes, CPU model and the binding in force, from hwloc */
+typedef enum { BOUND_NONE, BOUND_CORE, BOUND_NUMA, BOUND_OTHER } bound_kind_t;
+typedef struct {
+    char host[64];
+    char cpu_model[96];
+    int cores, pus, numa_nodes;
+    bound_kind_t bound; /* the binding in force, read back from the OS after binding */
+    int bound_index;    /* the core or NUMA node, -1 otherwise */
+    char cpuset[64];    /* its CPUs, e.g. "1" or "0-1" */
+} bench_topo_t;
+/* Reads the topology and applies the binding (BIND_AUTO: one core per rank when a node runs several ranks and
+ * the launcher has not bound them already; no binding for a lone rank, so its BLAS threads can spread). */
+int bench_topo_init(bench_topo_t *t, bind_mode_t bind, int local_rank, int local_size, epb_err_t *err);
+/* The device_name column: CPU model, cores and the binding in force over all ranks ("bind=core" when every
+ * rank is pinned to one core, "bind=core x2" when two ranks share each core, "bind=none"...). */
+int bench_topo_summary(const bench_topo_t *t, epb_comm_t *ctl, char *out, size_t n, epb_err_t *err);
+const char *bench_hwloc_version(void);
+
+/* run.c: shared by every mode */
+typedef struct {
+    const bench_opts_t *o;
+    epb_comm_t *ctl;  /* host control communicator: config, timings, check counts */
+    epb_comm_t *data; /* the communicator under test */
+    bench_topo_t topo;
+    epb_row_t base;   /* run-wide columns filled once (run_id, utc, git_rev, host, nodes, backend, device...) */
+    int failed_checks;
+} bench_ctx_t;
+
+int bench_ctx_init(bench_ctx_t *b, const bench_opts_t *o, epb_comm_t *ctl, epb_comm_t *data, epb_err_t *err);
+/* Max over ranks of per-iteration times (in place, n samples), then statistics into the row. */
+int bench_reduce_times(bench_ctx_t *b, double *t_us, int n, epb_stats_t *st);
+/* Busy-waits the test-only slowdown for `phase` when EPB_TEST_SLOWDOWN names it; elapsed_us is the phase's
+ * own measured time so far. */
+void bench_maybe_slow(const bench_ctx_t *b, const char *phase, double elapsed_us);
+/* Rank 0 appends rows to the CSV. */
+int bench_write_rows(bench_ctx_t *b, const epb_row_t *rows, size_t n, epb_err_t *err);
+
+/* coll.c, calibrate.c */
+int bench_coll_plan(const bench_opts_t *o, int P, uint64_t *sizes, int max, int *n, epb_err_t *err);
+int bench_run_coll(bench_ctx_t *b, epb_err_t *err);
+int bench_run_calibrate(bench_ctx_t *b, epb_err_t *err);
+
+#endif

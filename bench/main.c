@@ -1,0 +1,115 @@
+/* bench: options -> config (validated once on rank 0, broadcast) -> run -> rows -> CSV. Only main exits. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench.h"
+#include "epb_config.h"
+#include "epb_git_rev.h"
+
+#if EPB_HAVE_BLAS
+#include <cblas.h>
+#endif
+
+static void print_version(void)
+{
+    printf("epbench %s (git %s)\n", EPB_VERSION, EPB_GIT_REV);
+    printf("communicators: %s", epb_comm_backends());
+    if (epb_have_mpi()) printf(" (%s)", epb_mpi_library());
+    printf("\nBLAS: ");
+#if EPB_HAVE_BLAS
+    printf("%s (core %s)\n", openblas_get_config(), openblas_get_corename());
+#else
+    printf("none\n");
+#endif
+    printf("topology: %s\n", bench_hwloc_version());
+    printf("CUDA: %s\n", EPB_HAVE_CUDA ? "built (kernels compiled)" : "not built");
+}
+
+/* Everything that can be checked before any rank runs: the same on the launcher and on rank 0. P is the rank
+ * count the run will have. */
+static int validate(bench_opts_t *o, int P, epb_err_t *err)
+{
+    if (o->mode == MODE_COLL) {
+        uint64_t sizes[64];
+        int n, rc = bench_coll_plan(o, P, sizes, 64, &n, err);
+        if (rc) return rc;
+    }
+    return bench_validate_files(o, err);
+}
+
+static int fail(int rc, const epb_err_t *err)
+{
+    fprintf(stderr, "bench: %s\n", err->msg);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    bench_opts_t o;
+    epb_err_t err = { { 0 } };
+    int rc = bench_parse(argc, argv, &o, &err);
+    if (!epb_under_launcher()) { /* started by hand: fail fast, then launch the ranks */
+        if (rc) return fail(rc, &err);
+        if (o.mode == MODE_HELP) { bench_usage(stdout); return EPB_OK; }
+        if (o.mode == MODE_VERSION) { print_version(); return EPB_OK; }
+        if ((rc = validate(&o, o.ranks, &err))) return fail(rc, &err);
+        if ((rc = bench_self_launch(&o, argc, argv, &err))) return fail(rc, &err);
+    }
+
+    if ((rc = epb_runtime_init(&argc, &argv, &err))) return fail(rc, &err);
+    epb_comm_t *ctl = NULL, *data = NULL;
+    if ((rc = epb_comm_create("auto", &ctl, &err))) {
+        fail(rc, &err);
+        epb_runtime_finalize();
+        return rc;
+    }
+    /* rank 0 validates and broadcasts the resolved configuration with the verdict */
+    struct { int rc; epb_err_t err; bench_opts_t o; } v;
+    memset(&v, 0, sizeof v);
+    if (ctl->rank == 0) {
+        v.rc = rc;
+        v.err = err;
+        if (!v.rc && o.mode != MODE_HELP && o.mode != MODE_VERSION) {
+            if (o.ranks_given && o.ranks != ctl->size)
+                v.rc = epb_fail(&v.err, EPB_EUSAGE, "--ranks %d, but the launcher started %d ranks", o.ranks, ctl->size);
+            else
+                v.rc = validate(&o, ctl->size, &v.err);
+        }
+        v.o = o;
+    }
+    if (epb_bcast(ctl, &v, sizeof v, 0)) {
+        fprintf(stderr, "bench: %s\n", ctl->err.msg);
+        epb_runtime_abort(EPB_ESYS);
+    }
+    o = v.o;
+    o.ranks = ctl->size;
+    if (v.rc) {
+        if (ctl->rank == 0) fail(v.rc, &v.err);
+        rc = v.rc;
+        goto done;
+    }
+    if (o.mode == MODE_HELP || o.mode == MODE_VERSION) {
+        if (ctl->rank == 0) o.mode == MODE_HELP ? bench_usage(stdout) : print_version();
+        goto done;
+    }
+    if ((rc = epb_comm_create(o.comm, &data, &err))) {
+        if (ctl->rank == 0) fail(rc, &err);
+        goto done;
+    }
+    bench_ctx_t b;
+    if (!(rc = bench_ctx_init(&b, &o, ctl, data, &err))) {
+        if (o.mode == MODE_COLL) rc = bench_run_coll(&b, &err);
+        else if (o.mode == MODE_CALIBRATE) rc = bench_run_calibrate(&b, &err);
+    }
+    if (rc && rc != EPB_ECHECK) {
+        /* a runtime failure on one rank may leave the others blocked in a collective: say where, end all */
+        fprintf(stderr, "bench: rank %d: %s\n", ctl->rank, err.msg);
+        fflush(stderr);
+        if (ctl->size > 1) epb_runtime_abort(rc);
+    }
+done:
+    epb_comm_destroy(data);
+    epb_comm_destroy(ctl);
+    epb_runtime_finalize();
+    return rc;
+}

@@ -1,0 +1,123 @@
+/* Configuration, validation, memory estimate, seeded initialisation and the load-balancing bias update. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "moe.h"
+
+moe_config_t moe_config_default(void)
+{
+    return (moe_config_t){ .T = 2048, .D = 1024, .F = 2048, .E = 16, .k = 2, .router = MOE_SOFTMAX,
+                           .route_norm = false, .skew = 0, .bias_coeff = 1e-3, .seed = 1, .dtype = MOE_F32 };
+}
+
+int moe_router_parse(const char *s, moe_router_t *out)
+{
+    if (s && !strcmp(s, "softmax")) return *out = MOE_SOFTMAX, 0;
+    if (s && !strcmp(s, "sigmoid")) return *out = MOE_SIGMOID, 0;
+    return -1;
+}
+
+const char *moe_router_name(moe_router_t r)
+{
+    return r == MOE_SOFTMAX ? "softmax" : r == MOE_SIGMOID ? "sigmoid" : "unknown";
+}
+const char *moe_dtype_name(moe_dtype_t dt) { return dt == MOE_BF16 ? "bf16" : "f32"; }
+size_t moe_dtype_size(moe_dtype_t dt) { return dt == MOE_BF16 ? 2 : 4; }
+
+int moe_config_validate(const moe_config_t *c, epb_err_t *err)
+{
+    if (c->T < 1) return epb_fail(err, EPB_EUSAGE, "--tokens %ld must be positive", c->T);
+    if (c->D < 1) return epb_fail(err, EPB_EUSAGE, "--hidden %ld must be positive", c->D);
+    if (c->F < 1) return epb_fail(err, EPB_EUSAGE, "--ffn %ld must be positive", c->F);
+    if (c->E < 1) return epb_fail(err, EPB_EUSAGE, "--experts %d must be positive", c->E);
+    if (c->k < 1) return epb_fail(err, EPB_EUSAGE, "--top-k %d must be at least 1", c->k);
+    if (c->k > c->E) return epb_fail(err, EPB_EUSAGE, "--top-k %d exceeds --experts %d", c->k, c->E);
+    if (c->router != MOE_SOFTMAX && c->router != MOE_SIGMOID)
+        return epb_fail(err, EPB_EUSAGE, "--router: unknown router (%d); use softmax or sigmoid", (int)c->router);
+    if (!(c->skew >= 0) || !isfinite(c->skew))
+        return epb_fail(err, EPB_EUSAGE, "--skew %g must be finite and >= 0", c->skew);
+    if (!(c->bias_coeff >= 0) || !isfinite(c->bias_coeff))
+        return epb_fail(err, EPB_EUSAGE, "--bias-coeff %g must be finite and >= 0", c->bias_coeff);
+    if (c->dtype != MOE_F32 && c->dtype != MOE_BF16)
+        return epb_fail(err, EPB_EUSAGE, "--dtype: unknown dtype (%d)", (int)c->dtype);
+    /* row indices are int32 in the ops; GEMM sizes are int in cblas */
+    if ((double)c->T * c->k > 2147483647.0 || (double)c->D * c->F > 2147483647.0)
+        return epb_fail(err, EPB_EUSAGE, "--tokens %ld x --top-k %d or --hidden x --ffn exceed 2^31-1", c->T, c->k);
+    return EPB_OK;
+}
+
+uint64_t moe_mem_estimate(const moe_config_t *c, int P)
+{
+    double b = (double)moe_dtype_size(c->dtype), N = (double)P * c->T, R = N * c->k, D = c->D, F = c->F,
+           E = c->E;
+    double weights = 3 * E * D * F * b * 2;               /* w1 w3 w2 and their gradients */
+    double router = (D * E * 2 + 2 * E) * 4;              /* Wr, dWr, expert_bias, counts */
+    double tokens = 4 * N * D * b + N * E * 4 + 3 * N * c->k * 4; /* x y dy dx, scores, topk_idx/w, d_gate */
+    double rows = 4 * R * D * b + R * 4 + 5 * R * F * b;  /* xp ep_out d_ep_out d_xp, pos; a1 a3 s, work x2 */
+    return (uint64_t)(weights + router + tokens + rows);
+}
+
+uint64_t moe_mem_available(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (f) {
+        char line[256];
+        unsigned long long kb;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) {
+                fclose(f);
+                return (uint64_t)kb * 1024;
+            }
+        fclose(f);
+    }
+    long pages = sysconf(_SC_AVPHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    return pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz : 0;
+}
+
+int moe_mem_check(const moe_config_t *c, int P, uint64_t avail_bytes, epb_err_t *err)
+{
+    if (!avail_bytes) avail_bytes = moe_mem_available();
+    uint64_t need = moe_mem_estimate(c, P);
+    if (avail_bytes && need > avail_bytes)
+        return epb_fail(err, EPB_EUSAGE,
+                        "layer too large for memory: needs %.2f GiB (%llu bytes) for %d rank(s) (--tokens %ld "
+                        "--hidden %ld --ffn %ld --experts %d --top-k %d) but %.2f GiB (%llu bytes) are available",
+                        need / 1073741824.0, (unsigned long long)need, P, c->T, c->D, c->F, c->E, c->k,
+                        avail_bytes / 1073741824.0, (unsigned long long)avail_bytes);
+    return EPB_OK;
+}
+
+void moe_init_tokens(float *x, const moe_config_t *c, uint64_t stream, long t0, long N)
+{
+    for (long t = 0; t < N; t++)
+        for (long d = 0; d < c->D; d++)
+            x[t * c->D + d] = (float)epb_uniform(c->seed, stream, (uint64_t)(t0 + t) * (uint64_t)c->D + d);
+}
+
+void moe_init_weights(float *Wr, float *w1, float *w3, float *w2, const moe_config_t *c, int e0, int El)
+{
+    long D = c->D, F = c->F, E = c->E;
+    double sD = 1.0 / sqrt((double)D), sF = 1.0 / sqrt((double)F);
+    if (Wr)
+        for (long i = 0; i < D * E; i++) Wr[i] = (float)(sD * epb_uniform(c->seed, MOE_STREAM_WR, (uint64_t)i));
+    uint64_t base = (uint64_t)e0 * (uint64_t)(D * F); /* global index of expert e0's first element */
+    for (uint64_t i = 0; i < (uint64_t)El * (uint64_t)(D * F); i++) {
+        if (w1) w1[i] = (float)(sD * epb_uniform(c->seed, MOE_STREAM_W1, base + i));
+        if (w3) w3[i] = (float)(sD * epb_uniform(c->seed, MOE_STREAM_W3, base + i));
+        if (w2) w2[i] = (float)(sF * epb_uniform(c->seed, MOE_STREAM_W2, base + i));
+    }
+}
+
+static double sign(double v) { return v > 0 ? 1 : v < 0 ? -1 : 0; }
+
+void moe_bias_update(float *bias, const int64_t *tpe, int E, double coeff)
+{
+    double mean = 0, dmean = 0;
+    for (int e = 0; e < E; e++) mean += (double)tpe[e];
+    mean /= E;
+    for (int e = 0; e < E; e++) dmean += coeff * sign(mean - (double)tpe[e]);
+    dmean /= E;
+    for (int e = 0; e < E; e++) bias[e] += (float)(coeff * sign(mean - (double)tpe[e]) - dmean);
+}

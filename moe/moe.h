@@ -1,0 +1,144 @@
+/* moe/: the MoE layer of DESIGN.md ("The MoE layer"): configuration, seeded initialisation by global index,
+ * the single-device reference forward+backward over any number of tokens (what strategy `local` runs per rank
+ * and what every strategy is checked against), the load-balancing bias update, the --dump writer, the CPU
+ * backend and the BLAS report. Other folders include only this header. */
+#ifndef EPB_MOE_H
+#define EPB_MOE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "epb.h"
+#include "ops.h"
+
+/* ---- configuration ---- */
+typedef struct {
+    long T;            /* tokens per rank */
+    long D, F;         /* hidden, expert FFN size */
+    int E, k;          /* experts, top_k */
+    moe_router_t router;
+    bool route_norm;   /* renormalise the k gate weights to sum 1 */
+    double skew;       /* >= 0: logits get -skew*ln(e+1) */
+    double bias_coeff; /* aux-loss-free bias update step */
+    uint64_t seed;
+    moe_dtype_t dtype;
+} moe_config_t;
+
+/* T=2048 D=1024 F=2048 E=16 k=2 softmax, no renormalisation, skew 0, bias_coeff 1e-3, seed 1, f32 */
+moe_config_t moe_config_default(void);
+/* EPB_EUSAGE with a one-line message naming the option ("--top-k 5 exceeds --experts 4"). */
+int moe_config_validate(const moe_config_t *c, epb_err_t *err);
+int moe_router_parse(const char *s, moe_router_t *out); /* "softmax" | "sigmoid"; 0 or -1 */
+const char *moe_router_name(moe_router_t r);
+const char *moe_dtype_name(moe_dtype_t dt);            /* "f32" | "bf16" */
+size_t moe_dtype_size(moe_dtype_t dt);
+
+/* ---- memory ---- */
+/* Bytes one process needs to hold the single-device layer over P*T tokens (all weights, their gradients, the
+ * activations of P*T*k rows and the scratch): an upper bound of any strategy's per-rank footprint, and exactly
+ * what the reference check over the global batch needs. */
+uint64_t moe_mem_estimate(const moe_config_t *c, int P);
+/* MemAvailable from /proc/meminfo, else sysconf(_SC_AVPHYS_PAGES)*page size; 0 when unknown. */
+uint64_t moe_mem_available(void);
+/* EPB_EUSAGE ("layer needs 12.3 GiB (12345678 bytes) for 4 ranks but 8.0 GiB are available ...") when the
+ * estimate exceeds avail_bytes; avail_bytes 0 means "ask moe_mem_available()". */
+int moe_mem_check(const moe_config_t *c, int P, uint64_t avail_bytes, epb_err_t *err);
+
+/* ---- seeded values by global index (identical whatever the rank count) ---- */
+enum { MOE_STREAM_X = 1, MOE_STREAM_WR, MOE_STREAM_W1, MOE_STREAM_W3, MOE_STREAM_W2, MOE_STREAM_DY };
+/* x[t,:] for global tokens t0..t0+N-1 ~ U(-1,1); dy likewise from its own stream. */
+void moe_init_tokens(float *x, const moe_config_t *c, uint64_t stream, long t0, long N);
+/* Wr (D,E) ~ U(-1,1)/sqrt(D); w1, w3 (El,D,F) ~ U(-1,1)/sqrt(D); w2 (El,F,D) ~ U(-1,1)/sqrt(F), for global
+ * experts e0..e0+El-1. Any pointer may be NULL. */
+void moe_init_weights(float *Wr, float *w1, float *w3, float *w2, const moe_config_t *c, int e0, int El);
+
+/* ---- load balancing ---- */
+/* delta = coeff*sign(mean(tpe) - tpe); delta -= mean(delta); bias += delta  (tpe: global counts) */
+void moe_bias_update(float *bias, const int64_t *tokens_per_expert, int E, double coeff);
+
+/* ---- phases (DESIGN.md "Phases"); every strategy fills every phase ---- */
+typedef enum {
+    MOE_PH_ROUTE, MOE_PH_SYNC_COUNTS, MOE_PH_DISPATCH, MOE_PH_PERMUTE, MOE_PH_EXPERTS_FWD, MOE_PH_UNPERMUTE,
+    MOE_PH_COMBINE, MOE_PH_COMBINE_BWD, MOE_PH_EXPERTS_BWD, MOE_PH_DISPATCH_BWD, MOE_PH_ROUTE_BWD,
+    MOE_PH_GRAD_SYNC, MOE_NPHASES
+} moe_phase_t;
+extern const char *const moe_phase_names[MOE_NPHASES];
+
+/* ---- the single-device layer (reference, and strategy `local` per rank) ----
+ * Runs N tokens through all E experts with ops of one backend. In its phases the local data movement stands in
+ * for the communication: unpermute = unpermute+combine compute, combine_bwd = combine backward compute,
+ * dispatch_bwd = permute backward (dx scatter); sync_counts, dispatch, combine, grad_sync stay 0. */
+typedef struct {
+    moe_config_t cfg;
+    long N; /* tokens in this layer */
+    moe_backend_t *be;
+    /* parameters (backend memory) */
+    void *x;                    /* (N,D) act */
+    float *Wr;                  /* (D,E) */
+    float *bias;                /* (E) expert_bias */
+    void *w1, *w3, *w2;         /* (E,D,F) (E,D,F) (E,F,D) act */
+    /* forward activations */
+    float *scores;              /* (N,E) */
+    int32_t *topk_idx;          /* (N,k) */
+    float *topk_w;              /* (N,k) */
+    int32_t *pos;               /* (N*k) */
+    int64_t *counts;            /* (E) host: tokens_per_expert of this layer's N tokens */
+    int64_t *offsets;           /* (E+1) host */
+    void *xp, *ep_out;          /* (N*k,D) */
+    void *a1, *a3, *s;          /* (N*k,F) */
+    void *y;                    /* (N,D) */
+    /* gradients */
+    void *dy, *dx;              /* (N,D) */
+    float *dWr;                 /* (D,E) */
+    void *dw1, *dw3, *dw2;      /* like w1, w3, w2 */
+    float *d_gate;              /* (N,k) */
+    void *d_ep_out, *d_xp;      /* (N*k,D) */
+    void *work;                 /* (2,N*k,F) scratch; route_backward uses its first N*E floats */
+    moe_event_t *ev[2];
+} moe_layer_t;
+
+/* Allocates every buffer once (nothing is allocated afterwards). */
+int moe_layer_create(moe_layer_t *L, const moe_config_t *c, long N, moe_backend_t *be, epb_err_t *err);
+void moe_layer_destroy(moe_layer_t *L);
+/* Seeded x and dy for global tokens t0..t0+N-1, all weights, expert_bias = 0. */
+int moe_layer_init(moe_layer_t *L, long t0, epb_err_t *err);
+/* phase_us (MOE_NPHASES entries, may be NULL) gets each phase's time added. */
+int moe_layer_forward(moe_layer_t *L, double *phase_us, epb_err_t *err);
+/* Zeroes dx, dWr, dw1, dw3, dw2 (and the internal gradient buffers), untimed. */
+int moe_layer_zero_grad(moe_layer_t *L, epb_err_t *err);
+int moe_layer_backward(moe_layer_t *L, double *phase_us, epb_err_t *err);
+
+/* ---- the --dump contract (DESIGN.md "Contracts"): global host tensors, float32 ---- */
+typedef struct {
+    const char *strategy;
+    int ranks;
+    const moe_config_t *cfg;    /* T is per rank; the tensors hold ranks*T tokens in global order */
+    const float *x, *router_w, *expert_bias, *w1, *w3, *w2;
+    const int32_t *topk_idx;
+    const float *topk_w, *y, *dy, *dx, *d_router_w, *dw1, *dw3, *dw2;
+    const int64_t *tokens_per_expert;
+    const float *expert_bias_after;
+} moe_dump_t;
+/* Creates dir if missing and writes the 17 .npy files and config.json, each to a temporary name renamed into
+ * place. EPB_EUSAGE naming the directory/file when it cannot be created or written. */
+int moe_dump_write(const char *dir, const moe_dump_t *d, epb_err_t *err);
+/* One NumPy v1.0 file: descr "<f4", "<i4" or "<i8", C order; header padded so the data starts at a multiple
+ * of 64 bytes. Writes path.tmp then renames. */
+int moe_npy_write(const char *path, const void *data, const char *descr, int ndim, const long *shape,
+                  epb_err_t *err);
+
+/* ---- the CPU backend (moe/cpu) ---- */
+/* EPB_EUSAGE when built without BLAS. */
+int moe_cpu_backend_create(moe_backend_t **out, epb_err_t *err);
+static inline void moe_backend_destroy(moe_backend_t *be) { if (be) be->ops->destroy(be); }
+
+/* ---- the BLAS in use ---- */
+/* "OpenBLAS 0.3.21 ... core=Haswell" (openblas_get_config + openblas_get_corename) into buf. */
+void epb_blas_info(char *buf, size_t n);
+/* The OPENBLAS_CORETYPE value that gives faster kernels than the ones OpenBLAS picked (the CPU has
+ * AVX-512 F/BW/VL/DQ, the picked core is an AVX2 one, and OPENBLAS_CORETYPE is unset), or NULL. The caller
+ * sets it and re-executes itself before any BLAS call (OpenBLAS reads it once, at load time). */
+const char *epb_blas_better_coretype(void);
+
+#endif

@@ -1,0 +1,135 @@
+/* moe/ops.h: the compute-backend interface of the MoE layer. moe/cpu (OpenBLAS, float32) implements it today;
+ * moe/cuda (kernels + cuBLAS, float32 or bf16) implements the same table later. Strategies (local, agrs, tp2ep)
+ * are written once against this table plus the communicator, never per device.
+ *
+ * Conventions (llm.c style):
+ * - Arguments: outputs first, then saved activations, then inputs/weights, then sizes.
+ * - Every *_backward ADDS into its gradient outputs; the caller zeroes them (ops->zero) before a step.
+ * - Memory: "backend" pointers come from ops->alloc (host for cpu, device for cuda); "host" pointers are plain
+ *   host memory. Tensors marked (act) have the backend's activation dtype (float32 on cpu); router scores, gate
+ *   weights and their gradients are always float32, as DESIGN.md computes the router in fp32.
+ * - Rows of (token, choice) pairs are indexed i = t*k + j. An assignment maps each pair to a local expert; pairs
+ *   whose expert is not in [e0, e0+El) are "not here" (pos = -1) and are skipped by every op.
+ * - Functions return EPB_OK or EPB_ESYS with the reason in be->err. */
+#ifndef EPB_MOE_OPS_H
+#define EPB_MOE_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "epb.h"
+
+typedef enum { MOE_F32, MOE_BF16 } moe_dtype_t;
+typedef enum { MOE_SOFTMAX, MOE_SIGMOID } moe_router_t;
+
+typedef struct moe_backend moe_backend_t;
+typedef struct moe_event moe_event_t; /* a point on the backend's timeline (a clock reading or a cudaEvent) */
+
+typedef struct {
+    const char *name; /* "cpu", "cuda" */
+
+    /* ---- memory, copies, sync, timing ---- */
+    void *(*alloc)(moe_backend_t *be, size_t bytes); /* 64-byte aligned; NULL (reason in be->err) on failure */
+    void (*free)(moe_backend_t *be, void *p);
+    int (*zero)(moe_backend_t *be, void *p, size_t bytes);
+    int (*to_backend)(moe_backend_t *be, void *dst, const void *host_src, size_t bytes);
+    int (*to_host)(moe_backend_t *be, void *host_dst, const void *src, size_t bytes);
+    int (*copy)(moe_backend_t *be, void *dst, const void *src, size_t bytes); /* backend to backend */
+    int (*sync)(moe_backend_t *be);                                          /* wait for queued work */
+    int (*event_create)(moe_backend_t *be, moe_event_t **ev);
+    void (*event_destroy)(moe_backend_t *be, moe_event_t *ev);
+    int (*event_record)(moe_backend_t *be, moe_event_t *ev);
+    /* microseconds from a to b; waits for b */
+    int (*event_elapsed_us)(moe_backend_t *be, const moe_event_t *a, const moe_event_t *b, double *us);
+    void (*destroy)(moe_backend_t *be);
+
+    /* ---- router ----
+     * scores = softmax|sigmoid(x @ Wr - skew*ln(e+1)); choice j of token t = the j-th largest of scores+bias
+     * (ties to the lower expert index); topk_w = the unbiased scores of the choices, renormalised to sum 1
+     * when route_norm. counts[e] = number of choices of expert e (written, not added). */
+    int (*route_forward)(moe_backend_t *be,
+                         float *scores,       /* (N,E) backend, saved for backward */
+                         int32_t *topk_idx,   /* (N,k) backend */
+                         float *topk_w,       /* (N,k) backend */
+                         int64_t *counts,     /* (E)   host */
+                         const void *x,       /* (N,D) backend (act) */
+                         const float *Wr,     /* (D,E) backend */
+                         const float *bias,   /* (E)   backend, expert_bias */
+                         long N, long D, int E, int k, moe_router_t router, int route_norm, double skew);
+    /* d_gate -> dx += dlogits @ Wr^T and dWr += x^T @ dlogits (through renormalisation and softmax|sigmoid).
+     * work holds N*E floats of scratch. */
+    int (*route_backward)(moe_backend_t *be,
+                          void *dx,             /* (N,D) backend (act), added into */
+                          float *dWr,           /* (D,E) backend, added into */
+                          float *work,          /* (N,E) backend scratch */
+                          const float *d_gate,  /* (N,k) backend */
+                          const float *scores,  /* (N,E) saved */
+                          const int32_t *topk_idx, const float *topk_w, /* (N,k) saved */
+                          const void *x, const float *Wr,
+                          long N, long D, int E, int k, moe_router_t router, int route_norm);
+
+    /* ---- permutation ----
+     * Stable counting sort of the N*k pairs by local expert a = assign[i] - e0 (pairs with a outside [0,El) are
+     * not here): xp row pos[i] = x[i / k]; rows of local expert a are [offsets[a], offsets[a+1]), in pair order.
+     * offsets[El] = number of rows here. xp must hold that many rows (N*k at most). */
+    int (*permute_forward)(moe_backend_t *be,
+                           void *xp,              /* (rows,D) backend (act) */
+                           int32_t *pos,          /* (N*k) backend: row of pair i in xp, or -1 */
+                           int64_t *offsets,      /* (El+1) host */
+                           const void *x,         /* (N,D) backend (act) */
+                           const int32_t *assign, /* (N*k) backend, global expert ids (e.g. topk_idx) */
+                           long N, int k, long D, int e0, int El);
+    /* dx[t] += sum_j d_xp[pos[t*k+j]] */
+    int (*permute_backward)(moe_backend_t *be, void *dx, const void *d_xp, const int32_t *pos, long N, int k,
+                            long D);
+
+    /* ---- experts (SwiGLU over contiguous rows per local expert) ----
+     * rows [offsets[a], offsets[a+1]) go through expert a: a1 = xp w1[a], a3 = xp w3[a], s = sigmoid(a1),
+     * h = a1*s*a3, out = h w2[a]. Experts with no rows are skipped. offsets are host memory. */
+    int (*experts_forward)(moe_backend_t *be,
+                           void *out,                  /* (rows,D) backend (act) */
+                           void *a1, void *a3, void *s, /* (rows,F) saved */
+                           void *h,                    /* (rows,F) scratch */
+                           const void *xp,             /* (rows,D) */
+                           const void *w1, const void *w3, /* (El,D,F) */
+                           const void *w2,             /* (El,F,D) */
+                           const int64_t *offsets, int El, long D, long F);
+    /* d_xp += ..., dw1/dw3/dw2 += ... ; work holds 2*rows*F (act) of scratch */
+    int (*experts_backward)(moe_backend_t *be,
+                            void *d_xp,                 /* (rows,D) */
+                            void *dw1, void *dw3,       /* (El,D,F) */
+                            void *dw2,                  /* (El,F,D) */
+                            void *work,                 /* (2,rows,F) scratch */
+                            const void *d_out,          /* (rows,D) */
+                            const void *a1, const void *a3, const void *s, /* (rows,F) saved */
+                            const void *xp, const void *w1, const void *w3, const void *w2,
+                            const int64_t *offsets, int El, long D, long F);
+
+    /* ---- unpermute + combine (gate weights applied on the token's side) ----
+     * y[t] = sum_{j=0..k-1} topk_w[t,j] * ep_out[pos[t*k+j]], in that order, pairs with pos -1 skipped.
+     * pos == NULL means ep_out is laid out per pair (row t*k+j). y is written. */
+    int (*combine_forward)(moe_backend_t *be,
+                           void *y,               /* (N,D) backend (act) */
+                           const void *ep_out,    /* (rows,D) */
+                           const int32_t *pos,    /* (N*k) or NULL */
+                           const float *topk_w,   /* (N,k) */
+                           long N, int k, long D);
+    /* d_ep_out[pos[i]] += topk_w[i] * dy[t]; d_gate[i] += dot(dy[t], ep_out[pos[i]]) */
+    int (*combine_backward)(moe_backend_t *be,
+                            void *d_ep_out,        /* (rows,D) */
+                            float *d_gate,         /* (N,k) */
+                            const void *dy,        /* (N,D) */
+                            const void *ep_out, const int32_t *pos, const float *topk_w,
+                            long N, int k, long D);
+} moe_ops_t;
+
+struct moe_backend {
+    const moe_ops_t *ops;
+    moe_dtype_t dtype;          /* activation/weight dtype */
+    int on_device;              /* 0: backend memory is host memory */
+    size_t cur_bytes, peak_bytes; /* through ops->alloc: what peak_mem_bytes reports */
+    epb_err_t err;
+    void *impl;
+};
+
+#endif
