@@ -17,8 +17,14 @@ void rp_host_class(const epb_row_t *r, char *buf, size_t n)
     while (l > 1 && (h[l - 1] == '-' || h[l - 1] == '_' || h[l - 1] == '.')) l--;
     if (l == 0) l = strlen(h); /* an all-digit name stays itself */
     h[l] = 0;
-    if (r->device_name[0])
-        snprintf(buf, n, "%s/%s", h, r->device_name);
+    /* bench appends the rank binding ("; bind=core") to the CPU name; it differs between modes (calibration
+     * runs unbound) and is not hardware, so it is not part of the class */
+    char dev[EPB_STR];
+    snprintf(dev, sizeof dev, "%s", r->device_name);
+    char *b = strstr(dev, "; bind=");
+    if (b) *b = 0;
+    if (dev[0])
+        snprintf(buf, n, "%s/%s", h, dev);
     else
         snprintf(buf, n, "%s", h);
 }

@@ -140,6 +140,9 @@ static void test_numbers(void)
     epb_row_set(r.device_name, "NVIDIA H100");
     rp_host_class(&r, hc, sizeof hc);
     TAP_OK(!strcmp(hc, "gpu-node/NVIDIA H100"), "host class includes the device name (%s)", hc);
+    epb_row_set(r.device_name, "AMD EPYC; 2 cores; bind=core");
+    rp_host_class(&r, hc, sizeof hc);
+    TAP_OK(!strcmp(hc, "gpu-node/AMD EPYC; 2 cores"), "host class drops the rank binding (%s)", hc);
 }
 
 /* ---- unit: the regression statistics ---- */
