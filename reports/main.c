@@ -1,0 +1,264 @@
+/* report: turns epbench schema-1 CSV files into report.md, report.html and plots, and (with --baseline)
+ * into regression verdicts. Exit codes: 0 ok, 1 regression found, 2 bad usage or input, 3 system failure. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "report.h"
+
+#ifndef RP_PLOTS_DIR
+#define RP_PLOTS_DIR "plots"
+#endif
+#define MAXPLOTS 128
+
+typedef struct {
+    const char *out;
+    char **base;
+    int nbase;
+    char **inputs;
+    int ninputs;
+    const char *plots_dir;
+    const char *gnuplot;
+    char *history;
+    int no_plots;
+    rp_rule_t rule;
+} opts_t;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: report [options] FILE.csv... -o DIR\n"
+            "       report --baseline BASE.csv [--baseline MORE.csv] NEW.csv... [-o DIR] [--min-effect 0.05]\n"
+            "Reads epbench schema-1 CSV files and writes DIR/report.md, DIR/report.html and DIR/plots/*.{svg,png}.\n"
+            "With --baseline, compares every measurement of NEW with the same one in BASE and exits 1 when one\n"
+            "is slower (rule: reports/REGRESSION.md).\n"
+            "  -o, --output DIR     output directory (replaced whole; an existing one must hold a report.md)\n"
+            "  --baseline FILE      baseline CSV (repeatable)\n"
+            "  --min-effect X       smallest slowdown that counts, as a fraction (default 0.05)\n"
+            "  --min-abs-us X       smallest difference of medians that counts, us (default 0.5)\n"
+            "  --resamples N        bootstrap resamples (default 2000)\n"
+            "  --seed N             bootstrap seed (default fixed)\n"
+            "  --plots DIR          directory of the gnuplot scripts (default: next to the program or %s)\n"
+            "  --gnuplot PROG       gnuplot program (default: gnuplot on PATH)\n"
+            "  --no-plots           write the tables only\n"
+            "  --history FILE       CSV whose rows the history plot shows (default: the inputs)\n"
+            "  -h, --help\n"
+            "Exit: 0 ok, 1 regression found, 2 bad usage or input, 3 system failure.\n",
+            RP_PLOTS_DIR);
+}
+
+static int parse_args(int argc, char **argv, opts_t *o)
+{
+    enum { O_BASE = 256, O_MINEFF, O_MINABS, O_RES, O_SEED, O_PLOTS, O_GNUPLOT, O_NOPLOTS, O_HIST };
+    static const struct option lo[] = {
+        { "output", required_argument, 0, 'o' },       { "baseline", required_argument, 0, O_BASE },
+        { "min-effect", required_argument, 0, O_MINEFF }, { "min-abs-us", required_argument, 0, O_MINABS },
+        { "resamples", required_argument, 0, O_RES },  { "seed", required_argument, 0, O_SEED },
+        { "plots", required_argument, 0, O_PLOTS },    { "gnuplot", required_argument, 0, O_GNUPLOT },
+        { "no-plots", no_argument, 0, O_NOPLOTS },     { "help", no_argument, 0, 'h' },
+        { "history", required_argument, 0, O_HIST },
+        { 0, 0, 0, 0 },
+    };
+    o->rule = rp_rule_default();
+    o->base = calloc((size_t)argc, sizeof *o->base);
+    if (!o->base) return EPB_ESYS;
+    int c;
+    long v;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "o:h", lo, NULL)) != -1) {
+        switch (c) {
+        case 'o': o->out = optarg; break;
+        case O_BASE: o->base[o->nbase++] = optarg; break;
+        case O_MINEFF:
+            if (epb_parse_double(optarg, 0, 0.99, &o->rule.min_effect)) {
+                fprintf(stderr, "report: --min-effect %s: expected a fraction in [0, 0.99]\n", optarg);
+                return EPB_EUSAGE;
+            }
+            break;
+        case O_MINABS:
+            if (epb_parse_double(optarg, 0, 1e9, &o->rule.min_abs_us)) {
+                fprintf(stderr, "report: --min-abs-us %s: expected microseconds >= 0\n", optarg);
+                return EPB_EUSAGE;
+            }
+            break;
+        case O_RES:
+            if (epb_parse_int(optarg, 100, 1000000, &v)) {
+                fprintf(stderr, "report: --resamples %s: expected an integer in [100, 1000000]\n", optarg);
+                return EPB_EUSAGE;
+            }
+            o->rule.resamples = (int)v;
+            break;
+        case O_SEED:
+            if (epb_parse_int(optarg, 0, LONG_MAX, &v)) {
+                fprintf(stderr, "report: --seed %s: expected a non-negative integer\n", optarg);
+                return EPB_EUSAGE;
+            }
+            o->rule.seed = (uint64_t)v;
+            break;
+        case O_PLOTS: o->plots_dir = optarg; break;
+        case O_GNUPLOT: o->gnuplot = optarg; break;
+        case O_NOPLOTS: o->no_plots = 1; break;
+        case O_HIST: o->history = optarg; break;
+        case 'h': usage(stdout); exit(EPB_OK);
+        default:
+            fprintf(stderr, "report: %s: unknown option or missing argument\n", argv[optind - 1]);
+            usage(stderr);
+            return EPB_EUSAGE;
+        }
+    }
+    o->inputs = argv + optind;
+    o->ninputs = argc - optind;
+    if (o->ninputs < 1) {
+        fprintf(stderr, "report: no input CSV files\n");
+        usage(stderr);
+        return EPB_EUSAGE;
+    }
+    if (!o->out && !o->nbase) {
+        fprintf(stderr, "report: -o DIR is required (or --baseline for a verdict only)\n");
+        return EPB_EUSAGE;
+    }
+    return EPB_OK;
+}
+
+static int script_dir_ok(const char *dir)
+{
+    char p[PATH_MAX + 32];
+    snprintf(p, sizeof p, "%s/phases.gp", dir);
+    return access(p, R_OK) == 0;
+}
+
+/* --plots, then $EPB_PLOTS_DIR, then an installed layout next to the program, then the source tree. */
+static const char *find_plots_dir(const opts_t *o, char *buf, size_t n)
+{
+    if (o->plots_dir) return o->plots_dir;
+    const char *env = getenv("EPB_PLOTS_DIR");
+    if (env && *env) return env;
+    char exe[PATH_MAX];
+    ssize_t l = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (l > 0) {
+        exe[l] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = 0;
+            static const char *const rel[] = { "/../share/epbench/plots", "/../plots", "/plots" };
+            for (int i = 0; i < 3; i++) {
+                snprintf(buf, n, "%s%s", exe, rel[i]);
+                if (script_dir_ok(buf)) return buf;
+            }
+        }
+    }
+    return RP_PLOTS_DIR;
+}
+
+static void print_verdicts(const rp_match_t *m, size_t n, size_t nslower)
+{
+    size_t counts[5] = { 0 };
+    for (size_t i = 0; i < n; i++) {
+        const rp_cmp_t *c = &m[i].cmp;
+        counts[c->verdict]++;
+        if (c->verdict == RP_SAME || c->verdict == RP_TOO_SMALL) continue; /* the summary line counts them */
+        const epb_row_t *r = m[i].now->row;
+        printf("%-8s %s %s %s P=%d", c->verdict == RP_INSUFFICIENT ? "n/a" : rp_verdict_name(c->verdict), r->mode,
+               r->op, r->phase, r->ranks);
+        if (!strcmp(r->mode, "moe"))
+            printf(" E=%d k=%d T=%ld D=%ld F=%ld", r->experts, r->top_k, r->tokens, r->hidden, r->ffn);
+        else
+            printf(" bytes=%llu", (unsigned long long)r->bytes);
+        printf(" %s: median %.2f -> %.2f us, ratio %.3f", m[i].now->hclass, c->med_b, c->med_n, c->ratio);
+        if (c->verdict == RP_INSUFFICIENT)
+            printf(", insufficient samples (%zu base, %zu new; need 3 each)\n", c->nb, c->nn);
+        else
+            printf(", 95%% CI [%.3f, %.3f], n=%zu/%zu\n", c->lo, c->hi, c->nb, c->nn);
+    }
+    printf("regression check: %zu compared, %zu slower, %zu faster, %zu same, %zu insufficient samples -> %s\n", n,
+           counts[RP_SLOWER], counts[RP_FASTER], counts[RP_SAME] + counts[RP_TOO_SMALL], counts[RP_INSUFFICIENT],
+           nslower ? "REGRESSION" : "no regression");
+}
+
+static int write_report(const opts_t *o, const rp_data_t *now, const rp_data_t *hist, const rp_regress_view_t *rv,
+                        epb_err_t *err)
+{
+    char tmp[PATH_MAX], gp[PATH_MAX], pd[PATH_MAX], p[PATH_MAX + 32];
+    rp_plot_opts_t po = { NULL, find_plots_dir(o, pd, sizeof pd) };
+    if (!o->no_plots) {
+        if (rp_which(o->gnuplot ? o->gnuplot : "gnuplot", gp, sizeof gp) == 0)
+            po.gnuplot = gp;
+        else
+            fprintf(stderr, "report: %s not found%s; plots skipped, tables written\n",
+                    o->gnuplot ? o->gnuplot : "gnuplot", o->gnuplot ? "" : " on PATH");
+    }
+    if (po.gnuplot && !script_dir_ok(po.plots_dir))
+        return epb_fail(err, EPB_EUSAGE, "plot scripts not found in %s (use --plots DIR)", po.plots_dir);
+    int rc = rp_outdir_begin(o->out, tmp, sizeof tmp, err);
+    if (rc) return rc;
+    char names[MAXPLOTS][64];
+    const char *list[MAXPLOTS];
+    int nn = 0;
+    rc = rp_plots(now, hist, tmp, &po, names, MAXPLOTS, &nn, err);
+    for (int i = 0; i < nn; i++) list[i] = names[i];
+    list[nn] = NULL;
+    rp_doc_t *doc = rc ? NULL : rp_doc_new();
+    if (!rc && !doc) rc = epb_fail(err, EPB_ESYS, "out of memory");
+    if (!rc) {
+        rp_tables(doc, now, rv, list);
+        snprintf(p, sizeof p, "%s/report.md", tmp);
+        rc = rp_doc_write_md(doc, p, err);
+    }
+    if (!rc) {
+        snprintf(p, sizeof p, "%s/report.html", tmp);
+        rc = rp_doc_write_html(doc, tmp, p, err);
+    }
+    rp_doc_free(doc);
+    if (rc) {
+        rp_outdir_abort(tmp);
+        return rc;
+    }
+    return rp_outdir_commit(tmp, o->out, err);
+}
+
+int main(int argc, char **argv)
+{
+    opts_t o = { 0 };
+    int rc = parse_args(argc, argv, &o);
+    if (rc) { free(o.base); return rc; }
+    epb_err_t err = { "" };
+    rp_data_t now, base = { 0 }, hist = { 0 };
+    rc = rp_load(&now, o.inputs, o.ninputs, &err);
+    if (!rc && o.nbase) rc = rp_load(&base, o.base, o.nbase, &err);
+    if (!rc && o.history) rc = rp_load(&hist, &o.history, 1, &err);
+    if (rc) {
+        fprintf(stderr, "report: %s\n", err.msg);
+        rp_free(&now);
+        rp_free(&base);
+        free(o.base);
+        return rc;
+    }
+    rp_match_t *m = NULL;
+    size_t nm = 0, nslower = 0;
+    if (o.nbase) {
+        rc = rp_regress(&base, &now, &o.rule, &m, &nm, &nslower, &err);
+        if (!rc && nm == 0) {
+            fprintf(stderr, "report: no measurement of %s has a match in the baseline\n", o.inputs[0]);
+        }
+    }
+    if (!rc && o.nbase) print_verdicts(m, nm, nslower);
+    if (!rc && o.out) {
+        rp_regress_view_t rv = { m, nm, &o.rule, o.nbase ? o.base[0] : NULL };
+        rc = write_report(&o, &now, &hist, o.nbase ? &rv : NULL, &err);
+        if (!rc) fprintf(stderr, "report: wrote %s/report.md and %s/report.html\n", o.out, o.out);
+    }
+    if (rc) fprintf(stderr, "report: %s\n", err.msg);
+    free(m);
+    rp_free(&now);
+    rp_free(&base);
+    rp_free(&hist);
+    free(o.base);
+    if (rc) return rc;
+    return nslower ? EPB_ECHECK : EPB_OK;
+}

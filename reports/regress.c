@@ -1,0 +1,123 @@
+/* Regression verdicts: ratio of medians new/base with a seeded percentile-bootstrap confidence interval and a
+ * minimum effect size. The rule is documented in reports/REGRESSION.md; keep the two in step. */
+#include "report.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *rp_verdict_name(rp_verdict_t v)
+{
+    switch (v) {
+    case RP_SAME: return "same";
+    case RP_SLOWER: return "slower";
+    case RP_FASTER: return "faster";
+    case RP_INSUFFICIENT: return "insufficient samples";
+    case RP_TOO_SMALL: return "same (below timer floor)";
+    }
+    return "?";
+}
+
+rp_rule_t rp_rule_default(void)
+{
+    return (rp_rule_t){ .min_effect = 0.05, .min_abs_us = 0.5, .resamples = 2000, .seed = 0x65706265ull,
+                        .level = 0.95 };
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median of n values drawn with replacement from s, the draws numbered from *idx in the hash stream. */
+static double resample_median(const double *s, size_t n, double *buf, uint64_t seed, uint64_t stream,
+                              uint64_t *idx)
+{
+    for (size_t i = 0; i < n; i++) buf[i] = s[epb_hash64(seed, stream, (*idx)++) % n];
+    qsort(buf, n, sizeof *buf, cmp_double);
+    return epb_quantile_sorted(buf, n, 0.5);
+}
+
+int rp_compare(const double *base, size_t nb, const double *now, size_t nn, const rp_rule_t *rule,
+               uint64_t stream, rp_cmp_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->nb = nb;
+    out->nn = nn;
+    epb_stats_t sb, sn;
+    if (nb) epb_stats(base, nb, &sb);
+    if (nn) epb_stats(now, nn, &sn);
+    out->med_b = nb ? sb.med : 0;
+    out->med_n = nn ? sn.med : 0;
+    out->ratio = out->med_b > 0 ? out->med_n / out->med_b : 0;
+    if (nb < 3 || nn < 3) { out->verdict = RP_INSUFFICIENT; return EPB_OK; }
+    if (out->med_b <= 0) { /* a phase that takes no time (local's dispatch): nothing to compare */
+        out->verdict = RP_TOO_SMALL;
+        return EPB_OK;
+    }
+    int B = rule->resamples > 0 ? rule->resamples : 2000;
+    double *ratios = malloc((size_t)B * sizeof *ratios);
+    double *buf = malloc((nb > nn ? nb : nn) * sizeof *buf);
+    if (!ratios || !buf) { free(ratios); free(buf); return EPB_ESYS; }
+    uint64_t idx = 0;
+    int m = 0;
+    for (int b = 0; b < B; b++) {
+        double mb = resample_median(base, nb, buf, rule->seed, stream, &idx);
+        double mn = resample_median(now, nn, buf, rule->seed, stream, &idx);
+        if (mb > 0) ratios[m++] = mn / mb;
+    }
+    qsort(ratios, (size_t)m, sizeof *ratios, cmp_double);
+    double a = (1 - rule->level) / 2;
+    out->lo = m ? epb_quantile_sorted(ratios, (size_t)m, a) : 0;
+    out->hi = m ? epb_quantile_sorted(ratios, (size_t)m, 1 - a) : 0;
+    free(ratios);
+    free(buf);
+    if (out->lo > 1 + rule->min_effect)
+        out->verdict = RP_SLOWER;
+    else if (out->hi < 1 - rule->min_effect)
+        out->verdict = RP_FASTER;
+    else
+        out->verdict = RP_SAME;
+    /* a significant change smaller than the timer floor is not worth an alarm (sub-microsecond phases) */
+    if (out->verdict != RP_SAME && fabs(out->med_n - out->med_b) < rule->min_abs_us) out->verdict = RP_TOO_SMALL;
+    return EPB_OK;
+}
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+int rp_regress(const rp_data_t *base, const rp_data_t *now, const rp_rule_t *rule, rp_match_t **out,
+               size_t *nout, size_t *nslower, epb_err_t *err)
+{
+    *out = NULL;
+    *nout = *nslower = 0;
+    if (now->ncells == 0) return EPB_OK;
+    rp_match_t *m = calloc(now->ncells, sizeof *m);
+    if (!m) return epb_fail(err, EPB_ESYS, "out of memory");
+    size_t n = 0;
+    for (size_t i = 0; i < now->ncells; i++) {
+        const rp_cell_t *c = &now->cells[i];
+        if (!strcmp(c->row->mode, "peak")) continue; /* calibration is context, not a result to guard */
+        const rp_cell_t *b = NULL;
+        for (size_t j = 0; j < base->ncells && !b; j++)
+            if (!strcmp(base->cells[j].key, c->key)) b = &base->cells[j];
+        if (!b) continue;
+        m[n].base = b;
+        m[n].now = c;
+        /* the stream is the cell key, so a verdict does not depend on which other cells are in the files */
+        if (rp_compare(b->t_med, b->n, c->t_med, c->n, rule, fnv1a(c->key), &m[n].cmp)) {
+            free(m);
+            return epb_fail(err, EPB_ESYS, "out of memory");
+        }
+        *nslower += m[n].cmp.verdict == RP_SLOWER;
+        n++;
+    }
+    *out = m;
+    *nout = n;
+    return EPB_OK;
+}

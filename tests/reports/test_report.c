@@ -1,0 +1,369 @@
+/* Tests of the report generator. Usage: test_report unit|cli|plots FIXTURES_DIR REPORT_EXE
+ *   unit:  the computations on tests/reports/fixtures/moe.csv (expected ratios written there) and the
+ *          regression statistics on sample sets;
+ *   cli:   malformed inputs through the program (exit 2, FILE:LINE, nothing written), regression exit codes,
+ *          a report without gnuplot;
+ *   plots: every plot rendered and non-empty as SVG and PNG, inlined in report.html (skipped, exit 77,
+ *          without gnuplot). */
+#define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "report.h"
+#include "tap.h"
+
+static const char *fix, *exe;
+static char tmp[] = "/tmp/epb_test_report_XXXXXX";
+
+#define NEAR(a, b) (fabs((double)(a) - (double)(b)) < 1e-6 * (1 + fabs((double)(b))))
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) return;
+    fputs(text, f);
+    fclose(f);
+}
+
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = malloc((size_t)n + 1);
+    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) n = 0;
+    if (s) s[n] = 0;
+    fclose(f);
+    return s;
+}
+
+static int exists(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+static long fsize(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) ? -1 : (long)st.st_size;
+}
+
+/* Runs a shell command line; returns the exit status and puts stderr into err (caller frees). */
+static int run(const char *cmd, char **err)
+{
+    char full[8192], ep[512];
+    snprintf(ep, sizeof ep, "%s/stderr.txt", tmp);
+    snprintf(full, sizeof full, "%s >%s/stdout.txt 2>%s", cmd, tmp, ep);
+    int st = system(full);
+    if (err) *err = read_file(ep);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Number of entries in tmp whose name starts with prefix (leftover temporaries). */
+static int count_prefix(const char *dir, const char *prefix)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d))) n += !strncmp(e->d_name, prefix, strlen(prefix));
+    if (d) closedir(d);
+    return n;
+}
+
+/* ---- unit: numbers on the fixture ---- */
+
+static void test_numbers(void)
+{
+    char path[1024], *paths[1] = { path };
+    snprintf(path, sizeof path, "%s/moe.csv", fix);
+    rp_data_t d;
+    epb_err_t err = { "" };
+    int rc = rp_load(&d, paths, 1, &err);
+    TAP_OK(rc == EPB_OK, "fixture moe.csv loads (%s)", err.msg);
+    if (rc) return;
+    const rp_cell_t *step = rp_find(&d, d.cells[0].cfg, "tp2ep", "step");
+    TAP_OK(step && step->n == 3 && NEAR(step->med, 500), "tp2ep step: 3 repetitions, median 500 us");
+    const char *cfg = step ? step->cfg : "";
+    TAP_OK(NEAR(rp_speedup_over_agrs(&d, cfg, "tp2ep"), 2.0), "speedup tp2ep over agrs = 2.00");
+    TAP_OK(NEAR(rp_speedup_over_agrs(&d, cfg, "local"), 1.25), "speedup local over agrs = 1.25");
+    TAP_OK(NEAR(rp_speedup_over_agrs(&d, cfg, "agrs"), 1.0), "speedup agrs over agrs = 1");
+    TAP_OK(NEAR(rp_comm_share(&d, cfg, "tp2ep"), 0.6), "tp2ep comm share = 300/500 = 0.60 (got %g)",
+           rp_comm_share(&d, cfg, "tp2ep"));
+    TAP_OK(NEAR(rp_comm_share(&d, cfg, "agrs"), 0.81), "agrs comm share = 810/1000");
+    TAP_OK(NEAR(rp_comm_bytes(&d, cfg, "tp2ep"), 524288), "tp2ep comm bytes per rank = 512K");
+    const rp_cell_t *disp = rp_find(&d, cfg, "tp2ep", "dispatch");
+    double ref = 0;
+    TAP_OK(disp && NEAR(rp_busbw_eff(&d, disp, &ref), 0.5) && ref == 1048576,
+           "tp2ep dispatch busbw 5 GB/s over alltoallv at nearest size 1M (10 GB/s) = 0.50");
+    const rp_cell_t *ad = rp_find(&d, cfg, "agrs", "dispatch");
+    TAP_OK(ad && NEAR(rp_busbw_eff(&d, ad, &ref), 0.25) && ref == 2097152,
+           "agrs dispatch maps to allgather: 8 over 32 GB/s at 2M = 0.25");
+    const rp_cell_t *ef = rp_find(&d, cfg, "tp2ep", "experts_fwd");
+    TAP_OK(NEAR(rp_peak_tflops(&d, ef ? ef->hclass : ""), 0.2), "gemm ceiling = highest peak row, 0.2 TFLOP/s");
+    TAP_OK(ef && NEAR(rp_flops_eff(&d, ef), 0.25), "experts_fwd 0.05 over 0.2 TFLOP/s = 0.25");
+    const rp_cell_t *lc = rp_find(&d, cfg, "local", "dispatch");
+    TAP_OK(lc && rp_busbw_eff(&d, lc, NULL) < 0, "local dispatch (no communication) has no busbw efficiency");
+    TAP_OK(!strcmp(rp_phase_collective("agrs", "combine"), "reduce_scatter") &&
+               !strcmp(rp_phase_collective("tp2ep", "combine"), "alltoallv") &&
+               !strcmp(rp_phase_collective("local", "grad_sync"), "allreduce") &&
+               rp_phase_collective("tp2ep", "experts_fwd") == NULL,
+           "phase -> collective mapping");
+    rp_family_t f;
+    rp_largest_family(&d, "top_k", &f, &err);
+    TAP_OK(f.n == 3 && f.x[0] == 1 && f.x[2] == 4, "top_k family: k = 1, 2, 4");
+    rp_family_free(&f);
+    rp_largest_family(&d, "ranks", &f, &err);
+    TAP_OK(f.n == 2 && NEAR(rp_weak_eff(&d, &f, 1, "tp2ep"), 0.8) && NEAR(rp_weak_eff(&d, &f, 1, "agrs"), 0.5),
+           "weak scaling 2 -> 4 ranks: tp2ep 500/625 = 0.80, agrs 1000/2000 = 0.50");
+    rp_family_free(&f);
+    const char *st[8];
+    int ns = rp_strategies(&d, cfg, st, 8);
+    TAP_OK(ns == 3 && !strcmp(st[0], "local") && !strcmp(st[1], "agrs") && !strcmp(st[2], "tp2ep"),
+           "strategies in order local, agrs, tp2ep");
+    rp_free(&d);
+
+    epb_row_t r;
+    memset(&r, 0, sizeof r);
+    char hc[256];
+    epb_row_set(r.host, "gpu-node-017");
+    rp_host_class(&r, hc, sizeof hc);
+    TAP_OK(!strcmp(hc, "gpu-node"), "host class strips trailing digits and separator (%s)", hc);
+    epb_row_set(r.device_name, "NVIDIA H100");
+    rp_host_class(&r, hc, sizeof hc);
+    TAP_OK(!strcmp(hc, "gpu-node/NVIDIA H100"), "host class includes the device name (%s)", hc);
+    epb_row_set(r.device_name, "AMD EPYC; 2 cores; bind=core");
+    rp_host_class(&r, hc, sizeof hc);
+    TAP_OK(!strcmp(hc, "gpu-node/AMD EPYC; 2 cores"), "host class drops the rank binding (%s)", hc);
+}
+
+/* ---- unit: the regression statistics ---- */
+
+static void test_stats(void)
+{
+    rp_rule_t rule = rp_rule_default();
+    double base[] = { 100, 101, 99, 100.5, 99.5 }, v[5];
+    rp_cmp_t c, c2;
+    rp_compare(base, 5, base, 5, &rule, 1, &c);
+    TAP_OK(c.verdict == RP_SAME && NEAR(c.ratio, 1), "identical samples: same (CI [%.3f, %.3f])", c.lo, c.hi);
+    for (int i = 0; i < 5; i++) v[i] = base[i] * 1.15;
+    rp_compare(base, 5, v, 5, &rule, 1, &c);
+    TAP_OK(c.verdict == RP_SLOWER && c.lo > 1.05 && NEAR(c.ratio, 1.15), "+15%% shift: slower, CI [%.3f, %.3f]",
+           c.lo, c.hi);
+    rp_compare(base, 5, v, 5, &rule, 1, &c2);
+    TAP_OK(c.lo == c2.lo && c.hi == c2.hi, "bootstrap is deterministic (seeded)");
+    for (int i = 0; i < 5; i++) v[i] = base[i] * 1.03;
+    rp_compare(base, 5, v, 5, &rule, 1, &c);
+    TAP_OK(c.verdict == RP_SAME, "+3%% shift (below the 5%% minimum effect): same, CI [%.3f, %.3f]", c.lo, c.hi);
+    for (int i = 0; i < 5; i++) v[i] = base[i] * 0.8;
+    rp_compare(base, 5, v, 5, &rule, 1, &c);
+    TAP_OK(c.verdict == RP_FASTER, "-20%%: faster");
+    memcpy(v, base, sizeof v);
+    v[2] = 1000;
+    rp_compare(base, 5, v, 5, &rule, 1, &c);
+    TAP_OK(c.verdict == RP_SAME, "one 10x outlier among 5: no alarm (CI [%.3f, %.3f])", c.lo, c.hi);
+    rp_compare(v, 5, base, 5, &rule, 1, &c);
+    TAP_OK(c.verdict == RP_SAME, "an outlier in the baseline: no false 'faster'");
+    rp_compare(base, 5, base, 2, &rule, 1, &c);
+    TAP_OK(c.verdict == RP_INSUFFICIENT, "2 new samples: insufficient samples");
+    double many[9] = { 100, 130, 80, 120, 90, 110, 70, 125, 95 }, many2[9];
+    for (int i = 0; i < 9; i++) many2[i] = many[(i + 4) % 9];
+    rp_compare(many, 9, many2, 9, &rule, 7, &c);
+    TAP_OK(c.verdict == RP_SAME, "very noisy, unshifted (+-30%%): same");
+    double small_b[3] = { 1.0, 1.0, 1.0 }, small_n[3] = { 1.2, 1.2, 1.2 };
+    rp_compare(small_b, 3, small_n, 3, &rule, 1, &c);
+    TAP_OK(c.verdict == RP_TOO_SMALL, "+0.2 us on a 1 us phase is below the timer floor: no alarm");
+    rule.min_effect = 0.20;
+    for (int i = 0; i < 5; i++) v[i] = base[i] * 1.15;
+    rp_compare(base, 5, v, 5, &rule, 1, &c);
+    TAP_OK(c.verdict == RP_SAME, "+15%% with --min-effect 0.20: same");
+}
+
+/* ---- cli ---- */
+
+static const char *HDR = "schema,run_id,utc,git_rev,host,nodes,backend,device,device_name,mode,op,ranks,experts,"
+                         "top_k,tokens,hidden,ffn,dtype,router,skew,seed,phase,bytes,iters,t_min_us,t_med_us,"
+                         "t_mean_us,t_p95_us,t_max_us,algbw_gbps,busbw_gbps,gflop,tflops,peak_mem_bytes,check\n";
+static const char *ROW = "1,r1,2026-01-01T00:00:00Z,abc,node01,1,mpi,cpu,,coll,alltoall,2,0,0,0,0,0,f32,softmax,0,1,"
+                         "total,1024,10,1,2,2,3,4,0.5,0.25,0,0,0,ok\n";
+
+static void bad_case(const char *name, const char *text, int line)
+{
+    char p[1024], out[1024], cmd[4096], want[1100];
+    snprintf(p, sizeof p, "%s/%s.csv", tmp, name);
+    snprintf(out, sizeof out, "%s/out_%s", tmp, name);
+    write_file(p, text);
+    snprintf(cmd, sizeof cmd, "%s %s -o %s", exe, p, out);
+    char *err = NULL;
+    int rc = run(cmd, &err);
+    snprintf(want, sizeof want, "%s:%d:", p, line);
+    TAP_OK(rc == 2, "%s: exit 2 (got %d)", name, rc);
+    TAP_OK(err && strstr(err, want), "%s: stderr names %s (%s)", name, want, err ? err : "");
+    char pre[64];
+    snprintf(pre, sizeof pre, ".out_%s", name);
+    TAP_OK(!exists(out) && count_prefix(tmp, pre) == 0, "%s: no output directory, no temporary left", name);
+    free(err);
+}
+
+static void test_cli(void)
+{
+    char buf[8192];
+    bad_case("empty", "", 1);
+    snprintf(buf, sizeof buf, "%s%s%.60s", HDR, ROW, ROW);
+    bad_case("truncated", buf, 3);
+    snprintf(buf, sizeof buf, "%s%s", HDR, "1,r1,2026,abc,node01,1,mpi\n");
+    bad_case("columns", buf, 2);
+    snprintf(buf, sizeof buf, "%s%s", HDR, ROW);
+    char *t = strstr(buf + strlen(HDR), ",10,1,2,2,");
+    if (t) memcpy(t, ",1x,1,2,2,", 10);
+    bad_case("nonnumeric", buf, 2);
+    snprintf(buf, sizeof buf, "%s%s2%s", HDR, ROW, ROW + 1);
+    bad_case("mixed_schema", buf, 3);
+    snprintf(buf, sizeof buf, "x,%s%s", HDR, ROW);
+    bad_case("header", buf, 1);
+
+    /* a good file and a bad one: nothing written; an existing report is left as it was */
+    char good[1024], bad[1024], out[1024], cmd[4096], p[1100];
+    snprintf(good, sizeof good, "%s/moe.csv", fix);
+    snprintf(bad, sizeof bad, "%s/columns.csv", tmp);
+    snprintf(out, sizeof out, "%s/keep", tmp);
+    mkdir(out, 0755);
+    snprintf(p, sizeof p, "%s/report.md", out);
+    write_file(p, "old report\n");
+    snprintf(cmd, sizeof cmd, "%s --no-plots %s %s -o %s", exe, good, bad, out);
+    char *err = NULL;
+    int rc = run(cmd, &err);
+    char *old = read_file(p);
+    TAP_OK(rc == 2 && old && !strcmp(old, "old report\n") && count_prefix(tmp, ".keep") == 0,
+           "second file bad: exit 2, previous report untouched");
+    free(old);
+    free(err);
+    /* a good run replaces the previous report whole */
+    snprintf(cmd, sizeof cmd, "%s --no-plots %s -o %s", exe, good, out);
+    rc = run(cmd, NULL);
+    old = read_file(p);
+    TAP_OK(rc == 0 && old && strstr(old, "| tp2ep | 500.0 | 550.0 | 60.0% | 512K | 2.00x | 3 |") &&
+               count_prefix(tmp, ".keep") == 0,
+           "good run replaces the previous report; report.md has tp2ep's line (speedup 2.00x, share 60%%)");
+    free(old);
+    /* a directory that is not a report is never replaced */
+    snprintf(out, sizeof out, "%s/notreport", tmp);
+    mkdir(out, 0755);
+    snprintf(p, sizeof p, "%s/precious.txt", out);
+    write_file(p, "x");
+    snprintf(cmd, sizeof cmd, "%s --no-plots %s -o %s", exe, good, out);
+    rc = run(cmd, NULL);
+    TAP_OK(rc == 2 && exists(p) && count_prefix(tmp, ".notreport") == 0, "-o on a non-report directory: exit 2, kept");
+
+    /* without gnuplot on PATH: tables written, one line on stderr */
+    snprintf(out, sizeof out, "%s/nognuplot", tmp);
+    snprintf(cmd, sizeof cmd, "PATH=/nonexistent %s %s -o %s", exe, good, out);
+    rc = run(cmd, &err);
+    int lines = 0;
+    for (const char *s = err; s && (s = strstr(s, "plots skipped")); s++) lines++;
+    snprintf(p, sizeof p, "%s/report.md", out);
+    char svg[1100];
+    snprintf(svg, sizeof svg, "%s/plots/phases_0.svg", out);
+    TAP_OK(rc == 0 && fsize(p) > 0 && !exists(svg) && lines == 1,
+           "no gnuplot: exit 0, report.md written, no SVG, 'plots skipped' said once (%d)", lines);
+    free(err);
+
+    /* regression exit codes through the program */
+    static const struct { const char *file; int rc; const char *what; } rg[] = {
+        { "same.csv", 0, "same samples on another node of the class" },
+        { "shifted.csv", 1, "+15% shifted" },
+        { "outlier.csv", 0, "one outlier" },
+        { "noisy_same.csv", 0, "noisy, unshifted" },
+        { "faster.csv", 0, "faster" },
+        { "few.csv", 0, "insufficient samples" },
+    };
+    for (size_t i = 0; i < sizeof rg / sizeof rg[0]; i++) {
+        snprintf(cmd, sizeof cmd, "%s --baseline %s/base.csv %s/%s", exe, fix, fix, rg[i].file);
+        rc = run(cmd, NULL);
+        snprintf(p, sizeof p, "%s/stdout.txt", tmp);
+        char *o = read_file(p);
+        int named = rg[i].rc == 0 || (o && strstr(o, "slower   moe tp2ep dispatch"));
+        TAP_OK(rc == rg[i].rc && named, "--baseline base.csv %s (%s): exit %d (got %d)", rg[i].file, rg[i].what,
+               rg[i].rc, rc);
+        free(o);
+    }
+    snprintf(out, sizeof out, "%s/regr", tmp);
+    snprintf(cmd, sizeof cmd, "%s --no-plots --baseline %s/base.csv %s/shifted.csv -o %s", exe, fix, fix, out);
+    rc = run(cmd, NULL);
+    snprintf(p, sizeof p, "%s/report.md", out);
+    char *md = read_file(p);
+    TAP_OK(rc == 1 && md && strstr(md, "| slower | moe | tp2ep | dispatch |"), "regression section in report.md");
+    free(md);
+    snprintf(cmd, sizeof cmd, "%s --min-effect 2 --baseline %s/base.csv %s/same.csv", exe, fix, fix);
+    TAP_OK(run(cmd, NULL) == 2, "--min-effect out of range: exit 2");
+    snprintf(cmd, sizeof cmd, "%s %s/moe.csv", exe, fix);
+    TAP_OK(run(cmd, NULL) == 2, "no -o and no --baseline: exit 2");
+}
+
+static int test_plots(void)
+{
+    char gp[1024];
+    if (rp_which("gnuplot", gp, sizeof gp)) {
+        printf("1..0 # SKIP gnuplot not found on PATH\n");
+        return 77;
+    }
+    char out[1024], cmd[4096], p[1200];
+    snprintf(out, sizeof out, "%s/plots", tmp);
+    snprintf(cmd, sizeof cmd, "%s %s/moe.csv -o %s", exe, fix, out);
+    int rc = run(cmd, NULL);
+    TAP_OK(rc == 0, "report with plots: exit 0");
+    static const char *const names[] = { "phases_0", "topk", "ranks", "busbw", "history" };
+    for (int i = 0; i < 5; i++) {
+        snprintf(p, sizeof p, "%s/plots/%s.svg", out, names[i]);
+        char *s = read_file(p);
+        TAP_OK(s && strstr(s, "<svg") && strstr(s, "</svg>") && strlen(s) > 2000, "%s.svg rendered (%ld bytes)",
+               names[i], fsize(p));
+        free(s);
+        snprintf(p, sizeof p, "%s/plots/%s.png", out, names[i]);
+        FILE *f = fopen(p, "rb");
+        unsigned char sig[8] = { 0 };
+        if (f) { if (fread(sig, 1, 8, f) != 8) sig[0] = 0; fclose(f); }
+        TAP_OK(fsize(p) > 2000 && sig[1] == 'P' && sig[2] == 'N' && sig[3] == 'G', "%s.png rendered (%ld bytes)",
+               names[i], fsize(p));
+    }
+    snprintf(p, sizeof p, "%s/report.html", out);
+    char *h = read_file(p);
+    int nsvg = 0;
+    for (const char *s = h; s && (s = strstr(s, "<svg")); s++) nsvg++;
+    TAP_OK(h && nsvg == 5 && !strstr(h, "<?xml") && !strstr(h, "plot missing"), "report.html inlines the 5 SVGs (%d)",
+           nsvg);
+    free(h);
+    return tap_done();
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 4) {
+        fprintf(stderr, "usage: test_report unit|cli|plots FIXTURES_DIR REPORT_EXE\n");
+        return 2;
+    }
+    fix = argv[2];
+    exe = argv[3];
+    if (!mkdtemp(tmp)) { perror("mkdtemp"); return 3; }
+    int rc;
+    if (!strcmp(argv[1], "unit")) {
+        test_numbers();
+        test_stats();
+        rc = tap_done();
+    } else if (!strcmp(argv[1], "cli")) {
+        test_cli();
+        rc = tap_done();
+    } else {
+        rc = test_plots();
+    }
+    rp_outdir_abort(tmp); /* removes the tree; no rm needed on PATH */
+    return rc;
+}
