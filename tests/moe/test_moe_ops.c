@@ -272,6 +272,11 @@ int main(void)
     epb_blas_info(info, sizeof info);
     const char *better = epb_blas_better_coretype();
     TAP_OK(strlen(info) > 0, "BLAS: %s; better core type: %s", info, better ? better : "none");
+    TAP_OK(epb_blas_coretype_choice("Haswell", 1, NULL) && !strcmp(epb_blas_coretype_choice("Haswell", 1, NULL),
+           "SkylakeX") && epb_blas_coretype_choice("Zen", 1, NULL), "AVX2 core on an AVX-512 CPU: use SkylakeX");
+    TAP_OK(!epb_blas_coretype_choice("Haswell", 0, NULL) && !epb_blas_coretype_choice("Haswell", 1, "Haswell") &&
+           !epb_blas_coretype_choice("SkylakeX", 1, NULL) && !epb_blas_coretype_choice("Cooperlake", 1, NULL),
+           "no change without AVX-512, with OPENBLAS_CORETYPE set, or on an AVX-512 core");
     moe_backend_destroy(be);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
