@@ -29,7 +29,7 @@ static double gemm_rate(long M, long N, long K, int reps)
 int main(int argc, char **argv)
 {
     moe_config_t c = moe_config_default();
-    int iters = 3;
+    int iters = 5;
     if (argc > 5) c.T = atol(argv[1]), c.D = atol(argv[2]), c.F = atol(argv[3]), c.E = atoi(argv[4]), c.k = atoi(argv[5]);
     if (argc > 6) iters = atoi(argv[6]);
     epb_err_t err;
@@ -49,6 +49,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "moe_bench: %s\n", err.msg);
         return rc;
     }
+    /* the sgemm reference before and after the layer's steps, best of both: a neighbour's load on a shared
+     * machine then penalises both sides alike */
+    double R = (double)c.T * c.k, gf1 = 2.0 * R * c.D * c.F / 1e9; /* one expert GEMM over all rows */
+    double ref = gemm_rate((long)(3 * R), c.F, c.D, 2);
     double best[MOE_NPHASES], step = 1e30, zg = 1e30;
     for (int p = 0; p < MOE_NPHASES; p++) best[p] = 1e30;
     for (int it = -1; it < iters; it++) { /* iteration -1 warms up */
@@ -67,9 +71,9 @@ int main(int argc, char **argv)
         step = t2 - t1 < step ? t2 - t1 : step;
         zg = t1 - t0 < zg ? t1 - t0 : zg;
     }
-    double R = (double)c.T * c.k, gf1 = 2.0 * R * c.D * c.F / 1e9; /* one expert GEMM over all rows */
     double fwd = 3 * gf1 / (best[MOE_PH_EXPERTS_FWD] / 1e6), bwd = 6 * gf1 / (best[MOE_PH_EXPERTS_BWD] / 1e6);
-    double ref = gemm_rate((long)(3 * R), c.F, c.D, 2);
+    double ref2 = gemm_rate((long)(3 * R), c.F, c.D, 2);
+    ref = ref2 > ref ? ref2 : ref;
     printf("%-14s %10s %7s\n", "phase", "ms", "%step");
     double other = 0;
     for (int p = 0; p < MOE_NPHASES; p++) {
