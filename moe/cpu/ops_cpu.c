@@ -211,6 +211,34 @@ static int cpu_permute_backward(moe_backend_t *be, void *dxv, const void *d_xpv,
     return EPB_OK;
 }
 
+static int cpu_unpermute_forward(moe_backend_t *be, void *outv, const void *rowsv, const int32_t *pos, long n,
+                                 long D)
+{
+    (void)be;
+    float *out = outv;
+    const float *rows = rowsv;
+    for (long i = 0; i < n; i++) {
+        if (pos[i] < 0) memset(out + i * D, 0, (size_t)D * sizeof *out);
+        else memcpy(out + i * D, rows + (long)pos[i] * D, (size_t)D * sizeof *out);
+    }
+    return EPB_OK;
+}
+
+static int cpu_unpermute_backward(moe_backend_t *be, void *d_rowsv, const void *d_outv, const int32_t *pos, long n,
+                                  long D)
+{
+    (void)be;
+    float *d_rows = d_rowsv;
+    const float *d_out = d_outv;
+    for (long i = 0; i < n; i++) {
+        if (pos[i] < 0) continue;
+        float *o = d_rows + (long)pos[i] * D;
+        const float *g = d_out + i * D;
+        for (long d = 0; d < D; d++) o[d] += g[d];
+    }
+    return EPB_OK;
+}
+
 /* ---------------------------------------------------------------- experts */
 
 /* sigmoid(a) = 1/(1+exp(-a)) with an exp the compiler vectorises (libm's expf is a call per element, about 5%
@@ -362,6 +390,8 @@ static const moe_ops_t cpu_ops = {
     .route_backward = cpu_route_backward,
     .permute_forward = cpu_permute_forward,
     .permute_backward = cpu_permute_backward,
+    .unpermute_forward = cpu_unpermute_forward,
+    .unpermute_backward = cpu_unpermute_backward,
     .experts_forward = cpu_experts_forward,
     .experts_backward = cpu_experts_backward,
     .combine_forward = cpu_combine_forward,

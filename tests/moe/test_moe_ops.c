@@ -98,6 +98,12 @@ static void test_permute(moe_backend_t *be)
             if (pos[i] >= 0) memcpy(tc + i * D, xp + pos[i] * D, sizeof(float) * D);
             else memset(tc + i * D, 0, sizeof(float) * D);
         }
+        float tc2[N * k * D], back[N * k * D];
+        o->unpermute_forward(be, tc2, xp, pos, N * k, D);
+        TAP_OK(!memcmp(tc, tc2, sizeof tc), "unpermute_forward puts rows back per (token, choice), zeros elsewhere");
+        memset(back, 0, sizeof back);
+        o->unpermute_backward(be, back, tc2, pos, N * k, D);
+        TAP_OK(!memcmp(back, xp, sizeof(float) * (size_t)(off[El] * D)), "unpermute_backward inverts it");
         o->combine_forward(be, y1, xp, pos, gw, N, k, D);
         o->combine_forward(be, y2, tc, NULL, gw, N, k, D);
         TAP_OK(!memcmp(y1, y2, sizeof y1), "combine via pos == combine over the (token, choice) layout");
