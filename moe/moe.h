@@ -140,5 +140,8 @@ void epb_blas_info(char *buf, size_t n);
  * AVX-512 F/BW/VL/DQ, the picked core is an AVX2 one, and OPENBLAS_CORETYPE is unset), or NULL. The caller
  * sets it and re-executes itself before any BLAS call (OpenBLAS reads it once, at load time). */
 const char *epb_blas_better_coretype(void);
+/* The decision itself, for given facts (testable anywhere): picked_core as openblas_get_corename() says,
+ * whether the CPU has AVX-512 F/BW/VL/DQ, and the OPENBLAS_CORETYPE value (NULL when unset). */
+const char *epb_blas_coretype_choice(const char *picked_core, int cpu_has_avx512, const char *env_coretype);
 
 #endif

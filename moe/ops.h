@@ -83,6 +83,13 @@ typedef struct {
     int (*permute_backward)(moe_backend_t *be, void *dx, const void *d_xp, const int32_t *pos, long N, int k,
                             long D);
 
+    /* The inverse of permute_forward for n rows: out[i] = rows[pos[i]] (zeros where pos[i] = -1); with k = 1
+     * it undoes a regrouping (e.g. a receiver's rows grouped by (source, expert) -> by expert -> back). */
+    int (*unpermute_forward)(moe_backend_t *be, void *out, const void *rows, const int32_t *pos, long n, long D);
+    /* d_rows[pos[i]] += d_out[i] */
+    int (*unpermute_backward)(moe_backend_t *be, void *d_rows, const void *d_out, const int32_t *pos, long n,
+                              long D);
+
     /* ---- experts (SwiGLU over contiguous rows per local expert) ----
      * rows [offsets[a], offsets[a+1]) go through expert a: a1 = xp w1[a], a3 = xp w3[a], s = sigmoid(a1),
      * h = a1*s*a3, out = h w2[a]. Experts with no rows are skipped. offsets are host memory. */

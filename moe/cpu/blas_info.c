@@ -26,20 +26,25 @@ void epb_blas_info(char *buf, size_t n)
 #endif
 }
 
+const char *epb_blas_coretype_choice(const char *picked_core, int cpu_has_avx512, const char *env_coretype)
+{
+    if (env_coretype || !picked_core || !cpu_has_avx512) return NULL; /* the user chose, or nothing better */
+    /* OpenBLAS's AVX2-class core names on x86_64 (DYNAMIC_ARCH); an AVX-512 core is already the best */
+    static const char *const avx2_cores[] = { "haswell", "zen", "excavator", "steamroller", "piledriver",
+                                              "bulldozer", "sandybridge" };
+    for (size_t i = 0; i < sizeof avx2_cores / sizeof *avx2_cores; i++)
+        if (!strcasecmp(picked_core, avx2_cores[i])) return "SkylakeX";
+    return NULL;
+}
+
 const char *epb_blas_better_coretype(void)
 {
 #if EPB_MOE_OPENBLAS && defined(__x86_64__)
-    if (getenv("OPENBLAS_CORETYPE")) return NULL; /* the user chose; never override */
     __builtin_cpu_init();
-    if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")))
-        return NULL;
-    /* OpenBLAS's AVX2-only core names on x86_64 (DYNAMIC_ARCH); anything AVX-512 already is fine */
-    static const char *const avx2_cores[] = { "haswell", "zen", "excavator", "steamroller", "piledriver",
-                                              "bulldozer", "sandybridge" };
-    const char *core = openblas_get_corename();
-    for (size_t i = 0; core && i < sizeof avx2_cores / sizeof *avx2_cores; i++)
-        if (!strcasecmp(core, avx2_cores[i])) return "SkylakeX";
-#endif
+    int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    return epb_blas_coretype_choice(openblas_get_corename(), avx512, getenv("OPENBLAS_CORETYPE"));
+#else
     return NULL;
+#endif
 }

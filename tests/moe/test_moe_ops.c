@@ -98,6 +98,12 @@ static void test_permute(moe_backend_t *be)
             if (pos[i] >= 0) memcpy(tc + i * D, xp + pos[i] * D, sizeof(float) * D);
             else memset(tc + i * D, 0, sizeof(float) * D);
         }
+        float tc2[N * k * D], back[N * k * D];
+        o->unpermute_forward(be, tc2, xp, pos, N * k, D);
+        TAP_OK(!memcmp(tc, tc2, sizeof tc), "unpermute_forward puts rows back per (token, choice), zeros elsewhere");
+        memset(back, 0, sizeof back);
+        o->unpermute_backward(be, back, tc2, pos, N * k, D);
+        TAP_OK(!memcmp(back, xp, sizeof(float) * (size_t)(off[El] * D)), "unpermute_backward inverts it");
         o->combine_forward(be, y1, xp, pos, gw, N, k, D);
         o->combine_forward(be, y2, tc, NULL, gw, N, k, D);
         TAP_OK(!memcmp(y1, y2, sizeof y1), "combine via pos == combine over the (token, choice) layout");
@@ -272,6 +278,11 @@ int main(void)
     epb_blas_info(info, sizeof info);
     const char *better = epb_blas_better_coretype();
     TAP_OK(strlen(info) > 0, "BLAS: %s; better core type: %s", info, better ? better : "none");
+    TAP_OK(epb_blas_coretype_choice("Haswell", 1, NULL) && !strcmp(epb_blas_coretype_choice("Haswell", 1, NULL),
+           "SkylakeX") && epb_blas_coretype_choice("Zen", 1, NULL), "AVX2 core on an AVX-512 CPU: use SkylakeX");
+    TAP_OK(!epb_blas_coretype_choice("Haswell", 0, NULL) && !epb_blas_coretype_choice("Haswell", 1, "Haswell") &&
+           !epb_blas_coretype_choice("SkylakeX", 1, NULL) && !epb_blas_coretype_choice("Cooperlake", 1, NULL),
+           "no change without AVX-512, with OPENBLAS_CORETYPE set, or on an AVX-512 core");
     moe_backend_destroy(be);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
