@@ -63,9 +63,8 @@ static int forward(moe_run_t *r, epb_err_t *err)
     long T = c->T, D = c->D, F = c->F, G = (long)r->P * T;
     int E = c->E, k = c->k, P = r->P;
     double ab = (double)moe_dtype_size(c->dtype);
-    MOE_PHASE(r, MOE_PH_ROUTE, o->route_forward(be, a->scores, r->topk_idx, r->topk_w, r->counts, r->x, r->Wr, r->bias,
-                                                T, D, E, k, c->router, c->route_norm, c->skew));
-    for (int e = 0; e < E; e++) r->tpe[e] = r->counts[e];
+    int rc = moe_shard_route(r, a->scores, err);
+    if (rc) return rc;
     MOE_PHASE(r, MOE_PH_SYNC_COUNTS, epb_allreduce(cm, r->tpe, r->tpe, (size_t)E, EPB_DT_I64, EPB_SUM));
     r->phase_bytes[MOE_PH_SYNC_COUNTS] = moe_ring_bytes(P, E * 8.0);
     MOE_PHASE(r, MOE_PH_DISPATCH,
@@ -91,7 +90,7 @@ static int backward(moe_run_t *r, epb_err_t *err)
     moe_backend_t *be = r->be;
     epb_comm_t *cm = r->comm;
     long T = c->T, D = c->D, F = c->F, G = (long)r->P * T;
-    int E = c->E, k = c->k, P = r->P;
+    int k = c->k, P = r->P;
     size_t ab = moe_dtype_size(c->dtype), rows = (size_t)a->offsets[r->El];
     MOE_PHASE(r, MOE_PH_COMBINE_BWD,
               epb_allgather(cm, r->dy, a->dyg, (size_t)(T * D), r->comm_dt) || epb_sync(cm) ||
@@ -108,11 +107,7 @@ static int backward(moe_run_t *r, epb_err_t *err)
               epb_reduce_scatter(cm, a->dxg, r->dx, (size_t)(T * D), r->comm_dt) ||
               epb_reduce_scatter(cm, a->d_gate_g, a->d_gate, (size_t)T * k, EPB_DT_F32) || epb_sync(cm));
     r->phase_bytes[MOE_PH_DISPATCH_BWD] = (P - 1) * ((double)T * D * ab + 4.0 * T * k);
-    MOE_PHASE(r, MOE_PH_ROUTE_BWD, o->route_backward(be, r->dx, r->dWr, a->rwork, a->d_gate, a->scores, r->topk_idx,
-                                                     r->topk_w, r->x, r->Wr, T, D, E, k, c->router, c->route_norm));
-    MOE_PHASE(r, MOE_PH_GRAD_SYNC, epb_allreduce(cm, r->dWr, r->dWr, (size_t)(D * E), EPB_DT_F32, EPB_SUM) || epb_sync(cm));
-    r->phase_bytes[MOE_PH_GRAD_SYNC] = moe_ring_bytes(P, 4.0 * D * E);
-    return EPB_OK;
+    return moe_shard_route_backward(r, a->rwork, a->d_gate, a->scores, err);
 }
 
 const moe_strategy_t moe_strategy_agrs = {

@@ -134,9 +134,8 @@ static int forward(moe_run_t *r, epb_err_t *err)
     long T = c->T, D = c->D, F = c->F;
     int E = c->E, k = c->k, P = r->P, El = r->El;
     double ab = (double)moe_dtype_size(c->dtype);
-    MOE_PHASE(r, MOE_PH_ROUTE, o->route_forward(be, a->scores, r->topk_idx, r->topk_w, r->counts, r->x, r->Wr, r->bias,
-                                                T, D, E, k, c->router, c->route_norm, c->skew));
-    for (int e = 0; e < E; e++) r->tpe[e] = r->counts[e];
+    int rc = moe_shard_route(r, a->scores, err);
+    if (rc) return rc;
     /* experts are contiguous by owner, so counts[p*El ..] is what goes to rank p */
     MOE_PHASE(r, MOE_PH_SYNC_COUNTS,
               epb_alltoall(cm, r->counts, a->rcounts, (size_t)El, EPB_DT_I64) ||
@@ -167,7 +166,7 @@ static int backward(moe_run_t *r, epb_err_t *err)
     moe_backend_t *be = r->be;
     epb_comm_t *cm = r->comm;
     long T = c->T, D = c->D, F = c->F;
-    int E = c->E, k = c->k, P = r->P, El = r->El;
+    int k = c->k, El = r->El;
     size_t ab = moe_dtype_size(c->dtype);
     MOE_PHASE(r, MOE_PH_COMBINE_BWD,
               o->zero(be, a->d_out_s, (size_t)(T * k * D) * ab) || o->zero(be, a->d_gate, (size_t)T * k * 4) ||
@@ -186,11 +185,7 @@ static int backward(moe_run_t *r, epb_err_t *err)
               epb_alltoallv(cm, a->d_r, a->rc, a->rd, a->d_s, a->sc, a->sd, r->comm_dt) || epb_sync(cm) ||
               o->permute_backward(be, r->dx, a->d_s, a->pos_s, T, k, D));
     r->phase_bytes[MOE_PH_DISPATCH_BWD] = sent_elems(r, a->rc) * (double)ab;
-    MOE_PHASE(r, MOE_PH_ROUTE_BWD, o->route_backward(be, r->dx, r->dWr, a->rwork, a->d_gate, a->scores, r->topk_idx,
-                                                     r->topk_w, r->x, r->Wr, T, D, E, k, c->router, c->route_norm));
-    MOE_PHASE(r, MOE_PH_GRAD_SYNC, epb_allreduce(cm, r->dWr, r->dWr, (size_t)(D * E), EPB_DT_F32, EPB_SUM) || epb_sync(cm));
-    r->phase_bytes[MOE_PH_GRAD_SYNC] = moe_ring_bytes(P, 4.0 * D * E);
-    return EPB_OK;
+    return moe_shard_route_backward(r, a->rwork, a->d_gate, a->scores, err);
 }
 
 const moe_strategy_t moe_strategy_tp2ep = {

@@ -359,3 +359,25 @@ out:
     moe_backend_destroy(be);
     return bad;
 }
+
+int moe_shard_route(moe_run_t *r, float *scores, epb_err_t *err)
+{
+    const moe_config_t *c = &r->cfg;
+    MOE_PHASE(r, MOE_PH_ROUTE, r->be->ops->route_forward(r->be, scores, r->topk_idx, r->topk_w, r->counts, r->x, r->Wr,
+                                                         r->bias, c->T, c->D, c->E, c->k, c->router, c->route_norm,
+                                                         c->skew));
+    for (int e = 0; e < c->E; e++) r->tpe[e] = r->counts[e];
+    return EPB_OK;
+}
+
+int moe_shard_route_backward(moe_run_t *r, float *rwork, const float *d_gate, const float *scores, epb_err_t *err)
+{
+    const moe_config_t *c = &r->cfg;
+    MOE_PHASE(r, MOE_PH_ROUTE_BWD, r->be->ops->route_backward(r->be, r->dx, r->dWr, rwork, d_gate, scores, r->topk_idx,
+                                                              r->topk_w, r->x, r->Wr, c->T, c->D, c->E, c->k,
+                                                              c->router, c->route_norm));
+    MOE_PHASE(r, MOE_PH_GRAD_SYNC,
+              epb_allreduce(r->comm, r->dWr, r->dWr, (size_t)(c->D * c->E), EPB_DT_F32, EPB_SUM) || epb_sync(r->comm));
+    r->phase_bytes[MOE_PH_GRAD_SYNC] = moe_ring_bytes(r->P, 4.0 * c->D * c->E);
+    return EPB_OK;
+}

@@ -109,6 +109,11 @@ int moe_ph_end(moe_run_t *r, moe_phase_t ph);
                             (r)->comm->err.msg[0] ? (r)->comm->err.msg : (r)->be->err.msg);                    \
     } while (0)
 
+/* The router phases every sharded strategy runs alike: route (local counts copied to r->tpe for the caller's
+ * all-reduce), and route_bwd + grad_sync (dWr all-reduced over the group). scores/rwork are (T,E). */
+int moe_shard_route(moe_run_t *r, float *scores, epb_err_t *err);
+int moe_shard_route_backward(moe_run_t *r, float *rwork, const float *d_gate, const float *scores, epb_err_t *err);
+
 /* Bytes a ring all-reduce of n bytes sends per rank: 2(P-1)/P n. */
 static inline double moe_ring_bytes(int P, double n) { return P > 1 ? 2.0 * (P - 1) / P * n : 0.0; }
 
