@@ -1,14 +1,43 @@
 /* bench: options -> config (validated once on rank 0, broadcast) -> run -> rows -> CSV. Only main exits. */
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bench.h"
 #include "epb_config.h"
 #include "epb_git_rev.h"
 
 #if EPB_HAVE_BLAS
-#include <cblas.h>
+#include "moe.h"
 #endif
+
+/* OpenBLAS chooses its kernels once, when it loads. When it picked AVX2 kernels on an AVX-512 CPU
+ * (epb_blas_better_coretype), set OPENBLAS_CORETYPE and start this program again, before MPI or any BLAS call,
+ * so that every rank (mpirun passes the environment on) runs the faster kernels. Setting OPENBLAS_CORETYPE
+ * yourself, to any value, turns this off. */
+static void blas_coretype_reexec(char **argv)
+{
+#if EPB_HAVE_BLAS
+    const char *better = epb_blas_better_coretype();
+    if (!better) return;
+    const char *picked = getenv("EPB_TEST_BLAS_CORE");
+    if (!picked) picked = epb_blas_corename();
+    if (setenv("OPENBLAS_CORETYPE", better, 1)) return;
+    if (!epb_under_launcher())
+        fprintf(stderr, "bench: OpenBLAS picked its %s (AVX2) kernels on an AVX-512 CPU: running with "
+                        "OPENBLAS_CORETYPE=%s (set OPENBLAS_CORETYPE to choose yourself)\n", picked, better);
+    fflush(stderr);
+    execv("/proc/self/exe", argv);
+    /* no re-exec: go on with the kernels already loaded, and say so */
+    fprintf(stderr, "bench: could not restart with OPENBLAS_CORETYPE=%s (%s); keeping %s\n", better,
+            strerror(errno), picked);
+    unsetenv("OPENBLAS_CORETYPE");
+#else
+    (void)argv;
+#endif
+}
 
 static void print_version(void)
 {
@@ -17,7 +46,9 @@ static void print_version(void)
     if (epb_have_mpi()) printf(" (%s)", epb_mpi_library());
     printf("\nBLAS: ");
 #if EPB_HAVE_BLAS
-    printf("%s (core %s)\n", openblas_get_config(), openblas_get_corename());
+    char info[256];
+    epb_blas_info(info, sizeof info);
+    printf("%s\n", info);
 #else
     printf("none\n");
 #endif
@@ -48,6 +79,7 @@ static int fail(int rc, const epb_err_t *err)
 
 int main(int argc, char **argv)
 {
+    blas_coretype_reexec(argv);
     bench_opts_t o;
     epb_err_t err = { { 0 } };
     int rc = bench_parse(argc, argv, &o, &err);

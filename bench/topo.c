@@ -6,6 +6,7 @@
 
 #include "bench.h"
 #include "epb_config.h"
+#include "moe.h"
 
 #if EPB_HAVE_HWLOC
 #include <hwloc.h>
@@ -136,6 +137,10 @@ int bench_topo_summary(const bench_topo_t *t, epb_comm_t *ctl, char *out, size_t
     const char *k = !same ? "mixed" : kind == BOUND_NONE ? "none" : kind == BOUND_CORE ? "core" : kind == BOUND_NUMA ? "numa" : "cpuset";
     char sh[16] = "";
     if (same && (kind == BOUND_CORE || kind == BOUND_NUMA) && share > 1) snprintf(sh, sizeof sh, " x%d", share);
-    snprintf(out, n, "%s; %d cores; bind=%s%s", t->cpu_model, t->cores, k, sh);
+    char blas[48] = "";
+#if EPB_HAVE_BLAS
+    snprintf(blas, sizeof blas, "; blas=%s", epb_blas_corename());
+#endif
+    snprintf(out, n, "%s; %d cores%s; bind=%s%s", t->cpu_model, t->cores, blas, k, sh);
     return EPB_OK;
 }

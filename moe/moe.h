@@ -136,6 +136,8 @@ static inline void moe_backend_destroy(moe_backend_t *be) { if (be) be->ops->des
 /* ---- the BLAS in use ---- */
 /* "OpenBLAS 0.3.21 ... core=Haswell" (openblas_get_config + openblas_get_corename) into buf. */
 void epb_blas_info(char *buf, size_t n);
+/* The kernel set OpenBLAS runs ("Haswell", "SkylakeX", "Cooperlake"...), "unknown" for another CBLAS. */
+const char *epb_blas_corename(void);
 /* The OPENBLAS_CORETYPE value that gives faster kernels than the ones OpenBLAS picked (the CPU has
  * AVX-512 F/BW/VL/DQ, the picked core is an AVX2 one, and OPENBLAS_CORETYPE is unset), or NULL. The caller
  * sets it and re-executes itself before any BLAS call (OpenBLAS reads it once, at load time). */

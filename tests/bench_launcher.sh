@@ -13,6 +13,21 @@ grep -q -- "--min-bytes SIZE" "$work/out" && grep -q "default 64K" "$work/out" &
 "$BENCH" --version >"$work/out" 2>"$work/err" && grep -q "^epbench .* (git " "$work/out" && grep -q "^communicators: " "$work/out"; ok $? "--version prints version, git revision and the built-in parts"
 "$BENCH" --calibrate -n 4 -w 1 -e 8M --ranks 1 --csv "$work/peak.csv" >"$work/out" 2>"$work/err"; ok $? "--calibrate runs"
 awk -F, 'NR > 1 && $10 == "peak" && $11 == "memcpy" && $30 > 0 { m = 1 } NR > 1 && $10 == "peak" && $11 == "gemm" && $33 > 0 { g = 1 } END { exit !(m && g) }' "$work/peak.csv"; ok $? "calibration writes memcpy GB/s and gemm TFLOP/s peak rows"
+# OpenBLAS core type: bench restarts itself with OPENBLAS_CORETYPE=SkylakeX when OpenBLAS picked AVX2 kernels on
+# an AVX-512 CPU. EPB_TEST_BLAS_CORE pretends OpenBLAS picked Haswell; the outcome depends on this CPU's flags.
+if "$BENCH" --version | grep -q "OpenBLAS"; then
+    env -u OPENBLAS_CORETYPE EPB_TEST_BLAS_CORE=Haswell "$BENCH" --calibrate -n 1 -w 0 -e 1M --ranks 1 --csv "$work/ct.csv" >"$work/out" 2>"$work/err"
+    rc=$?
+    if grep -qw avx512f /proc/cpuinfo && grep -qw avx512bw /proc/cpuinfo && grep -qw avx512vl /proc/cpuinfo && grep -qw avx512dq /proc/cpuinfo; then
+        [ $rc = 0 ] && grep -q "running with OPENBLAS_CORETYPE=SkylakeX" "$work/err" && [ "$(grep -c "OPENBLAS_CORETYPE" "$work/err")" = 1 ] &&
+            awk -F, 'NR > 1 && $9 !~ /blas=SkylakeX/ { bad = 1 } END { exit bad || NR < 2 }' "$work/ct.csv"
+        ok $? "AVX2 kernels on an AVX-512 CPU: bench restarts once with OPENBLAS_CORETYPE=SkylakeX, device_name says blas=SkylakeX"
+    else
+        [ $rc = 0 ] && ! grep -q "OPENBLAS_CORETYPE" "$work/err"; ok $? "no AVX-512 on this CPU: the AVX2 kernels stay, no restart"
+    fi
+    OPENBLAS_CORETYPE=Haswell EPB_TEST_BLAS_CORE=Haswell "$BENCH" --version >"$work/out" 2>"$work/err"
+    [ $? = 0 ] && ! grep -q "running with" "$work/err" && grep -q "core=Haswell; OPENBLAS_CORETYPE=Haswell" "$work/out"; ok $? "OPENBLAS_CORETYPE set by the user is kept"
+fi
 if [ -z "$MPIRUN" ] || ! "$BENCH" --version | grep -q "mpi,"; then
     echo "1..$n # SKIP no MPI in this build"; exit 0
 fi
