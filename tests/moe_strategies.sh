@@ -37,6 +37,47 @@ b=open('$work/dump/tokens_per_expert.npy','rb').read()
 hl=struct.unpack('<H',b[8:10])[0]; v=struct.unpack('<8q',b[10+hl:10+hl+64])
 sys.exit(0 if 0 in v and sum(v)==$N*24 else 1)"; then echo "ok $n - skew 8 leaves some expert with no tokens (dump)"
 else failed=$((failed + 1)); echo "not ok $n - skew 8 dump"; fi
+# bytes per phase equal the formulas evaluated on the real routing (topk_idx from the dump), max over ranks:
+# tp2ep sends the rows whose expert another rank owns (D x 4 bytes each) and gets back what it received;
+# agrs moves (P-1) x T x D x 4 bytes plus routing metadata (idx+gate 8 bytes per pair forward, the gate
+# gradient 4 backward); all-reduces count as a ring, 2(P-1)/P x bytes.
+for strat in tp2ep agrs; do for skew in 0 1.5; do
+    n=$((n + 1))
+    rm -rf "$work/bd" "$work/b.csv"
+    "$BENCH" --ranks "$N" -n 1 -w 0 -c 0 --strategy $strat --experts 8 --top-k 2 --skew $skew "${small[@]}" --dump "$work/bd" --csv "$work/b.csv" >/dev/null 2>"$work/err"
+    if msg=$(python3 - "$work/bd" "$work/b.csv" "$N" "$strat" 2>&1 <<'PY'
+import csv, json, struct, sys
+d, f, P, strat = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+c = json.load(open(d + "/config.json"))
+T, D, E, k = c["tokens"], c["hidden"], c["experts"], c["top_k"]
+b = open(d + "/topk_idx.npy", "rb").read()
+hl = struct.unpack("<H", b[8:10])[0]
+assert "'<i4'" in b[10:10 + hl].decode(), "topk_idx is not int32"
+idx = struct.unpack("<%di" % (P * T * k), b[10 + hl:10 + hl + 4 * P * T * k])
+El = E // P
+ring = lambda n: 2.0 * (P - 1) / P * n if P > 1 else 0.0
+sent = [0] * P; recv = [0] * P
+for i, e in enumerate(idx):
+    src, dst = i // k // T, e // El
+    if src != dst: sent[src] += 1; recv[dst] += 1
+if strat == "tp2ep":
+    want = {"sync_counts": (P - 1) * El * 8 + ring(E * 8), "dispatch": max(sent) * D * 4,
+            "combine": max(recv) * D * 4, "combine_bwd": max(sent) * D * 4, "dispatch_bwd": max(recv) * D * 4}
+else:
+    want = {"sync_counts": ring(E * 8), "dispatch": (P - 1) * (T * D * 4 + 8 * T * k),
+            "combine": (P - 1) * T * D * 4, "combine_bwd": (P - 1) * T * D * 4,
+            "dispatch_bwd": (P - 1) * (T * D * 4 + 4 * T * k)}
+want["grad_sync"] = ring(4 * D * E)
+got = {r["phase"]: float(r["bytes"]) for r in csv.DictReader(open(f))}
+want["step"] = sum(want.values())
+bad = ["%s: %g, formula %g" % (p, got.get(p, -1), v) for p, v in want.items() if abs(got.get(p, -1) - v) > 0.5]
+if P > 1 and strat == "tp2ep" and sum(sent) == 0: bad.append("no pair left its rank: the test proves nothing")
+print("; ".join(bad) if bad else "sent %s recv %s" % (sent, recv))
+sys.exit(1 if bad else 0)
+PY
+    ); then echo "ok $n - $strat skew $skew: bytes per phase equal the formulas on the real routing ($msg)"
+    else failed=$((failed + 1)); echo "not ok $n - $strat skew $skew bytes: $msg"; fi
+done; done
 # loss curves: every strategy, equal at every step (relative 1e-5)
 n=$((n + 1))
 "$BENCH" --ranks "$N" --strategy all --experts 8 --top-k 2 "${small[@]}" --train 8 --loss-csv "$work/loss.csv" >/dev/null 2>"$work/err"
