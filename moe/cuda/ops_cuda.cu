@@ -651,9 +651,11 @@ static int gemm_group(moe_backend_t *be, const gemm_t *g, int n, moe_dtype_t dt)
             CUBLAS_COMPUTE_32F);
         free(h);
         if (s == CUBLAS_STATUS_SUCCESS) return EPB_OK;
-        if (s != CUBLAS_STATUS_NOT_SUPPORTED && s != CUBLAS_STATUS_ARCH_MISMATCH)
+        /* this cuBLAS cannot (or refuses these problems): per-expert GEMMs from now on; moe_cuda_gemm_path says
+         * so. A parameter error of ours would fail again, visibly, in cublasGemmEx below. */
+        if (s != CUBLAS_STATUS_NOT_SUPPORTED && s != CUBLAS_STATUS_ARCH_MISMATCH && s != CUBLAS_STATUS_INVALID_VALUE)
             return blas_check(be, s, "cublasGemmGroupedBatchedEx", __FILE__, __LINE__);
-        m->grouped = 0; /* this cuBLAS cannot: per-expert GEMMs from now on */
+        m->grouped = 0;
     }
     for (int i = 0; i < n; i++)
         if (g[i].M > 0 && g[i].N > 0 && g[i].K > 0 && gemm_one(be, &g[i], t)) return EPB_ESYS;
