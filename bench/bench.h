@@ -10,6 +10,7 @@
 
 typedef enum { MODE_NONE, MODE_COLL, MODE_MOE, MODE_CALIBRATE, MODE_HELP, MODE_VERSION } bench_mode_t;
 typedef enum { BIND_AUTO, BIND_NONE, BIND_CORE, BIND_NUMA } bind_mode_t;
+typedef enum { BENCH_DEV_CPU, BENCH_DEV_CUDA } bench_device_t;
 
 #define BENCH_MAX_LIST 16 /* values in one comma list */
 
@@ -23,6 +24,7 @@ typedef struct {
     uint64_t seed;
     epb_dtype_t dtype;
     bind_mode_t bind;
+    int device, device_given; /* bench_device_t: where the layer runs and the data buffers live */
     char comm[16];
     char csv[PATH_MAX];
     int csv_given;

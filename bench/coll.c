@@ -61,6 +61,7 @@ static int run_one(bench_ctx_t *b, const epb_coll_t *coll, uint64_t bytes, epb_e
         epb_fail(err, rc, "%s", b->data->err.msg[0] ? b->data->err.msg : b->ctl->err.msg);
         goto out;
     }
+    if (o->check && (rc = epb_coll_ctx_fetch(&x, err))) goto out;
     long wrong = o->check ? coll->check(&x) : 0;
     int64_t wrong_all = wrong;
     epb_stats_t st;

@@ -53,7 +53,9 @@ static void print_version(void)
     printf("none\n");
 #endif
     printf("topology: %s\n", bench_hwloc_version());
-    printf("CUDA: %s\n", EPB_HAVE_CUDA ? "built (kernels compiled)" : "not built");
+    printf("CUDA: %s", EPB_HAVE_CUDA ? "built (kernels compiled)" : "not built");
+    if (EPB_HAVE_CUDA) printf(", %d GPU(s) visible", epb_gpu_count());
+    printf("\nNCCL: %s\n", EPB_HAVE_NCCL ? "built" : "not built");
 }
 
 /* Everything that can be checked before any rank runs: the same on the launcher and on rank 0. P is the rank
@@ -127,8 +129,11 @@ int main(int argc, char **argv)
         if (ctl->rank == 0) o.mode == MODE_HELP ? bench_usage(stdout) : print_version();
         goto done;
     }
-    if ((rc = epb_comm_create(o.comm, &data, &err))) {
-        if (ctl->rank == 0) fail(rc, &err);
+    if ((rc = epb_comm_create_mem(o.comm, o.device == BENCH_DEV_CUDA ? EPB_MEM_DEVICE : EPB_MEM_HOST, &data, &err))) {
+        /* any rank may fail here (its GPU, NCCL); the others may be waiting in the set-up: end them all */
+        fprintf(stderr, "bench: rank %d: %s\n", ctl->rank, err.msg);
+        fflush(stderr);
+        if (ctl->size > 1) epb_runtime_abort(rc);
         goto done;
     }
     bench_ctx_t b;

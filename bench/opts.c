@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "epb_config.h"
 #include "moe.h"
 #include "strategy.h"
 
@@ -15,7 +16,7 @@
 enum {
     OPT_COLL = 256, OPT_CALIBRATE, OPT_CSV, OPT_RANKS, OPT_BIND, OPT_IMBALANCE, OPT_DTYPE, OPT_SEED, OPT_COMM,
     OPT_VERSION, OPT_STRATEGY, OPT_EXPERTS, OPT_TOPK, OPT_TOKENS, OPT_HIDDEN, OPT_FFN, OPT_ROUTER, OPT_ROUTE_NORM,
-    OPT_SKEW, OPT_BIAS_COEFF, OPT_DUMP, OPT_TRAIN, OPT_LR, OPT_LOSS_CSV,
+    OPT_SKEW, OPT_BIAS_COEFF, OPT_DUMP, OPT_TRAIN, OPT_LR, OPT_LOSS_CSV, OPT_DEVICE,
 };
 
 static const struct option long_opts[] = {
@@ -34,6 +35,7 @@ static const struct option long_opts[] = {
     { "dtype", required_argument, 0, OPT_DTYPE },
     { "seed", required_argument, 0, OPT_SEED },
     { "comm", required_argument, 0, OPT_COMM },
+    { "device", required_argument, 0, OPT_DEVICE },
     { "strategy", required_argument, 0, OPT_STRATEGY },
     { "experts", required_argument, 0, OPT_EXPERTS },
     { "top-k", required_argument, 0, OPT_TOPK },
@@ -87,7 +89,7 @@ void bench_usage(FILE *f)
 "  -e, --max-bytes SIZE  largest size (default 16M)\n"
 "  -f, --step-factor N   multiply the size by N each step, N >= 2 (default 2)\n"
 "  --imbalance S         alltoallv only: seeded Zipf skew of per-destination counts, S >= 0 (default 0 = even)\n"
-"  --dtype f32|bf16      element type (default f32; bf16 reductions add in float32)\n"
+"  --dtype f32|bf16      element type (default f32; bf16 reductions add in float32; MoE bf16 needs --device cuda)\n"
 "  Sizes count as in nccl-tests: allgather the gathered buffer, reduce_scatter and alltoall(v) the send\n"
 "  buffer, allreduce the buffer; a given size must split evenly into elements over the ranks.\n"
 "\n"
@@ -99,11 +101,15 @@ void bench_usage(FILE *f)
 "  --ranks N             ranks to launch when started by hand (default 4; 1 runs in-process)\n"
 "  --bind none|core|numa pin each rank to its own core / NUMA node, round-robin when oversubscribed\n"
 "                        (default: core, unless the launcher already bound the rank)\n"
-"  --comm auto|mpi|self  communicator (default auto: mpi under a launcher, self for one rank)\n"
+"  --comm auto|mpi|self|nccl  communicator (default auto: mpi under a launcher, self for one rank; with\n"
+"                        --device cuda: nccl when built with it and each rank has its own GPU, else mpi\n"
+"                        staging device buffers through pinned host memory)\n"
+"  --device cpu|cuda     where the MoE layer runs and the data buffers live (default cuda when a GPU is\n"
+"                        visible, else cpu); one GPU per rank by node-local rank, shared when fewer\n"
 "  --seed N              seed of every input (default 42)\n"
 "  -h, --help            this text;  --version  version, git revision and what was built in\n"
 "\n"
-"Exit codes: 0 ok, 1 a check failed, 2 bad usage or input, 3 runtime failure (MPI, memory).\n"
+"Exit codes: 0 ok, 1 a check failed, 2 bad usage or input, 3 runtime failure (MPI, CUDA, NCCL, memory).\n"
 "\n"
 "Examples:\n"
 "  bench --strategy tp2ep --experts 16\n"
@@ -281,10 +287,16 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
             o->seed = (uint64_t)l;
             break;
         case OPT_COMM:
-            if (strcmp(optarg, "auto") && strcmp(optarg, "mpi") && strcmp(optarg, "self"))
-                return epb_fail(err, EPB_EUSAGE, "--comm '%s': expected auto, mpi or self (built in: %s)", optarg,
-                                epb_comm_backends());
+            if (strcmp(optarg, "auto") && strcmp(optarg, "mpi") && strcmp(optarg, "self") && strcmp(optarg, "nccl"))
+                return epb_fail(err, EPB_EUSAGE, "--comm '%s': expected auto, mpi or self, or nccl with --device cuda "
+                                "(built in: %s)", optarg, epb_comm_backends());
             snprintf(o->comm, sizeof o->comm, "%s", optarg);
+            break;
+        case OPT_DEVICE:
+            if (!strcmp(optarg, "cpu")) o->device = BENCH_DEV_CPU;
+            else if (!strcmp(optarg, "cuda")) o->device = BENCH_DEV_CUDA;
+            else return epb_fail(err, EPB_EUSAGE, "--device '%s': expected cpu or cuda", optarg);
+            o->device_given = 1;
             break;
         case OPT_STRATEGY: rc = strategy_opt(o, optarg, err); if (!rc) rc = set_mode(o, MODE_MOE, "--strategy", err); break;
         case OPT_EXPERTS: rc = list_opt("--experts", optarg, 1, 4096, o->experts, &o->nexperts, err); moe_opt = 1; break;
@@ -354,6 +366,16 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
         epb_fmt_size(o->max_bytes, b, sizeof b);
         return epb_fail(err, EPB_EUSAGE, "-b/--min-bytes %s exceeds -e/--max-bytes %s", a, b);
     }
+    /* the device: cuda when a GPU is visible unless told; a GPU asked for must be there */
+    int ngpu = moe_cuda_device_count();
+    if (!o->device_given) o->device = ngpu > 0 && o->mode != MODE_CALIBRATE ? BENCH_DEV_CUDA : BENCH_DEV_CPU;
+    if (o->device == BENCH_DEV_CUDA && o->mode == MODE_CALIBRATE)
+        return epb_fail(err, EPB_EUSAGE, "--device cuda: --calibrate measures this machine's CPU ceilings only");
+    if (o->device == BENCH_DEV_CUDA && ngpu == 0)
+        return epb_fail(err, EPB_EUSAGE, "--device cuda: no CUDA device is visible here (%s); use --device cpu",
+                        EPB_HAVE_CUDA ? "cudaGetDeviceCount found none or failed" : "this build has no CUDA");
+    if (!strcmp(o->comm, "nccl") && o->device != BENCH_DEV_CUDA)
+        return epb_fail(err, EPB_EUSAGE, "--comm nccl takes device buffers: it needs --device cuda");
     if (!strcmp(o->comm, "self") && o->ranks_given && o->ranks > 1)
         return epb_fail(err, EPB_EUSAGE, "--comm self runs one rank, but --ranks is %d", o->ranks);
     if (o->mode == MODE_CALIBRATE && !o->ranks_given) o->ranks = 1; /* a per-core ceiling unless asked */

@@ -47,9 +47,10 @@ int bench_ctx_init(bench_ctx_t *b, const bench_opts_t *o, epb_comm_t *ctl, epb_c
     epb_row_set(r->git_rev, EPB_GIT_REV);
     r->nodes = ctl->nodes;
     epb_row_set(r->backend, data->ops->name);
-    epb_row_set(r->device, "cpu");
+    epb_row_set(r->device, data->mem == EPB_MEM_DEVICE ? "cuda" : "cpu");
     char dn[EPB_STR];
     if ((rc = bench_topo_summary(&b->topo, ctl, dn, sizeof dn, err))) return rc;
+    if (data->mem == EPB_MEM_DEVICE) epb_gpu_name(data->device, dn, sizeof dn);
     epb_row_set(r->device_name, dn);
     r->ranks = ctl->size;
     epb_row_set(r->dtype, epb_dtype_name(o->dtype));

@@ -23,7 +23,9 @@ int epb_dtype_parse(const char *s, epb_dtype_t *out); /* "f32"/"float32", "bf16"
 typedef enum { EPB_SUM, EPB_MAX, EPB_MIN } epb_redop_t;
 
 /* Where the buffers passed to a communicator's collectives live. Host communicators (mpi, self) take host
- * pointers; a device communicator (nccl; mpi staging through pinned memory) takes device pointers. */
+ * pointers; a device communicator (nccl; mpi staging through pinned memory; self copying on the device) takes
+ * CUDA device pointers, on the GPU it chose (node-local rank modulo the visible GPUs), and runs its work on its
+ * own stream, which a compute backend shares so that kernels and collectives stay in order. */
 typedef enum { EPB_MEM_HOST, EPB_MEM_DEVICE } epb_mem_t;
 
 typedef struct epb_comm epb_comm_t;
@@ -48,6 +50,11 @@ typedef struct {
     int (*barrier)(epb_comm_t *c);
     int (*sync)(epb_comm_t *c);
     void (*destroy)(epb_comm_t *c);
+    /* Memory of a device communicator (NULL for host ones): allocate/free on its device, and copy between host
+     * and device (to_device 1: host src -> device dst), complete when it returns. */
+    void *(*mem_alloc)(epb_comm_t *c, size_t bytes);
+    void (*mem_free)(epb_comm_t *c, void *p);
+    int (*mem_copy)(epb_comm_t *c, void *dst, const void *src, size_t bytes, int to_device);
 } epb_comm_ops_t;
 
 struct epb_comm {
@@ -56,6 +63,8 @@ struct epb_comm {
     int local_rank, local_size; /* on this node */
     int nodes;                  /* distinct hosts in the group */
     epb_mem_t mem;
+    int device;                 /* CUDA device of a device communicator; -1 for host ones */
+    void *stream;               /* its cudaStream_t (collectives are enqueued there; sync waits for it); or NULL */
     epb_err_t err;
     void *impl;
 };
@@ -72,10 +81,19 @@ const char *epb_mpi_library(void);
 int epb_mpi_is_openmpi(void);
 
 /* Creates a world communicator of the named backend ("mpi", "self"); "auto" picks mpi when built with it
- * and started by a launcher, self otherwise. */
+ * and started by a launcher, self otherwise. Host memory. */
 int epb_comm_create(const char *backend, epb_comm_t **out, epb_err_t *err);
+/* The same for buffers in `mem`. EPB_MEM_DEVICE: "nccl" (device memory only), "mpi" (staged through pinned host
+ * memory: Open MPI from Debian is not CUDA-aware; ranks may share a GPU), "self" (device copies), or "auto":
+ * nccl when built with it and every rank on a node has a GPU of its own, else mpi under a launcher, else self.
+ * EPB_EUSAGE naming --comm/--device when the combination cannot be built here. */
+int epb_comm_create_mem(const char *backend, epb_mem_t mem, epb_comm_t **out, epb_err_t *err);
 void epb_comm_destroy(epb_comm_t *c);
-const char *epb_comm_backends(void); /* "mpi, self" as built */
+const char *epb_comm_backends(void); /* "mpi, self, nccl" as built */
+
+/* ---- GPUs (0 and "none" when built without CUDA or no driver/device is there) ---- */
+int epb_gpu_count(void);
+void epb_gpu_name(int device, char *buf, size_t n); /* "NVIDIA H100 80GB HBM3" */
 
 /* Convenience wrappers: c->ops->X(c, ...). */
 static inline int epb_allgather(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt)
@@ -101,7 +119,8 @@ typedef struct {
     double imbalance;      /* alltoallv Zipf exponent; 0 = even */
     size_t bytes;          /* nominal per-rank size as nccl-tests counts it */
     size_t send_elems, recv_elems;
-    void *send, *recv;     /* in comm->mem memory */
+    void *send, *recv;     /* in comm->mem memory: what run passes to the collective */
+    void *hsend, *hrecv;   /* host memory: what init writes and check reads (send/recv themselves when host) */
     size_t *counts;        /* alltoallv: P*P matrix, counts[src*P + dst] elements */
     size_t *sc, *sd, *rc, *rd; /* this rank's alltoallv counts and displacements */
     double moved_bytes;    /* max over ranks of max(sent, received) bytes: algbw numerator (alltoallv) */
@@ -113,10 +132,11 @@ typedef struct {
     /* Element counts of this rank's send and receive buffers for a nominal size already checked by
      * epb_coll_check_size. */
     int (*sizes)(epb_coll_ctx_t *x, epb_err_t *err);
-    /* Fills send with seeded small integers that every rank can regenerate. */
+    /* Fills hsend with seeded small integers that every rank can regenerate. */
     void (*init)(epb_coll_ctx_t *x);
     int (*run)(epb_coll_ctx_t *x);
-    /* Number of wrong elements in recv against the expected output this rank computes itself. */
+    /* Number of wrong elements in hrecv against the expected output this rank computes itself (after
+     * epb_coll_ctx_fetch for a device communicator). */
     long (*check)(const epb_coll_ctx_t *x);
 } epb_coll_t;
 
@@ -131,9 +151,12 @@ int epb_coll_check_size(const epb_coll_t *coll, uint64_t bytes, int P, epb_dtype
 /* The smallest multiple of the split unit of every collective that is >= bytes (for default sizes). */
 uint64_t epb_coll_round_size(uint64_t bytes, int P, epb_dtype_t dt);
 
-/* Sets up x for one size: computes element counts, allocates (host) buffers, fills inputs. x->comm, dt, seed,
- * imbalance, bytes must be set. epb_coll_ctx_free releases the buffers. */
+/* Sets up x for one size: computes element counts, allocates host buffers (and, for a device communicator,
+ * device buffers through its mem_alloc hook), fills inputs. x->comm, dt, seed, imbalance, bytes must be set.
+ * epb_coll_ctx_free releases the buffers. */
 int epb_coll_ctx_setup(const epb_coll_t *coll, epb_coll_ctx_t *x, epb_err_t *err);
+/* Brings recv back into hrecv before a check (nothing to do for a host communicator). */
+int epb_coll_ctx_fetch(epb_coll_ctx_t *x, epb_err_t *err);
 void epb_coll_ctx_free(epb_coll_ctx_t *x);
 
 /* Seeded Zipf-like alltoallv count matrix: every sender splits `elems` over destinations with weights

@@ -150,7 +150,7 @@ static int alltoallv_sizes(epb_coll_ctx_t *x, epb_err_t *err)
 
 static void init_linear(epb_coll_ctx_t *x)
 {
-    for (size_t i = 0; i < x->send_elems; i++) store(x->send, x->dt, i, value(x, x->comm->rank, i));
+    for (size_t i = 0; i < x->send_elems; i++) store(x->hsend, x->dt, i, value(x, x->comm->rank, i));
 }
 
 /* ---- run ---- */
@@ -168,7 +168,7 @@ static long check_allgather(const epb_coll_ctx_t *x)
     long bad = 0;
     size_t n = x->send_elems;
     for (int s = 0; s < x->comm->size; s++)
-        for (size_t i = 0; i < n; i++) bad += load(x->recv, x->dt, (size_t)s * n + i) != value(x, s, i);
+        for (size_t i = 0; i < n; i++) bad += load(x->hrecv, x->dt, (size_t)s * n + i) != value(x, s, i);
     return bad;
 }
 
@@ -178,7 +178,7 @@ static long check_sum_of(const epb_coll_ctx_t *x, size_t offset)
     for (size_t i = 0; i < x->recv_elems; i++) {
         double want = 0;
         for (int s = 0; s < x->comm->size; s++) want += value(x, s, offset + i);
-        bad += load(x->recv, x->dt, i) != want;
+        bad += load(x->hrecv, x->dt, i) != want;
     }
     return bad;
 }
@@ -191,7 +191,7 @@ static long check_alltoall(const epb_coll_ctx_t *x)
     long bad = 0;
     size_t n = x->send_elems / (size_t)x->comm->size, me = (size_t)x->comm->rank;
     for (int s = 0; s < x->comm->size; s++)
-        for (size_t i = 0; i < n; i++) bad += load(x->recv, x->dt, (size_t)s * n + i) != value(x, s, me * n + i);
+        for (size_t i = 0; i < n; i++) bad += load(x->hrecv, x->dt, (size_t)s * n + i) != value(x, s, me * n + i);
     return bad;
 }
 
@@ -202,7 +202,7 @@ static long check_alltoallv(const epb_coll_ctx_t *x)
     for (int s = 0; s < P; s++) {
         size_t sdisp = 0; /* where rank s's block for me starts in s's send buffer */
         for (int d = 0; d < me; d++) sdisp += x->counts[(size_t)s * P + d];
-        for (size_t j = 0; j < x->rc[s]; j++) bad += load(x->recv, x->dt, x->rd[s] + j) != value(x, s, sdisp + j);
+        for (size_t j = 0; j < x->rc[s]; j++) bad += load(x->hrecv, x->dt, x->rd[s] + j) != value(x, s, sdisp + j);
     }
     return bad;
 }
@@ -227,35 +227,60 @@ const char *epb_coll_names(void) { return "allgather, reduce_scatter, alltoall, 
 
 int epb_coll_ctx_setup(const epb_coll_t *coll, epb_coll_ctx_t *x, epb_err_t *err)
 {
-    x->send = x->recv = NULL;
+    x->send = x->recv = x->hsend = x->hrecv = NULL;
     x->counts = x->sc = NULL;
     x->moved_bytes = (double)x->bytes;
-    if (x->comm->mem != EPB_MEM_HOST)
-        return epb_fail(err, EPB_EUSAGE, "communicator %s takes device buffers; this build has no device allocator",
-                        x->comm->ops->name);
+    int dev = x->comm->mem != EPB_MEM_HOST;
+    if (dev && (!x->comm->ops->mem_alloc || !x->comm->ops->mem_copy))
+        return epb_fail(err, EPB_EUSAGE, "communicator %s takes device buffers but has no allocator", x->comm->ops->name);
     int rc = epb_coll_check_size(coll, x->bytes, x->comm->size, x->dt, err);
     if (rc == EPB_OK) rc = coll->sizes(x, err);
     if (rc) { epb_coll_ctx_free(x); return rc; }
     size_t es = epb_dtype_size(x->dt);
     /* 64-byte aligned, at least one element, touched once so first-touch page faults stay out of the timing */
-    x->send = aligned_alloc(64, ((x->send_elems * es + 63) / 64 + 1) * 64);
-    x->recv = aligned_alloc(64, ((x->recv_elems * es + 63) / 64 + 1) * 64);
-    if (!x->send || !x->recv) {
+    size_t sbytes = ((x->send_elems * es + 63) / 64 + 1) * 64, rbytes = ((x->recv_elems * es + 63) / 64 + 1) * 64;
+    x->hsend = aligned_alloc(64, sbytes);
+    x->hrecv = aligned_alloc(64, rbytes);
+    if (!x->hsend || !x->hrecv) {
         epb_coll_ctx_free(x);
         return epb_fail(err, EPB_ESYS, "rank %d: out of memory for %zu-byte %s buffers", x->comm->rank, x->bytes,
                         coll->name);
     }
-    memset(x->recv, 0xff, x->recv_elems * es); /* NaN / garbage: a collective that writes nothing fails the check */
+    memset(x->hrecv, 0xff, x->recv_elems * es); /* NaN / garbage: a collective that writes nothing fails the check */
     coll->init(x);
+    if (!dev) {
+        x->send = x->hsend;
+        x->recv = x->hrecv;
+        return EPB_OK;
+    }
+    epb_comm_t *c = x->comm;
+    x->send = c->ops->mem_alloc(c, sbytes);
+    x->recv = c->ops->mem_alloc(c, rbytes);
+    if (!x->send || !x->recv || c->ops->mem_copy(c, x->send, x->hsend, sbytes, 1) ||
+        c->ops->mem_copy(c, x->recv, x->hrecv, rbytes, 1)) {
+        epb_coll_ctx_free(x);
+        return epb_fail(err, EPB_ESYS, "%s", c->err.msg);
+    }
+    return EPB_OK;
+}
+
+int epb_coll_ctx_fetch(epb_coll_ctx_t *x, epb_err_t *err)
+{
+    if (x->recv == x->hrecv) return EPB_OK;
+    size_t es = epb_dtype_size(x->dt);
+    if (x->comm->ops->mem_copy(x->comm, x->hrecv, x->recv, x->recv_elems * es, 0))
+        return epb_fail(err, EPB_ESYS, "%s", x->comm->err.msg);
     return EPB_OK;
 }
 
 void epb_coll_ctx_free(epb_coll_ctx_t *x)
 {
-    free(x->send);
-    free(x->recv);
+    if (x->send != x->hsend && x->send) x->comm->ops->mem_free(x->comm, x->send);
+    if (x->recv != x->hrecv && x->recv) x->comm->ops->mem_free(x->comm, x->recv);
+    free(x->hsend);
+    free(x->hrecv);
     free(x->counts);
     free(x->sc);
-    x->send = x->recv = NULL;
+    x->send = x->recv = x->hsend = x->hrecv = NULL;
     x->counts = x->sc = NULL;
 }

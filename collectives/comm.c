@@ -48,19 +48,55 @@ int epb_under_launcher(void)
 
 int epb_have_mpi(void) { return EPB_HAVE_MPI; }
 
-const char *epb_comm_backends(void) { return EPB_HAVE_MPI ? "mpi, self" : "self"; }
+const char *epb_comm_backends(void)
+{
+    return EPB_HAVE_MPI ? (EPB_HAVE_NCCL ? "mpi, self, nccl" : "mpi, self") : (EPB_HAVE_NCCL ? "self, nccl" : "self");
+}
 
 int epb_comm_create(const char *backend, epb_comm_t **out, epb_err_t *err)
 {
+    return epb_comm_create_mem(backend, EPB_MEM_HOST, out, err);
+}
+
+/* auto with device buffers: nccl when built with it and no node runs more ranks than it has GPUs */
+static const char *auto_device_backend(void)
+{
+    int mpi = EPB_HAVE_MPI && epb_runtime_mpi_active();
+    if (EPB_HAVE_NCCL) {
+        if (!mpi) return "nccl";
+        epb_comm_t *probe = NULL;
+        epb_err_t e;
+        int local = 0, gpus = epb_gpu_count(), one_each;
+        if (epb_comm_mpi_create(&probe, &e) == EPB_OK) {
+            local = probe->local_size;
+            one_each = local <= gpus;
+            /* every rank must decide alike: nccl only if it fits on every node */
+            if (epb_allreduce(probe, &one_each, &one_each, 1, EPB_DT_I32, EPB_MIN)) one_each = 0;
+            epb_comm_destroy(probe);
+            if (one_each) return "nccl";
+        }
+    }
+    return mpi ? "mpi" : "self";
+}
+
+int epb_comm_create_mem(const char *backend, epb_mem_t mem, epb_comm_t **out, epb_err_t *err)
+{
     *out = NULL;
-    if (!strcmp(backend, "auto")) backend = (EPB_HAVE_MPI && epb_runtime_mpi_active()) ? "mpi" : "self";
-    if (!strcmp(backend, "self")) return epb_comm_self_create(out, err);
+    if (!strcmp(backend, "auto"))
+        backend = mem == EPB_MEM_DEVICE ? auto_device_backend()
+                                        : (EPB_HAVE_MPI && epb_runtime_mpi_active()) ? "mpi" : "self";
+    if (!strcmp(backend, "self")) return epb_comm_self_create_mem(mem, out, err);
     if (!strcmp(backend, "mpi")) {
 #if EPB_HAVE_MPI
-        return epb_comm_mpi_create(out, err);
+        return epb_comm_mpi_create_mem(mem, out, err);
 #else
         return epb_fail(err, EPB_EUSAGE, "--comm mpi: this build has no MPI (built in: %s)", epb_comm_backends());
 #endif
+    }
+    if (!strcmp(backend, "nccl")) {
+        if (mem != EPB_MEM_DEVICE)
+            return epb_fail(err, EPB_EUSAGE, "--comm nccl takes device buffers: it needs --device cuda");
+        return epb_comm_nccl_create(out, err);
     }
     return epb_fail(err, EPB_EUSAGE, "--comm %s: unknown communicator (built in: %s)", backend, epb_comm_backends());
 }

@@ -7,5 +7,22 @@ int epb_comm_self_create(epb_comm_t **out, epb_err_t *err);
 int epb_comm_mpi_create(epb_comm_t **out, epb_err_t *err);
 int epb_runtime_mpi_active(void);
 void epb_reduce_host(void *inout, const void *in, size_t n, epb_dtype_t dt, epb_redop_t op);
+/* mem: EPB_MEM_DEVICE stages the MPI collectives through pinned host memory */
+int epb_comm_mpi_create_mem(epb_mem_t mem, epb_comm_t **out, epb_err_t *err);
+int epb_comm_self_create_mem(epb_mem_t mem, epb_comm_t **out, epb_err_t *err);
+int epb_comm_nccl_create(epb_comm_t **out, epb_err_t *err);
+
+/* comm_cuda.c: device communicators. attach: picks the GPU (local_rank % visible), creates c->stream, sets
+ * c->mem = EPB_MEM_DEVICE; detach undoes it. Copies H2D and D2H are complete on return; D2D is queued. */
+enum { EPB_COPY_H2D, EPB_COPY_D2H, EPB_COPY_D2D };
+int epb_cuda_attach(epb_comm_t *c, epb_err_t *err);
+void epb_cuda_detach(epb_comm_t *c);
+int epb_cuda_sync(epb_comm_t *c);
+int epb_cuda_copy(epb_comm_t *c, void *dst, const void *src, size_t bytes, int kind);
+void *epb_cuda_mem_alloc(epb_comm_t *c, size_t bytes);
+void epb_cuda_mem_free(epb_comm_t *c, void *p);
+int epb_cuda_mem_copy(epb_comm_t *c, void *dst, const void *src, size_t bytes, int to_device);
+void *epb_cuda_host_alloc(epb_comm_t *c, size_t bytes); /* pinned */
+void epb_cuda_host_free(void *p);
 
 #endif

@@ -16,6 +16,9 @@ typedef struct {
     MPI_Comm comm;
     MPI_Op bf16_sum, bf16_max, bf16_min;
     int *ic; /* 4*size ints: alltoallv counts and displacements */
+    /* device buffers: pinned host staging (grown on demand) */
+    void *hs, *hr;
+    size_t hs_bytes, hr_bytes;
 } mpi_impl_t;
 
 static int mpi_check(epb_comm_t *c, int rc, const char *call)
@@ -123,6 +126,13 @@ static int m_sync(epb_comm_t *c)
 static void m_destroy(epb_comm_t *c)
 {
     mpi_impl_t *m = c->impl;
+    if (c->mem == EPB_MEM_DEVICE) {
+        if (m) {
+            epb_cuda_host_free(m->hs);
+            epb_cuda_host_free(m->hr);
+        }
+        epb_cuda_detach(c);
+    }
     if (m) {
         MPI_Op_free(&m->bf16_sum);
         MPI_Op_free(&m->bf16_max);
@@ -147,6 +157,121 @@ static const epb_comm_ops_t mpi_ops = {
     .destroy = m_destroy,
 };
 
+/* ---- device buffers, staged through pinned host memory (Debian's Open MPI is not CUDA-aware): copy the
+ * input down, run the host collective, copy the output up. Every copy completes before the next step, so the
+ * staging buffers are free again when a call returns. ---- */
+
+static int stage(epb_comm_t *c, size_t sbytes, size_t rbytes)
+{
+    mpi_impl_t *m = c->impl;
+    if (m->hs_bytes < sbytes) {
+        epb_cuda_host_free(m->hs);
+        m->hs_bytes = 0;
+        if (!(m->hs = epb_cuda_host_alloc(c, sbytes))) return EPB_ESYS;
+        m->hs_bytes = sbytes;
+    }
+    if (m->hr_bytes < rbytes) {
+        epb_cuda_host_free(m->hr);
+        m->hr_bytes = 0;
+        if (!(m->hr = epb_cuda_host_alloc(c, rbytes))) return EPB_ESYS;
+        m->hr_bytes = rbytes;
+    }
+    return EPB_OK;
+}
+
+static int md_allgather(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt)
+{
+    mpi_impl_t *m = c->impl;
+    size_t b = n * epb_dtype_size(dt), P = (size_t)c->size;
+    if (stage(c, b, b * P) || epb_cuda_copy(c, m->hs, s, b, EPB_COPY_D2H) || m_allgather(c, m->hs, m->hr, n, dt) ||
+        epb_cuda_copy(c, r, m->hr, b * P, EPB_COPY_H2D))
+        return EPB_ESYS;
+    return EPB_OK;
+}
+
+static int md_reduce_scatter(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt)
+{
+    mpi_impl_t *m = c->impl;
+    size_t b = n * epb_dtype_size(dt), P = (size_t)c->size;
+    if (stage(c, b * P, b) || epb_cuda_copy(c, m->hs, s, b * P, EPB_COPY_D2H) ||
+        m_reduce_scatter(c, m->hs, m->hr, n, dt) || epb_cuda_copy(c, r, m->hr, b, EPB_COPY_H2D))
+        return EPB_ESYS;
+    return EPB_OK;
+}
+
+static int md_alltoall(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt)
+{
+    mpi_impl_t *m = c->impl;
+    size_t b = n * epb_dtype_size(dt) * (size_t)c->size;
+    if (stage(c, b, b) || epb_cuda_copy(c, m->hs, s, b, EPB_COPY_D2H) || m_alltoall(c, m->hs, m->hr, n, dt) ||
+        epb_cuda_copy(c, r, m->hr, b, EPB_COPY_H2D))
+        return EPB_ESYS;
+    return EPB_OK;
+}
+
+static int md_alltoallv(epb_comm_t *c, const void *s, const size_t *sc, const size_t *sd, void *r,
+                        const size_t *rc, const size_t *rd, epb_dtype_t dt)
+{
+    mpi_impl_t *m = c->impl;
+    size_t es = epb_dtype_size(dt), send_end = 0, recv_end = 0; /* elements spanned by the blocks */
+    for (int p = 0; p < c->size; p++) {
+        if (sc[p] && sd[p] + sc[p] > send_end) send_end = sd[p] + sc[p];
+        if (rc[p] && rd[p] + rc[p] > recv_end) recv_end = rd[p] + rc[p];
+    }
+    if (stage(c, send_end * es, recv_end * es) || epb_cuda_copy(c, m->hs, s, send_end * es, EPB_COPY_D2H) ||
+        m_alltoallv(c, m->hs, sc, sd, m->hr, rc, rd, dt) || epb_cuda_copy(c, r, m->hr, recv_end * es, EPB_COPY_H2D))
+        return EPB_ESYS;
+    return EPB_OK;
+}
+
+static int md_allreduce(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt, epb_redop_t op)
+{
+    mpi_impl_t *m = c->impl;
+    size_t b = n * epb_dtype_size(dt);
+    if (stage(c, b, b) || epb_cuda_copy(c, m->hs, s, b, EPB_COPY_D2H) || m_allreduce(c, m->hs, m->hr, n, dt, op) ||
+        epb_cuda_copy(c, r, m->hr, b, EPB_COPY_H2D))
+        return EPB_ESYS;
+    return EPB_OK;
+}
+
+static int md_bcast(epb_comm_t *c, void *buf, size_t bytes, int root)
+{
+    mpi_impl_t *m = c->impl;
+    if (stage(c, bytes, 0) || epb_cuda_copy(c, m->hs, buf, bytes, EPB_COPY_D2H) || m_bcast(c, m->hs, bytes, root) ||
+        epb_cuda_copy(c, buf, m->hs, bytes, EPB_COPY_H2D))
+        return EPB_ESYS;
+    return EPB_OK;
+}
+
+static const epb_comm_ops_t mpi_dev_ops = {
+    .name = "mpi",
+    .allgather = md_allgather,
+    .reduce_scatter = md_reduce_scatter,
+    .alltoall = md_alltoall,
+    .alltoallv = md_alltoallv,
+    .allreduce = md_allreduce,
+    .bcast = md_bcast,
+    .barrier = m_barrier,
+    .sync = epb_cuda_sync,
+    .destroy = m_destroy,
+    .mem_alloc = epb_cuda_mem_alloc,
+    .mem_free = epb_cuda_mem_free,
+    .mem_copy = epb_cuda_mem_copy,
+};
+
+int epb_comm_mpi_create_mem(epb_mem_t mem, epb_comm_t **out, epb_err_t *err)
+{
+    int rc = epb_comm_mpi_create(out, err);
+    if (rc || mem == EPB_MEM_HOST) return rc;
+    if ((rc = epb_cuda_attach(*out, err))) {
+        epb_comm_destroy(*out);
+        *out = NULL;
+        return rc;
+    }
+    (*out)->ops = &mpi_dev_ops;
+    return EPB_OK;
+}
+
 int epb_comm_mpi_create(epb_comm_t **out, epb_err_t *err)
 {
     if (!epb_runtime_mpi_active())
@@ -158,6 +283,7 @@ int epb_comm_mpi_create(epb_comm_t **out, epb_err_t *err)
     c->ops = &mpi_ops;
     c->impl = m;
     c->mem = EPB_MEM_HOST;
+    c->device = -1;
     int rc = MPI_Comm_dup(MPI_COMM_WORLD, &m->comm);
     if (rc == MPI_SUCCESS) rc = MPI_Comm_set_errhandler(m->comm, MPI_ERRORS_RETURN);
     if (rc == MPI_SUCCESS) rc = MPI_Comm_rank(m->comm, &c->rank);
@@ -244,6 +370,11 @@ int epb_comm_mpi_create(epb_comm_t **out, epb_err_t *err)
 {
     *out = NULL;
     return epb_fail(err, EPB_EUSAGE, "this build has no MPI");
+}
+int epb_comm_mpi_create_mem(epb_mem_t mem, epb_comm_t **out, epb_err_t *err)
+{
+    (void)mem;
+    return epb_comm_mpi_create(out, err);
 }
 const char *epb_mpi_library(void) { return "none"; }
 int epb_mpi_is_openmpi(void) { return 0; }

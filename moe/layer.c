@@ -65,12 +65,39 @@ void moe_layer_destroy(moe_layer_t *L)
     memset(L, 0, sizeof *L);
 }
 
+void moe_round_bf16(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) x[i] = epb_bf16_to_f32(epb_f32_to_bf16(x[i]));
+}
+
+int moe_act_to_backend(moe_backend_t *be, void *dst, const float *src, size_t n)
+{
+    if (be->dtype == MOE_F32) return be->ops->to_backend(be, dst, src, n * 4);
+    epb_bf16 *h = malloc((n ? n : 1) * sizeof *h);
+    if (!h) return epb_fail(&be->err, EPB_ESYS, "out of memory converting %zu values to bf16", n);
+    for (size_t i = 0; i < n; i++) h[i] = epb_f32_to_bf16(src[i]);
+    int rc = be->ops->to_backend(be, dst, h, n * sizeof *h);
+    free(h);
+    return rc;
+}
+
+int moe_act_to_host(moe_backend_t *be, float *dst, const void *src, size_t n)
+{
+    if (be->dtype == MOE_F32) return be->ops->to_host(be, dst, src, n * 4);
+    epb_bf16 *h = malloc((n ? n : 1) * sizeof *h);
+    if (!h) return epb_fail(&be->err, EPB_ESYS, "out of memory converting %zu values from bf16", n);
+    int rc = be->ops->to_host(be, h, src, n * sizeof *h);
+    for (size_t i = 0; !rc && i < n; i++) dst[i] = epb_bf16_to_f32(h[i]);
+    free(h);
+    return rc;
+}
+
 int moe_layer_init(moe_layer_t *L, long t0, epb_err_t *err)
 {
     const moe_config_t *c = &L->cfg;
     moe_backend_t *be = L->be;
-    if (c->dtype != MOE_F32) return epb_fail(err, EPB_EUSAGE, "--dtype %s: only f32 initialisation is implemented",
-                                             moe_dtype_name(c->dtype));
+    if (c->dtype != MOE_F32 && !be->on_device)
+        return epb_fail(err, EPB_EUSAGE, "--dtype %s: the %s backend runs f32", moe_dtype_name(c->dtype), be->ops->name);
     size_t D = (size_t)c->D, E = (size_t)c->E, F = (size_t)c->F, N = (size_t)L->N;
     size_t big = E * D * F > N * D ? E * D * F : N * D;
     float *h = malloc((big > D * E ? big : D * E) * sizeof *h), *h2 = NULL, *h3 = NULL;
@@ -83,16 +110,15 @@ int moe_layer_init(moe_layer_t *L, long t0, epb_err_t *err)
     /* on cpu the weights are written in place; a device backend goes through host copies */
     float *w1 = be->on_device ? h : L->w1, *w3 = be->on_device ? h2 : L->w3, *w2 = be->on_device ? h3 : L->w2;
     moe_init_weights(NULL, w1, w3, w2, c, 0, c->E);
-    if (be->on_device && (be->ops->to_backend(be, L->w1, w1, E * D * F * 4) ||
-                          be->ops->to_backend(be, L->w3, w3, E * D * F * 4) ||
-                          be->ops->to_backend(be, L->w2, w2, E * D * F * 4)))
+    if (be->on_device && (moe_act_to_backend(be, L->w1, w1, E * D * F) || moe_act_to_backend(be, L->w3, w3, E * D * F) ||
+                          moe_act_to_backend(be, L->w2, w2, E * D * F)))
         goto syserr;
     moe_init_weights(h, NULL, NULL, NULL, c, 0, c->E);
     if (be->ops->to_backend(be, L->Wr, h, D * E * 4) || be->ops->zero(be, L->bias, E * 4)) goto syserr;
     moe_init_tokens(h, c, MOE_STREAM_X, t0, (long)N);
-    if (be->ops->to_backend(be, L->x, h, N * D * 4)) goto syserr;
+    if (moe_act_to_backend(be, L->x, h, N * D)) goto syserr;
     moe_init_tokens(h, c, MOE_STREAM_DY, t0, (long)N);
-    if (be->ops->to_backend(be, L->dy, h, N * D * 4)) goto syserr;
+    if (moe_act_to_backend(be, L->dy, h, N * D)) goto syserr;
     goto out;
 syserr:
     rc = epb_fail(err, EPB_ESYS, "moe layer init: %s", be->err.msg);

@@ -133,6 +133,24 @@ int moe_npy_write(const char *path, const void *data, const char *descr, int ndi
 int moe_cpu_backend_create(moe_backend_t **out, epb_err_t *err);
 static inline void moe_backend_destroy(moe_backend_t *be) { if (be) be->ops->destroy(be); }
 
+/* ---- the CUDA backend (moe/cuda; built when the toolkit is found) ---- */
+/* A backend of activation dtype `dtype` on CUDA device `device`; its work goes to `stream` (a cudaStream_t, e.g.
+ * the device communicator's, so kernels and collectives are ordered) or, when NULL, to a stream of its own.
+ * EPB_EUSAGE when built without CUDA or when no such device is visible; EPB_ESYS when CUDA/cuBLAS set-up fails. */
+int moe_cuda_backend_create(moe_backend_t **out, moe_dtype_t dtype, int device, void *stream, epb_err_t *err);
+/* Visible CUDA devices; 0 when there are none, the driver is missing, or built without CUDA. */
+int moe_cuda_device_count(void);
+/* "grouped" (one cublasGemmGroupedBatchedEx per GEMM phase) or "per-expert" (one cublasGemmEx per expert) */
+const char *moe_cuda_gemm_path(const moe_backend_t *be);
+
+/* ---- activation tensors ((act) in ops.h) between float32 host memory and a backend of either dtype ---- */
+/* n elements: host float32 -> backend act (rounded to bf16 for a bf16 backend) */
+int moe_act_to_backend(moe_backend_t *be, void *dst, const float *src, size_t n);
+/* n elements: backend act -> host float32 */
+int moe_act_to_host(moe_backend_t *be, float *dst, const void *src, size_t n);
+/* rounds n float32 values to the nearest bf16 value, in place (what a bf16 backend stores) */
+void moe_round_bf16(float *x, size_t n);
+
 /* ---- the BLAS in use ---- */
 /* "OpenBLAS 0.3.21 ... core=Haswell" (openblas_get_config + openblas_get_corename) into buf. */
 void epb_blas_info(char *buf, size_t n);

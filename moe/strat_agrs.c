@@ -65,7 +65,7 @@ static int forward(moe_run_t *r, epb_err_t *err)
     double ab = (double)moe_dtype_size(c->dtype);
     int rc = moe_shard_route(r, a->scores, err);
     if (rc) return rc;
-    MOE_PHASE(r, MOE_PH_SYNC_COUNTS, epb_allreduce(cm, r->tpe, r->tpe, (size_t)E, EPB_DT_I64, EPB_SUM));
+    MOE_PHASE(r, MOE_PH_SYNC_COUNTS, moe_allreduce_host(r, r->tpe, (size_t)E, EPB_DT_I64));
     r->phase_bytes[MOE_PH_SYNC_COUNTS] = moe_ring_bytes(P, E * 8.0);
     MOE_PHASE(r, MOE_PH_DISPATCH,
               epb_allgather(cm, r->x, a->xg, (size_t)(T * D), r->comm_dt) ||

@@ -34,7 +34,7 @@ static int forward(moe_run_t *r, epb_err_t *err)
     if (rc) return rc;
     for (int e = 0; e < c->E; e++) r->tpe[e] = r->counts[e] = L->counts[e];
     /* sync_counts: the global tokens_per_expert */
-    MOE_PHASE(r, MOE_PH_SYNC_COUNTS, epb_allreduce(r->comm, r->tpe, r->tpe, (size_t)c->E, EPB_DT_I64, EPB_SUM));
+    MOE_PHASE(r, MOE_PH_SYNC_COUNTS, moe_allreduce_host(r, r->tpe, (size_t)c->E, EPB_DT_I64));
     r->phase_bytes[MOE_PH_SYNC_COUNTS] = moe_ring_bytes(r->P, c->E * 8.0);
     r->phase_flop[MOE_PH_EXPERTS_FWD] = moe_expert_flop(c, (double)c->T * c->k, 0);
     return EPB_OK;

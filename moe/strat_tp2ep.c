@@ -138,8 +138,8 @@ static int forward(moe_run_t *r, epb_err_t *err)
     if (rc) return rc;
     /* experts are contiguous by owner, so counts[p*El ..] is what goes to rank p */
     MOE_PHASE(r, MOE_PH_SYNC_COUNTS,
-              epb_alltoall(cm, r->counts, a->rcounts, (size_t)El, EPB_DT_I64) ||
-              epb_allreduce(cm, r->tpe, r->tpe, (size_t)E, EPB_DT_I64, EPB_SUM) || derive_splits(r, a));
+              moe_alltoall_host(r, r->counts, a->rcounts, (size_t)El, EPB_DT_I64) ||
+              moe_allreduce_host(r, r->tpe, (size_t)E, EPB_DT_I64) || derive_splits(r, a));
     r->phase_bytes[MOE_PH_SYNC_COUNTS] = (P - 1) * El * 8.0 + moe_ring_bytes(P, E * 8.0);
     /* permute: sort the pairs by expert (= by destination), then, after the exchange, regroup by local expert */
     MOE_PHASE(r, MOE_PH_PERMUTE, o->permute_forward(be, a->xs, a->pos_s, a->offs_s, r->x, r->topk_idx, T, k, D, 0, E));

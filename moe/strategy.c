@@ -58,8 +58,9 @@ int moe_run_alloc_shard(moe_run_t *r, moe_bufs_t *b, epb_err_t *err)
     size_t T = (size_t)c->T, D = (size_t)c->D, E = (size_t)c->E, k = (size_t)c->k, ab = moe_dtype_size(c->dtype),
            wn = (size_t)r->El * D * (size_t)c->F;
     moe_backend_t *be = r->be;
-    if (c->dtype != MOE_F32) return epb_fail(err, EPB_EUSAGE, "--dtype %s: only f32 initialisation is implemented",
-                                             moe_dtype_name(c->dtype));
+    if (c->dtype != be->dtype)
+        return epb_fail(err, EPB_EUSAGE, "--dtype %s: the %s backend runs %s", moe_dtype_name(c->dtype), be->ops->name,
+                        moe_dtype_name(be->dtype));
     if (!(r->x = moe_buf(r, b, T * D * ab)) || !(r->Wr = moe_buf(r, b, D * E * 4)) || !(r->bias = moe_buf(r, b, E * 4)) ||
         !(r->w1 = moe_buf(r, b, wn * ab)) || !(r->w3 = moe_buf(r, b, wn * ab)) || !(r->w2 = moe_buf(r, b, wn * ab)) ||
         !(r->topk_idx = moe_buf(r, b, T * k * 4)) || !(r->topk_w = moe_buf(r, b, T * k * 4)) ||
@@ -77,26 +78,34 @@ int moe_run_alloc_shard(moe_run_t *r, moe_bufs_t *b, epb_err_t *err)
         w[0] = w[1] = w[2] = NULL;
         w[i] = h;
         moe_init_weights(NULL, w[0], w[1], w[2], c, r->e0, r->El);
-        rc = be->ops->to_backend(be, dst[i], h, wn * 4);
+        rc = moe_act_to_backend(be, dst[i], h, wn);
     }
     moe_init_weights(h, NULL, NULL, NULL, c, 0, 0);
     if (!rc) rc = be->ops->to_backend(be, r->Wr, h, D * E * 4) || be->ops->zero(be, r->bias, E * 4);
     moe_init_tokens(h, c, MOE_STREAM_X, (long)r->rank * c->T, c->T);
-    if (!rc) rc = be->ops->to_backend(be, r->x, h, T * D * 4);
+    if (!rc) rc = moe_act_to_backend(be, r->x, h, T * D);
     moe_init_tokens(h, c, MOE_STREAM_DY, (long)r->rank * c->T, c->T);
-    if (!rc) rc = be->ops->to_backend(be, r->dy, h, T * D * 4);
+    if (!rc) rc = moe_act_to_backend(be, r->dy, h, T * D);
     free(h);
     return rc ? epb_fail(err, EPB_ESYS, "rank %d: initialising: %s", r->rank, be->err.msg) : EPB_OK;
 }
 
 int moe_run_create(moe_run_t *r, const moe_strategy_t *st, const moe_config_t *cfg, epb_comm_t *comm,
-                   moe_backend_t *be, epb_err_t *err)
+                   epb_comm_t *hcomm, moe_backend_t *be, epb_err_t *err)
 {
     memset(r, 0, sizeof *r);
     r->st = st;
     r->cfg = *cfg;
     r->comm = comm;
+    r->hcomm = hcomm ? hcomm : comm;
     r->be = be;
+    if (r->hcomm->mem != EPB_MEM_HOST)
+        return epb_fail(err, EPB_EUSAGE, "communicator %s takes device memory: the run needs a host communicator too",
+                        comm->ops->name);
+    if ((comm->mem == EPB_MEM_DEVICE) != (be->on_device != 0))
+        return epb_fail(err, EPB_EUSAGE, "communicator %s takes %s memory but the %s backend's is %s memory",
+                        comm->ops->name, comm->mem == EPB_MEM_DEVICE ? "device" : "host", be->ops->name,
+                        be->on_device ? "device" : "host");
     r->P = comm->size;
     r->rank = comm->rank;
     if (cfg->E % r->P)
@@ -114,6 +123,8 @@ int moe_run_create(moe_run_t *r, const moe_strategy_t *st, const moe_config_t *c
     int rc = EPB_OK;
     for (int i = 0; i < 2 && !rc; i++)
         if (be->ops->event_create(be, &r->ev[i])) rc = epb_fail(err, EPB_ESYS, "rank %d: %s", r->rank, be->err.msg);
+    if (!rc && comm->mem != EPB_MEM_HOST && !(r->stage = be->ops->alloc(be, (size_t)cfg->E * 16 + 64)))
+        rc = epb_fail(err, EPB_ESYS, "rank %d: %s", r->rank, be->err.msg);
     if (!rc) rc = st->setup(r, err);
     if (rc) moe_run_destroy(r);
     return rc;
@@ -124,6 +135,7 @@ void moe_run_destroy(moe_run_t *r)
     if (r->st && r->be) r->st->teardown(r);
     for (int i = 0; i < 2; i++)
         if (r->ev[i]) r->be->ops->event_destroy(r->be, r->ev[i]);
+    if (r->stage) r->be->ops->free(r->be, r->stage);
     free(r->counts);
     free(r->tpe);
     free(r->bias_after);
@@ -197,7 +209,7 @@ int moe_run_mse_grad(moe_run_t *r, double *loss, epb_err_t *err)
     size_t n = (size_t)c->T * (size_t)c->D;
     float *y = malloc(n * 4), *t = malloc(n * 4);
     int rc = (!y || !t) ? epb_fail(err, EPB_ESYS, "rank %d: out of memory", r->rank) : EPB_OK;
-    if (!rc && r->be->ops->to_host(r->be, y, r->y, n * 4)) rc = epb_fail(err, EPB_ESYS, "%s", r->be->err.msg);
+    if (!rc && moe_act_to_host(r->be, y, r->y, n)) rc = epb_fail(err, EPB_ESYS, "%s", r->be->err.msg);
     double sum = 0, scale = 2.0 / ((double)r->P * (double)n);
     if (!rc) {
         /* the teacher: a fixed seeded output of the same scale as the layer's, by global token */
@@ -207,9 +219,10 @@ int moe_run_mse_grad(moe_run_t *r, double *loss, epb_err_t *err)
             sum += d * d;
             y[i] = (float)(scale * d);
         }
-        if (r->be->ops->to_backend(r->be, r->dy, y, n * 4)) rc = epb_fail(err, EPB_ESYS, "%s", r->be->err.msg);
+        if (moe_act_to_backend(r->be, r->dy, y, n)) rc = epb_fail(err, EPB_ESYS, "%s", r->be->err.msg);
     }
-    if (!rc && (rc = epb_allreduce(r->comm, &sum, &sum, 1, EPB_DT_F64, EPB_SUM))) epb_fail(err, rc, "%s", r->comm->err.msg);
+    if (!rc && (rc = moe_allreduce_host(r, &sum, 1, EPB_DT_F64)))
+        epb_fail(err, rc, "%s", r->comm->err.msg[0] ? r->comm->err.msg : r->be->err.msg);
     *loss = sum / ((double)r->P * (double)n);
     free(y);
     free(t);
@@ -218,21 +231,24 @@ int moe_run_mse_grad(moe_run_t *r, double *loss, epb_err_t *err)
 
 /* ---- gathering the global tensors ---- */
 
-/* n elements (elem bytes each) of this rank's backend tensor -> all ranks' in rank order, on the host */
-static int gather_sharded(moe_run_t *r, void *host_out, const void *src, size_t n, size_t elem, epb_err_t *err)
+/* n elements (elem bytes each; act: an activation tensor, gathered as float32) of this rank's backend tensor ->
+ * all ranks' in rank order, on the host, over the host communicator */
+static int gather_sharded(moe_run_t *r, void *host_out, const void *src, size_t n, size_t elem, int act, epb_err_t *err)
 {
     void *mine = malloc(n * elem > 0 ? n * elem : 1);
     int rc = mine ? EPB_OK : epb_fail(err, EPB_ESYS, "rank %d: out of memory", r->rank);
-    if (!rc && n && r->be->ops->to_host(r->be, mine, src, n * elem)) rc = epb_fail(err, EPB_ESYS, "%s", r->be->err.msg);
+    if (!rc && n && (act ? moe_act_to_host(r->be, mine, src, n) : r->be->ops->to_host(r->be, mine, src, n * elem)))
+        rc = epb_fail(err, EPB_ESYS, "%s", r->be->err.msg);
     epb_dtype_t dt = elem == 8 ? EPB_DT_I64 : EPB_DT_I32; /* 4-byte payloads move as int32 words, exactly */
-    if (!rc && (rc = epb_allgather(r->comm, mine, host_out, n, dt))) epb_fail(err, rc, "%s", r->comm->err.msg);
+    if (!rc && (rc = epb_allgather(r->hcomm, mine, host_out, n, dt))) epb_fail(err, rc, "%s", r->hcomm->err.msg);
     free(mine);
     return rc;
 }
 
-static int copy_host(moe_run_t *r, void *host_out, const void *src, size_t bytes, epb_err_t *err)
+static int copy_host(moe_run_t *r, void *host_out, const void *src, size_t bytes, int act, epb_err_t *err)
 {
-    if (r->be->ops->to_host(r->be, host_out, src, bytes)) return epb_fail(err, EPB_ESYS, "%s", r->be->err.msg);
+    if (act ? moe_act_to_host(r->be, host_out, src, bytes / 4) : r->be->ops->to_host(r->be, host_out, src, bytes))
+        return epb_fail(err, EPB_ESYS, "%s", r->be->err.msg);
     return EPB_OK;
 }
 
@@ -250,7 +266,6 @@ void moe_global_free(moe_global_t *g)
 int moe_run_gather(moe_run_t *r, moe_global_t *g, epb_err_t *err)
 {
     const moe_config_t *c = &r->cfg;
-    if (c->dtype != MOE_F32) return epb_fail(err, EPB_EUSAGE, "--check/--dump: only f32 is implemented on this backend");
     memset(g, 0, sizeof *g);
     size_t P = (size_t)r->P, T = (size_t)c->T, D = (size_t)c->D, E = (size_t)c->E, F = (size_t)c->F,
            k = (size_t)c->k, wl = (size_t)r->El * D * F, W = E * D * F;
@@ -275,14 +290,14 @@ int moe_run_gather(moe_run_t *r, moe_global_t *g, epb_err_t *err)
         moe_global_free(g);
         return epb_fail(err, EPB_ESYS, "rank %d: out of memory gathering the global tensors", r->rank);
     }
-    for (int i = 0; i < 4 && !rc; i++) rc = gather_sharded(r, *tok[i], tsrc[i], T * D, 4, err);
+    for (int i = 0; i < 4 && !rc; i++) rc = gather_sharded(r, *tok[i], tsrc[i], T * D, 4, 1, err);
     for (int i = 0; i < 6 && !rc; i++)
-        rc = r->El == c->E ? copy_host(r, *wts[i], wsrc[i], W * 4, err) : gather_sharded(r, *wts[i], wsrc[i], wl, 4, err);
-    if (!rc) rc = gather_sharded(r, g->topk_w, r->topk_w, T * k, 4, err);
-    if (!rc) rc = gather_sharded(r, g->topk_idx, r->topk_idx, T * k, 4, err);
-    if (!rc) rc = copy_host(r, g->router_w, r->Wr, D * E * 4, err);
-    if (!rc) rc = copy_host(r, g->d_router_w, r->dWr, D * E * 4, err);
-    if (!rc) rc = copy_host(r, g->expert_bias, r->bias, E * 4, err);
+        rc = r->El == c->E ? copy_host(r, *wts[i], wsrc[i], W * 4, 1, err) : gather_sharded(r, *wts[i], wsrc[i], wl, 4, 1, err);
+    if (!rc) rc = gather_sharded(r, g->topk_w, r->topk_w, T * k, 4, 0, err);
+    if (!rc) rc = gather_sharded(r, g->topk_idx, r->topk_idx, T * k, 4, 0, err);
+    if (!rc) rc = copy_host(r, g->router_w, r->Wr, D * E * 4, 0, err);
+    if (!rc) rc = copy_host(r, g->d_router_w, r->dWr, D * E * 4, 0, err);
+    if (!rc) rc = copy_host(r, g->expert_bias, r->bias, E * 4, 0, err);
     if (!rc) {
         memcpy(g->expert_bias_after, r->bias_after, E * 4);
         memcpy(g->tokens_per_expert, r->tpe, E * 8);
@@ -309,6 +324,7 @@ int moe_check_global(const moe_global_t *g, const moe_config_t *cfg, int P, doub
                      size_t report_len, epb_err_t *err)
 {
     moe_config_t c = *cfg;
+    c.dtype = MOE_F32; /* the reference is float32; for a bf16 run, on the bf16-rounded inputs the run had */
     long N = (long)P * c.T;
     moe_backend_t *be;
     int rc = moe_cpu_backend_create(&be, err);
@@ -319,6 +335,13 @@ int moe_check_global(const moe_global_t *g, const moe_config_t *cfg, int P, doub
     /* the reference seeds its own inputs by global index: a strategy that initialised a shard wrongly fails */
     if ((rc = moe_layer_init(&L, 0, err))) { moe_layer_destroy(&L); moe_backend_destroy(be); return -1; }
     memcpy(L.bias, g->expert_bias, E * 4); /* the bias this step routed with (0 unless training) */
+    if (cfg->dtype == MOE_BF16) {
+        moe_round_bf16(L.x, T * D);
+        moe_round_bf16(L.dy, T * D);
+        moe_round_bf16(L.w1, E * D * F);
+        moe_round_bf16(L.w3, E * D * F);
+        moe_round_bf16(L.w2, E * F * D);
+    }
     int inputs_differ = memcmp(L.x, g->x, T * D * 4) || memcmp(L.dy, g->dy, T * D * 4) ||
                         memcmp(L.Wr, g->router_w, D * E * 4) || memcmp(L.w1, g->w1, E * D * F * 4) ||
                         memcmp(L.w3, g->w3, E * D * F * 4) || memcmp(L.w2, g->w2, E * F * D * 4);
@@ -358,6 +381,37 @@ out:
     moe_layer_destroy(&L);
     moe_backend_destroy(be);
     return bad;
+}
+
+/* n elements from host to the stage (at offset off bytes) or back */
+static int stage_io(moe_run_t *r, void *host, size_t off, size_t bytes, int to_stage)
+{
+    char *st = (char *)r->stage + off;
+    return to_stage ? r->be->ops->to_backend(r->be, st, host, bytes) : r->be->ops->to_host(r->be, host, st, bytes);
+}
+
+int moe_allreduce_host(moe_run_t *r, void *buf, size_t n, epb_dtype_t dt)
+{
+    if (r->comm->mem == EPB_MEM_HOST) return epb_allreduce(r->comm, buf, buf, n, dt, EPB_SUM);
+    size_t bytes = n * epb_dtype_size(dt);
+    if (bytes > (size_t)r->cfg.E * 16 + 64) return epb_fail(&r->be->err, EPB_ESYS, "stage too small for %zu bytes", bytes);
+    return stage_io(r, buf, 0, bytes, 1) || epb_allreduce(r->comm, r->stage, r->stage, n, dt, EPB_SUM) ||
+                   epb_sync(r->comm) || stage_io(r, buf, 0, bytes, 0)
+               ? EPB_ESYS
+               : EPB_OK;
+}
+
+int moe_alltoall_host(moe_run_t *r, const void *send, void *recv, size_t n_per_rank, epb_dtype_t dt)
+{
+    if (r->comm->mem == EPB_MEM_HOST) return epb_alltoall(r->comm, send, recv, n_per_rank, dt);
+    size_t bytes = n_per_rank * (size_t)r->P * epb_dtype_size(dt);
+    if (2 * bytes > (size_t)r->cfg.E * 16 + 64)
+        return epb_fail(&r->be->err, EPB_ESYS, "stage too small for 2x%zu bytes", bytes);
+    return stage_io(r, (void *)send, 0, bytes, 1) ||
+                   epb_alltoall(r->comm, r->stage, (char *)r->stage + bytes, n_per_rank, dt) || epb_sync(r->comm) ||
+                   stage_io(r, recv, bytes, bytes, 0)
+               ? EPB_ESYS
+               : EPB_OK;
 }
 
 int moe_shard_route(moe_run_t *r, float *scores, epb_err_t *err)

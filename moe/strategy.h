@@ -29,7 +29,8 @@ const char *moe_strategy_names(void); /* "local, agrs, tp2ep" */
 struct moe_run {
     const moe_strategy_t *st;
     moe_config_t cfg;
-    epb_comm_t *comm;
+    epb_comm_t *comm;            /* the data communicator (buffers in comm->mem: backend memory) */
+    epb_comm_t *hcomm;           /* a host-memory communicator of the same group (gathers for the check) */
     moe_backend_t *be;
     int P, rank;
     int e0, El;                  /* owned experts [e0, e0+El) */
@@ -54,12 +55,14 @@ struct moe_run {
     double step_us;              /* the whole forward+backward of the last step, on this rank */
     moe_event_t *ev[2];
     epb_dtype_t comm_dt;         /* the activation dtype as the communicator names it */
+    void *stage;                 /* backend buffer: small host arrays through a device communicator */
     void *priv;                  /* the strategy's own buffers */
 };
 
-/* Sets up a strategy over cfg (T tokens per rank) on comm with backend be, parameters seeded by global index. */
+/* Sets up a strategy over cfg (T tokens per rank) on comm with backend be, parameters seeded by global index.
+ * hcomm: a host-memory communicator of the same group, or NULL when comm itself takes host memory. */
 int moe_run_create(moe_run_t *r, const moe_strategy_t *st, const moe_config_t *cfg, epb_comm_t *comm,
-                   moe_backend_t *be, epb_err_t *err);
+                   epb_comm_t *hcomm, moe_backend_t *be, epb_err_t *err);
 void moe_run_destroy(moe_run_t *r);
 /* One forward+backward: zeroes the gradients (untimed), runs, updates bias_after from the global counts.
  * Phase times, bytes and FLOPs of this step land in r->phase_*. */
@@ -113,6 +116,12 @@ int moe_ph_end(moe_run_t *r, moe_phase_t ph);
  * all-reduce), and route_bwd + grad_sync (dWr all-reduced over the group). scores/rwork are (T,E). */
 int moe_shard_route(moe_run_t *r, float *scores, epb_err_t *err);
 int moe_shard_route_backward(moe_run_t *r, float *rwork, const float *d_gate, const float *scores, epb_err_t *err);
+
+/* Collectives on small host arrays (counts, a loss) over the data communicator: directly when it takes host
+ * memory, else staged through r->stage, so that a device communicator (NCCL) carries them as it would in a
+ * training stack. n elements of at most 8 bytes, n <= 2*E. */
+int moe_allreduce_host(moe_run_t *r, void *buf, size_t n, epb_dtype_t dt);
+int moe_alltoall_host(moe_run_t *r, const void *send, void *recv, size_t n_per_rank, epb_dtype_t dt);
 
 /* Bytes a ring all-reduce of n bytes sends per rank: 2(P-1)/P n. */
 static inline double moe_ring_bytes(int P, double n) { return P > 1 ? 2.0 * (P - 1) / P * n : 0.0; }

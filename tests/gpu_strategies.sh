@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Every strategy on the CUDA backend checked against the single-device CPU computation at N ranks, in f32
+# (tolerance 2e-5) and bf16 (2e-2), with the default communicator (nccl with a GPU per rank, else mpi staging
+# through host memory) and, at more than one rank, with --comm mpi. Exit 77 (skipped) when no GPU is visible.
+set -u
+BENCH=$(realpath "$1") N=$2
+gpus=$("$BENCH" --version | sed -n 's/.*, \([0-9]*\) GPU(s) visible.*/\1/p')
+if [ "${gpus:-0}" -eq 0 ]; then echo "no CUDA device visible: skipped"; exit 77; fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work" || exit 99
+n=0 failed=0
+run() {
+    local what=$1; shift
+    n=$((n + 1))
+    if "$BENCH" --device cuda --ranks "$N" -n 2 -w 1 -c 1 --csv "$work/r.csv" "$@" >"$work/out" 2>"$work/err"; then
+        echo "ok $n - $N ranks: $what"
+    else
+        failed=$((failed + 1))
+        echo "not ok $n - $N ranks: $what"
+        grep -E "check:|FAIL|bench:" "$work/out" "$work/err" | sed 's/^/# /' | head -20
+    fi
+}
+small=(--tokens 64 --hidden 64 --ffn 96)
+for dt in f32 bf16; do
+    run "all strategies $dt, E 4,8 x k 1,2" --strategy all --dtype "$dt" --experts 4,8 --top-k 1,2 "${small[@]}"
+    run "all strategies $dt, sigmoid + route-norm, skew 4" --strategy all --dtype "$dt" --experts 8 --top-k 2 \
+        --router sigmoid --route-norm --skew 4 "${small[@]}"
+    [ "$N" -gt 1 ] && run "all strategies $dt, --comm mpi (staged)" --strategy all --dtype "$dt" --comm mpi \
+        --experts 8 --top-k 2 "${small[@]}"
+done
+n=$((n + 1))
+rows=$(tail -n +2 "$work/r.csv" | wc -l) bad=$(tail -n +2 "$work/r.csv" | awk -F, '$NF != "ok" || $8 != "cuda"' | wc -l)
+if [ "$bad" -eq 0 ] && [ "$rows" -gt 0 ]; then echo "ok $n - $rows CSV rows, device cuda, all check=ok"
+else failed=$((failed + 1)); echo "not ok $n - $bad of $rows rows not ok or not on cuda"; fi
+# collectives on device buffers, checked
+n=$((n + 1))
+if "$BENCH" --coll all --device cuda --ranks "$N" -b 64K -e 1M -n 2 -w 1 --csv "$work/c.csv" >"$work/out" 2>"$work/err"; then
+    echo "ok $n - $N ranks: --coll all on device buffers, checked"
+else failed=$((failed + 1)); echo "not ok $n - --coll all on device buffers"; sed 's/^/# /' "$work/err" | head; fi
+echo "1..$n"
+[ "$failed" -eq 0 ]

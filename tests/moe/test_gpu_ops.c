@@ -1,0 +1,329 @@
+/* Every op of the CUDA backend, and the whole layer forward+backward, against the CPU backend on fresh seeded
+ * random inputs, in float32 and bf16. float32 must agree far below 1e-4 (relative to the reference's largest
+ * magnitude; TF32 would show as ~1e-3). bf16 computes from the same bf16-rounded inputs as the float32 reference:
+ * what it computes must differ by more than fp32 round-off (it really is bf16) and less than 1e-2; copies must be
+ * exact. Integer outputs (top-k, counts, positions, offsets) must be equal. NaN never passes.
+ * Exit 77 (skipped) when no CUDA device is visible. TAP output. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "moe.h"
+#include "tap.h"
+
+#define F32_TOL 2e-5  /* fp32 with another summation order; far below 1e-4 */
+#define BF16_MAX 1e-2 /* bf16 storage with fp32 accumulation */
+#define BF16_MIN 1e-4 /* above fp32 round-off: the values really went through bf16 */
+#define BF16_LAYER_MIN 1e-3 /* the whole layer rounds to bf16 at every step */
+
+/* copies; fp32 results; act results of one op (fp32 or bf16 by dtype); act results of the whole layer */
+typedef enum { EXACT, F32, ACT, LAYER } kind_t;
+
+static double rel_err(const float *a, const float *ref, size_t n)
+{
+    double maxdiff = 0, maxref = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)ref[i]);
+        if (!(d <= maxdiff)) maxdiff = d; /* NaN sticks */
+        if (fabs((double)ref[i]) > maxref) maxref = fabs((double)ref[i]);
+    }
+    if (isnan(maxdiff)) return NAN;
+    return maxref > 0 ? maxdiff / maxref : maxdiff;
+}
+
+static int bf; /* the dtype under test is bf16 */
+
+static void cmp(const char *what, const float *got, const float *ref, size_t n, kind_t kind)
+{
+    double e = rel_err(got, ref, n);
+    int ok;
+    const char *rule;
+    if (kind == EXACT) ok = e == 0, rule = "exact";
+    else if (kind == F32 || !bf) ok = e <= F32_TOL, rule = "<= 2e-5";
+    else if (kind == ACT) /* 0: nothing was computed (e.g. no rows here); fp32 round-off would show as ~1e-7 */
+        ok = (e == 0 || e > BF16_MIN) && e <= BF16_MAX, rule = "0 or in (1e-4, 1e-2]";
+    else ok = e > BF16_LAYER_MIN && e <= BF16_MAX, rule = "in (1e-3, 1e-2]";
+    TAP_OK(ok, "%s %s: relative error %.3g (%s)", bf ? "bf16" : "f32", what, e, rule);
+}
+
+static void cmp_i32(const char *what, const int32_t *a, const int32_t *b, size_t n)
+{
+    size_t diff = 0;
+    for (size_t i = 0; i < n; i++) diff += a[i] != b[i];
+    TAP_OK(diff == 0, "%s %s: %zu of %zu differ", bf ? "bf16" : "f32", what, diff, n);
+}
+
+static void cmp_i64(const char *what, const int64_t *a, const int64_t *b, size_t n)
+{
+    size_t diff = 0;
+    for (size_t i = 0; i < n; i++) diff += a[i] != b[i];
+    TAP_OK(diff == 0, "%s %s: %zu of %zu differ", bf ? "bf16" : "f32", what, diff, n);
+}
+
+/* ---- host <-> GPU (allocations are freed with the backend) ---- */
+static moe_backend_t *G;
+
+static void *up(const void *h, size_t bytes)
+{
+    void *d = G->ops->alloc(G, bytes);
+    if (!d || G->ops->to_backend(G, d, h, bytes)) { printf("Bail out! %s\n", G->err.msg); exit(1); }
+    return d;
+}
+static void *up_act(const float *h, size_t n)
+{
+    void *d = G->ops->alloc(G, n * moe_dtype_size(G->dtype));
+    if (!d || moe_act_to_backend(G, d, h, n)) { printf("Bail out! %s\n", G->err.msg); exit(1); }
+    return d;
+}
+static void *scratch(size_t bytes)
+{
+    void *d = G->ops->alloc(G, bytes);
+    if (!d || G->ops->zero(G, d, bytes)) { printf("Bail out! %s\n", G->err.msg); exit(1); }
+    return d;
+}
+static float *down_act(const void *d, size_t n)
+{
+    float *h = malloc(n * 4 + 4);
+    if (!h || moe_act_to_host(G, h, d, n)) { printf("Bail out! %s\n", G->err.msg); exit(1); }
+    return h;
+}
+static void *down(const void *d, size_t bytes)
+{
+    void *h = malloc(bytes + 4);
+    if (!h || G->ops->to_host(G, h, d, bytes)) { printf("Bail out! %s\n", G->err.msg); exit(1); }
+    return h;
+}
+static void ok_call(int rc, const char *what)
+{
+    if (rc) { printf("Bail out! %s: %s\n", what, G->err.msg); exit(1); }
+}
+
+/* seeded values in [-scale, scale), rounded to bf16 when the dtype under test is (act inputs) */
+static float *rnd(size_t n, uint64_t stream, double scale, int act)
+{
+    float *x = malloc(n * 4 + 4);
+    for (size_t i = 0; i < n; i++) x[i] = (float)(scale * epb_uniform(77, stream, i));
+    if (act && bf) moe_round_bf16(x, n);
+    return x;
+}
+
+/* ---- the ops one by one ---- */
+static void test_ops(moe_backend_t *cpu, moe_backend_t *g2, long N, long D, long F, int E, int k, moe_router_t router,
+                     int route_norm, double skew)
+{
+    const moe_ops_t *c = cpu->ops, *o = G->ops;
+    size_t n = (size_t)N * k, es = moe_dtype_size(G->dtype);
+    printf("# N=%ld D=%ld F=%ld E=%d k=%d %s%s skew %g\n", N, D, F, E, k, moe_router_name(router),
+           route_norm ? "+norm" : "", skew);
+    /* router */
+    float *x = rnd((size_t)N * D, 1, 1, 1), *Wr = rnd((size_t)D * E, 2, 1 / sqrt((double)D), 0), *bias = rnd((size_t)E, 3, 0.05, 0);
+    float *sc = malloc((size_t)N * E * 4), *tw = malloc(n * 4);
+    int32_t *idx = malloc(n * 4);
+    int64_t cnt[4096], gcnt[4096];
+    c->route_forward(cpu, sc, idx, tw, cnt, x, Wr, bias, N, D, E, k, router, route_norm, skew);
+    void *dx_ = up_act(x, (size_t)N * D), *dWr_ = up(Wr, (size_t)D * E * 4), *dbias = up(bias, (size_t)E * 4);
+    float *dsc = scratch((size_t)N * E * 4), *dtw = scratch(n * 4);
+    int32_t *didx = scratch(n * 4);
+    ok_call(o->route_forward(G, dsc, didx, dtw, gcnt, dx_, dWr_, dbias, N, D, E, k, router, route_norm, skew), "route_forward");
+    float *h;
+    int32_t *hi;
+    cmp("route_forward scores", h = down(dsc, (size_t)N * E * 4), sc, (size_t)N * E, F32); free(h);
+    cmp_i32("route_forward topk_idx", hi = down(didx, n * 4), idx, n); free(hi);
+    cmp("route_forward topk_w", h = down(dtw, n * 4), tw, n, F32); free(h);
+    cmp_i64("route_forward counts", gcnt, cnt, (size_t)E);
+    /* route backward, adding into non-zero gradients */
+    float *dg = rnd(n, 4, 1, 0), *dxr = rnd((size_t)N * D, 5, 0.1, 1), *dWrr = rnd((size_t)D * E, 6, 0.1, 0);
+    float *work = malloc((size_t)N * E * 4);
+    void *ddx = up_act(dxr, (size_t)N * D);
+    float *ddWr = up(dWrr, (size_t)D * E * 4), *ddg = up(dg, n * 4), *dwork = scratch((size_t)N * E * 4);
+    c->route_backward(cpu, dxr, dWrr, work, dg, sc, idx, tw, x, Wr, N, D, E, k, router, route_norm);
+    /* the GPU gets the CPU's scores/top-k so that both differentiate the same selection */
+    ok_call(o->to_backend(G, dsc, sc, (size_t)N * E * 4) || o->to_backend(G, didx, idx, n * 4) ||
+            o->to_backend(G, dtw, tw, n * 4), "upload");
+    ok_call(o->route_backward(G, ddx, ddWr, dwork, ddg, dsc, didx, dtw, dx_, dWr_, N, D, E, k, router, route_norm),
+            "route_backward");
+    cmp("route_backward dx (added)", h = down_act(ddx, (size_t)N * D), dxr, (size_t)N * D, ACT); free(h);
+    cmp("route_backward dWr (added)", h = down(ddWr, (size_t)D * E * 4), dWrr, (size_t)D * E, F32); free(h);
+
+    /* permutation: all experts, then a rank's share [e0, e0+El) */
+    for (int pass = 0; pass < 2; pass++) {
+        int e0 = pass ? E / 4 : 0, El = pass ? E / 2 : E;
+        float *xp = calloc(n * D + 1, 4);
+        int32_t *pos = malloc(n * 4);
+        int64_t off[4097], goff[4097];
+        c->permute_forward(cpu, xp, pos, off, x, idx, N, k, D, e0, El);
+        void *dxp = scratch(n * D * es);
+        int32_t *dpos = scratch(n * 4);
+        ok_call(o->permute_forward(G, dxp, dpos, goff, dx_, didx, N, k, D, e0, El), "permute_forward");
+        char what[96];
+        long rows = off[El];
+        snprintf(what, sizeof what, "permute_forward (experts %d..%d) pos", e0, e0 + El - 1);
+        cmp_i32(what, hi = down(dpos, n * 4), pos, n); free(hi);
+        snprintf(what, sizeof what, "permute_forward (experts %d..%d) offsets", e0, e0 + El - 1);
+        cmp_i64(what, goff, off, (size_t)El + 1);
+        snprintf(what, sizeof what, "permute_forward (experts %d..%d) rows", e0, e0 + El - 1);
+        cmp(what, h = down_act(dxp, (size_t)rows * D), xp, (size_t)rows * D, EXACT); free(h);
+        /* permute backward into a non-zero dx */
+        float *dxb = rnd((size_t)N * D, 7, 0.5, 1), *dxpg = rnd(n * D, 8, 1, 1);
+        void *ddxb = up_act(dxb, (size_t)N * D), *ddxpg = up_act(dxpg, n * D);
+        c->permute_backward(cpu, dxb, dxpg, pos, N, k, D);
+        ok_call(o->permute_backward(G, ddxb, ddxpg, dpos, N, k, D), "permute_backward");
+        cmp("permute_backward dx (added)", h = down_act(ddxb, (size_t)N * D), dxb, (size_t)N * D, ACT); free(h);
+        /* unpermute forward (a gather with zeros) and backward (a scatter-add) */
+        float *un = malloc(n * D * 4), *drow = rnd(n * D, 9, 0.5, 1);
+        void *dun = scratch(n * D * es), *ddrow = up_act(drow, n * D);
+        c->unpermute_forward(cpu, un, xp, pos, (long)n, D);
+        ok_call(o->unpermute_forward(G, dun, dxp, dpos, (long)n, D), "unpermute_forward");
+        cmp("unpermute_forward", h = down_act(dun, n * D), un, n * D, EXACT); free(h);
+        c->unpermute_backward(cpu, drow, un, pos, (long)n, D);
+        ok_call(o->unpermute_backward(G, ddrow, dun, dpos, (long)n, D), "unpermute_backward");
+        cmp("unpermute_backward (added)", h = down_act(ddrow, n * D), drow, n * D, ACT); free(h);
+        /* combine through pos and per pair, and its backward into non-zero gradients */
+        float *y = malloc((size_t)N * D * 4), *y2 = malloc((size_t)N * D * 4);
+        void *dy_ = scratch((size_t)N * D * es);
+        c->combine_forward(cpu, y, xp, pos, tw, N, k, D);
+        ok_call(o->combine_forward(G, dy_, dxp, dpos, dtw, N, k, D), "combine_forward");
+        cmp("combine_forward (pos)", h = down_act(dy_, (size_t)N * D), y, (size_t)N * D, ACT); free(h);
+        c->combine_forward(cpu, y2, un, NULL, tw, N, k, D);
+        ok_call(o->combine_forward(G, dy_, dun, NULL, dtw, N, k, D), "combine_forward");
+        cmp("combine_forward (per pair)", h = down_act(dy_, (size_t)N * D), y2, (size_t)N * D, ACT); free(h);
+        float *gy = rnd((size_t)N * D, 10, 1, 1), *dep = rnd(n * D, 11, 0.5, 1), *dgate = rnd(n, 12, 0.5, 0);
+        void *dgy = up_act(gy, (size_t)N * D), *ddep = up_act(dep, n * D);
+        float *ddgate = up(dgate, n * 4);
+        c->combine_backward(cpu, dep, dgate, gy, xp, pos, tw, N, k, D);
+        ok_call(o->combine_backward(G, ddep, ddgate, dgy, dxp, dpos, dtw, N, k, D), "combine_backward");
+        cmp("combine_backward d_ep_out (added)", h = down_act(ddep, (size_t)rows * D), dep, (size_t)rows * D, ACT); free(h);
+        cmp("combine_backward d_gate (added)", h = down(ddgate, n * 4), dgate, n, F32); free(h);
+
+        /* experts over the permuted rows, grouped and per-expert GEMMs */
+        size_t wn = (size_t)El * D * F;
+        float *w1 = rnd(wn, 13, 1 / sqrt((double)D), 1), *w3 = rnd(wn, 14, 1 / sqrt((double)D), 1),
+              *w2 = rnd(wn, 15, 1 / sqrt((double)F), 1);
+        float *out = malloc(n * D * 4 + 4), *a1 = malloc(n * F * 4 + 4), *a3 = malloc(n * F * 4 + 4),
+              *s = malloc(n * F * 4 + 4), *hh = malloc(2 * n * F * 4 + 4);
+        c->experts_forward(cpu, out, a1, a3, s, hh, xp, w1, w3, w2, off, El, D, F);
+        float *gout = rnd(n * D, 16, 1, 1), *dxpr = rnd(n * D, 17, 0.1, 1), *dw1 = rnd(wn, 18, 0.1, 1),
+              *dw3 = rnd(wn, 19, 0.1, 1), *dw2 = rnd(wn, 20, 0.1, 1);
+        float *dxpr0 = malloc(n * D * 4 + 4), *dw10 = malloc(wn * 4), *dw30 = malloc(wn * 4), *dw20 = malloc(wn * 4);
+        memcpy(dxpr0, dxpr, n * D * 4); memcpy(dw10, dw1, wn * 4); memcpy(dw30, dw3, wn * 4); memcpy(dw20, dw2, wn * 4);
+        c->experts_backward(cpu, dxpr, dw1, dw3, dw2, hh, gout, a1, a3, s, xp, w1, w3, w2, off, El, D, F);
+        moe_backend_t *gs[2] = { G, g2 };
+        for (int v = 0; v < 2; v++) {
+            moe_backend_t *keep = G;
+            G = gs[v];
+            const moe_ops_t *og = G->ops;
+            void *gxp = up_act(xp, (size_t)rows * D + 1), *gw1 = up_act(w1, wn), *gw3 = up_act(w3, wn), *gw2 = up_act(w2, wn);
+            void *gouts = scratch(n * D * es), *ga1 = scratch(n * F * es), *ga3 = scratch(n * F * es),
+                 *gsg = scratch(n * F * es), *gwork = scratch(2 * n * F * es + 64);
+            ok_call(og->experts_forward(G, gouts, ga1, ga3, gsg, gwork, gxp, gw1, gw3, gw2, off, El, D, F), "experts_forward");
+            char w[96];
+            snprintf(w, sizeof w, "experts_forward (%s GEMMs) out", moe_cuda_gemm_path(G));
+            cmp(w, h = down_act(gouts, (size_t)rows * D), out, (size_t)rows * D, ACT); free(h);
+            cmp("experts_forward a1", h = down_act(ga1, (size_t)rows * F), a1, (size_t)rows * F, ACT); free(h);
+            cmp("experts_forward s", h = down_act(gsg, (size_t)rows * F), s, (size_t)rows * F, ACT); free(h);
+            void *ggout = up_act(gout, n * D), *gdxp = up_act(dxpr0, n * D), *gdw1 = up_act(dw10, wn),
+                 *gdw3 = up_act(dw30, wn), *gdw2 = up_act(dw20, wn);
+            ok_call(og->experts_backward(G, gdxp, gdw1, gdw3, gdw2, gwork, ggout, ga1, ga3, gsg, gxp, gw1, gw3, gw2, off,
+                                         El, D, F), "experts_backward");
+            snprintf(w, sizeof w, "experts_backward (%s GEMMs) d_xp (added)", moe_cuda_gemm_path(G));
+            cmp(w, h = down_act(gdxp, (size_t)rows * D), dxpr, (size_t)rows * D, ACT); free(h);
+            cmp("experts_backward dw1 (added)", h = down_act(gdw1, wn), dw1, wn, ACT); free(h);
+            cmp("experts_backward dw3 (added)", h = down_act(gdw3, wn), dw3, wn, ACT); free(h);
+            cmp("experts_backward dw2 (added)", h = down_act(gdw2, wn), dw2, wn, ACT); free(h);
+            G = keep;
+        }
+        free(w1); free(w3); free(w2); free(out); free(a1); free(a3); free(s); free(hh); free(gout); free(dxpr);
+        free(dw1); free(dw3); free(dw2); free(dxpr0); free(dw10); free(dw30); free(dw20);
+        free(xp); free(pos); free(dxb); free(dxpg); free(un); free(drow); free(y); free(y2); free(gy); free(dep); free(dgate);
+    }
+    free(x); free(Wr); free(bias); free(sc); free(tw); free(idx); free(dg); free(dxr); free(dWrr); free(work);
+}
+
+/* ---- the whole layer, forward and backward ---- */
+static void test_layer(moe_backend_t *cpu, long N, long D, long F, int E, int k, moe_router_t router, int route_norm,
+                       double skew)
+{
+    epb_err_t err;
+    moe_config_t c = moe_config_default();
+    c.T = N, c.D = D, c.F = F, c.E = E, c.k = k, c.router = router, c.route_norm = route_norm, c.skew = skew;
+    c.seed = 11;
+    moe_config_t cr = c; /* the reference runs fp32 on the bf16-rounded inputs */
+    c.dtype = bf ? MOE_BF16 : MOE_F32;
+    moe_layer_t R, L;
+    if (moe_layer_create(&R, &cr, N, cpu, &err) || moe_layer_init(&R, 0, &err) ||
+        moe_layer_create(&L, &c, N, G, &err) || moe_layer_init(&L, 0, &err)) {
+        TAP_OK(0, "layer set-up: %s", err.msg);
+        return;
+    }
+    size_t nD = (size_t)N * D, wn = (size_t)E * D * F;
+    if (bf) {
+        moe_round_bf16(R.x, nD);
+        moe_round_bf16(R.dy, nD);
+        moe_round_bf16(R.w1, wn);
+        moe_round_bf16(R.w3, wn);
+        moe_round_bf16(R.w2, wn);
+    }
+    int rc = moe_layer_forward(&R, NULL, &err) || moe_layer_zero_grad(&R, &err) || moe_layer_backward(&R, NULL, &err);
+    double ph[MOE_NPHASES] = { 0 };
+    rc = rc || moe_layer_forward(&L, ph, &err) || moe_layer_zero_grad(&L, &err) || moe_layer_backward(&L, ph, &err);
+    TAP_OK(!rc, "%s layer N=%ld D=%ld F=%ld E=%d k=%d %s%s skew %g: forward+backward ran%s%s", bf ? "bf16" : "f32", N,
+           D, F, E, k, moe_router_name(router), route_norm ? "+norm" : "", skew, rc ? ": " : "", rc ? err.msg : "");
+    if (!rc) {
+        float *h;
+        int32_t *hi;
+        cmp_i32("layer topk_idx", hi = down(L.topk_idx, (size_t)N * k * 4), R.topk_idx, (size_t)N * k); free(hi);
+        cmp_i64("layer counts", L.counts, R.counts, (size_t)E);
+        cmp_i64("layer offsets", L.offsets, R.offsets, (size_t)E + 1);
+        cmp("layer topk_w", h = down(L.topk_w, (size_t)N * k * 4), R.topk_w, (size_t)N * k, F32); free(h);
+        cmp("layer y", h = down_act(L.y, nD), R.y, nD, LAYER); free(h);
+        cmp("layer dx", h = down_act(L.dx, nD), R.dx, nD, LAYER); free(h);
+        /* dWr comes from bf16 activations through d_gate: it carries their error, though computed in fp32 */
+        cmp("layer d_router_w", h = down(L.dWr, (size_t)D * E * 4), R.dWr, (size_t)D * E, bf ? ACT : F32); free(h);
+        cmp("layer dw1", h = down_act(L.dw1, wn), R.dw1, wn, LAYER); free(h);
+        cmp("layer dw3", h = down_act(L.dw3, wn), R.dw3, wn, LAYER); free(h);
+        cmp("layer dw2", h = down_act(L.dw2, wn), R.dw2, wn, LAYER); free(h);
+        double tot = 0;
+        for (int p = 0; p < MOE_NPHASES; p++) tot += ph[p];
+        TAP_OK(tot > 0 && ph[MOE_PH_EXPERTS_FWD] > 0, "cudaEvent phase times are positive (total %.1f us)", tot);
+    }
+    moe_layer_destroy(&L);
+    moe_layer_destroy(&R);
+}
+
+int main(void)
+{
+    int ndev = moe_cuda_device_count();
+    if (ndev == 0) {
+        printf("1..0 # SKIP no CUDA device visible\n");
+        return 77;
+    }
+    epb_err_t err;
+    moe_backend_t *cpu;
+    if (moe_cpu_backend_create(&cpu, &err)) {
+        printf("Bail out! %s\n", err.msg);
+        return 1;
+    }
+    /* the comparison itself must be able to fail */
+    float a[3] = { 1, 2, 3 }, b[3] = { 1, 2, NAN }, c3[3] = { 1, 2, 3.001f };
+    TAP_OK(isnan(rel_err(b, a, 3)) && !(rel_err(b, a, 3) <= F32_TOL) && rel_err(c3, a, 3) > F32_TOL,
+           "the comparison fails on NaN and on a 3e-4 error");
+    for (bf = 0; bf < 2; bf++) {
+        moe_backend_t *g2;
+        moe_dtype_t dt = bf ? MOE_BF16 : MOE_F32;
+        if (moe_cuda_backend_create(&G, dt, 0, NULL, &err)) { printf("Bail out! %s\n", err.msg); return 1; }
+        setenv("EPB_CUDA_GROUPED", "0", 1);
+        int rc = moe_cuda_backend_create(&g2, dt, 0, NULL, &err);
+        unsetenv("EPB_CUDA_GROUPED");
+        if (rc) { printf("Bail out! %s\n", err.msg); return 1; }
+        /* 600 pairs: three permutation blocks; D=96 rows copy as 16-byte words, D=50 element by element */
+        test_ops(cpu, g2, 300, 96, 80, 8, 2, MOE_SOFTMAX, 0, 0);
+        test_ops(cpu, g2, 130, 50, 36, 16, 4, MOE_SIGMOID, 1, 1.0);
+        test_ops(cpu, g2, 77, 64, 40, 4, 1, MOE_SOFTMAX, 1, 4.0); /* skew 4: some experts get no rows */
+        test_layer(cpu, 256, 96, 80, 8, 2, MOE_SOFTMAX, 0, 0);
+        test_layer(cpu, 200, 64, 48, 16, 4, MOE_SIGMOID, 1, 0.5);
+        moe_backend_destroy(g2);
+        moe_backend_destroy(G);
+    }
+    moe_backend_destroy(cpu);
+    return tap_done();
+}
