@@ -42,6 +42,7 @@ static void usage(FILE *f)
             "  --baseline FILE      baseline CSV (repeatable)\n"
             "  --min-effect X       smallest slowdown that counts, as a fraction (default 0.05)\n"
             "  --min-abs-us X       smallest difference of medians that counts, us (default 0.5)\n"
+            "  --noise-mult X       the threshold is also at least X times the baseline's robust CV (default 1; 0 off)\n"
             "  --resamples N        bootstrap resamples (default 2000)\n"
             "  --seed N             bootstrap seed (default fixed)\n"
             "  --plots DIR          directory of the gnuplot scripts (default: next to the program or %s)\n"
@@ -55,10 +56,11 @@ static void usage(FILE *f)
 
 static int parse_args(int argc, char **argv, opts_t *o)
 {
-    enum { O_BASE = 256, O_MINEFF, O_MINABS, O_RES, O_SEED, O_PLOTS, O_GNUPLOT, O_NOPLOTS, O_HIST };
+    enum { O_BASE = 256, O_MINEFF, O_MINABS, O_NOISE, O_RES, O_SEED, O_PLOTS, O_GNUPLOT, O_NOPLOTS, O_HIST };
     static const struct option lo[] = {
         { "output", required_argument, 0, 'o' },       { "baseline", required_argument, 0, O_BASE },
         { "min-effect", required_argument, 0, O_MINEFF }, { "min-abs-us", required_argument, 0, O_MINABS },
+        { "noise-mult", required_argument, 0, O_NOISE },
         { "resamples", required_argument, 0, O_RES },  { "seed", required_argument, 0, O_SEED },
         { "plots", required_argument, 0, O_PLOTS },    { "gnuplot", required_argument, 0, O_GNUPLOT },
         { "no-plots", no_argument, 0, O_NOPLOTS },     { "help", no_argument, 0, 'h' },
@@ -84,6 +86,12 @@ static int parse_args(int argc, char **argv, opts_t *o)
         case O_MINABS:
             if (epb_parse_double(optarg, 0, 1e9, &o->rule.min_abs_us)) {
                 fprintf(stderr, "report: --min-abs-us %s: expected microseconds >= 0\n", optarg);
+                return EPB_EUSAGE;
+            }
+            break;
+        case O_NOISE:
+            if (epb_parse_double(optarg, 0, 100, &o->rule.noise_mult)) {
+                fprintf(stderr, "report: --noise-mult %s: expected a number in [0, 100]\n", optarg);
                 return EPB_EUSAGE;
             }
             break;
@@ -174,7 +182,8 @@ static void print_verdicts(const rp_match_t *m, size_t n, size_t nslower)
         if (c->verdict == RP_INSUFFICIENT)
             printf(", insufficient samples (%zu base, %zu new; need 3 each)\n", c->nb, c->nn);
         else
-            printf(", 95%% CI [%.3f, %.3f], n=%zu/%zu\n", c->lo, c->hi, c->nb, c->nn);
+            printf(", 95%% CI [%.3f, %.3f], threshold %.3f (baseline noise %.3f), n=%zu/%zu\n", c->lo, c->hi,
+                   c->effect, c->noise, c->nb, c->nn);
     }
     printf("regression check: %zu compared, %zu slower, %zu faster, %zu same, %zu insufficient samples -> %s\n", n,
            counts[RP_SLOWER], counts[RP_FASTER], counts[RP_SAME] + counts[RP_TOO_SMALL], counts[RP_INSUFFICIENT],

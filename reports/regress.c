@@ -20,8 +20,8 @@ const char *rp_verdict_name(rp_verdict_t v)
 
 rp_rule_t rp_rule_default(void)
 {
-    return (rp_rule_t){ .min_effect = 0.05, .min_abs_us = 0.5, .resamples = 2000, .seed = 0x65706265ull,
-                        .level = 0.95 };
+    return (rp_rule_t){ .min_effect = 0.05, .min_abs_us = 0.5, .noise_mult = 1.0, .resamples = 2000,
+                        .seed = 0x65706265ull, .level = 0.95 };
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -56,6 +56,16 @@ int rp_compare(const double *base, size_t nb, const double *now, size_t nn, cons
         out->verdict = RP_TOO_SMALL;
         return EPB_OK;
     }
+    /* the baseline's own run-to-run spread, robustly: measurements that scatter more within a night also drift
+     * more between nights (REGRESSION.md, "Noise-aware threshold"), so their threshold grows with it */
+    double *dev = malloc(nb * sizeof *dev);
+    if (!dev) return EPB_ESYS;
+    for (size_t i = 0; i < nb; i++) dev[i] = fabs(base[i] - out->med_b);
+    qsort(dev, nb, sizeof *dev, cmp_double);
+    out->noise = 1.4826 * epb_quantile_sorted(dev, nb, 0.5) / out->med_b;
+    free(dev);
+    out->effect = rule->min_effect;
+    if (rule->noise_mult * out->noise > out->effect) out->effect = rule->noise_mult * out->noise;
     int B = rule->resamples > 0 ? rule->resamples : 2000;
     double *ratios = malloc((size_t)B * sizeof *ratios);
     double *buf = malloc((nb > nn ? nb : nn) * sizeof *buf);
@@ -73,9 +83,9 @@ int rp_compare(const double *base, size_t nb, const double *now, size_t nn, cons
     out->hi = m ? epb_quantile_sorted(ratios, (size_t)m, 1 - a) : 0;
     free(ratios);
     free(buf);
-    if (out->lo > 1 + rule->min_effect)
+    if (out->lo > 1 + out->effect)
         out->verdict = RP_SLOWER;
-    else if (out->hi < 1 - rule->min_effect)
+    else if (out->hi < 1 - out->effect)
         out->verdict = RP_FASTER;
     else
         out->verdict = RP_SAME;

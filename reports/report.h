@@ -103,6 +103,7 @@ const char *rp_verdict_name(rp_verdict_t v);
 typedef struct {
     double min_effect;  /* 0.05: slower only when the whole CI lies above 1 + min_effect */
     double min_abs_us;  /* 0.5: and the medians differ by at least this much (timer-resolution floor) */
+    double noise_mult;  /* 1: the effect must also exceed noise_mult x the baseline's robust CV (MAD-based) */
     int resamples;      /* 2000 */
     uint64_t seed;      /* bootstrap seed, fixed so verdicts are reproducible */
     double level;       /* 0.95 */
@@ -115,6 +116,8 @@ typedef struct {
     double med_b, med_n;   /* medians, us */
     double ratio;          /* med_n / med_b */
     double lo, hi;         /* bootstrap CI of the ratio */
+    double noise;          /* robust CV of the baseline samples: 1.4826 MAD / median */
+    double effect;         /* the threshold used: max(min_effect, noise_mult * noise) */
 } rp_cmp_t;
 
 /* Compares two sample sets (per-repetition t_med_us). stream decorrelates the bootstrap of different cells

@@ -39,12 +39,13 @@ static void regression_section(rp_doc_t *doc, const rp_regress_view_t *rv)
     rp_doc_para(doc,
                 "%zu matching measurements: %zu slower, %zu faster, %zu same, %zu with insufficient samples. "
                 "Rule: ratio of medians new/base with a %.0f%% bootstrap interval (%d resamples); slower only when "
-                "the whole interval lies above %.2f, faster only when below %.2f (see reports/REGRESSION.md).",
+                "the whole interval lies above 1 + threshold, faster only when below 1 - threshold, the threshold "
+                "being the larger of %.2f and %g x the baseline's robust CV (see reports/REGRESSION.md).",
                 rv->nmatches, ns, nf, nsame, nins, rv->rule->level * 100, rv->rule->resamples,
-                1 + rv->rule->min_effect, 1 - rv->rule->min_effect);
+                rv->rule->min_effect, rv->rule->noise_mult);
     static const char *const hdr[] = { "verdict", "mode", "op", "phase", "configuration", "n base/new",
-                                       "median base us", "median new us", "ratio", "95% CI" };
-    rp_doc_table(doc, 10, hdr);
+                                       "median base us", "median new us", "ratio", "95% CI", "threshold" };
+    rp_doc_table(doc, 11, hdr);
     /* slower first, then faster, then the rest: the lines a reader must see come on top */
     static const rp_verdict_t order[] = { RP_SLOWER, RP_FASTER, RP_SAME, RP_TOO_SMALL, RP_INSUFFICIENT };
     for (int o = 0; o < 5; o++)
@@ -68,10 +69,13 @@ static void regression_section(rp_doc_t *doc, const rp_regress_view_t *rv)
             rp_doc_cell(doc, "%.2f", m->cmp.med_b);
             rp_doc_cell(doc, "%.2f", m->cmp.med_n);
             rp_doc_cell(doc, "%.3f", m->cmp.ratio);
-            if (m->cmp.verdict == RP_INSUFFICIENT || m->cmp.verdict == RP_TOO_SMALL)
+            if (m->cmp.verdict == RP_INSUFFICIENT || m->cmp.verdict == RP_TOO_SMALL) {
                 rp_doc_cell(doc, "-");
-            else
+                rp_doc_cell(doc, "-");
+            } else {
                 rp_doc_cell(doc, "[%.3f, %.3f]", m->cmp.lo, m->cmp.hi);
+                rp_doc_cell(doc, "%.3f", m->cmp.effect);
+            }
         }
 }
 

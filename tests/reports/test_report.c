@@ -185,6 +185,28 @@ static void test_stats(void)
     for (int i = 0; i < 5; i++) v[i] = base[i] * 1.15;
     rp_compare(base, 5, v, 5, &rule, 1, &c);
     TAP_OK(c.verdict == RP_SAME, "+15%% with --min-effect 0.20: same");
+    /* noise-aware threshold: a baseline spread evenly over 85..115 (MAD 7.5, robust CV 0.111) over 201 runs, so
+     * that the interval is narrow and only the threshold decides */
+    rule = rp_rule_default();
+    enum { NS = 201 };
+    double nb[NS], nn[NS];
+    for (int i = 0; i < NS; i++) nb[i] = 85 + 30.0 * ((i * 7) % NS) / (NS - 1);
+    for (int i = 0; i < NS; i++) nn[i] = nb[(i + 7) % NS] * 1.10;
+    rp_compare(nb, NS, nn, NS, &rule, 3, &c);
+    TAP_OK(c.verdict == RP_SAME && fabs(c.noise - 1.4826 * 7.5 / 100) < 0.005 && NEAR(c.effect, c.noise) && c.lo > 1.05,
+           "+10%% on a baseline with noise %.3f: same (CI [%.3f, %.3f] clears 1.05 but not 1 + noise)", c.noise,
+           c.lo, c.hi);
+    rule.noise_mult = 0;
+    rp_compare(nb, NS, nn, NS, &rule, 3, &c);
+    TAP_OK(c.verdict == RP_SLOWER && NEAR(c.effect, 0.05), "the same with --noise-mult 0: slower");
+    rule = rp_rule_default();
+    for (int i = 0; i < NS; i++) nn[i] = nb[(i + 7) % NS] * 1.30;
+    rp_compare(nb, NS, nn, NS, &rule, 3, &c);
+    TAP_OK(c.verdict == RP_SLOWER && c.lo > 1 + c.effect, "+30%% on the same noisy baseline: slower (CI [%.3f, %.3f])",
+           c.lo, c.hi);
+    rp_compare(base, 5, base, 5, &rule, 1, &c);
+    TAP_OK(c.effect == rule.min_effect && c.noise < 0.02, "a quiet baseline (noise %.4f): the 5%% minimum effect rules",
+           c.noise);
 }
 
 /* ---- cli ---- */
