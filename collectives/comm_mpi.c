@@ -213,14 +213,21 @@ static int md_alltoallv(epb_comm_t *c, const void *s, const size_t *sc, const si
                         const size_t *rc, const size_t *rd, epb_dtype_t dt)
 {
     mpi_impl_t *m = c->impl;
-    size_t es = epb_dtype_size(dt), send_end = 0, recv_end = 0; /* elements spanned by the blocks */
+    size_t es = epb_dtype_size(dt), send_end = 0, recv_end = 0, recv_sum = 0; /* elements spanned by the blocks */
     for (int p = 0; p < c->size; p++) {
         if (sc[p] && sd[p] + sc[p] > send_end) send_end = sd[p] + sc[p];
         if (rc[p] && rd[p] + rc[p] > recv_end) recv_end = rd[p] + rc[p];
+        recv_sum += rc[p];
     }
     if (stage(c, send_end * es, recv_end * es) || epb_cuda_copy(c, m->hs, s, send_end * es, EPB_COPY_D2H) ||
-        m_alltoallv(c, m->hs, sc, sd, m->hr, rc, rd, dt) || epb_cuda_copy(c, r, m->hr, recv_end * es, EPB_COPY_H2D))
+        m_alltoallv(c, m->hs, sc, sd, m->hr, rc, rd, dt))
         return EPB_ESYS;
+    /* only the received blocks go up: recv outside them is not the collective's to write (the staging buffer
+     * holds stale bytes there). Disjoint blocks that fill [0, recv_end) go up in one copy. */
+    if (recv_sum == recv_end) return epb_cuda_copy(c, r, m->hr, recv_end * es, EPB_COPY_H2D);
+    for (int p = 0; p < c->size; p++)
+        if (rc[p] && epb_cuda_copy(c, (char *)r + rd[p] * es, (char *)m->hr + rd[p] * es, rc[p] * es, EPB_COPY_H2D))
+            return EPB_ESYS;
     return EPB_OK;
 }
 

@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # Every strategy on the CUDA backend checked against the single-device CPU computation at N ranks, in f32
 # (tolerance 2e-5) and bf16 (2e-2), with the default communicator (nccl with a GPU per rank, else mpi staging
-# through host memory) and, at more than one rank, with --comm mpi. Exit 77 (skipped) when no GPU is visible.
+# through host memory) and, at more than one rank, with --comm mpi. Exit 77 (skipped) when no GPU is visible, 1
+# instead when EPB_REQUIRE_GPU is set (ci/gpu).
 set -u
 BENCH=$(realpath "$1") N=$2
 gpus=$("$BENCH" --version | sed -n 's/.*, \([0-9]*\) GPU(s) visible.*/\1/p')
-if [ "${gpus:-0}" -eq 0 ]; then echo "no CUDA device visible: skipped"; exit 77; fi
+if [ "${gpus:-0}" -eq 0 ]; then
+    # ci/gpu sets EPB_REQUIRE_GPU: there a skip would hide that nothing ran
+    if [ -n "${EPB_REQUIRE_GPU:-}" ] && [ "$EPB_REQUIRE_GPU" != 0 ]; then
+        echo "EPB_REQUIRE_GPU is set but no CUDA device is visible (or CUDA is not built)"; exit 1
+    fi
+    echo "no CUDA device visible: skipped"; exit 77
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work" || exit 99

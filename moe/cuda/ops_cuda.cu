@@ -595,15 +595,24 @@ static int gemm_one(moe_backend_t *be, const gemm_t *g, cudaDataType_t t)
 
 /* n independent products (their outputs must not overlap) in one cublasGemmGroupedBatchedEx call, one group
  * per product; or one cublasGemmEx each when grouped GEMMs are unavailable or switched off
- * (EPB_CUDA_GROUPED=0). Products with an empty dimension are skipped. */
+ * (EPB_CUDA_GROUPED=0), and for a bf16 call with a matrix pointer off a 16-byte boundary. Products with an empty
+ * dimension are skipped. */
 static int gemm_group(moe_backend_t *be, const gemm_t *g, int n, moe_dtype_t dt)
 {
     cu_impl_t *m = impl(be);
     cudaDataType_t t = cuda_type(dt);
-    int live = 0;
-    for (int i = 0; i < n; i++) live += g[i].M > 0 && g[i].N > 0 && g[i].K > 0;
+    int live = 0, aligned = 1;
+    for (int i = 0; i < n; i++) {
+        if (!(g[i].M > 0 && g[i].N > 0 && g[i].K > 0)) continue;
+        live++;
+        aligned &= (uintptr_t)g[i].A % 16 == 0 && (uintptr_t)g[i].B % 16 == 0 && (uintptr_t)g[i].C % 16 == 0;
+    }
     if (!live) return EPB_OK;
-    if (m->grouped) {
+    /* The matrix pointers of a pointer-array call are in device memory, out of cuBLAS's sight; for 16-bit types its
+     * documentation asks for them 16-byte aligned, or risk misaligned accesses (a sticky error that ends the
+     * context). Rows of D or F not a multiple of 8 bf16 values put an expert's first row off that boundary: such
+     * calls take the per-expert path, where cublasGemmEx sees every pointer. */
+    if (m->grouped && (dt != MOE_BF16 || aligned)) {
         size_t hbytes = (size_t)live * (3 * sizeof(void *) + 7 * sizeof(int) + 2 * sizeof(cublasOperation_t) +
                                         2 * sizeof(float));
         char *h = (char *)malloc(hbytes);
