@@ -1,5 +1,6 @@
 /* The single-device layer: all E experts over N tokens, forward and backward, through one backend's ops. It is
  * the reference every strategy is checked against and what strategy `local` runs per rank. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -195,4 +196,16 @@ int moe_layer_backward(moe_layer_t *L, double *phase_us, epb_err_t *err)
     STEP(MOE_PH_ROUTE_BWD, o->route_backward(be, L->dx, L->dWr, L->work, L->d_gate, L->scores, L->topk_idx,
                                              L->topk_w, L->x, L->Wr, N, D, E, k, c->router, c->route_norm));
     return EPB_OK;
+}
+
+double moe_rel_err(const float *a, const float *ref, size_t n)
+{
+    double maxdiff = 0, maxref = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)ref[i]);
+        if (!(d <= maxdiff)) maxdiff = d; /* NaN sticks */
+        if (fabs((double)ref[i]) > maxref) maxref = fabs((double)ref[i]);
+    }
+    if (isnan(maxdiff)) return NAN;
+    return maxref > 0 ? maxdiff / maxref : maxdiff;
 }

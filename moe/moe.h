@@ -164,4 +164,8 @@ const char *epb_blas_better_coretype(void);
  * whether the CPU has AVX-512 F/BW/VL/DQ, and the OPENBLAS_CORETYPE value (NULL when unset). */
 const char *epb_blas_coretype_choice(const char *picked_core, int cpu_has_avx512, const char *env_coretype);
 
+/* max |a - ref| / max |ref| (max |a - ref| when ref is all zero); NaN anywhere gives NaN, which fails every
+ * tolerance. The one comparison the checks and the tests use. */
+double moe_rel_err(const float *a, const float *ref, size_t n);
+
 #endif

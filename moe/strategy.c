@@ -308,17 +308,6 @@ int moe_run_gather(moe_run_t *r, moe_global_t *g, epb_err_t *err)
 
 /* ---- the single-device check ---- */
 
-static double rel_err(const float *a, const float *ref, size_t n)
-{
-    double maxdiff = 0, maxref = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)ref[i]);
-        if (!(d <= maxdiff)) maxdiff = d; /* NaN sticks */
-        if (fabs((double)ref[i]) > maxref) maxref = fabs((double)ref[i]);
-    }
-    if (isnan(maxdiff)) return NAN;
-    return maxref > 0 ? maxdiff / maxref : maxdiff;
-}
 
 int moe_check_global(const moe_global_t *g, const moe_config_t *cfg, int P, double tol, char *report,
                      size_t report_len, epb_err_t *err)
@@ -361,7 +350,7 @@ int moe_check_global(const moe_global_t *g, const moe_config_t *cfg, int P, doub
     size_t used = 0;
     if (report && report_len) report[0] = 0;
     for (size_t i = 0; i < sizeof t / sizeof *t; i++) {
-        double e = rel_err(t[i].a, t[i].ref, t[i].n);
+        double e = moe_rel_err(t[i].a, t[i].ref, t[i].n);
         int ok = e <= tol; /* NaN fails */
         bad += !ok;
         if (report && used < report_len)

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "moe.h"
+#include "route_row.h"
 
 /* ---------------------------------------------------------------- memory, copies, timing */
 
@@ -77,37 +78,9 @@ static int cpu_route_forward(moe_backend_t *be, float *scores, int32_t *topk_idx
                 scores, E);
     memset(counts, 0, (size_t)E * sizeof *counts);
     for (long t = 0; t < N; t++) {
-        float *sc = scores + t * E; // (E)
-        if (skew != 0)
-            for (int e = 0; e < E; e++) sc[e] -= (float)(skew * log((double)e + 1.0));
-        if (router == MOE_SOFTMAX) {
-            float mx = sc[0], sum = 0;
-            for (int e = 1; e < E; e++) mx = sc[e] > mx ? sc[e] : mx;
-            for (int e = 0; e < E; e++) sum += (sc[e] = expf(sc[e] - mx));
-            for (int e = 0; e < E; e++) sc[e] /= sum;
-        } else {
-            for (int e = 0; e < E; e++) sc[e] = 1.0f / (1.0f + expf(-sc[e]));
-        }
-        /* top-k of scores+bias by repeated arg-max; strict '>' keeps the lower index on ties */
-        float gsum = 0;
-        int32_t *chosen = topk_idx + t * k;
-        for (int j = 0; j < k; j++) {
-            int best = -1;
-            float bv = 0;
-            for (int e = 0; e < E; e++) {
-                int seen = 0;
-                for (int i = 0; i < j; i++) seen |= chosen[i] == e;
-                if (seen) continue;
-                float v = sc[e] + bias[e];
-                if (best < 0 || v > bv) best = e, bv = v;
-            }
-            chosen[j] = best;
-            topk_w[t * k + j] = sc[best];
-            gsum += sc[best];
-            counts[best]++;
-        }
-        if (route_norm)
-            for (int j = 0; j < k; j++) topk_w[t * k + j] /= gsum;
+        moe_route_row_forward(scores + t * E, topk_idx + t * k, topk_w + t * k, bias, E, k, router == MOE_SIGMOID,
+                              route_norm, skew);
+        for (int j = 0; j < k; j++) counts[topk_idx[t * k + j]]++;
     }
     return EPB_OK;
 }
@@ -120,41 +93,9 @@ static int cpu_route_backward(moe_backend_t *be, void *dxv, float *dWr, float *w
     float *dx = dxv;
     const float *x = xv;
     float *dlogits = work; // (N,E)
-    memset(dlogits, 0, (size_t)N * E * sizeof *dlogits);
-    for (long t = 0; t < N; t++) {
-        const float *sc = scores + t * E, *g = d_gate + t * k, *w = topk_w + t * k;
-        const int32_t *idx = topk_idx + t * k;
-        float *dl = dlogits + t * E; // holds d(score) first, then d(logit)
-        if (route_norm) {
-            /* w_j = s_j / S: ds_j = (g_j - sum_i g_i w_i) / S */
-            float S = 0, gw = 0;
-            for (int j = 0; j < k; j++) S += sc[idx[j]], gw += g[j] * w[j];
-            for (int j = 0; j < k; j++) dl[idx[j]] += (g[j] - gw) / S;
-        } else {
-            for (int j = 0; j < k; j++) dl[idx[j]] += g[j];
-        }
-        if (router == MOE_SOFTMAX) {
-            /* dl_e = s_e (ds_e - dot), dot = sum_i s_i ds_i. For a chosen e, ds_e - dot cancels badly when s_e
-             * is close to 1 (a peaked router), so it is computed as sum_{i != e} s_i (ds_e - ds_i) instead, with
-             * the unchosen experts' share summed directly. */
-            float ds[k], dot = 0, unchosen = 0;
-            for (int j = 0; j < k; j++) ds[j] = dl[idx[j]], dot += ds[j] * sc[idx[j]];
-            for (int e = 0; e < E; e++) {
-                int chosen = 0;
-                for (int j = 0; j < k; j++) chosen |= idx[j] == e;
-                if (!chosen) unchosen += sc[e];
-            }
-            for (int e = 0; e < E; e++) dl[e] = -sc[e] * dot;
-            for (int j = 0; j < k; j++) {
-                float acc = ds[j] * unchosen;
-                for (int i = 0; i < k; i++)
-                    if (i != j) acc += sc[idx[i]] * (ds[j] - ds[i]);
-                dl[idx[j]] = sc[idx[j]] * acc;
-            }
-        } else {
-            for (int j = 0; j < k; j++) dl[idx[j]] *= sc[idx[j]] * (1 - sc[idx[j]]);
-        }
-    }
+    for (long t = 0; t < N; t++)
+        moe_route_row_backward(dlogits + t * E, d_gate + t * k, scores + t * E, topk_idx + t * k, topk_w + t * k, E, k,
+                               router == MOE_SIGMOID, route_norm);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)D, E, 1.0f, dlogits, E, Wr, E, 1.0f, dx,
                 (int)D);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)D, E, (int)N, 1.0f, x, (int)D, dlogits, E, 1.0f,

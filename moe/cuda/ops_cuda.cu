@@ -22,6 +22,7 @@
 
 extern "C" {
 #include "moe.h"
+#include "route_row.h"
 }
 
 /* ---------------------------------------------------------------- types and helpers */
@@ -86,82 +87,27 @@ static unsigned blocks_for(long n, int threads) { return (unsigned)((n + threads
 
 /* ---------------------------------------------------------------- kernels: router */
 
-/* scores (N,E) hold x @ Wr on entry. One thread per token, as the CPU loop: skew, softmax|sigmoid, top-k of
- * scores+bias by repeated arg-max (strict '>' keeps the lower index on ties), gate weights, renormalisation,
- * counts (atomic; counts zeroed before). */
+/* scores (N,E) hold x @ Wr on entry. One thread per token runs the same per-token rule as the CPU
+ * (moe/route_row.h); counts are atomic (zeroed before). */
 static __global__ void route_topk_kernel(float *scores, int32_t *topk_idx, float *topk_w,
                                          unsigned long long *counts, const float *bias, long N, int E, int k,
                                          int sigmoid, int route_norm, double skew)
 {
     long t = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= N) return;
-    float *sc = scores + t * E;
-    if (skew != 0)
-        for (int e = 0; e < E; e++) sc[e] -= (float)(skew * log((double)e + 1.0));
-    if (!sigmoid) {
-        float mx = sc[0], sum = 0;
-        for (int e = 1; e < E; e++) mx = sc[e] > mx ? sc[e] : mx;
-        for (int e = 0; e < E; e++) sum += (sc[e] = expf(sc[e] - mx));
-        for (int e = 0; e < E; e++) sc[e] /= sum;
-    } else {
-        for (int e = 0; e < E; e++) sc[e] = 1.0f / (1.0f + expf(-sc[e]));
-    }
-    float gsum = 0;
-    int32_t *chosen = topk_idx + t * k;
-    for (int j = 0; j < k; j++) {
-        int best = -1;
-        float bv = 0;
-        for (int e = 0; e < E; e++) {
-            int seen = 0;
-            for (int i = 0; i < j; i++) seen |= chosen[i] == e;
-            if (seen) continue;
-            float v = sc[e] + bias[e];
-            if (best < 0 || v > bv) best = e, bv = v;
-        }
-        chosen[j] = best;
-        topk_w[t * k + j] = sc[best];
-        gsum += sc[best];
-        atomicAdd(&counts[best], 1ull);
-    }
-    if (route_norm)
-        for (int j = 0; j < k; j++) topk_w[t * k + j] /= gsum;
+    moe_route_row_forward(scores + t * E, topk_idx + t * k, topk_w + t * k, bias, E, k, sigmoid, route_norm, skew);
+    for (int j = 0; j < k; j++) atomicAdd(&counts[topk_idx[t * k + j]], 1ull);
 }
 
-/* dlogits (N,E) from d_gate, one thread per token, as cpu_route_backward. The chosen experts are distinct, so
- * the CPU's d(score) of choice j (accumulated into a zeroed row) is exactly ds(j) below. */
+/* dlogits (N,E) from d_gate, one thread per token, by moe/route_row.h as the CPU. */
 static __global__ void route_bwd_kernel(float *dlogits, const float *d_gate, const float *scores,
                                         const int32_t *topk_idx, const float *topk_w, long N, int E, int k,
                                         int sigmoid, int route_norm)
 {
     long t = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= N) return;
-    const float *sc = scores + t * E, *g = d_gate + t * k, *w = topk_w + t * k;
-    const int32_t *idx = topk_idx + t * k;
-    float *dl = dlogits + t * E;
-    float S = 0, gw = 0;
-    if (route_norm)
-        for (int j = 0; j < k; j++) S += sc[idx[j]], gw += g[j] * w[j];
-#define DS(j) (route_norm ? (g[j] - gw) / S : g[j])
-    for (int e = 0; e < E; e++) dl[e] = 0;
-    if (!sigmoid) {
-        float dot = 0, unchosen = 0;
-        for (int j = 0; j < k; j++) dot += DS(j) * sc[idx[j]];
-        for (int e = 0; e < E; e++) {
-            int chosen = 0;
-            for (int j = 0; j < k; j++) chosen |= idx[j] == e;
-            if (!chosen) unchosen += sc[e];
-        }
-        for (int e = 0; e < E; e++) dl[e] = -sc[e] * dot;
-        for (int j = 0; j < k; j++) {
-            float dsj = DS(j), acc = dsj * unchosen;
-            for (int i = 0; i < k; i++)
-                if (i != j) acc += sc[idx[i]] * (dsj - DS(i));
-            dl[idx[j]] = sc[idx[j]] * acc;
-        }
-    } else {
-        for (int j = 0; j < k; j++) dl[idx[j]] = DS(j) * (sc[idx[j]] * (1 - sc[idx[j]]));
-    }
-#undef DS
+    moe_route_row_backward(dlogits + t * E, d_gate + t * k, scores + t * E, topk_idx + t * k, topk_w + t * k, E, k,
+                           sigmoid, route_norm);
 }
 
 template <typename T> static __global__ void to_f32_kernel(float *out, const T *in, long n)
