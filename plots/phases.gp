@@ -5,7 +5,7 @@ if (fmt eq 'png') { set terminal pngcairo size 900,560 font ",10" } else { set t
 set output outfile
 set title title_ noenhanced
 # twelve phases need twelve distinct colours (the default cycle has eight)
-cols = "#4e79a7 #f28e2b #e15759 #76b7b2 #59a14f #edc948 #b07aa1 #ff9da7 #9c755f #bab0ac #1f3b73 #8c564b"
+cols = "#4e79a7 #f28e2b #e15759 #76b7b2 #59a14f #edc948 #b07aa1 #ff9da7 #9c755f #bab0ac #1f3b73 #bcbd22"
 do for [i=1:12] { set linetype i lc rgb word(cols, i) }
 set style data histograms
 set style histogram rowstacked

@@ -179,8 +179,20 @@ static int sweep_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_t 
     }
     rc = close_dat(fp, err);
     if (rc == EPB_OK && o->gnuplot) {
-        char vars[256];
-        snprintf(vars, sizeof vars, "ncols=%d; xlab='%s'; title_='step time against %s'", ns + 1, dim, dim);
+        /* the largest family is one of possibly several: the title names the configuration it holds fixed */
+        const rp_cell_t *c0 = ns ? rp_find(d, f.cfg[0], st[0], "step") : NULL;
+        char fixed[256] = "";
+        if (c0) {
+            const epb_row_t *r = c0->row;
+            char p[16] = "", e[16] = "", k[16] = "";
+            if (strcmp(dim, "ranks")) snprintf(p, sizeof p, "P=%d ", r->ranks);
+            if (strcmp(dim, "experts")) snprintf(e, sizeof e, "E=%d ", r->experts);
+            if (strcmp(dim, "top_k")) snprintf(k, sizeof k, "k=%d ", r->top_k);
+            snprintf(fixed, sizeof fixed, " (%s%s%sT=%ld D=%ld F=%ld %s skew %g)", p, e, k, r->tokens, r->hidden,
+                     r->ffn, r->dtype, r->skew);
+        }
+        char vars[512];
+        snprintf(vars, sizeof vars, "ncols=%d; xlab='%s'; title_='step time against %s%s'", ns + 1, dim, dim, fixed);
         rc = run_gnuplot(o, "sweep.gp", dir, name, vars, err);
         if (rc == EPB_OK) add_name(names, max, nn, name);
     }
