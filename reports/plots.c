@@ -148,8 +148,8 @@ static int phases_plots(const rp_data_t *d, const char *dir, const rp_plot_opts_
         if (!o->gnuplot) continue;
         const epb_row_t *r = c->row;
         char vars[512];
-        snprintf(vars, sizeof vars, "ncols=%d; title_='phases: P=%d E=%d k=%d T=%ld D=%ld F=%ld %s'", ncols, r->ranks,
-                 r->experts, r->top_k, r->tokens, r->hidden, r->ffn, r->dtype);
+        snprintf(vars, sizeof vars, "ncols=%d; title_='phases: P=%d E=%d k=%d T=%ld D=%ld F=%ld %s %s skew %g'", ncols,
+                 r->ranks, r->experts, r->top_k, r->tokens, r->hidden, r->ffn, r->dtype, r->router, r->skew);
         if ((rc = run_gnuplot(o, "phases.gp", dir, name, vars, err))) break;
         add_name(names, max, nn, name);
     }
