@@ -174,55 +174,79 @@ void rp_family_free(rp_family_t *f)
     f->n = 0;
 }
 
-int rp_largest_family(const rp_data_t *d, const char *dim, rp_family_t *f, epb_err_t *err)
+/* The family of configurations whose family key is fk[key] (cells' keys in fk, "" for non-step cells), sorted
+ * by the dimension's value; f->cfg and f->x hold nc entries. */
+static void family_members(const rp_data_t *d, const char *dim, char (*fk)[RP_KEY], size_t key, rp_family_t *f)
 {
-    memset(f, 0, sizeof *f);
-    f->dim = dim;
+    f->n = 0;
+    for (size_t j = 0; j < d->ncells; j++) {
+        if (strcmp(fk[j], fk[key])) continue;
+        double v = dim_value(d->cells[j].row, dim);
+        int dup = 0;
+        for (size_t k = 0; k < f->n; k++) dup |= f->x[k] == v;
+        if (dup) continue;
+        /* insertion sort by value */
+        size_t p = f->n++;
+        while (p > 0 && f->x[p - 1] > v) {
+            f->x[p] = f->x[p - 1];
+            memcpy(f->cfg[p], f->cfg[p - 1], RP_KEY);
+            p--;
+        }
+        f->x[p] = v;
+        memcpy(f->cfg[p], d->cells[j].cfg, RP_KEY);
+    }
+}
+
+int rp_families(const rp_data_t *d, const char *dim, rp_family_t *out, int max, int *n, epb_err_t *err)
+{
+    *n = 0;
     size_t nc = d->ncells;
-    if (nc == 0) return EPB_OK;
+    if (nc == 0 || max <= 0) return EPB_OK;
     char(*fk)[RP_KEY] = malloc(nc * sizeof *fk);
-    f->cfg = malloc(nc * sizeof *f->cfg);
-    f->x = malloc(nc * sizeof *f->x);
-    if (!fk || !f->cfg || !f->x) { free(fk); rp_family_free(f); return epb_fail(err, EPB_ESYS, "out of memory"); }
+    if (!fk) return epb_fail(err, EPB_ESYS, "out of memory");
     /* step cells stand for their configuration */
     for (size_t i = 0; i < nc; i++) {
         const rp_cell_t *c = &d->cells[i];
         fk[i][0] = 0;
         if (!strcmp(c->row->mode, "moe") && !strcmp(c->row->phase, "step")) family_key(c->row, dim, fk[i], RP_KEY);
     }
-    size_t best_n = 0, best_i = 0;
-    for (size_t i = 0; i < nc; i++) {
-        if (!fk[i][0]) continue;
-        /* count distinct values of dim among cells with this family key */
-        size_t cnt = 0;
-        for (size_t j = 0; j < nc; j++) {
-            if (strcmp(fk[j], fk[i])) continue;
-            int dup = 0;
-            for (size_t k = 0; k < j && !dup; k++)
-                dup = !strcmp(fk[k], fk[i]) && dim_value(d->cells[k].row, dim) == dim_value(d->cells[j].row, dim);
-            cnt += !dup;
-        }
-        if (cnt > best_n) { best_n = cnt; best_i = i; }
+    int rc = EPB_OK;
+    for (size_t i = 0; i < nc && *n < max; i++) {
+        int seen = !fk[i][0];
+        for (size_t j = 0; j < i && !seen; j++) seen = !strcmp(fk[j], fk[i]);
+        if (seen) continue;
+        rp_family_t *f = &out[*n];
+        memset(f, 0, sizeof *f);
+        f->dim = dim;
+        f->cfg = malloc(nc * sizeof *f->cfg);
+        f->x = malloc(nc * sizeof *f->x);
+        if (!f->cfg || !f->x) { rp_family_free(f); rc = epb_fail(err, EPB_ESYS, "out of memory"); break; }
+        family_members(d, dim, fk, i, f);
+        if (f->n >= 2) (*n)++;
+        else rp_family_free(f);
     }
-    if (best_n >= 2) {
-        for (size_t j = 0; j < nc; j++) {
-            if (strcmp(fk[j], fk[best_i])) continue;
-            double v = dim_value(d->cells[j].row, dim);
-            int dup = 0;
-            for (size_t k = 0; k < f->n; k++) dup |= f->x[k] == v;
-            if (dup) continue;
-            /* insertion sort by value */
-            size_t p = f->n++;
-            while (p > 0 && f->x[p - 1] > v) {
-                f->x[p] = f->x[p - 1];
-                memcpy(f->cfg[p], f->cfg[p - 1], RP_KEY);
-                p--;
-            }
-            f->x[p] = v;
-            memcpy(f->cfg[p], d->cells[j].cfg, RP_KEY);
-        }
+    if (rc) {
+        for (int k = 0; k < *n; k++) rp_family_free(&out[k]);
+        *n = 0;
     }
     free(fk);
+    return rc;
+}
+
+int rp_largest_family(const rp_data_t *d, const char *dim, rp_family_t *f, epb_err_t *err)
+{
+    enum { MAXF = 64 };
+    rp_family_t all[MAXF];
+    int n, best = -1;
+    memset(f, 0, sizeof *f);
+    f->dim = dim;
+    int rc = rp_families(d, dim, all, MAXF, &n, err);
+    if (rc) return rc;
+    for (int k = 0; k < n; k++)
+        if (best < 0 || all[k].n > all[best].n) best = k;
+    for (int k = 0; k < n; k++)
+        if (k == best) *f = all[k];
+        else rp_family_free(&all[k]);
     return EPB_OK;
 }
 

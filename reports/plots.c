@@ -200,6 +200,66 @@ static int sweep_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_t 
     return rc;
 }
 
+/* The crossover plot: tp2ep/agrs step-time ratio against top_k, one line per top_k family (the configuration
+ * held fixed differs between lines: ranks, skew, sizes...), with the line of equality. Labels name only the
+ * fields that differ between the families. */
+static int crossover_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_t *o, char names[][64], int max,
+                          int *nn, epb_err_t *err)
+{
+    enum { MAXF = 12 };
+    rp_family_t fam[MAXF];
+    int nf, rc = rp_families(d, "top_k", fam, MAXF, &nf, err);
+    if (rc) return rc;
+    const epb_row_t *r0[MAXF];
+    int keep = 0;
+    for (int i = 0; i < nf; i++) { /* families where both strategies ran */
+        const rp_cell_t *a = rp_find(d, fam[i].cfg[0], "agrs", "step"), *t = rp_find(d, fam[i].cfg[0], "tp2ep", "step");
+        if (a && t) { r0[keep] = a->row; fam[keep++] = fam[i]; }
+        else rp_family_free(&fam[i]);
+    }
+    FILE *fp = keep ? open_dat(dir, "crossover", err, &rc) : NULL;
+    char labels[MAXF * 96] = "";
+    for (int i = 0; i < keep && fp; i++) {
+        const epb_row_t *r = r0[i];
+        int dP = 0, dE = 0, dT = 0, dD = 0, dF = 0, dS = 0, dR = 0, dX = 0;
+        for (int j = 0; j < keep; j++) {
+            const epb_row_t *q = r0[j];
+            dP |= q->ranks != r->ranks, dE |= q->experts != r->experts, dT |= q->tokens != r->tokens;
+            dD |= q->hidden != r->hidden, dF |= q->ffn != r->ffn, dS |= q->skew != r->skew;
+            dR |= strcmp(q->router, r->router) != 0, dX |= strcmp(q->dtype, r->dtype) != 0;
+        }
+        char lab[96] = "", *w = lab;
+        size_t left = sizeof lab;
+#define LAB(cond, ...) if (cond) { int k_ = snprintf(w, left, "%s", w == lab ? "" : ","); w += k_; left -= (size_t)k_; \
+                                   k_ = snprintf(w, left, __VA_ARGS__); if (k_ > 0 && (size_t)k_ < left) { w += k_; left -= (size_t)k_; } }
+        LAB(dP, "P=%d", r->ranks)
+        LAB(dE, "E=%d", r->experts)
+        LAB(dT, "T=%ld", r->tokens)
+        LAB(dD, "D=%ld", r->hidden)
+        LAB(dF, "F=%ld", r->ffn)
+        LAB(dS, "skew=%g", r->skew)
+        LAB(dR, "%s", r->router)
+        LAB(dX, "%s", r->dtype)
+#undef LAB
+        if (!lab[0]) snprintf(lab, sizeof lab, "P=%d,E=%d,T=%ld", r->ranks, r->experts, r->tokens);
+        size_t l = strlen(labels);
+        snprintf(labels + l, sizeof labels - l, "%s%s", l ? " " : "", lab);
+        fprintf(fp, "%s# %s\n", i ? "\n\n" : "", lab);
+        for (size_t m = 0; m < fam[i].n; m++) {
+            const rp_cell_t *a = rp_find(d, fam[i].cfg[m], "agrs", "step"), *t = rp_find(d, fam[i].cfg[m], "tp2ep", "step");
+            if (a && t && a->med > 0) fprintf(fp, "%g %.6g\n", fam[i].x[m], t->med / a->med);
+        }
+    }
+    if (fp) rc = close_dat(fp, err);
+    for (int i = 0; i < keep; i++) rp_family_free(&fam[i]);
+    if (rc || !keep || !o->gnuplot) return rc;
+    char vars[MAXF * 96 + 64];
+    snprintf(vars, sizeof vars, "nblocks=%d; labels='%s'", keep, labels);
+    rc = run_gnuplot(o, "crossover.gp", dir, "crossover", vars, err);
+    if (rc == EPB_OK) add_name(names, max, nn, "crossover");
+    return rc;
+}
+
 static int busbw_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_t *o, char names[][64], int max,
                       int *nn, epb_err_t *err)
 {
@@ -331,6 +391,7 @@ int rp_plots(const rp_data_t *d, const rp_data_t *hist, const char *dir, const r
     if (mkdir(p, 0755) && errno != EEXIST) return epb_fail(err, EPB_ESYS, "mkdir %s: %s", p, strerror(errno));
     int rc = phases_plots(d, dir, o, names, max, nnames, err);
     if (!rc) rc = sweep_plot(d, dir, o, "top_k", "topk", names, max, nnames, err);
+    if (!rc) rc = crossover_plot(d, dir, o, names, max, nnames, err);
     if (!rc) rc = sweep_plot(d, dir, o, "experts", "experts", names, max, nnames, err);
     if (!rc) rc = sweep_plot(d, dir, o, "ranks", "ranks", names, max, nnames, err);
     if (!rc) rc = busbw_plot(d, dir, o, names, max, nnames, err);

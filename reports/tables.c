@@ -164,6 +164,12 @@ static void family_section(rp_doc_t *doc, const rp_data_t *d, const char *dim, c
     int ns = rp_strategies(d, f.cfg[0], st, MAXS);
     int weak = !strcmp(dim, "ranks");
     rp_doc_heading(doc, 2, "Step time against %s%s", dim, weak ? " (weak scaling: tokens per rank fixed)" : "");
+    const rp_cell_t *c0 = ns ? rp_find(d, f.cfg[0], st[0], "step") : NULL;
+    if (c0) {
+        char cfg[1024];
+        cfg_title(c0->row, c0->hclass, cfg, sizeof cfg);
+        rp_doc_para(doc, "The largest family over %s in the inputs; the other parameters as in its first member: %s.", dim, cfg);
+    }
     const char *h[2 * MAXS + 2];
     int nh = 0;
     h[nh++] = dim;
@@ -197,6 +203,8 @@ static void family_section(rp_doc_t *doc, const rp_data_t *d, const char *dim, c
         rp_doc_para(doc, "tp2ep/agrs below 1: tp2ep is faster. The volume model predicts the ratio k/P; the measured "
                          "crossover is where the column passes 1.");
     if (has_plot(plots, plot)) rp_doc_image(doc, plot, weak ? "Step time against ranks" : "Step time per strategy");
+    if (!strcmp(dim, "top_k") && has_plot(plots, "crossover"))
+        rp_doc_image(doc, "crossover", "tp2ep/agrs step-time ratio against top_k, one line per family of configurations");
     rp_family_free(&f);
 }
 

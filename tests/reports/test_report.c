@@ -342,8 +342,8 @@ static int test_plots(void)
     snprintf(cmd, sizeof cmd, "%s %s/moe.csv -o %s", exe, fix, out);
     int rc = run(cmd, NULL);
     TAP_OK(rc == 0, "report with plots: exit 0");
-    static const char *const names[] = { "phases_0", "topk", "ranks", "busbw", "history" };
-    for (int i = 0; i < 5; i++) {
+    static const char *const names[] = { "phases_0", "topk", "crossover", "ranks", "busbw", "history" };
+    for (int i = 0; i < 6; i++) {
         snprintf(p, sizeof p, "%s/plots/%s.svg", out, names[i]);
         char *s = read_file(p);
         TAP_OK(s && strstr(s, "<svg") && strstr(s, "</svg>") && strlen(s) > 2000, "%s.svg rendered (%ld bytes)",
@@ -360,9 +360,18 @@ static int test_plots(void)
     char *h = read_file(p);
     int nsvg = 0;
     for (const char *s = h; s && (s = strstr(s, "<svg")); s++) nsvg++;
-    TAP_OK(h && nsvg == 5 && !strstr(h, "<?xml") && !strstr(h, "plot missing"), "report.html inlines the 5 SVGs (%d)",
+    TAP_OK(h && nsvg == 6 && !strstr(h, "<?xml") && !strstr(h, "plot missing"), "report.html inlines the 6 SVGs (%d)",
            nsvg);
     free(h);
+    /* the crossover data: the fixture's one top_k family (P=2, k 1, 2, 4), tp2ep/agrs of the step medians */
+    snprintf(p, sizeof p, "%s/plots/crossover.dat", out);
+    char *x = read_file(p);
+    int rows = 0;
+    double kk, ratio, prev = 0;
+    for (char *l = x; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : l + strlen(l))
+        if (sscanf(l, "%lf %lf", &kk, &ratio) == 2 && kk > prev && ratio > 0) rows++, prev = kk;
+    TAP_OK(x && rows == 3, "crossover.dat: one family, k = 1, 2, 4 with positive ratios (%d rows)", rows);
+    free(x);
     return tap_done();
 }
 
