@@ -8,7 +8,6 @@
 
 typedef struct {
     moe_bufs_t bufs;
-    float *scores, *d_gate, *rwork;    /* (T,E) (T,k) (T,E) */
     void *xg, *yg, *dyg, *dxg;         /* (P*T,D) gathered tokens, partial outputs, output grads, input grads */
     int32_t *idx_g, *pos_g;            /* (P*T*k) */
     float *w_g, *d_gate_g;             /* (P*T*k) */
@@ -25,12 +24,11 @@ static int setup(moe_run_t *r, epb_err_t *err)
     int rc = moe_run_alloc_shard(r, &a->bufs, err);
     if (rc) return rc;
     const moe_config_t *c = &r->cfg;
-    size_t P = (size_t)r->P, T = (size_t)c->T, D = (size_t)c->D, E = (size_t)c->E, F = (size_t)c->F,
+    size_t P = (size_t)r->P, T = (size_t)c->T, D = (size_t)c->D, F = (size_t)c->F,
            k = (size_t)c->k, ab = moe_dtype_size(c->dtype), R = P * T * k, G = P * T;
     moe_bufs_t *b = &a->bufs;
     a->offsets = calloc((size_t)r->El + 1, sizeof *a->offsets);
-    if (!a->offsets || !(a->scores = moe_buf(r, b, T * E * 4)) || !(a->d_gate = moe_buf(r, b, T * k * 4)) ||
-        !(a->rwork = moe_buf(r, b, T * E * 4)) || !(a->xg = moe_buf(r, b, G * D * ab)) ||
+    if (!a->offsets || !(a->xg = moe_buf(r, b, G * D * ab)) ||
         !(a->yg = moe_buf(r, b, G * D * ab)) || !(a->dyg = moe_buf(r, b, G * D * ab)) ||
         !(a->dxg = moe_buf(r, b, G * D * ab)) || !(a->idx_g = moe_buf(r, b, R * 4)) ||
         !(a->pos_g = moe_buf(r, b, R * 4)) || !(a->w_g = moe_buf(r, b, R * 4)) ||
@@ -63,7 +61,7 @@ static int forward(moe_run_t *r, epb_err_t *err)
     long T = c->T, D = c->D, F = c->F, G = (long)r->P * T;
     int E = c->E, k = c->k, P = r->P;
     double ab = (double)moe_dtype_size(c->dtype);
-    int rc = moe_shard_route(r, a->scores, err);
+    int rc = moe_shard_route(r, err);
     if (rc) return rc;
     MOE_PHASE(r, MOE_PH_SYNC_COUNTS, moe_allreduce_host(r, r->tpe, (size_t)E, EPB_DT_I64));
     r->phase_bytes[MOE_PH_SYNC_COUNTS] = moe_ring_bytes(P, E * 8.0);
@@ -105,9 +103,9 @@ static int backward(moe_run_t *r, epb_err_t *err)
     MOE_PHASE(r, MOE_PH_DISPATCH_BWD,
               o->zero(be, a->dxg, (size_t)G * D * ab) || o->permute_backward(be, a->dxg, a->d_xp, a->pos_g, G, k, D) ||
               epb_reduce_scatter(cm, a->dxg, r->dx, (size_t)(T * D), r->comm_dt) ||
-              epb_reduce_scatter(cm, a->d_gate_g, a->d_gate, (size_t)T * k, EPB_DT_F32) || epb_sync(cm));
+              epb_reduce_scatter(cm, a->d_gate_g, r->d_gate, (size_t)T * k, EPB_DT_F32) || epb_sync(cm));
     r->phase_bytes[MOE_PH_DISPATCH_BWD] = (P - 1) * ((double)T * D * ab + 4.0 * T * k);
-    return moe_shard_route_backward(r, a->rwork, a->d_gate, a->scores, err);
+    return moe_shard_route_backward(r, err);
 }
 
 const moe_strategy_t moe_strategy_agrs = {

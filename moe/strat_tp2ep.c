@@ -11,7 +11,6 @@
 
 typedef struct {
     moe_bufs_t bufs;
-    float *scores, *d_gate, *rwork;       /* (T,E) (T,k) (T,E) */
     /* source side: this rank's T*k pairs sorted by expert, so by destination rank */
     int32_t *pos_s;                       /* (T*k) row of pair i in xs */
     int64_t *offs_s;                      /* (E+1) host */
@@ -21,7 +20,6 @@ typedef struct {
     int32_t *assign_h, *assign_r;         /* (R) global expert of each received row (host, backend) */
     int32_t *pos_r, *pos_tmp;             /* (R) */
     int64_t *offs_r, *offs_tmp;           /* (El+1) host */
-    float *ones;                          /* (R) unit weights: an unweighted gather through combine_forward */
     void *xr, *xp, *ep_out, *out_r, *d_out_r, *d_ep_out, *d_xp, *d_r; /* (R,D) */
     void *a1, *a3, *s, *work;             /* (R,F) x3, (2,R,F) */
     size_t *sc, *sd, *rc, *rd;            /* (P) alltoallv counts/displacements, elements */
@@ -46,33 +44,24 @@ static int setup(moe_run_t *r, epb_err_t *err)
     a->offs_r = calloc(El + 1, sizeof *a->offs_r);
     a->offs_tmp = calloc(El + 1, sizeof *a->offs_tmp);
     a->sc = calloc(4 * P, sizeof *a->sc);
-    float *ones = malloc(R * 4);
-    if (!a->offs_s || !a->rcounts || !a->assign_h || !a->offs_r || !a->offs_tmp || !a->sc || !ones) {
-        free(ones);
+    if (!a->offs_s || !a->rcounts || !a->assign_h || !a->offs_r || !a->offs_tmp || !a->sc)
         return epb_fail(err, EPB_ESYS, "rank %d: out of memory", r->rank);
-    }
     a->sd = a->sc + P;
     a->rc = a->sd + P;
     a->rd = a->rc + P;
-    if (!(a->scores = moe_buf(r, b, T * E * 4)) || !(a->d_gate = moe_buf(r, b, T * k * 4)) ||
-        !(a->rwork = moe_buf(r, b, T * E * 4)) || !(a->pos_s = moe_buf(r, b, T * k * 4)) ||
+    if (!(a->pos_s = moe_buf(r, b, T * k * 4)) ||
         !(a->xs = moe_buf(r, b, T * k * D * ab)) || !(a->out_s = moe_buf(r, b, T * k * D * ab)) ||
         !(a->d_out_s = moe_buf(r, b, T * k * D * ab)) || !(a->d_s = moe_buf(r, b, T * k * D * ab)) ||
         !(a->assign_r = moe_buf(r, b, R * 4)) || !(a->pos_r = moe_buf(r, b, R * 4)) ||
-        !(a->pos_tmp = moe_buf(r, b, R * 4)) || !(a->ones = moe_buf(r, b, R * 4)) ||
+        !(a->pos_tmp = moe_buf(r, b, R * 4)) ||
         !(a->xr = moe_buf(r, b, R * D * ab)) || !(a->xp = moe_buf(r, b, R * D * ab)) ||
         !(a->ep_out = moe_buf(r, b, R * D * ab)) || !(a->out_r = moe_buf(r, b, R * D * ab)) ||
         !(a->d_out_r = moe_buf(r, b, R * D * ab)) || !(a->d_ep_out = moe_buf(r, b, R * D * ab)) ||
         !(a->d_xp = moe_buf(r, b, R * D * ab)) || !(a->d_r = moe_buf(r, b, R * D * ab)) ||
         !(a->a1 = moe_buf(r, b, R * F * ab)) || !(a->a3 = moe_buf(r, b, R * F * ab)) ||
-        !(a->s = moe_buf(r, b, R * F * ab)) || !(a->work = moe_buf(r, b, 2 * R * F * ab))) {
-        free(ones);
+        !(a->s = moe_buf(r, b, R * F * ab)) || !(a->work = moe_buf(r, b, 2 * R * F * ab)))
         return epb_fail(err, EPB_ESYS, "rank %d: tp2ep buffers: %s", r->rank, r->be->err.msg);
-    }
-    for (size_t i = 0; i < R; i++) ones[i] = 1.0f;
-    rc = r->be->ops->to_backend(r->be, a->ones, ones, R * 4);
-    free(ones);
-    return rc ? epb_fail(err, EPB_ESYS, "rank %d: %s", r->rank, r->be->err.msg) : EPB_OK;
+    return EPB_OK;
 }
 
 static void teardown(moe_run_t *r)
@@ -134,7 +123,7 @@ static int forward(moe_run_t *r, epb_err_t *err)
     long T = c->T, D = c->D, F = c->F;
     int E = c->E, k = c->k, P = r->P, El = r->El;
     double ab = (double)moe_dtype_size(c->dtype);
-    int rc = moe_shard_route(r, a->scores, err);
+    int rc = moe_shard_route(r, err);
     if (rc) return rc;
     /* experts are contiguous by owner, so counts[p*El ..] is what goes to rank p */
     MOE_PHASE(r, MOE_PH_SYNC_COUNTS,
@@ -150,7 +139,7 @@ static int forward(moe_run_t *r, epb_err_t *err)
     MOE_PHASE(r, MOE_PH_EXPERTS_FWD, o->experts_forward(be, a->ep_out, a->a1, a->a3, a->s, a->work, a->xp, r->w1, r->w3,
                                                         r->w2, a->offs_r, El, D, F));
     r->phase_flop[MOE_PH_EXPERTS_FWD] = moe_expert_flop(c, (double)a->nrecv, 0);
-    MOE_PHASE(r, MOE_PH_UNPERMUTE, o->combine_forward(be, a->out_r, a->ep_out, a->pos_r, a->ones, a->nrecv, 1, D));
+    MOE_PHASE(r, MOE_PH_UNPERMUTE, o->unpermute_forward(be, a->out_r, a->ep_out, a->pos_r, a->nrecv, D));
     MOE_PHASE(r, MOE_PH_COMBINE,
               epb_alltoallv(cm, a->out_r, a->rc, a->rd, a->out_s, a->sc, a->sd, r->comm_dt) || epb_sync(cm) ||
               o->combine_forward(be, r->y, a->out_s, a->pos_s, r->topk_w, T, k, D));
@@ -169,8 +158,8 @@ static int backward(moe_run_t *r, epb_err_t *err)
     int k = c->k, El = r->El;
     size_t ab = moe_dtype_size(c->dtype);
     MOE_PHASE(r, MOE_PH_COMBINE_BWD,
-              o->zero(be, a->d_out_s, (size_t)(T * k * D) * ab) || o->zero(be, a->d_gate, (size_t)T * k * 4) ||
-              o->combine_backward(be, a->d_out_s, a->d_gate, r->dy, a->out_s, a->pos_s, r->topk_w, T, k, D) ||
+              o->zero(be, a->d_out_s, (size_t)(T * k * D) * ab) || o->zero(be, r->d_gate, (size_t)T * k * 4) ||
+              o->combine_backward(be, a->d_out_s, r->d_gate, r->dy, a->out_s, a->pos_s, r->topk_w, T, k, D) ||
               epb_alltoallv(cm, a->d_out_s, a->sc, a->sd, a->d_out_r, a->rc, a->rd, r->comm_dt) || epb_sync(cm) ||
               o->permute_forward(be, a->d_ep_out, a->pos_tmp, a->offs_tmp, a->d_out_r, a->assign_r, a->nrecv, 1, D,
                                  r->e0, El));
@@ -181,11 +170,11 @@ static int backward(moe_run_t *r, epb_err_t *err)
                                   r->w1, r->w3, r->w2, a->offs_r, El, D, F));
     r->phase_flop[MOE_PH_EXPERTS_BWD] = moe_expert_flop(c, (double)a->nrecv, 1);
     MOE_PHASE(r, MOE_PH_DISPATCH_BWD,
-              o->combine_forward(be, a->d_r, a->d_xp, a->pos_r, a->ones, a->nrecv, 1, D) ||
+              o->unpermute_forward(be, a->d_r, a->d_xp, a->pos_r, a->nrecv, D) ||
               epb_alltoallv(cm, a->d_r, a->rc, a->rd, a->d_s, a->sc, a->sd, r->comm_dt) || epb_sync(cm) ||
               o->permute_backward(be, r->dx, a->d_s, a->pos_s, T, k, D));
     r->phase_bytes[MOE_PH_DISPATCH_BWD] = sent_elems(r, a->rc) * (double)ab;
-    return moe_shard_route_backward(r, a->rwork, a->d_gate, a->scores, err);
+    return moe_shard_route_backward(r, err);
 }
 
 const moe_strategy_t moe_strategy_tp2ep = {

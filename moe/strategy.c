@@ -66,7 +66,9 @@ int moe_run_alloc_shard(moe_run_t *r, moe_bufs_t *b, epb_err_t *err)
         !(r->topk_idx = moe_buf(r, b, T * k * 4)) || !(r->topk_w = moe_buf(r, b, T * k * 4)) ||
         !(r->y = moe_buf(r, b, T * D * ab)) || !(r->dy = moe_buf(r, b, T * D * ab)) ||
         !(r->dx = moe_buf(r, b, T * D * ab)) || !(r->dWr = moe_buf(r, b, D * E * 4)) ||
-        !(r->dw1 = moe_buf(r, b, wn * ab)) || !(r->dw3 = moe_buf(r, b, wn * ab)) || !(r->dw2 = moe_buf(r, b, wn * ab)))
+        !(r->dw1 = moe_buf(r, b, wn * ab)) || !(r->dw3 = moe_buf(r, b, wn * ab)) || !(r->dw2 = moe_buf(r, b, wn * ab)) ||
+        !(r->scores = moe_buf(r, b, T * E * 4)) || !(r->rwork = moe_buf(r, b, T * E * 4)) ||
+        !(r->d_gate = moe_buf(r, b, T * k * 4)))
         return epb_fail(err, EPB_ESYS, "rank %d: %s", r->rank, be->err.msg);
     size_t big = wn > T * D ? wn : T * D;
     float *h = malloc((big > D * E ? big : D * E) * 4);
@@ -403,20 +405,21 @@ int moe_alltoall_host(moe_run_t *r, const void *send, void *recv, size_t n_per_r
                : EPB_OK;
 }
 
-int moe_shard_route(moe_run_t *r, float *scores, epb_err_t *err)
+int moe_shard_route(moe_run_t *r, epb_err_t *err)
 {
     const moe_config_t *c = &r->cfg;
-    MOE_PHASE(r, MOE_PH_ROUTE, r->be->ops->route_forward(r->be, scores, r->topk_idx, r->topk_w, r->counts, r->x, r->Wr,
+    MOE_PHASE(r, MOE_PH_ROUTE, r->be->ops->route_forward(r->be, r->scores, r->topk_idx, r->topk_w, r->counts, r->x, r->Wr,
                                                          r->bias, c->T, c->D, c->E, c->k, c->router, c->route_norm,
                                                          c->skew));
     for (int e = 0; e < c->E; e++) r->tpe[e] = r->counts[e];
     return EPB_OK;
 }
 
-int moe_shard_route_backward(moe_run_t *r, float *rwork, const float *d_gate, const float *scores, epb_err_t *err)
+int moe_shard_route_backward(moe_run_t *r, epb_err_t *err)
 {
     const moe_config_t *c = &r->cfg;
-    MOE_PHASE(r, MOE_PH_ROUTE_BWD, r->be->ops->route_backward(r->be, r->dx, r->dWr, rwork, d_gate, scores, r->topk_idx,
+    MOE_PHASE(r, MOE_PH_ROUTE_BWD, r->be->ops->route_backward(r->be, r->dx, r->dWr, r->rwork, r->d_gate, r->scores,
+                                                              r->topk_idx,
                                                               r->topk_w, r->x, r->Wr, c->T, c->D, c->E, c->k,
                                                               c->router, c->route_norm));
     MOE_PHASE(r, MOE_PH_GRAD_SYNC,

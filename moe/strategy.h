@@ -48,6 +48,9 @@ struct moe_run {
     int64_t *counts;             /* (E) host: this rank's selections */
     int64_t *tpe;                /* (E) host: tokens_per_expert, all-reduced over the group */
     float *bias_after;           /* (E) host: bias after this step's update */
+    /* router state of the sharded strategies (moe_run_alloc_shard; NULL for local) */
+    float *scores, *rwork;       /* (T,E) saved scores, route_backward scratch */
+    float *d_gate;               /* (T,k) gradient of this rank's gate weights, written by the strategy */
     /* measurement of the last step: this rank's time, bytes sent to other ranks, and FLOPs per phase */
     double phase_us[MOE_NPHASES];
     double phase_bytes[MOE_NPHASES];
@@ -98,8 +101,8 @@ typedef struct {
 /* Backend allocation recorded in b (freed together by moe_bufs_free); NULL with the reason in r->be->err. */
 void *moe_buf(moe_run_t *r, moe_bufs_t *b, size_t bytes);
 void moe_bufs_free(moe_run_t *r, moe_bufs_t *b);
-/* For sharded strategies: allocates the run's parameters and outputs for the owned experts (into b) and seeds
- * them by global index: x and dy of tokens rank*T.., Wr, expert_bias = 0, experts e0..e0+El. */
+/* For sharded strategies: allocates the run's parameters, outputs and router state for the owned experts (into
+ * b) and seeds them by global index: x and dy of tokens rank*T.., Wr, expert_bias = 0, experts e0..e0+El. */
 int moe_run_alloc_shard(moe_run_t *r, moe_bufs_t *b, epb_err_t *err);
 int moe_ph_begin(moe_run_t *r);
 int moe_ph_end(moe_run_t *r, moe_phase_t ph);
@@ -113,9 +116,9 @@ int moe_ph_end(moe_run_t *r, moe_phase_t ph);
     } while (0)
 
 /* The router phases every sharded strategy runs alike: route (local counts copied to r->tpe for the caller's
- * all-reduce), and route_bwd + grad_sync (dWr all-reduced over the group). scores/rwork are (T,E). */
-int moe_shard_route(moe_run_t *r, float *scores, epb_err_t *err);
-int moe_shard_route_backward(moe_run_t *r, float *rwork, const float *d_gate, const float *scores, epb_err_t *err);
+ * all-reduce), and route_bwd from r->d_gate + grad_sync (dWr all-reduced over the group). */
+int moe_shard_route(moe_run_t *r, epb_err_t *err);
+int moe_shard_route_backward(moe_run_t *r, epb_err_t *err);
 
 /* Collectives on small host arrays (counts, a loss) over the data communicator: directly when it takes host
  * memory, else staged through r->stage, so that a device communicator (NCCL) carries them as it would in a
