@@ -143,6 +143,15 @@ int rp_strategies(const rp_data_t *d, const char *cfg, const char **out, int max
     return n;
 }
 
+int rp_config_head(const rp_data_t *d, size_t i)
+{
+    const rp_cell_t *c = &d->cells[i];
+    if (strcmp(c->row->mode, "moe") || strcmp(c->row->phase, "step")) return 0;
+    for (size_t j = 0; j < i; j++)
+        if (!strcmp(d->cells[j].cfg, c->cfg) && !strcmp(d->cells[j].row->phase, "step")) return 0;
+    return 1;
+}
+
 /* ---- families: configurations differing in one dimension only ---- */
 
 static double dim_value(const epb_row_t *r, const char *dim)

@@ -118,14 +118,10 @@ static int phases_plots(const rp_data_t *d, const char *dir, const rp_plot_opts_
     int idx = 0, rc = EPB_OK;
     for (size_t i = 0; i < d->ncells && rc == EPB_OK; i++) {
         const rp_cell_t *c = &d->cells[i];
-        if (strcmp(c->row->mode, "moe") || strcmp(c->row->phase, "step")) continue;
-        int dup = 0;
-        for (size_t j = 0; j < i && !dup; j++)
-            dup = !strcmp(d->cells[j].cfg, c->cfg) && !strcmp(d->cells[j].row->phase, "step");
-        if (dup) continue;
+        if (!rp_config_head(d, i)) continue;
         if (!rp_has_phases(d, c->cfg)) { idx++; continue; }
         char name[64];
-        snprintf(name, sizeof name, "phases_%d", idx++); /* same numbering as tables.c */
+        snprintf(name, sizeof name, "phases_%d", idx++); /* numbered as report.md's sections (rp_config_head) */
         const char *st[MAXS];
         int ns = rp_strategies(d, c->cfg, st, MAXS);
         FILE *f = open_dat(dir, name, err, &rc);

@@ -92,6 +92,9 @@ void rp_family_free(rp_family_t *f);
 /* Weak-scaling efficiency t_step(smallest P) / t_step(P) of a strategy along a ranks family, or -1. */
 double rp_weak_eff(const rp_data_t *d, const rp_family_t *f, size_t i, const char *strategy);
 
+/* Whether cell i is the first step cell of its moe configuration: the one that stands for it, in data order
+ * (the report's sections and the phases_N plots are numbered by these). */
+int rp_config_head(const rp_data_t *d, size_t i);
 /* Whether configuration cfg has per-phase rows (not just step). */
 int rp_has_phases(const rp_data_t *d, const char *cfg);
 /* Strategies present in configuration cfg, ordered local, agrs, tp2ep, then others; returns count (<= max). */

@@ -287,14 +287,8 @@ void rp_tables(rp_doc_t *doc, const rp_data_t *d, const rp_regress_view_t *rv, c
                          "compute phase's TFLOP/s over the mode=peak gemm ceiling.");
         int idx = 0;
         for (size_t i = 0; i < d->ncells; i++) {
-            const rp_cell_t *c = &d->cells[i];
-            if (strcmp(c->row->mode, "moe") || strcmp(c->row->phase, "step")) continue;
             /* one section per configuration: the first step cell of it */
-            int dup = 0;
-            for (size_t j = 0; j < i && !dup; j++)
-                dup = !strcmp(d->cells[j].cfg, c->cfg) && !strcmp(d->cells[j].row->phase, "step");
-            if (dup) continue;
-            moe_config(doc, d, c, idx++, plots);
+            if (rp_config_head(d, i)) moe_config(doc, d, &d->cells[i], idx++, plots);
         }
         family_section(doc, d, "top_k", "topk", plots);
         family_section(doc, d, "experts", "experts", plots);
