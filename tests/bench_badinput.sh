@@ -3,26 +3,20 @@
 # stdout, and leaves an existing CSV file byte-for-byte unchanged. TAP output.
 set -u
 BENCH=$(realpath "$1")
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work" || exit 99
+source "$(dirname "$0")/tap.sh"
 csv=$work/keep.csv
 "$BENCH" --coll allreduce -b 1K -e 1K -n 1 -w 0 --ranks 1 --csv "$csv" >/dev/null 2>&1 || { echo "Bail out! bench cannot write a first CSV"; exit 1; }
 sum_before=$(cksum < "$csv")
-n=0 failed=0
 case_() { # expected-substring, then bench arguments
     local want=$1; shift
-    n=$((n + 1))
     "$BENCH" "$@" >"$work/out" 2>"$work/err"
     local rc=$? lines
     lines=$(wc -l < "$work/err")
     if [ "$rc" -eq 2 ] && [ "$lines" -eq 1 ] && grep -q -- "$want" "$work/err" && [ ! -s "$work/out" ] &&
        [ "$(cksum < "$csv")" = "$sum_before" ]; then
-        echo "ok $n - $* -> exit 2: $(cat "$work/err")"
+        tap_ok 0 "$* -> exit 2: $(cat "$work/err")"
     else
-        failed=$((failed + 1))
-        echo "not ok $n - $* -> exit $rc, $lines stderr line(s), want '$want'"
-        sed 's/^/# /' "$work/err" "$work/out"
+        tap_ok 1 "$* -> exit $rc, $lines stderr line(s), want '$want'" "$work/err" "$work/out"
     fi
 }
 case_ "--coll 'foo': unknown collective (accepted: allgather, reduce_scatter, alltoall, alltoallv, allreduce, all)" --coll foo --csv "$csv"
@@ -70,6 +64,6 @@ case_ "--dump /nonexistent-epb/d: folder /nonexistent-epb does not exist" --stra
 case_ "--dump $csv: exists and is not a folder" --strategy local --ranks 1 --dump "$csv" --csv "$csv"
 case_ "MoE options (--experts, --top-k, --train...) need --strategy, not --coll" --coll all --experts 8 --csv "$csv"
 EPB_TEST_SLOWDOWN=garbage case_ "EPB_TEST_SLOWDOWN 'garbage'" --coll all --csv "$csv"
-[ -f "$work/foreign.csv" ] && [ "$(cat "$work/foreign.csv")" = "$(printf 'a,b\n1,2')" ] || { failed=$((failed+1)); echo "not ok $((n+1)) - foreign file changed"; }
-echo "1..$n"
-[ "$failed" -eq 0 ]
+[ -f "$work/foreign.csv" ] && [ "$(cat "$work/foreign.csv")" = "$(printf 'a,b\n1,2')" ]
+tap_ok $? "a CSV with a foreign header is left unchanged by every case"
+tap_done

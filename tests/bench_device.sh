@@ -4,22 +4,16 @@
 # visible, the default device is cuda (the CSV's device column says so). TAP output.
 set -u
 BENCH=$(realpath "$1")
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work" || exit 99
-n=0 failed=0
+source "$(dirname "$0")/tap.sh"
 expect() { # exit code, expected stderr substring, then bench arguments
     local want_rc=$1 want=$2; shift 2
-    n=$((n + 1))
     "$BENCH" "$@" >"$work/out" 2>"$work/err"
     local rc=$? lines
     lines=$(wc -l < "$work/err")
     if [ "$rc" -eq "$want_rc" ] && { [ "$want_rc" -eq 0 ] || { [ "$lines" -eq 1 ] && grep -q -- "$want" "$work/err"; }; }; then
-        echo "ok $n - $* -> exit $rc${want:+: $(head -1 "$work/err")}"
+        tap_ok 0 "$* -> exit $rc${want:+: $(head -1 "$work/err")}"
     else
-        failed=$((failed + 1))
-        echo "not ok $n - $* -> exit $rc, $lines stderr line(s), want exit $want_rc with '$want'"
-        sed 's/^/# /' "$work/err" | head -5
+        tap_ok 1 "$* -> exit $rc, $lines stderr line(s), want exit $want_rc with '$want'" "$work/err"
     fi
 }
 gpus=$("$BENCH" --version | sed -n 's/.*, \([0-9]*\) GPU(s) visible.*/\1/p')
@@ -35,14 +29,9 @@ if [ "$gpus" -eq 0 ]; then
     expect 2 "--device cuda: no CUDA device is visible" --coll allreduce --device cuda --ranks 1 --csv "$work/r.csv"
     # no GPU: the default stays cpu
     expect 0 "" --strategy local "${small[@]}"
-    n=$((n + 1))
-    if tail -n 1 "$work/r.csv" | grep -q ',cpu,'; then echo "ok $n - without a GPU the default device is cpu"
-    else failed=$((failed + 1)); echo "not ok $n - default device without a GPU"; tail -n 1 "$work/r.csv" | sed 's/^/# /'; fi
+    tail -n 1 "$work/r.csv" | grep -q ',cpu,'; tap_ok $? "without a GPU the default device is cpu" "$work/r.csv"
 else
     expect 0 "" --strategy local "${small[@]}"
-    n=$((n + 1))
-    if tail -n 1 "$work/r.csv" | grep -q ',cuda,'; then echo "ok $n - with a GPU the default device is cuda"
-    else failed=$((failed + 1)); echo "not ok $n - default device with a GPU"; tail -n 1 "$work/r.csv" | sed 's/^/# /'; fi
+    tail -n 1 "$work/r.csv" | grep -q ',cuda,'; tap_ok $? "with a GPU the default device is cuda" "$work/r.csv"
 fi
-echo "1..$n"
-[ "$failed" -eq 0 ]
+tap_done

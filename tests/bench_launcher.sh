@@ -3,16 +3,12 @@
 # refuse a --ranks that disagrees with it. Also --help/--version and the calibration rows. TAP output.
 set -u
 BENCH=$(realpath "$1") MPIRUN=${2:-}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work" || exit 99
-n=0 failed=0
-ok() { n=$((n + 1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else failed=$((failed + 1)); echo "not ok $n - $2"; sed 's/^/# /' "$work/err" 2>/dev/null; fi; }
-"$BENCH" --help >"$work/out" 2>"$work/err"; ok $? "--help exits 0"
-grep -q -- "--min-bytes SIZE" "$work/out" && grep -q "default 64K" "$work/out" && grep -q "Examples:" "$work/out"; ok $? "--help lists options with defaults and examples"
-"$BENCH" --version >"$work/out" 2>"$work/err" && grep -q "^epbench .* (git " "$work/out" && grep -q "^communicators: " "$work/out"; ok $? "--version prints version, git revision and the built-in parts"
-"$BENCH" --calibrate -n 4 -w 1 -e 8M --ranks 1 --csv "$work/peak.csv" >"$work/out" 2>"$work/err"; ok $? "--calibrate runs"
-awk -F, 'NR > 1 && $10 == "peak" && $11 == "memcpy" && $30 > 0 { m = 1 } NR > 1 && $10 == "peak" && $11 == "gemm" && $33 > 0 { g = 1 } END { exit !(m && g) }' "$work/peak.csv"; ok $? "calibration writes memcpy GB/s and gemm TFLOP/s peak rows"
+source "$(dirname "$0")/tap.sh"
+"$BENCH" --help >"$work/out" 2>"$work/err"; tap_ok $? "--help exits 0" "$work/err"
+grep -q -- "--min-bytes SIZE" "$work/out" && grep -q "default 64K" "$work/out" && grep -q "Examples:" "$work/out"; tap_ok $? "--help lists options with defaults and examples" "$work/err"
+"$BENCH" --version >"$work/out" 2>"$work/err" && grep -q "^epbench .* (git " "$work/out" && grep -q "^communicators: " "$work/out"; tap_ok $? "--version prints version, git revision and the built-in parts" "$work/err"
+"$BENCH" --calibrate -n 4 -w 1 -e 8M --ranks 1 --csv "$work/peak.csv" >"$work/out" 2>"$work/err"; tap_ok $? "--calibrate runs" "$work/err"
+awk -F, 'NR > 1 && $10 == "peak" && $11 == "memcpy" && $30 > 0 { m = 1 } NR > 1 && $10 == "peak" && $11 == "gemm" && $33 > 0 { g = 1 } END { exit !(m && g) }' "$work/peak.csv"; tap_ok $? "calibration writes memcpy GB/s and gemm TFLOP/s peak rows" "$work/err"
 # OpenBLAS core type: bench restarts itself with OPENBLAS_CORETYPE=SkylakeX when OpenBLAS picked AVX2 kernels on
 # an AVX-512 CPU. EPB_TEST_BLAS_CORE pretends OpenBLAS picked Haswell; the outcome depends on this CPU's flags.
 if "$BENCH" --version | grep -q "OpenBLAS"; then
@@ -21,23 +17,22 @@ if "$BENCH" --version | grep -q "OpenBLAS"; then
     if grep -qw avx512f /proc/cpuinfo && grep -qw avx512bw /proc/cpuinfo && grep -qw avx512vl /proc/cpuinfo && grep -qw avx512dq /proc/cpuinfo; then
         [ $rc = 0 ] && grep -q "running with OPENBLAS_CORETYPE=SkylakeX" "$work/err" && [ "$(grep -c "OPENBLAS_CORETYPE" "$work/err")" = 1 ] &&
             awk -F, 'NR > 1 && $9 !~ /blas=SkylakeX/ { bad = 1 } END { exit bad || NR < 2 }' "$work/ct.csv"
-        ok $? "AVX2 kernels on an AVX-512 CPU: bench restarts once with OPENBLAS_CORETYPE=SkylakeX, device_name says blas=SkylakeX"
+        tap_ok $? "AVX2 kernels on an AVX-512 CPU: bench restarts once with OPENBLAS_CORETYPE=SkylakeX, device_name says blas=SkylakeX" "$work/err"
     else
-        [ $rc = 0 ] && ! grep -q "OPENBLAS_CORETYPE" "$work/err"; ok $? "no AVX-512 on this CPU: the AVX2 kernels stay, no restart"
+        [ $rc = 0 ] && ! grep -q "OPENBLAS_CORETYPE" "$work/err"; tap_ok $? "no AVX-512 on this CPU: the AVX2 kernels stay, no restart" "$work/err"
     fi
     OPENBLAS_CORETYPE=Haswell EPB_TEST_BLAS_CORE=Haswell "$BENCH" --version >"$work/out" 2>"$work/err"
-    [ $? = 0 ] && ! grep -q "running with" "$work/err" && grep -q "core=Haswell; OPENBLAS_CORETYPE=Haswell" "$work/out"; ok $? "OPENBLAS_CORETYPE set by the user is kept"
+    [ $? = 0 ] && ! grep -q "running with" "$work/err" && grep -q "core=Haswell; OPENBLAS_CORETYPE=Haswell" "$work/out"; tap_ok $? "OPENBLAS_CORETYPE set by the user is kept" "$work/err"
 fi
 if [ -z "$MPIRUN" ] || ! "$BENCH" --version | grep -q "mpi,"; then
     echo "1..$n # SKIP no MPI in this build"; exit 0
 fi
 root=(); [ "$(id -u)" -eq 0 ] && root=(--allow-run-as-root)
-"$MPIRUN" "${root[@]}" --oversubscribe -np 2 "$BENCH" --coll allgather -b 8K -e 8K -n 2 -w 0 --csv "$work/r.csv" >"$work/out" 2>"$work/err"; ok $? "mpirun -np 2 bench runs as launched"
-! grep -q "launching" "$work/err"; ok $? "no re-launch under mpirun"
-awk -F, 'NR == 2 { exit !($12 == 2 && $6 == 1 && $NF == "ok") }' "$work/r.csv"; ok $? "row says ranks=2, nodes=1, check ok"
+"$MPIRUN" "${root[@]}" --oversubscribe -np 2 "$BENCH" --coll allgather -b 8K -e 8K -n 2 -w 0 --csv "$work/r.csv" >"$work/out" 2>"$work/err"; tap_ok $? "mpirun -np 2 bench runs as launched" "$work/err"
+! grep -q "launching" "$work/err"; tap_ok $? "no re-launch under mpirun" "$work/err"
+awk -F, 'NR == 2 { exit !($12 == 2 && $6 == 1 && $NF == "ok") }' "$work/r.csv"; tap_ok $? "row says ranks=2, nodes=1, check ok" "$work/err"
 "$MPIRUN" "${root[@]}" --oversubscribe -np 2 "$BENCH" --coll allgather --ranks 3 --csv "$work/r.csv" >"$work/out" 2>"$work/err"
-rc=$?; [ $rc = 2 ] && grep -q -- "--ranks 3, but the launcher started 2 ranks" "$work/err" && [ "$(grep -c "^bench:" "$work/err")" -eq 1 ]; ok $? "--ranks disagreeing with mpirun exits 2, one bench line (rank 0 only)"
+rc=$?; [ $rc = 2 ] && grep -q -- "--ranks 3, but the launcher started 2 ranks" "$work/err" && [ "$(grep -c "^bench:" "$work/err")" -eq 1 ]; tap_ok $? "--ranks disagreeing with mpirun exits 2, one bench line (rank 0 only)" "$work/err"
 "$BENCH" --coll allgather -b 8K -e 8K -n 2 -w 0 --ranks 2 --csv "$work/r.csv" >"$work/out" 2>"$work/err"
-grep -q "^bench: launching: .*-np 2 .*--bind-to none .*--ranks 2" "$work/err"; ok $? "started by hand with --ranks 2 it prints its mpirun line on stderr"
-echo "1..$n"
-[ "$failed" -eq 0 ]
+grep -q "^bench: launching: .*-np 2 .*--bind-to none .*--ranks 2" "$work/err"; tap_ok $? "started by hand with --ranks 2 it prints its mpirun line on stderr" "$work/err"
+tap_done

@@ -13,20 +13,13 @@ if [ "${gpus:-0}" -eq 0 ]; then
     fi
     echo "no CUDA device visible: skipped"; exit 77
 fi
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work" || exit 99
-n=0 failed=0
+source "$(dirname "$0")/tap.sh"
 run() {
     local what=$1; shift
-    n=$((n + 1))
-    if "$BENCH" --device cuda --ranks "$N" -n 2 -w 1 -c 1 --csv "$work/r.csv" "$@" >"$work/out" 2>"$work/err"; then
-        echo "ok $n - $N ranks: $what"
-    else
-        failed=$((failed + 1))
-        echo "not ok $n - $N ranks: $what"
-        grep -E "check:|FAIL|bench:" "$work/out" "$work/err" | sed 's/^/# /' | head -20
-    fi
+    "$BENCH" --device cuda --ranks "$N" -n 2 -w 1 -c 1 --csv "$work/r.csv" "$@" >"$work/out" 2>"$work/err"
+    local rc=$?
+    tap_ok $rc "$N ranks: $what"
+    [ $rc = 0 ] || grep -E "check:|FAIL|bench:" "$work/out" "$work/err" | sed 's/^/# /' | head -20
 }
 small=(--tokens 64 --hidden 64 --ffn 96)
 for dt in f32 bf16; do
@@ -36,14 +29,9 @@ for dt in f32 bf16; do
     [ "$N" -gt 1 ] && run "all strategies $dt, --comm mpi (staged)" --strategy all --dtype "$dt" --comm mpi \
         --experts 8 --top-k 2 "${small[@]}"
 done
-n=$((n + 1))
 rows=$(tail -n +2 "$work/r.csv" | wc -l) bad=$(tail -n +2 "$work/r.csv" | awk -F, '$NF != "ok" || $8 != "cuda"' | wc -l)
-if [ "$bad" -eq 0 ] && [ "$rows" -gt 0 ]; then echo "ok $n - $rows CSV rows, device cuda, all check=ok"
-else failed=$((failed + 1)); echo "not ok $n - $bad of $rows rows not ok or not on cuda"; fi
+[ "$bad" -eq 0 ] && [ "$rows" -gt 0 ]; tap_ok $? "$rows CSV rows, device cuda, all check=ok ($bad not)"
 # collectives on device buffers, checked
-n=$((n + 1))
-if "$BENCH" --coll all --device cuda --ranks "$N" -b 64K -e 1M -n 2 -w 1 --csv "$work/c.csv" >"$work/out" 2>"$work/err"; then
-    echo "ok $n - $N ranks: --coll all on device buffers, checked"
-else failed=$((failed + 1)); echo "not ok $n - --coll all on device buffers"; sed 's/^/# /' "$work/err" | head; fi
-echo "1..$n"
-[ "$failed" -eq 0 ]
+"$BENCH" --coll all --device cuda --ranks "$N" -b 64K -e 1M -n 2 -w 1 --csv "$work/c.csv" >"$work/out" 2>"$work/err"
+tap_ok $? "$N ranks: --coll all on device buffers, checked" "$work/err"
+tap_done

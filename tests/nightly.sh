@@ -5,36 +5,32 @@
 # exit 2 and leave no night behind. Not a timing test: the injected effect is 4x. TAP output.
 set -u
 ROOT=$(realpath "$1") BUILD=$(realpath "$2")
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-n=0 failed=0
-ok() { n=$((n + 1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else failed=$((failed + 1)); echo "not ok $n - $2"; sed 's/^/# /' "$work/log" | tail -30; fi; }
+source "$(dirname "$0")/tap.sh"
 echo "--coll alltoall -b 1M -e 1M -n 20 -w 2 --ranks 1 -c 0 # a comment" >"$work/m"
 export NIGHTLY_RESULTS=$work/res NIGHTLY_MATRIX=$work/m NIGHTLY_REPS=3 NIGHTLY_BUILD=$BUILD NIGHTLY_NO_BUILD=1
 unset EPB_TEST_SLOWDOWN NIGHTLY_CONFIRM NIGHTLY_HISTORY NIGHTLY_BASELINE
 "$ROOT/ci/nightly" >"$work/log" 2>&1
 rc=$?; [ $rc = 0 ] && [ -s "$work/res/baseline.csv" ] && grep -q "this night becomes the baseline" "$work/log" &&
     [ "$(tail -n +2 "$work/res/baseline.csv" | wc -l)" = 3 ] && [ -s "$(ls -d "$work"/res/report-*/report.md)" ]
-ok $? "first night: exit 0, 3 rows become the baseline, report written"
+tap_ok $? "first night: exit 0, 3 rows become the baseline, report written" "$work/log"
 EPB_TEST_SLOWDOWN=total:300 "$ROOT/ci/nightly" >"$work/log" 2>&1
 rc=$?; [ $rc = 1 ] && grep -q "confirming with a second pass" "$work/log" && grep -q "^slower .*alltoall total" "$work/log" &&
     grep -q "n=3/6" "$work/log" && [ "$(tail -n +2 "$(cat "$work/res/latest-night")" | wc -l)" = 6 ]
-ok $? "a 4x slower night: pass 1 alarms, a confirmation pass runs, the verdict on 6 samples names the phase, exit 1"
+tap_ok $? "a 4x slower night: pass 1 alarms, a confirmation pass runs, the verdict on 6 samples names the phase, exit 1" "$work/log"
 [ "$(tail -n +2 "$work/res/history.csv" | wc -l)" = 9 ] && [ "$(head -1 "$work/res/history.csv" | cut -c1-6)" = schema ] &&
     [ "$(grep -c '^schema' "$work/res/history.csv")" = 1 ]
-ok $? "history holds both nights' 9 rows under one header"
+tap_ok $? "history holds both nights' 9 rows under one header" "$work/log"
 "$ROOT/ci/nightly" --accept >"$work/log" 2>&1 && cmp -s "$work/res/baseline.csv" "$(cat "$work/res/latest-night")"
-ok $? "--accept makes the latest night the baseline"
+tap_ok $? "--accept makes the latest night the baseline" "$work/log"
 EPB_TEST_SLOWDOWN=total:300 "$ROOT/ci/nightly" --no-confirm --reps 3 >"$work/log" 2>&1
 rc=$?; { [ $rc = 0 ] || [ $rc = 1 ]; } && ! grep -q "confirming" "$work/log" && grep -q "^regression check:" "$work/log" &&
     [ "$(tail -n +2 "$(cat "$work/res/latest-night")" | wc -l)" = 3 ]
-ok $? "--no-confirm: a verdict on pass 1 alone (3 rows in the night, no second pass)"
+tap_ok $? "--no-confirm: a verdict on pass 1 alone (3 rows in the night, no second pass)" "$work/log"
 nights=$(ls "$work/res/nights" | wc -l)
 echo "--coll nosuch -b 1M" >"$work/bad"
 NIGHTLY_MATRIX=$work/bad "$ROOT/ci/nightly" >"$work/log" 2>&1
 rc=$?; [ $rc = 2 ] && grep -q "bench refused the line '--coll nosuch -b 1M'" "$work/log" && [ "$(ls "$work/res/nights" | wc -l)" = "$nights" ]
-ok $? "a bad matrix line: exit 2 naming it, no night file or partial left"
-"$ROOT/ci/nightly" --reps 0 >"$work/log" 2>&1; [ $? = 2 ] && grep -q "reps" "$work/log"; ok $? "--reps 0: exit 2"
-"$ROOT/ci/nightly" --bogus >"$work/log" 2>&1; [ $? = 2 ] && grep -q "unknown option '--bogus'" "$work/log"; ok $? "unknown option: exit 2"
-echo "1..$n"
-[ "$failed" -eq 0 ]
+tap_ok $? "a bad matrix line: exit 2 naming it, no night file or partial left" "$work/log"
+"$ROOT/ci/nightly" --reps 0 >"$work/log" 2>&1; [ $? = 2 ] && grep -q "reps" "$work/log"; tap_ok $? "--reps 0: exit 2" "$work/log"
+"$ROOT/ci/nightly" --bogus >"$work/log" 2>&1; [ $? = 2 ] && grep -q "unknown option '--bogus'" "$work/log"; tap_ok $? "unknown option: exit 2" "$work/log"
+tap_done

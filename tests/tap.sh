@@ -1,0 +1,26 @@
+# tests/tap.sh, sourced by the shell tests after they have read their arguments: a scratch directory $work
+# (the current directory, removed on exit), the TAP counters, one result line per check, and the plan.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work" || exit 99
+n=0 failed=0
+# tap_ok STATUS DESCRIPTION [FILE...]: "ok N - DESCRIPTION" when STATUS is 0, else "not ok N - DESCRIPTION"
+# followed by the FILEs (logs) as "# " comments.
+tap_ok() {
+    local st=$1 what=$2
+    shift 2
+    n=$((n + 1))
+    if [ "$st" = 0 ]; then
+        echo "ok $n - $what"
+    else
+        failed=$((failed + 1))
+        echo "not ok $n - $what"
+        [ $# -gt 0 ] && sed 's/^/# /' "$@" 2>/dev/null | tail -40
+    fi
+    return 0
+}
+# The plan, and the script's exit status: 0 when every check passed.
+tap_done() {
+    echo "1..$n"
+    [ "$failed" -eq 0 ]
+}
