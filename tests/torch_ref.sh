@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# bench --dump checked by an independent implementation: ci/torch_ref.py recomputes the step in float64 with
+# PyTorch autograd (DESIGN.md's layer written again, sharing no code with moe/) and compares y, dx, every gradient,
+# the top-k and the bias update. Every strategy at 1, 2 and 4 ranks, both routers, skew, route-norm, k up to E;
+# on the CPU, and on the GPU (f32 and bf16) when one is visible. Then three planted faults that the reference must
+# catch: a y off by 1e-3 of its range, one top-k choice swapped, a NaN in a gradient.
+# Usage: torch_ref.sh BENCH TORCH_REF_PY. Exit 77 (skipped) when no Python here imports torch and numpy, 1 instead
+# when EPB_REQUIRE_TORCH is set (ci/test sets it: its bootstrap installs python3-torch).
+set -u
+BENCH=$(realpath "$1") REF=$(realpath "$2")
+py=
+for p in ${EPB_PYTHON:-} python3 /usr/bin/python3; do
+    if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import torch, numpy' >/dev/null 2>&1; then py=$p; break; fi
+done
+if [ -z "$py" ]; then
+    if [ -n "${EPB_REQUIRE_TORCH:-}" ] && [ "$EPB_REQUIRE_TORCH" != 0 ]; then
+        echo "EPB_REQUIRE_TORCH is set but no python3 here imports torch and numpy (Debian: python3-torch)"; exit 1
+    fi
+    echo "no python3 with torch and numpy: skipped"; exit 77
+fi
+source "$(dirname "$0")/tap.sh"
+echo "# $py: torch $("$py" -c 'import torch; print(torch.__version__)')"
+small=(--tokens 96 --hidden 64 --ffn 128 --experts 8 -n 1 -w 0 -c 0)
+# check NAME BENCH-ARGS...: dump one step, then the reference must agree
+check() {
+    local what=$1; shift
+    rm -rf "$work/d"
+    if ! "$BENCH" "${small[@]}" "$@" --dump "$work/d" --csv "$work/r.csv" >"$work/out" 2>&1; then
+        tap_ok 1 "$what: bench --dump failed" "$work/out"; return
+    fi
+    "$py" "$REF" check "$work/d" >"$work/ref" 2>&1
+    tap_ok $? "$what: PyTorch agrees" "$work/ref"
+}
+check "local, 1 rank, softmax k=2" --ranks 1 --strategy local --top-k 2
+check "agrs, 2 ranks, sigmoid + route-norm k=2" --ranks 2 --strategy agrs --top-k 2 --router sigmoid --route-norm
+check "tp2ep, 2 ranks, softmax skew 1.5 k=4" --ranks 2 --strategy tp2ep --top-k 4 --skew 1.5
+check "agrs, 4 ranks, softmax skew 4 k=1" --ranks 4 --strategy agrs --top-k 1 --skew 4
+check "tp2ep, 4 ranks, sigmoid k=8 (every expert)" --ranks 4 --strategy tp2ep --top-k 8 --router sigmoid
+gpus=$("$BENCH" --version | sed -n 's/.*, \([0-9]*\) GPU(s) visible.*/\1/p')
+if [ "${gpus:-0}" -gt 0 ]; then
+    for dt in f32 bf16; do
+        check "GPU $dt: tp2ep, 1 rank, route-norm k=2" --device cuda --dtype "$dt" --ranks 1 --strategy tp2ep \
+            --top-k 2 --route-norm
+        check "GPU $dt: agrs, 2 ranks (mpi, staged) k=2" --device cuda --dtype "$dt" --comm mpi --ranks 2 \
+            --strategy agrs --top-k 2
+    done
+fi
+
+# planted faults in a good dump: each must make the reference fail (exit 1) and name the array
+rm -rf "$work/good"
+"$BENCH" "${small[@]}" --ranks 1 --strategy local --top-k 2 --dump "$work/good" --csv "$work/r.csv" >/dev/null 2>&1
+plant() {
+    local what=$1 name=$2 code=$3
+    rm -rf "$work/bad" && cp -r "$work/good" "$work/bad"
+    "$py" -c "import numpy as np, sys; a = np.load(sys.argv[1]); $code; np.save(sys.argv[1], a)" \
+        "$work/bad/$name.npy"
+    "$py" "$REF" check "$work/bad" >"$work/ref" 2>&1
+    local rc=$?
+    [ $rc = 1 ] && grep -q "^  $name .*FAIL" "$work/ref"
+    tap_ok $? "planted fault caught: $what (exit $rc)" "$work/ref"
+}
+plant "y off by 1e-3 of its range in one element" y 'a[3, 5] += 1e-3 * abs(a).max()'
+plant "one top-k choice changed" topk_idx 'a[7, 0] = (a[7, 0] + 1) % 8'
+plant "a NaN in dw2" dw2 'a[0, 0, 0] = np.nan'
+tap_done
