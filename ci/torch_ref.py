@@ -4,13 +4,15 @@
   torch_ref.py check DUMP_DIR        recompute one bench --dump step in float64 with PyTorch autograd (DESIGN.md's
                                      layer, written independently of moe/) and compare y, dx and every gradient,
                                      tokens_per_expert and the updated bias. Exit 1 on a mismatch.
-  torch_ref.py time T D F E K        time the same layer forward+backward in bf16, PyTorch eager on the GPU
-                                     (loop over experts, index_add combine), median of 20 after 5 warm-ups;
-                                     prints "torch_eager_us <microseconds>".
+  torch_ref.py time T D F E K [DEV]  time the same layer forward+backward in bf16, PyTorch eager on DEV (default
+                                     cuda; cpu only to try the script where there is no GPU), looping over
+                                     experts with an index_add combine; median of 20 after 5 warm-ups; prints
+                                     "torch_eager_us <microseconds>".
 """
 import json
 import math
 import sys
+import time
 
 import numpy as np
 import torch
@@ -81,8 +83,8 @@ def check(d):
     return 1 if bad else 0
 
 
-def time_layer(T, D, F, E, k):
-    dev = torch.device("cuda")
+def time_layer(T, D, F, E, k, dev="cuda"):
+    dev = torch.device(dev)
     g = torch.Generator(device=dev).manual_seed(1)
     bf = torch.bfloat16
     x = (torch.rand(T, D, device=dev, generator=g) * 2 - 1).to(bf).requires_grad_()
@@ -101,15 +103,21 @@ def time_layer(T, D, F, E, k):
 
     for _ in range(5):
         step()
-    torch.cuda.synchronize()
     ts = []
-    for _ in range(20):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        step()
-        b.record()
-        b.synchronize()
-        ts.append(a.elapsed_time(b) * 1e3)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        for _ in range(20):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            step()
+            b.record()
+            b.synchronize()
+            ts.append(a.elapsed_time(b) * 1e3)
+    else:
+        for _ in range(20):
+            t0 = time.perf_counter()
+            step()
+            ts.append((time.perf_counter() - t0) * 1e6)
     ts.sort()
     print(f"torch_eager_us {(ts[9] + ts[10]) / 2:.1f}")
     return 0
@@ -118,7 +126,7 @@ def time_layer(T, D, F, E, k):
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "check":
         sys.exit(check(sys.argv[2]))
-    if len(sys.argv) == 7 and sys.argv[1] == "time":
-        sys.exit(time_layer(*(int(a) for a in sys.argv[2:])))
+    if len(sys.argv) in (7, 8) and sys.argv[1] == "time":
+        sys.exit(time_layer(*(int(a) for a in sys.argv[2:7]), *sys.argv[7:]))
     print(__doc__, file=sys.stderr)
     sys.exit(2)

@@ -3,7 +3,8 @@
 # PyTorch autograd (DESIGN.md's layer written again, sharing no code with moe/) and compares y, dx, every gradient,
 # the top-k and the bias update. Every strategy at 1, 2 and 4 ranks, both routers, skew, route-norm, k up to E;
 # on the CPU, and on the GPU (f32 and bf16) when one is visible. Then three planted faults that the reference must
-# catch: a y off by 1e-3 of its range, one top-k choice swapped, a NaN in a gradient.
+# catch: a y off by 1e-3 of its range, one top-k choice changed, a NaN in a gradient. Also runs the eager timing of
+# ci/torch_ref.py (on the CPU here) once.
 # Usage: torch_ref.sh BENCH TORCH_REF_PY. Exit 77 (skipped) when no Python here imports torch and numpy, 1 instead
 # when EPB_REQUIRE_TORCH is set (ci/test sets it: its bootstrap installs python3-torch).
 set -u
@@ -45,6 +46,11 @@ if [ "${gpus:-0}" -gt 0 ]; then
             --strategy agrs --top-k 2
     done
 fi
+
+# ci/gpu's PyTorch eager timing, tried on the CPU: it must run and print a positive time
+"$py" "$REF" time 128 64 128 8 2 cpu >"$work/ref" 2>&1
+grep -Eq '^torch_eager_us [0-9.]+$' "$work/ref" && awk '{exit !($2 > 0)}' "$work/ref"
+tap_ok $? "torch_ref.py time (bf16, on the CPU) prints torch_eager_us" "$work/ref"
 
 # planted faults in a good dump: each must make the reference fail (exit 1) and name the array
 rm -rf "$work/good"
