@@ -3,7 +3,7 @@
  *          regression statistics on sample sets;
  *   cli:   malformed inputs through the program (exit 2, FILE:LINE, nothing written), regression exit codes,
  *          a report without gnuplot;
- *   plots: every plot rendered and non-empty as SVG and PNG, inlined in report.html (skipped, exit 77,
+ *   plots: every plot rendered and non-empty as SVG and PNG, inlined in report.html (skipped: the plan "1..0 # SKIP",
  *          without gnuplot). */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
@@ -335,7 +335,7 @@ static int test_plots(void)
     char gp[1024];
     if (rp_which("gnuplot", gp, sizeof gp)) {
         printf("1..0 # SKIP gnuplot not found on PATH\n");
-        return 77;
+        return 0; /* TAP: the plan "1..0 # SKIP" is the skip; meson counts a non-zero exit as an error */
     }
     char out[1024], cmd[4096], p[1200];
     snprintf(out, sizeof out, "%s/plots", tmp);
