@@ -8,7 +8,8 @@
  * without extra synchronisation). Host-side results of the interface (route counts, permute offsets) are copied
  * back and waited for. Scratch the interface does not pass in (fp32 copies of bf16 tokens for the router, the
  * permutation's per-block counts, the grouped GEMM pointer arrays) lives in a workspace that grows on demand
- * and is counted in cur_bytes/peak_bytes like every other allocation.
+ * and is counted in cur_bytes/peak_bytes like every other allocation, and so is cuBLAS's own workspace (32 MiB,
+ * handed to it with cublasSetWorkspace).
  *
  * Layout: kernels first, then launchers, then the ops table. */
 #include <cublas_v2.h>
@@ -47,12 +48,19 @@ typedef struct {
     int own_stream;
     cublasHandle_t blas;
     int grouped;                /* 1: cublasGemmGroupedBatchedEx; 0: one cublasGemmEx per expert GEMM */
+    int last_grouped;           /* the path the last expert GEMM phase took (moe_cuda_gemm_path) */
     cu_alloc_t *allocs;         /* live ops->alloc allocations, for free's byte count */
     int nallocs, cap;
     void *ws[WS_N];             /* workspace slots (device) */
     size_t ws_bytes[WS_N];
     int64_t *h_counts;          /* pinned host copy targets of counts / offsets */
     size_t h_counts_n;
+    void **h_ptrs;              /* pinned staging of the grouped GEMM pointer arrays */
+    size_t h_ptrs_bytes;
+    cudaEvent_t ptrs_copied;    /* recorded after the copy out of h_ptrs: it may be rewritten once this fired */
+    int ptrs_pending;           /* ptrs_copied was recorded */
+    void *blas_ws;              /* cuBLAS's workspace, ours so that it is counted (cublasSetWorkspace) */
+    size_t blas_ws_bytes;
 } cu_impl_t;
 
 struct moe_event {
@@ -142,28 +150,48 @@ static __global__ void perm_count_kernel(int32_t *blk, const int32_t *assign, lo
     for (int a = threadIdx.x; a < El; a += blockDim.x) blk[(long)blockIdx.x * El + a] = cnt[a];
 }
 
-/* One block: per expert, the exclusive scan of the block counts over blocks; then offsets = the exclusive scan of
- * the expert totals (serial, El <= 4096); then every block's base row per expert = offsets[a] + rows of expert a
- * in earlier blocks. Expert-major, then pair order: the CPU's stable counting sort. */
+#define PERM_SCAN_THREADS 1024
+
+/* One block: (1) per expert a, the exclusive scan of the block counts blk[., a] over blocks, one warp per expert,
+ * 32 blocks at a time with shuffles (a thread walking all blocks alone takes a dependent global access per block:
+ * milliseconds for the gathered batch of agrs); offsets[a+1] = the expert's total. (2) offsets = the exclusive scan
+ * of the totals (warp 0, 32 experts at a time). (3) every block's base row per expert += offsets[a].
+ * Expert-major, then pair order: the CPU's stable counting sort. Counts fit int32 as pos does. */
 static __global__ void perm_scan_kernel(int32_t *blk, int64_t *offsets, long nb, int El)
 {
-    for (int a = threadIdx.x; a < El; a += blockDim.x) {
-        int64_t run = 0;
-        for (long b = 0; b < nb; b++) {
-            int32_t c = blk[b * El + a];
-            blk[b * El + a] = (int32_t)run;
-            run += c;
+    const unsigned full = 0xffffffffu;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    for (int a = warp; a < El; a += nwarps) { /* warp-uniform loops: every lane reaches every shuffle */
+        int32_t carry = 0;
+        for (long b0 = 0; b0 < nb; b0 += 32) {
+            long b = b0 + lane;
+            int32_t c = b < nb ? blk[b * El + a] : 0, incl = c;
+            for (int o = 1; o < 32; o <<= 1) {
+                int32_t v = __shfl_up_sync(full, incl, o);
+                if (lane >= o) incl += v;
+            }
+            if (b < nb) blk[b * El + a] = carry + incl - c;
+            carry += __shfl_sync(full, incl, 31);
         }
-        offsets[a + 1] = run; /* the total, for now */
+        if (lane == 0) offsets[a + 1] = carry;
     }
     __syncthreads();
-    if (threadIdx.x == 0) {
-        offsets[0] = 0;
-        for (int a = 0; a < El; a++) offsets[a + 1] += offsets[a];
+    if (warp == 0) {
+        int64_t carry = 0;
+        for (int a0 = 0; a0 < El; a0 += 32) {
+            int a = a0 + lane;
+            int64_t incl = a < El ? offsets[a + 1] : 0;
+            for (int o = 1; o < 32; o <<= 1) {
+                int64_t v = __shfl_up_sync(full, incl, o);
+                if (lane >= o) incl += v;
+            }
+            if (a < El) offsets[a + 1] = carry + incl;
+            carry += __shfl_sync(full, incl, 31);
+        }
+        if (lane == 0) offsets[0] = 0;
     }
     __syncthreads();
-    for (int a = threadIdx.x; a < El; a += blockDim.x)
-        for (long b = 0; b < nb; b++) blk[b * El + a] += (int32_t)offsets[a];
+    for (long i = threadIdx.x; i < nb * El; i += blockDim.x) blk[i] += (int32_t)offsets[i % El];
 }
 
 /* pos of every pair: its block's base row for its expert + the number of earlier pairs of that expert in the
@@ -377,6 +405,9 @@ static void cu_free(moe_backend_t *be, void *p)
             m->allocs[i] = m->allocs[--m->nallocs];
             break;
         }
+    /* cudaFree "may perform implicit synchronization" (CUDA 13 runtime API), which is no promise: queued work that
+     * still reads or writes p must finish before it goes back */
+    cudaStreamSynchronize(m->stream);
     cudaFree(p);
 }
 
@@ -386,7 +417,14 @@ static void *ws_get(moe_backend_t *be, int slot, size_t bytes)
     cu_impl_t *m = impl(be);
     if (m->ws[slot] && m->ws_bytes[slot] >= bytes) return m->ws[slot];
     if (m->ws[slot]) {
-        cudaFree(m->ws[slot]); /* synchronises the device: only while the workspace still grows (warm-up) */
+        /* queued kernels may still use the old slot, and cudaFree need not wait for them (see cu_free); this only
+         * happens while the workspace still grows (warm-up) */
+        cudaError_t se = cudaStreamSynchronize(m->stream);
+        if (se != cudaSuccess) {
+            cu_check(be, se, "cudaStreamSynchronize (workspace growth)", __FILE__, __LINE__);
+            return NULL;
+        }
+        cudaFree(m->ws[slot]);
         be->cur_bytes -= m->ws_bytes[slot];
         m->ws[slot] = NULL;
         m->ws_bytes[slot] = 0;
@@ -421,6 +459,30 @@ static int64_t *host_i64(moe_backend_t *be, size_t n)
     }
     m->h_counts_n = n;
     return m->h_counts;
+}
+
+/* pinned staging of at least `bytes` for the grouped GEMM pointer arrays, once the previous copy out of it has
+ * finished. A cudaMemcpyAsync from pageable memory "might be synchronous" (CUDA 13 runtime API, "API
+ * synchronization behavior"), so a pageable source could still be read after the call returns; a pinned one is
+ * read by the copy in stream order, hence the event. */
+static void **ptr_staging(moe_backend_t *be, size_t bytes)
+{
+    cu_impl_t *m = impl(be);
+    cudaError_t e = m->ptrs_pending ? cudaEventSynchronize(m->ptrs_copied) : cudaSuccess;
+    if (e == cudaSuccess) m->ptrs_pending = 0;
+    if (e == cudaSuccess && m->h_ptrs_bytes < bytes) {
+        if (m->h_ptrs) cudaFreeHost(m->h_ptrs);
+        m->h_ptrs = NULL;
+        m->h_ptrs_bytes = 0;
+        e = cudaMallocHost((void **)&m->h_ptrs, bytes);
+        if (e == cudaSuccess) m->h_ptrs_bytes = bytes;
+        else m->h_ptrs = NULL;
+    }
+    if (e != cudaSuccess) {
+        cu_check(be, e, "grouped GEMM pointer staging", __FILE__, __LINE__);
+        return NULL;
+    }
+    return m->h_ptrs;
 }
 
 static int cu_zero(moe_backend_t *be, void *p, size_t bytes)
@@ -504,7 +566,10 @@ static void cu_destroy(moe_backend_t *be)
         for (int s = 0; s < WS_N; s++)
             if (m->ws[s]) cudaFree(m->ws[s]);
         if (m->h_counts) cudaFreeHost(m->h_counts);
+        if (m->h_ptrs) cudaFreeHost(m->h_ptrs);
+        if (m->ptrs_copied) cudaEventDestroy(m->ptrs_copied);
         if (m->blas) cublasDestroy(m->blas);
+        if (m->blas_ws) cudaFree(m->blas_ws);
         if (m->own_stream) cudaStreamDestroy(m->stream);
         free(m->allocs);
         free(m);
@@ -542,7 +607,12 @@ static int gemm_one(moe_backend_t *be, const gemm_t *g, cudaDataType_t t)
 /* n independent products (their outputs must not overlap) in one cublasGemmGroupedBatchedEx call, one group
  * per product; or one cublasGemmEx each when grouped GEMMs are unavailable or switched off
  * (EPB_CUDA_GROUPED=0), and for a bf16 call with a matrix pointer off a 16-byte boundary. Products with an empty
- * dimension are skipped. */
+ * dimension are skipped (every K = 0 product here has beta 1: nothing to add).
+ *
+ * cublasGemmGroupedBatchedEx (cublas_api.h, CUDA 13): transa/transb/m/n/k/lda/ldb/ldc/group_size are host arrays
+ * of group_count entries, alpha/beta host arrays of the scale type (float for CUBLAS_COMPUTE_32F, the pointer mode
+ * being host), Aarray/Barray/Carray device arrays of problem_count device pointers. CUBLAS_COMPUTE_32F with fp32
+ * or bf16 A/B/C is a supported combination (fp32 compute, no TF32 under the math mode set at creation). */
 static int gemm_group(moe_backend_t *be, const gemm_t *g, int n, moe_dtype_t dt)
 {
     cu_impl_t *m = impl(be);
@@ -559,17 +629,22 @@ static int gemm_group(moe_backend_t *be, const gemm_t *g, int n, moe_dtype_t dt)
      * context). Rows of D or F not a multiple of 8 bf16 values put an expert's first row off that boundary: such
      * calls take the per-expert path, where cublasGemmEx sees every pointer. */
     if (m->grouped && (dt != MOE_BF16 || aligned)) {
-        size_t hbytes = (size_t)live * (3 * sizeof(void *) + 7 * sizeof(int) + 2 * sizeof(cublasOperation_t) +
-                                        2 * sizeof(float));
+        size_t pbytes = 3 * sizeof(void *) * (size_t)live;
+        size_t hbytes = (size_t)live * (7 * sizeof(int) + 2 * sizeof(cublasOperation_t) + 2 * sizeof(float));
         char *h = (char *)malloc(hbytes);
         if (!h) return epb_fail(&be->err, EPB_ESYS, "cuda backend: out of host memory (grouped GEMM)");
-        const void **pa = (const void **)h, **pb = pa + live;
-        void **pc = (void **)(pb + live);
-        int *mm = (int *)(pc + live), *nn = mm + live, *kk = nn + live, *la = kk + live, *lb = la + live,
-            *lc = lb + live;
+        int *mm = (int *)h, *nn = mm + live, *kk = nn + live, *la = kk + live, *lb = la + live, *lc = lb + live;
         int *gs = lc + live;
         cublasOperation_t *oa = (cublasOperation_t *)(gs + live), *ob = oa + live;
         float *alpha = (float *)(ob + live), *beta = alpha + live;
+        void **dptr = (void **)ws_get(be, WS_PTRS, pbytes);
+        void **hp = dptr ? ptr_staging(be, pbytes) : NULL;
+        if (!hp) {
+            free(h);
+            return EPB_ESYS;
+        }
+        const void **pa = (const void **)hp, **pb = pa + live; /* the A, B, C pointer arrays, back to back */
+        void **pc = (void **)(pb + live);
         int j = 0;
         for (int i = 0; i < n; i++) {
             if (!(g[i].M > 0 && g[i].N > 0 && g[i].K > 0)) continue;
@@ -590,28 +665,30 @@ static int gemm_group(moe_backend_t *be, const gemm_t *g, int n, moe_dtype_t dt)
             gs[j] = 1;
             j++;
         }
-        /* the pointer arrays live on the device; a copy from pageable memory returns once the source was read */
-        void **dptr = (void **)ws_get(be, WS_PTRS, 3 * sizeof(void *) * (size_t)live);
-        cudaError_t ce = dptr ? cudaMemcpyAsync(dptr, h, 3 * sizeof(void *) * (size_t)live, cudaMemcpyHostToDevice,
-                                                m->stream)
-                              : cudaErrorMemoryAllocation;
+        /* dptr is rewritten in stream order, after the previous grouped call that read it */
+        cudaError_t ce = cudaMemcpyAsync(dptr, hp, pbytes, cudaMemcpyHostToDevice, m->stream);
+        if (ce == cudaSuccess) ce = cudaEventRecord(m->ptrs_copied, m->stream);
         if (ce != cudaSuccess) {
             free(h);
-            if (!dptr) return EPB_ESYS;
             return cu_check(be, ce, "cudaMemcpyAsync (grouped GEMM pointers)", __FILE__, __LINE__);
         }
+        m->ptrs_pending = 1;
         cublasStatus_t s = cublasGemmGroupedBatchedEx(
             m->blas, oa, ob, mm, nn, kk, alpha, (const void *const *)dptr, t, la,
             (const void *const *)(dptr + live), t, lb, beta, (void *const *)(dptr + 2 * live), t, lc, live, gs,
             CUBLAS_COMPUTE_32F);
-        free(h);
-        if (s == CUBLAS_STATUS_SUCCESS) return EPB_OK;
+        free(h); /* host arrays: read by the call itself */
+        if (s == CUBLAS_STATUS_SUCCESS) {
+            m->last_grouped = 1;
+            return EPB_OK;
+        }
         /* this cuBLAS cannot (or refuses these problems): per-expert GEMMs from now on; moe_cuda_gemm_path says
          * so. A parameter error of ours would fail again, visibly, in cublasGemmEx below. */
         if (s != CUBLAS_STATUS_NOT_SUPPORTED && s != CUBLAS_STATUS_ARCH_MISMATCH && s != CUBLAS_STATUS_INVALID_VALUE)
             return blas_check(be, s, "cublasGemmGroupedBatchedEx", __FILE__, __LINE__);
         m->grouped = 0;
     }
+    m->last_grouped = 0;
     for (int i = 0; i < n; i++)
         if (g[i].M > 0 && g[i].N > 0 && g[i].K > 0 && gemm_one(be, &g[i], t)) return EPB_ESYS;
     return EPB_OK;
@@ -625,7 +702,7 @@ static int cu_route_forward(moe_backend_t *be, float *scores, int32_t *topk_idx,
 {
     cu_impl_t *m = impl(be);
     const float *xf = (const float *)x;
-    if (be->dtype == MOE_BF16) { /* the router runs in fp32 on the bf16 tokens */
+    if (be->dtype == MOE_BF16 && N > 0) { /* the router runs in fp32 on the bf16 tokens (a 0-block grid is an error) */
         float *tmp = (float *)ws_get(be, WS_XF32, (size_t)N * D * 4);
         if (!tmp) return EPB_ESYS;
         to_f32_kernel<bf16><<<blocks_for(N * D, 256), 256, 0, m->stream>>>(tmp, (const bf16 *)x, N * D);
@@ -705,7 +782,7 @@ static int permute_fwd_t(moe_backend_t *be, T *xp, int32_t *pos, int64_t *offset
         perm_count_kernel<<<(unsigned)nb, PERM_BLOCK, (size_t)El * 4, m->stream>>>(blk, assign, n, e0, El);
         CK_LAUNCH(perm_count);
     }
-    perm_scan_kernel<<<1, 256, 0, m->stream>>>(blk, doff, nb, El);
+    perm_scan_kernel<<<1, PERM_SCAN_THREADS, 0, m->stream>>>(blk, doff, nb, El);
     CK_LAUNCH(perm_scan);
     if (n > 0) {
         perm_pos_kernel<<<(unsigned)nb, PERM_BLOCK, 0, m->stream>>>(pos, blk, assign, n, e0, El);
@@ -969,6 +1046,7 @@ extern "C" int moe_cuda_backend_create(moe_backend_t **out, moe_dtype_t dtype, i
     m->device = device;
     const char *g = getenv("EPB_CUDA_GROUPED");
     m->grouped = !(g && !strcmp(g, "0"));
+    m->last_grouped = m->grouped;
     const char *what = "cudaSetDevice";
     cublasStatus_t bs = CUBLAS_STATUS_SUCCESS;
     e = cudaSetDevice(device);
@@ -982,10 +1060,35 @@ extern "C" int moe_cuda_backend_create(moe_backend_t **out, moe_dtype_t dtype, i
         }
     }
     if (e == cudaSuccess) {
+        what = "cudaEventCreateWithFlags";
+        e = cudaEventCreateWithFlags(&m->ptrs_copied, cudaEventDisableTiming);
+        if (e != cudaSuccess) m->ptrs_copied = NULL;
+    }
+    if (e == cudaSuccess) {
         bs = cublasCreate(&m->blas);
         if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetStream(m->blas, m->stream);
-        /* no TF32: fp32 GEMMs are full fp32 (CUBLAS_COMPUTE_32F under the default math mode) */
-        if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetMathMode(m->blas, CUBLAS_DEFAULT_MATH);
+        /* No TF32: CUBLAS_COMPUTE_32F under CUBLAS_DEFAULT_MATH keeps fp32 GEMMs in fp32 (cublas_api.h: only
+         * CUBLAS_TF32_TENSOR_OP_MATH "allow[s] accelerating single precision routines using TF32 tensor cores").
+         * CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION: a split-K bf16 GEMM must reduce its partial sums in
+         * the fp32 accumulator type, not in bf16 (the output type), as the layer promises fp32 accumulation. */
+        if (bs == CUBLAS_STATUS_SUCCESS)
+            bs = cublasSetMathMode(m->blas,
+                                   (cublasMath_t)(CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION));
+        /* cuBLAS's workspace is device memory the layer uses: give it one of ours, counted in cur/peak bytes,
+         * instead of the pool cuBLAS would take unseen. 32 MiB is the size the cuBLAS guide recommends for Hopper
+         * (4 MiB elsewhere); the larger one for every architecture keeps the accounting one number. */
+        if (bs == CUBLAS_STATUS_SUCCESS) {
+            m->blas_ws_bytes = (size_t)32 << 20;
+            e = cudaMalloc(&m->blas_ws, m->blas_ws_bytes);
+            if (e == cudaSuccess) {
+                be->cur_bytes += m->blas_ws_bytes;
+                if (be->cur_bytes > be->peak_bytes) be->peak_bytes = be->cur_bytes;
+                bs = cublasSetWorkspace(m->blas, m->blas_ws, m->blas_ws_bytes);
+            } else {
+                what = "cudaMalloc (cuBLAS workspace)";
+                m->blas_ws = NULL;
+            }
+        }
     }
     if (e != cudaSuccess || bs != CUBLAS_STATUS_SUCCESS) {
         if (e != cudaSuccess)
@@ -1002,5 +1105,6 @@ extern "C" int moe_cuda_backend_create(moe_backend_t **out, moe_dtype_t dtype, i
 
 extern "C" const char *moe_cuda_gemm_path(const moe_backend_t *be)
 {
-    return be && be->impl && ((const cu_impl_t *)be->impl)->grouped ? "grouped" : "per-expert";
+    /* the path the last expert GEMM phase really took (bf16 rows off a 16-byte boundary go per expert) */
+    return be && be->impl && ((const cu_impl_t *)be->impl)->last_grouped ? "grouped" : "per-expert";
 }

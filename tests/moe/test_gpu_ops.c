@@ -16,6 +16,8 @@
 #define BF16_MIN 1e-4 /* above fp32 round-off: the values really went through bf16 */
 #define BF16_LAYER_MIN 1e-3 /* the whole layer rounds to bf16 at every step */
 
+#define MAX_E 4096 /* experts a test may use (host arrays of counts and offsets) */
+
 /* copies; fp32 results; act results of one op (fp32 or bf16 by dtype); act results of the whole layer */
 typedef enum { EXACT, F32, ACT, LAYER } kind_t;
 
@@ -97,18 +99,21 @@ static float *rnd(size_t n, uint64_t stream, double scale, int act)
 }
 
 /* ---- the ops one by one ---- */
+static void test_perm_experts(moe_backend_t *cpu, moe_backend_t *g2, const float *x, void *dx_, const int32_t *idx,
+                              int32_t *didx, const float *tw, float *dtw, long N, long D, long F, int E, int k);
+
 static void test_ops(moe_backend_t *cpu, moe_backend_t *g2, long N, long D, long F, int E, int k, moe_router_t router,
                      int route_norm, double skew)
 {
     const moe_ops_t *c = cpu->ops, *o = G->ops;
-    size_t n = (size_t)N * k, es = moe_dtype_size(G->dtype);
+    size_t n = (size_t)N * k;
     printf("# N=%ld D=%ld F=%ld E=%d k=%d %s%s skew %g\n", N, D, F, E, k, moe_router_name(router),
            route_norm ? "+norm" : "", skew);
     /* router */
     float *x = rnd((size_t)N * D, 1, 1, 1), *Wr = rnd((size_t)D * E, 2, 1 / sqrt((double)D), 0), *bias = rnd((size_t)E, 3, 0.05, 0);
     float *sc = malloc((size_t)N * E * 4), *tw = malloc(n * 4);
     int32_t *idx = malloc(n * 4);
-    int64_t cnt[4096], gcnt[4096];
+    int64_t cnt[MAX_E], gcnt[MAX_E];
     c->route_forward(cpu, sc, idx, tw, cnt, x, Wr, bias, N, D, E, k, router, route_norm, skew);
     void *dx_ = up_act(x, (size_t)N * D), *dWr_ = up(Wr, (size_t)D * E * 4), *dbias = up(bias, (size_t)E * 4);
     float *dsc = scratch((size_t)N * E * 4), *dtw = scratch(n * 4);
@@ -134,12 +139,26 @@ static void test_ops(moe_backend_t *cpu, moe_backend_t *g2, long N, long D, long
     cmp("route_backward dx (added)", h = down_act(ddx, (size_t)N * D), dxr, (size_t)N * D, ACT); free(h);
     cmp("route_backward dWr (added)", h = down(ddWr, (size_t)D * E * 4), dWrr, (size_t)D * E, F32); free(h);
 
+    /* the GPU holds the CPU's top-k (uploaded above) */
+    test_perm_experts(cpu, g2, x, dx_, idx, didx, tw, dtw, N, D, F, E, k);
+    free(x); free(Wr); free(bias); free(sc); free(tw); free(idx); free(dg); free(dxr); free(dWrr); free(work);
+}
+
+/* permutation, unpermute, combine and the experts, forward and backward, on the assignment idx (N,k) with gate
+ * weights tw, both also in backend memory (didx, dtw); x (N,D) is host, dx_ its backend copy */
+static void test_perm_experts(moe_backend_t *cpu, moe_backend_t *g2, const float *x, void *dx_, const int32_t *idx,
+                              int32_t *didx, const float *tw, float *dtw, long N, long D, long F, int E, int k)
+{
+    const moe_ops_t *c = cpu->ops, *o = G->ops;
+    size_t n = (size_t)N * k, es = moe_dtype_size(G->dtype);
+    float *h;
+    int32_t *hi;
     /* permutation: all experts, then a rank's share [e0, e0+El) */
     for (int pass = 0; pass < 2; pass++) {
         int e0 = pass ? E / 4 : 0, El = pass ? E / 2 : E;
         float *xp = calloc(n * D + 1, 4);
         int32_t *pos = malloc(n * 4);
-        int64_t off[4097], goff[4097];
+        int64_t off[MAX_E + 1], goff[MAX_E + 1];
         c->permute_forward(cpu, xp, pos, off, x, idx, N, k, D, e0, El);
         void *dxp = scratch(n * D * es);
         int32_t *dpos = scratch(n * 4);
@@ -152,6 +171,14 @@ static void test_ops(moe_backend_t *cpu, moe_backend_t *g2, long N, long D, long
         cmp_i64(what, goff, off, (size_t)El + 1);
         snprintf(what, sizeof what, "permute_forward (experts %d..%d) rows", e0, e0 + El - 1);
         cmp(what, h = down_act(dxp, (size_t)rows * D), xp, (size_t)rows * D, EXACT); free(h);
+        /* copy (backend to backend), then zero the copy */
+        void *dcp = scratch(n * D * es + es);
+        float *zeros = calloc((size_t)rows * D + 1, 4);
+        ok_call(o->copy(G, dcp, dxp, (size_t)rows * D * es), "copy");
+        cmp("copy", h = down_act(dcp, (size_t)rows * D), xp, (size_t)rows * D, EXACT); free(h);
+        ok_call(o->zero(G, dcp, (size_t)rows * D * es), "zero");
+        cmp("zero", h = down_act(dcp, (size_t)rows * D), zeros, (size_t)rows * D, EXACT); free(h);
+        free(zeros);
         /* permute backward into a non-zero dx */
         float *dxb = rnd((size_t)N * D, 7, 0.5, 1), *dxpg = rnd(n * D, 8, 1, 1);
         void *ddxb = up_act(dxb, (size_t)N * D), *ddxpg = up_act(dxpg, n * D);
@@ -225,7 +252,53 @@ static void test_ops(moe_backend_t *cpu, moe_backend_t *g2, long N, long D, long
         free(dw1); free(dw3); free(dw2); free(dxpr0); free(dw10); free(dw30); free(dw20);
         free(xp); free(pos); free(dxb); free(dxpg); free(un); free(drow); free(y); free(y2); free(gy); free(dep); free(dgate);
     }
-    free(x); free(Wr); free(bias); free(sc); free(tw); free(idx); free(dg); free(dxr); free(dWrr); free(work);
+}
+
+/* A synthetic assignment: many experts, low ids hot so that most get no rows (empty groups of the grouped GEMM),
+ * every 11th token with its last choice routed nowhere (-1), and N*k pairs over more than 32 permutation blocks
+ * (the scan goes 32 blocks at a time) and El over 256 experts. */
+static void test_many_experts(moe_backend_t *cpu, moe_backend_t *g2, long N, long D, long F, int E, int k)
+{
+    size_t n = (size_t)N * k;
+    printf("# synthetic assignment: N=%ld D=%ld F=%ld E=%d k=%d\n", N, D, F, E, k);
+    float *x = rnd((size_t)N * D, 21, 1, 1), *tw = rnd(n, 22, 1, 0);
+    int32_t *idx = malloc(n * 4);
+    for (long t = 0; t < N; t++) {
+        double u = 0.5 * (epb_uniform(77, 23, (uint64_t)t) + 1.0); /* [0,1) */
+        int first = (int)(u * u * u * E);
+        for (int j = 0; j < k; j++) idx[t * k + j] = (t % 11 == 0 && j == k - 1) ? -1 : (first + j) % E;
+    }
+    void *dx_ = up_act(x, (size_t)N * D);
+    int32_t *didx = up(idx, n * 4);
+    float *dtw = up(tw, n * 4);
+    test_perm_experts(cpu, g2, x, dx_, idx, didx, tw, dtw, N, D, F, E, k);
+    free(x); free(tw); free(idx);
+}
+
+/* Exact ties: Wr = 0 makes every logit 0, so every score is the same (1/E, or 0.5 for sigmoid) on both devices,
+ * and the bias takes three values: the choice among equals must go to the lower expert index, as on the CPU. */
+static void test_route_ties(moe_backend_t *cpu, long N, long D, int E, int k, moe_router_t router, int route_norm)
+{
+    const moe_ops_t *c = cpu->ops, *o = G->ops;
+    size_t n = (size_t)N * k;
+    float *x = rnd((size_t)N * D, 24, 1, 1), *Wr = calloc((size_t)D * E, 4), *bias = malloc((size_t)E * 4);
+    for (int e = 0; e < E; e++) bias[e] = 0.01f * (float)((e * 7) % 3);
+    float *sc = malloc((size_t)N * E * 4), *tw = malloc(n * 4), *h;
+    int32_t *idx = malloc(n * 4), *hi;
+    int64_t cnt[MAX_E], gcnt[MAX_E];
+    c->route_forward(cpu, sc, idx, tw, cnt, x, Wr, bias, N, D, E, k, router, route_norm, 0);
+    void *dx_ = up_act(x, (size_t)N * D), *dWr_ = up(Wr, (size_t)D * E * 4), *dbias = up(bias, (size_t)E * 4);
+    float *dsc = scratch((size_t)N * E * 4), *dtw = scratch(n * 4);
+    int32_t *didx = scratch(n * 4);
+    ok_call(o->route_forward(G, dsc, didx, dtw, gcnt, dx_, dWr_, dbias, N, D, E, k, router, route_norm, 0),
+            "route_forward (ties)");
+    /* bias 0.02 goes to e = 2, 5, 8, ...: the CPU's first choice is expert 2 */
+    TAP_OK(idx[0] == 2, "%s route_forward ties: the CPU picks the lowest index among equals (%d)", bf ? "bf16" : "f32",
+           idx[0]);
+    cmp_i32("route_forward ties topk_idx", hi = down(didx, n * 4), idx, n); free(hi);
+    cmp("route_forward ties topk_w", h = down(dtw, n * 4), tw, n, F32); free(h);
+    cmp_i64("route_forward ties counts", gcnt, cnt, (size_t)E);
+    free(x); free(Wr); free(bias); free(sc); free(tw); free(idx);
 }
 
 /* ---- the whole layer, forward and backward ---- */
@@ -313,6 +386,9 @@ int main(void)
         test_ops(cpu, g2, 300, 96, 80, 8, 2, MOE_SOFTMAX, 0, 0);
         test_ops(cpu, g2, 130, 50, 36, 16, 4, MOE_SIGMOID, 1, 1.0);
         test_ops(cpu, g2, 77, 64, 40, 4, 1, MOE_SOFTMAX, 1, 4.0); /* skew 4: some experts get no rows */
+        test_many_experts(cpu, g2, 2100, 24, 16, 300, 4);          /* 8400 pairs: 33 blocks; 300 experts */
+        test_route_ties(cpu, 64, 32, 16, 4, MOE_SOFTMAX, 1);
+        test_route_ties(cpu, 64, 32, 16, 4, MOE_SIGMOID, 0);
         test_layer(cpu, 256, 96, 80, 8, 2, MOE_SOFTMAX, 0, 0);
         test_layer(cpu, 200, 64, 48, 16, 4, MOE_SIGMOID, 1, 0.5);
         moe_backend_destroy(g2);
