@@ -73,9 +73,12 @@ typedef struct {
     int bound_index;    /* the core or NUMA node, -1 otherwise */
     char cpuset[64];    /* its CPUs, e.g. "1" or "0-1" */
 } bench_topo_t;
-/* Reads the topology and applies the binding (BIND_AUTO: one core per rank when a node runs several ranks and
- * the launcher has not bound them already; no binding for a lone rank, so its BLAS threads can spread). */
-int bench_topo_init(bench_topo_t *t, bind_mode_t bind, int local_rank, int local_size, epb_err_t *err);
+/* Reads the topology and applies the binding. gpu: the CUDA device the rank will use, -1 for none. BIND_AUTO,
+ * unless the launcher has bound the rank already: a rank with a GPU on the CPUs near it (when the GPU reports its
+ * locality); otherwise one core per rank when a node runs several ranks, none for a lone rank, so its BLAS threads
+ * can spread. BIND_CORE/BIND_NUMA pick among the CPUs near the GPU when it has them. Call before any CUDA or NCCL
+ * set-up, so that their threads start on these CPUs. */
+int bench_topo_init(bench_topo_t *t, bind_mode_t bind, int local_rank, int local_size, int gpu, epb_err_t *err);
 /* The device_name column: CPU model, cores and the binding in force over all ranks ("bind=core" when every
  * rank is pinned to one core, "bind=core x2" when two ranks share each core, "bind=none"...). */
 int bench_topo_summary(const bench_topo_t *t, epb_comm_t *ctl, char *out, size_t n, epb_err_t *err);
@@ -91,7 +94,9 @@ typedef struct {
     int failed_checks;
 } bench_ctx_t;
 
-int bench_ctx_init(bench_ctx_t *b, const bench_opts_t *o, epb_comm_t *ctl, epb_comm_t *data, epb_err_t *err);
+/* topo: this rank's topology and binding, from bench_topo_init (done before the data communicator) */
+int bench_ctx_init(bench_ctx_t *b, const bench_opts_t *o, epb_comm_t *ctl, epb_comm_t *data, const bench_topo_t *topo,
+                   epb_err_t *err);
 /* Max over ranks of per-iteration times (in place, n samples), then statistics into the row. */
 int bench_reduce_times(bench_ctx_t *b, double *t_us, int n, epb_stats_t *st);
 /* Busy-waits the test-only slowdown for `phase` when EPB_TEST_SLOWDOWN names it; elapsed_us is the phase's

@@ -12,7 +12,7 @@ static int count_cores(void)
     /* physical cores, as mpirun counts slots; sysconf gives hardware threads */
     bench_topo_t t;
     epb_err_t e;
-    if (bench_topo_init(&t, BIND_NONE, 0, 1, &e) == EPB_OK && t.cores > 0) return t.cores;
+    if (bench_topo_init(&t, BIND_NONE, 0, 1, -1, &e) == EPB_OK && t.cores > 0) return t.cores;
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
 }

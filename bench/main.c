@@ -109,6 +109,9 @@ int main(int argc, char **argv)
         if (!v.rc && o.mode != MODE_HELP && o.mode != MODE_VERSION) {
             if (o.ranks_given && o.ranks != ctl->size)
                 v.rc = epb_fail(&v.err, EPB_EUSAGE, "--ranks %d, but the launcher started %d ranks", o.ranks, ctl->size);
+            else if (!strcmp(o.comm, "self") && ctl->size > 1)
+                v.rc = epb_fail(&v.err, EPB_EUSAGE, "--comm self runs one rank, but the launcher started %d; use "
+                                "--comm mpi or auto", ctl->size);
             else
                 v.rc = validate(&o, ctl->size, &v.err);
         }
@@ -129,15 +132,20 @@ int main(int argc, char **argv)
         if (ctl->rank == 0) o.mode == MODE_HELP ? bench_usage(stdout) : print_version();
         goto done;
     }
-    if ((rc = epb_comm_create_mem(o.comm, o.device == BENCH_DEV_CUDA ? EPB_MEM_DEVICE : EPB_MEM_HOST, &data, &err))) {
-        /* any rank may fail here (its GPU, NCCL); the others may be waiting in the set-up: end them all */
+    /* bind first (near its GPU with --device cuda), then set up the data communicator: the CUDA context, NCCL's
+     * threads and the pinned staging memory then start on the CPUs this rank runs on */
+    bench_topo_t topo;
+    int gpu = o.device == BENCH_DEV_CUDA ? epb_gpu_pick(ctl->local_rank) : -1;
+    if ((rc = bench_topo_init(&topo, o.bind, ctl->local_rank, ctl->local_size, gpu, &err)) ||
+        (rc = epb_comm_create_mem(o.comm, o.device == BENCH_DEV_CUDA ? EPB_MEM_DEVICE : EPB_MEM_HOST, &data, &err))) {
+        /* any rank may fail here (its binding, its GPU, NCCL); the others may be waiting in the set-up: end them all */
         fprintf(stderr, "bench: rank %d: %s\n", ctl->rank, err.msg);
         fflush(stderr);
         if (ctl->size > 1) epb_runtime_abort(rc);
         goto done;
     }
     bench_ctx_t b;
-    if (!(rc = bench_ctx_init(&b, &o, ctl, data, &err))) {
+    if (!(rc = bench_ctx_init(&b, &o, ctl, data, &topo, &err))) {
         if (o.mode == MODE_COLL) rc = bench_run_coll(&b, &err);
         else if (o.mode == MODE_CALIBRATE) rc = bench_run_calibrate(&b, &err);
         else if (o.mode == MODE_MOE) rc = bench_run_moe(&b, &err);

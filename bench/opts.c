@@ -99,8 +99,9 @@ void bench_usage(FILE *f)
 "  -c, --check 0|1       verify results against seeded expectations (default 1); wrong elements exit 1\n"
 "  --csv FILE            append CSV schema 1 rows (default " DEFAULT_CSV ", its folder created)\n"
 "  --ranks N             ranks to launch when started by hand (default 4; 1 runs in-process)\n"
-"  --bind none|core|numa pin each rank to its own core / NUMA node, round-robin when oversubscribed\n"
-"                        (default: core, unless the launcher already bound the rank)\n"
+"  --bind none|core|numa pin each rank to its own core / NUMA node (round-robin when oversubscribed; with\n"
+"                        --device cuda, among the CPUs near its GPU). Default, unless the launcher bound the\n"
+"                        ranks: the CPUs near the GPU with --device cuda, else a core each when ranks share a node\n"
 "  --comm auto|mpi|self|nccl  communicator (default auto: mpi under a launcher, self for one rank; with\n"
 "                        --device cuda: nccl when built with it and each rank has its own GPU, else mpi\n"
 "                        staging device buffers through pinned host memory)\n"
@@ -366,16 +367,26 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
         epb_fmt_size(o->max_bytes, b, sizeof b);
         return epb_fail(err, EPB_EUSAGE, "-b/--min-bytes %s exceeds -e/--max-bytes %s", a, b);
     }
-    /* the device: cuda when a GPU is visible unless told; a GPU asked for must be there */
-    int ngpu = moe_cuda_device_count();
+    /* the device: cuda when a GPU is visible unless told; a GPU asked for must be there. Communicators this build
+     * lacks are refused here, before any rank starts (exit 2), not by every rank after the launch. */
+    int ngpu = moe_cuda_device_count(), nccl = !strcmp(o->comm, "nccl");
     if (!o->device_given) o->device = ngpu > 0 && o->mode != MODE_CALIBRATE ? BENCH_DEV_CUDA : BENCH_DEV_CPU;
+    if (nccl && o->device_given && o->device != BENCH_DEV_CUDA)
+        return epb_fail(err, EPB_EUSAGE, "--comm nccl takes device buffers: it needs --device cuda");
+    if (nccl && !EPB_HAVE_NCCL)
+        return epb_fail(err, EPB_EUSAGE, "--comm nccl: this build has no NCCL (built in: %s; configure with "
+                        "-Dcuda=enabled where NCCL is installed, or -Dnccl_home=DIR)", epb_comm_backends());
+    if (!strcmp(o->comm, "mpi") && !epb_have_mpi())
+        return epb_fail(err, EPB_EUSAGE, "--comm mpi: this build has no MPI (built in: %s)", epb_comm_backends());
     if (o->device == BENCH_DEV_CUDA && o->mode == MODE_CALIBRATE)
         return epb_fail(err, EPB_EUSAGE, "--device cuda: --calibrate measures this machine's CPU ceilings only");
     if (o->device == BENCH_DEV_CUDA && ngpu == 0)
         return epb_fail(err, EPB_EUSAGE, "--device cuda: no CUDA device is visible here (%s); use --device cpu",
                         EPB_HAVE_CUDA ? "cudaGetDeviceCount found none or failed" : "this build has no CUDA");
-    if (!strcmp(o->comm, "nccl") && o->device != BENCH_DEV_CUDA)
-        return epb_fail(err, EPB_EUSAGE, "--comm nccl takes device buffers: it needs --device cuda");
+    if (nccl && o->device != BENCH_DEV_CUDA)
+        return ngpu == 0 ? epb_fail(err, EPB_EUSAGE, "--comm nccl needs a GPU per rank, and no CUDA device is visible "
+                                    "here; use --comm mpi or auto")
+                         : epb_fail(err, EPB_EUSAGE, "--comm nccl takes device buffers: it needs --device cuda");
     if (!strcmp(o->comm, "self") && o->ranks_given && o->ranks > 1)
         return epb_fail(err, EPB_EUSAGE, "--comm self runs one rank, but --ranks is %d", o->ranks);
     if (o->mode == MODE_CALIBRATE && !o->ranks_given) o->ranks = 1; /* a per-core ceiling unless asked */

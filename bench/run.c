@@ -12,14 +12,15 @@
 #include <cblas.h>
 #endif
 
-int bench_ctx_init(bench_ctx_t *b, const bench_opts_t *o, epb_comm_t *ctl, epb_comm_t *data, epb_err_t *err)
+int bench_ctx_init(bench_ctx_t *b, const bench_opts_t *o, epb_comm_t *ctl, epb_comm_t *data, const bench_topo_t *topo,
+                   epb_err_t *err)
 {
     memset(b, 0, sizeof *b);
     b->o = o;
     b->ctl = ctl;
     b->data = data;
-    int rc = bench_topo_init(&b->topo, o->bind, ctl->local_rank, ctl->local_size, err);
-    if (rc) return rc;
+    b->topo = *topo;
+    int rc;
 #if EPB_HAVE_BLAS
     /* several ranks on a node each get one BLAS thread, unless told otherwise: threads of four ranks
      * fighting over two cores measured 5x slower expert GEMMs here */

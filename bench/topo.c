@@ -10,6 +10,9 @@
 
 #if EPB_HAVE_HWLOC
 #include <hwloc.h>
+#if EPB_HAVE_CUDA
+#include <hwloc/cudart.h> /* hwloc_cudart_get_device_cpuset: the CPUs near a CUDA device */
+#endif
 #endif
 
 static void cpu_model_from_proc(char *out, size_t n)
@@ -38,13 +41,37 @@ const char *bench_hwloc_version(void)
     return v;
 }
 
-static hwloc_obj_t pick(hwloc_topology_t topo, hwloc_obj_type_t type, int local_rank)
+/* The local_rank-th object of `type` (round-robin), among those inside `near` when it holds any: ranks on GPUs
+ * of one socket spread over that socket's cores, without two of them on one core while cores are left. */
+static hwloc_obj_t pick(hwloc_topology_t topo, hwloc_obj_type_t type, int local_rank, hwloc_const_bitmap_t near)
 {
-    int n = hwloc_get_nbobjs_by_type(topo, type);
+    int n = near ? (int)hwloc_get_nbobjs_inside_cpuset_by_type(topo, near, type) : 0;
+    if (n > 0) return hwloc_get_obj_inside_cpuset_by_type(topo, near, type, (unsigned)(local_rank % n));
+    n = hwloc_get_nbobjs_by_type(topo, type);
     return n > 0 ? hwloc_get_obj_by_type(topo, type, (unsigned)(local_rank % n)) : NULL;
 }
 
-int bench_topo_init(bench_topo_t *t, bind_mode_t bind, int local_rank, int local_size, epb_err_t *err)
+/* The CPUs near CUDA device `gpu` (the PCI locality the kernel reports), within this topology; NULL with no GPU,
+ * or no locality to speak of: unknown, empty (some VMs report none) or the whole machine. */
+static hwloc_bitmap_t gpu_cpuset(hwloc_topology_t topo, int gpu)
+{
+#if EPB_HAVE_CUDA
+    if (gpu < 0) return NULL;
+    hwloc_bitmap_t set = hwloc_bitmap_alloc();
+    hwloc_const_bitmap_t machine = hwloc_topology_get_topology_cpuset(topo);
+    if (set && hwloc_cudart_get_device_cpuset(topo, gpu, set) == 0) {
+        hwloc_bitmap_and(set, set, machine);
+        if (!hwloc_bitmap_iszero(set) && !hwloc_bitmap_isequal(set, machine)) return set;
+    }
+    hwloc_bitmap_free(set);
+#else
+    (void)topo;
+    (void)gpu;
+#endif
+    return NULL;
+}
+
+int bench_topo_init(bench_topo_t *t, bind_mode_t bind, int local_rank, int local_size, int gpu, epb_err_t *err)
 {
     memset(t, 0, sizeof *t);
     gethostname(t->host, sizeof t->host - 1);
@@ -63,10 +90,19 @@ int bench_topo_init(bench_topo_t *t, bind_mode_t bind, int local_rank, int local
     hwloc_const_bitmap_t all = hwloc_topology_get_complete_cpuset(topo);
     int rc = EPB_OK;
     if (hwloc_get_cpubind(topo, cur, HWLOC_CPUBIND_PROCESS)) hwloc_bitmap_copy(cur, all);
-    if (bind == BIND_AUTO) /* keep a launcher's binding; otherwise one core per rank when ranks share a node */
-        bind = (!hwloc_bitmap_isincluded(all, cur) || local_size <= 1) ? BIND_NONE : BIND_CORE;
+    hwloc_bitmap_t near = gpu_cpuset(topo, gpu);
+    if (bind == BIND_AUTO) {
+        /* keep a launcher's binding; otherwise a rank with a GPU runs on the CPUs near it (all of them: NCCL's
+         * threads need some beside the rank's own), and CPU ranks sharing a node get a core each */
+        int launcher = !hwloc_bitmap_isincluded(all, cur);
+        if (!launcher && near) {
+            hwloc_set_cpubind(topo, near, HWLOC_CPUBIND_PROCESS); /* best effort: unbound is still correct */
+            if (hwloc_get_cpubind(topo, cur, HWLOC_CPUBIND_PROCESS)) hwloc_bitmap_copy(cur, all);
+        }
+        bind = (launcher || near || local_size <= 1) ? BIND_NONE : BIND_CORE;
+    }
     if (bind == BIND_CORE || bind == BIND_NUMA) {
-        hwloc_obj_t obj = pick(topo, bind == BIND_CORE ? HWLOC_OBJ_CORE : HWLOC_OBJ_NUMANODE, local_rank);
+        hwloc_obj_t obj = pick(topo, bind == BIND_CORE ? HWLOC_OBJ_CORE : HWLOC_OBJ_NUMANODE, local_rank, near);
         if (!obj || hwloc_set_cpubind(topo, obj->cpuset, HWLOC_CPUBIND_PROCESS))
             rc = epb_fail(err, EPB_ESYS, "--bind %s: hwloc could not bind local rank %d", bind == BIND_CORE ? "core" : "numa",
                           local_rank);
@@ -89,15 +125,16 @@ int bench_topo_init(bench_topo_t *t, bind_mode_t bind, int local_rank, int local
         }
     }
     hwloc_bitmap_free(cur);
+    hwloc_bitmap_free(near);
     hwloc_topology_destroy(topo);
     return rc;
 }
 #else
 const char *bench_hwloc_version(void) { return "no hwloc"; }
 
-int bench_topo_init(bench_topo_t *t, bind_mode_t bind, int local_rank, int local_size, epb_err_t *err)
+int bench_topo_init(bench_topo_t *t, bind_mode_t bind, int local_rank, int local_size, int gpu, epb_err_t *err)
 {
-    (void)local_rank; (void)local_size;
+    (void)local_rank; (void)local_size; (void)gpu;
     memset(t, 0, sizeof *t);
     gethostname(t->host, sizeof t->host - 1);
     cpu_model_from_proc(t->cpu_model, sizeof t->cpu_model);

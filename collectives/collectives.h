@@ -93,6 +93,8 @@ const char *epb_comm_backends(void); /* "mpi, self, nccl" as built */
 
 /* ---- GPUs (0 and "none" when built without CUDA or no driver/device is there) ---- */
 int epb_gpu_count(void);
+/* The GPU a rank uses: its node-local rank modulo the visible GPUs (several ranks may share one); -1 for none. */
+int epb_gpu_pick(int local_rank);
 void epb_gpu_name(int device, char *buf, size_t n); /* "NVIDIA H100 80GB HBM3" */
 
 /* Convenience wrappers: c->ops->X(c, ...). */

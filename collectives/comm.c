@@ -58,7 +58,9 @@ int epb_comm_create(const char *backend, epb_comm_t **out, epb_err_t *err)
     return epb_comm_create_mem(backend, EPB_MEM_HOST, out, err);
 }
 
-/* auto with device buffers: nccl when built with it and no node runs more ranks than it has GPUs */
+/* auto with device buffers: nccl when built with it and every rank has a GPU of its own, told by UUID: several
+ * ranks on one GPU (which NCCL refuses) go through mpi, while ranks that each see just their own GPU through
+ * CUDA_VISIBLE_DEVICES (Slurm's --gpus-per-task) use nccl, whatever the node's rank count */
 static const char *auto_device_backend(void)
 {
     int mpi = EPB_HAVE_MPI && epb_runtime_mpi_active();
@@ -66,14 +68,14 @@ static const char *auto_device_backend(void)
         if (!mpi) return "nccl";
         epb_comm_t *probe = NULL;
         epb_err_t e;
-        int local = 0, gpus = epb_gpu_count(), one_each;
         if (epb_comm_mpi_create(&probe, &e) == EPB_OK) {
-            local = probe->local_size;
-            one_each = local <= gpus;
-            /* every rank must decide alike: nccl only if it fits on every node */
-            if (epb_allreduce(probe, &one_each, &one_each, 1, EPB_DT_I32, EPB_MIN)) one_each = 0;
+            int gpu = epb_gpu_pick(probe->local_rank);
+            epb_gpu_census_t g;
+            /* every rank decides alike, from the same census */
+            int own = epb_cuda_census(probe, gpu >= 0 ? EPB_OK : EPB_EUSAGE, gpu, &g) == EPB_OK && g.failed < 0 &&
+                      g.shared_a < 0;
             epb_comm_destroy(probe);
-            if (one_each) return "nccl";
+            if (own) return "nccl";
         }
     }
     return mpi ? "mpi" : "self";

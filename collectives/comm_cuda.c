@@ -1,6 +1,7 @@
 /* What the device communicators share: the GPU of a rank (node-local rank modulo the visible GPUs), a stream on
  * it, memory hooks for the collective microbenchmarks, and synchronous copies for staging. C against the CUDA
  * runtime API; without CUDA every entry says the build has none. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,6 +35,21 @@ void epb_gpu_name(int device, char *buf, size_t n)
     else snprintf(buf, n, "cuda device %d", device);
 }
 
+int epb_gpu_pick(int local_rank)
+{
+    int n = epb_gpu_count();
+    return n > 0 ? local_rank % n : -1;
+}
+
+/* the device's UUID: the same GPU seen by two processes, whatever CUDA_VISIBLE_DEVICES each has */
+static int gpu_uuid(int device, unsigned char uuid[16])
+{
+    struct cudaDeviceProp p;
+    if (device < 0 || cudaGetDeviceProperties(&p, device) != cudaSuccess) return -1;
+    memcpy(uuid, p.uuid.bytes, 16);
+    return 0;
+}
+
 int epb_cuda_attach(epb_comm_t *c, epb_err_t *err)
 {
     int n = 0;
@@ -41,7 +57,7 @@ int epb_cuda_attach(epb_comm_t *c, epb_err_t *err)
     if (e != cudaSuccess || n == 0)
         return epb_fail(err, EPB_EUSAGE, "--device cuda: rank %d sees no CUDA device (%s)", c->rank,
                         e != cudaSuccess ? cudaGetErrorString(e) : "none found");
-    c->device = c->local_rank % n;
+    c->device = c->local_rank % n; /* as epb_gpu_pick: the rank binds itself near this GPU before */
     cudaStream_t s = NULL;
     if ((e = cudaSetDevice(c->device)) != cudaSuccess ||
         (e = cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking)) != cudaSuccess)
@@ -50,6 +66,38 @@ int epb_cuda_attach(epb_comm_t *c, epb_err_t *err)
     c->stream = s;
     c->mem = EPB_MEM_DEVICE;
     return EPB_OK;
+}
+
+int epb_cuda_census(epb_comm_t *host, int status, int device, epb_gpu_census_t *out)
+{
+    out->failed = out->shared_a = out->shared_b = -1;
+    out->failed_rc = EPB_OK;
+    int P = host ? host->size : 1;
+    enum { W = 6 }; /* int32 words per rank: status, has a UUID, the 16-byte UUID */
+    int32_t mine[W] = { status, 0, 0, 0, 0, 0 };
+    unsigned char uuid[16];
+    if (status == EPB_OK && gpu_uuid(device, uuid) == 0) {
+        mine[1] = 1;
+        memcpy(mine + 2, uuid, sizeof uuid);
+    }
+    int32_t *all = malloc(sizeof mine * (size_t)P);
+    if (!all) return host ? epb_fail(&host->err, EPB_ESYS, "rank %d: out of memory", host->rank) : EPB_ESYS;
+    int rc = EPB_OK;
+    if (host) rc = epb_allgather(host, mine, all, W, EPB_DT_I32);
+    else memcpy(all, mine, sizeof mine);
+    for (int r = 0; r < P && !rc; r++) {
+        const int32_t *a = all + (size_t)W * r;
+        if (a[0] != EPB_OK) {
+            if (out->failed < 0) out->failed = r, out->failed_rc = a[0];
+            continue;
+        }
+        for (int q = 0; q < r && out->shared_a < 0; q++) {
+            const int32_t *b = all + (size_t)W * q;
+            if (a[1] && b[0] == EPB_OK && b[1] && !memcmp(a + 2, b + 2, 16)) out->shared_a = q, out->shared_b = r;
+        }
+    }
+    free(all);
+    return rc;
 }
 
 void epb_cuda_detach(epb_comm_t *c)
@@ -118,6 +166,15 @@ void epb_cuda_host_free(void *p)
 #else /* built without CUDA */
 
 int epb_gpu_count(void) { return 0; }
+int epb_gpu_pick(int local_rank) { (void)local_rank; return -1; }
+int epb_cuda_census(epb_comm_t *host, int status, int device, epb_gpu_census_t *out)
+{
+    (void)host; (void)device;
+    out->failed = status ? 0 : -1; /* no GPU anywhere: nobody has one of its own */
+    out->failed_rc = status ? status : EPB_OK;
+    out->shared_a = out->shared_b = -1;
+    return EPB_OK;
+}
 void epb_gpu_name(int device, char *buf, size_t n) { (void)device; snprintf(buf, n, "none"); }
 int epb_cuda_attach(epb_comm_t *c, epb_err_t *err)
 {

@@ -25,4 +25,14 @@ int epb_cuda_mem_copy(epb_comm_t *c, void *dst, const void *src, size_t bytes, i
 void *epb_cuda_host_alloc(epb_comm_t *c, size_t bytes); /* pinned */
 void epb_cuda_host_free(void *p);
 
+/* What the ranks found when they set up their GPUs, agreed over `host` (a host communicator of the same ranks;
+ * NULL for one process), so that every rank takes the same decision and none is left waiting in a device
+ * communicator's set-up for a rank that gave up. Each brings its status (EPB_OK, or the code of its own failure)
+ * and its device (-1 for none). Collective. */
+typedef struct {
+    int failed, failed_rc;  /* the lowest failing rank (-1 if none) and its code */
+    int shared_a, shared_b; /* two ranks on one GPU (by UUID, whatever CUDA_VISIBLE_DEVICES says), or -1 */
+} epb_gpu_census_t;
+int epb_cuda_census(epb_comm_t *host, int status, int device, epb_gpu_census_t *out);
+
 #endif

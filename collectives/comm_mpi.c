@@ -164,13 +164,14 @@ static const epb_comm_ops_t mpi_ops = {
 static int stage(epb_comm_t *c, size_t sbytes, size_t rbytes)
 {
     mpi_impl_t *m = c->impl;
-    if (m->hs_bytes < sbytes) {
+    /* allocated even for 0 bytes (then 64): MPI never gets a NULL buffer, e.g. a rank that receives nothing */
+    if (m->hs_bytes < sbytes || !m->hs) {
         epb_cuda_host_free(m->hs);
         m->hs_bytes = 0;
         if (!(m->hs = epb_cuda_host_alloc(c, sbytes))) return EPB_ESYS;
         m->hs_bytes = sbytes;
     }
-    if (m->hr_bytes < rbytes) {
+    if (m->hr_bytes < rbytes || !m->hr) {
         epb_cuda_host_free(m->hr);
         m->hr_bytes = 0;
         if (!(m->hr = epb_cuda_host_alloc(c, rbytes))) return EPB_ESYS;
@@ -270,12 +271,22 @@ int epb_comm_mpi_create_mem(epb_mem_t mem, epb_comm_t **out, epb_err_t *err)
 {
     int rc = epb_comm_mpi_create(out, err);
     if (rc || mem == EPB_MEM_HOST) return rc;
-    if ((rc = epb_cuda_attach(*out, err))) {
-        epb_comm_destroy(*out);
+    epb_comm_t *c = *out;
+    /* every rank learns whether all found a GPU, so that all fail alike (ranks may share one here) */
+    epb_err_t mine = { { 0 } };
+    int status = epb_cuda_attach(c, &mine);
+    epb_gpu_census_t g;
+    if ((rc = epb_cuda_census(c, status, c->device, &g))) epb_fail(err, rc, "%s", c->err.msg);
+    else if (status) rc = epb_fail(err, status, "%s", mine.msg);
+    else if (g.failed >= 0)
+        rc = epb_fail(err, g.failed_rc, "--device cuda: rank %d has no usable GPU (see its message)", g.failed);
+    if (rc) {
+        c->mem = EPB_MEM_DEVICE; /* m_destroy releases the stream if attach made one */
+        epb_comm_destroy(c);
         *out = NULL;
         return rc;
     }
-    (*out)->ops = &mpi_dev_ops;
+    c->ops = &mpi_dev_ops;
     return EPB_OK;
 }
 
@@ -291,6 +302,8 @@ int epb_comm_mpi_create(epb_comm_t **out, epb_err_t *err)
     c->impl = m;
     c->mem = EPB_MEM_HOST;
     c->device = -1;
+    m->comm = MPI_COMM_NULL;
+    m->bf16_sum = m->bf16_max = m->bf16_min = MPI_OP_NULL;
     int rc = MPI_Comm_dup(MPI_COMM_WORLD, &m->comm);
     if (rc == MPI_SUCCESS) rc = MPI_Comm_set_errhandler(m->comm, MPI_ERRORS_RETURN);
     if (rc == MPI_SUCCESS) rc = MPI_Comm_rank(m->comm, &c->rank);
@@ -309,6 +322,10 @@ int epb_comm_mpi_create(epb_comm_t **out, epb_err_t *err)
     if (rc == MPI_SUCCESS) rc = MPI_Op_create(bf16_min_fn, 1, &m->bf16_min);
     m->ic = malloc(4 * sizeof(int) * (size_t)(c->size > 0 ? c->size : 1));
     if (rc != MPI_SUCCESS || !m->ic) {
+        MPI_Op *ops[] = { &m->bf16_sum, &m->bf16_max, &m->bf16_min };
+        for (int i = 0; i < 3; i++)
+            if (*ops[i] != MPI_OP_NULL) MPI_Op_free(ops[i]);
+        if (m->comm != MPI_COMM_NULL) MPI_Comm_free(&m->comm);
         free(m->ic);
         free(m);
         free(c);

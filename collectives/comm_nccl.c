@@ -2,6 +2,7 @@
  * collective enqueued on the communicator's stream; sync waits for it. ncclAllGather, ncclReduceScatter,
  * ncclAllReduce, ncclBroadcast; alltoall and the uneven alltoallv as grouped ncclSend/ncclRecv. The unique id
  * goes from rank 0 to the others over MPI (one process without a launcher needs none). */
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,11 +16,13 @@
 typedef struct {
     ncclComm_t nccl;
     epb_comm_t *boot; /* MPI (host) communicator of the same ranks: the unique id, barriers; NULL for one process */
+    int broken;       /* an NCCL call or the stream failed: teardown aborts instead of finalizing with the peers */
 } nccl_impl_t;
 
 static int nccl_check(epb_comm_t *c, ncclResult_t r, const char *call)
 {
     if (r == ncclSuccess) return EPB_OK;
+    if (c->impl) ((nccl_impl_t *)c->impl)->broken = 1;
     return epb_fail(&c->err, EPB_ESYS, "rank %d: %s failed (device %d): %s", c->rank, call, c->device,
                     ncclGetErrorString(r));
 }
@@ -42,6 +45,7 @@ static ncclRedOp_t nccl_op(epb_redop_t op) { return op == EPB_SUM ? ncclSum : op
 static ncclComm_t nc(epb_comm_t *c) { return ((nccl_impl_t *)c->impl)->nccl; }
 static cudaStream_t st(epb_comm_t *c) { return (cudaStream_t)c->stream; }
 
+/* counts per rank, as NCCL takes them: allgather's sendcount, reduce_scatter's recvcount */
 static int n_allgather(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt)
 {
     return CHECK_NCCL(c, ncclAllGather(s, r, n, nccl_type(dt), nc(c), st(c)));
@@ -70,6 +74,7 @@ static int n_alltoallv(epb_comm_t *c, const void *s, const size_t *sc, const siz
     size_t es = epb_dtype_size(dt);
     ncclDataType_t t = nccl_type(dt);
     int rc0 = CHECK_NCCL(c, ncclGroupStart());
+    if (rc0) return rc0;
     for (int p = 0; p < c->size && !rc0; p++) {
         if (sc[p]) rc0 = CHECK_NCCL(c, ncclSend((const char *)s + sd[p] * es, sc[p], t, p, nc(c), st(c)));
         if (!rc0 && rc[p]) rc0 = CHECK_NCCL(c, ncclRecv((char *)r + rd[p] * es, rc[p], t, p, nc(c), st(c)));
@@ -89,30 +94,49 @@ static int n_alltoall(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype
     return rc;
 }
 
+/* Waits for the stream the way NCCL's guide does (cudaStreamQuery and ncclCommGetAsyncError in turn): when a peer
+ * is gone or the network failed, the NCCL kernel never finishes and a plain cudaStreamSynchronize never returns;
+ * here the error comes back, and main ends every rank. */
+static int n_wait(epb_comm_t *c)
+{
+    nccl_impl_t *m = c->impl;
+    ncclResult_t async = ncclSuccess;
+    for (;;) {
+        cudaError_t q = cudaStreamQuery(st(c));
+        if (q != cudaSuccess && q != cudaErrorNotReady) {
+            m->broken = 1;
+            return epb_fail(&c->err, EPB_ESYS, "rank %d: cudaStreamQuery (device %d) failed: %s", c->rank, c->device,
+                            cudaGetErrorString(q));
+        }
+        if (CHECK_NCCL(c, ncclCommGetAsyncError(m->nccl, &async))) return EPB_ESYS;
+        if (async != ncclSuccess) return nccl_check(c, async, "an NCCL operation (asynchronous error)");
+        if (q == cudaSuccess) return EPB_OK;
+        sched_yield(); /* ranks may share cores */
+    }
+}
+
 static int n_barrier(epb_comm_t *c)
 {
     nccl_impl_t *m = c->impl;
-    if (epb_cuda_sync(c)) return EPB_ESYS;
+    if (n_wait(c)) return EPB_ESYS;
     if (m->boot && epb_barrier(m->boot)) return epb_fail(&c->err, EPB_ESYS, "%s", m->boot->err.msg);
     return EPB_OK;
 }
 
-/* waits for the stream, and reports an asynchronous NCCL failure (a peer gone, a network error) */
-static int n_sync(epb_comm_t *c)
-{
-    ncclResult_t async = ncclSuccess;
-    if (epb_cuda_sync(c)) return EPB_ESYS;
-    if (CHECK_NCCL(c, ncclCommGetAsyncError(nc(c), &async))) return EPB_ESYS;
-    return CHECK_NCCL(c, async);
-}
+static int n_sync(epb_comm_t *c) { return n_wait(c); }
 
 static void n_destroy(epb_comm_t *c)
 {
     nccl_impl_t *m = c->impl;
     if (m) {
+        /* before MPI_Finalize (main destroys the communicators first). A healthy communicator is finalized, which
+         * flushes what was issued together with the peers (they all come here too), then freed; a failed one is
+         * aborted: finalizing it would wait for peers that may be gone. */
         if (m->nccl) {
-            cudaStreamSynchronize(st(c));
-            ncclCommDestroy(m->nccl);
+            if (!m->broken && n_wait(c) == EPB_OK && ncclCommFinalize(m->nccl) == ncclSuccess)
+                ncclCommDestroy(m->nccl);
+            else
+                ncclCommAbort(m->nccl);
         }
         if (m->boot) epb_comm_destroy(m->boot);
         free(m);
@@ -160,27 +184,44 @@ int epb_comm_nccl_create(epb_comm_t **out, epb_err_t *err)
         c->local_size = m->boot->local_size;
         c->nodes = m->boot->nodes;
     }
-    /* rank 0's unique id (and whether it got one) reaches every rank before anything else can fail */
-    struct { int ok; ncclUniqueId id; } boot_id;
+    /* rank 0's unique id (or why it got none) reaches every rank before anything else can fail */
+    struct { int res; ncclUniqueId id; } boot_id;
     memset(&boot_id, 0, sizeof boot_id);
-    if (c->rank == 0) boot_id.ok = ncclGetUniqueId(&boot_id.id) == ncclSuccess;
+    if (c->rank == 0) boot_id.res = (int)ncclGetUniqueId(&boot_id.id);
     if (m->boot && (rc = epb_bcast(m->boot, &boot_id, sizeof boot_id, 0))) {
         epb_fail(err, rc, "%s", m->boot->err.msg);
         goto fail;
     }
-    if (!boot_id.ok) {
-        rc = epb_fail(err, EPB_ESYS, "rank %d: ncclGetUniqueId failed on rank 0", c->rank);
+    if (boot_id.res != ncclSuccess) {
+        rc = epb_fail(err, EPB_ESYS, "rank %d: ncclGetUniqueId failed on rank 0: %s", c->rank,
+                      ncclGetErrorString((ncclResult_t)boot_id.res));
         goto fail;
     }
-    ncclUniqueId id = boot_id.id;
-    if ((rc = epb_cuda_attach(c, err))) goto fail;
-    int ndev = epb_gpu_count();
-    if (c->local_size > ndev) {
-        rc = epb_fail(err, EPB_EUSAGE, "--comm nccl: %d ranks on a node share %d GPU(s), and NCCL needs a GPU per "
-                      "rank; use --comm mpi (staged through host memory) or fewer ranks", c->local_size, ndev);
+    /* Every rank sets its GPU current (ncclCommInitRank binds the communicator to the current device), then all
+     * agree before ncclCommInitRank, which waits for every rank: a rank without a GPU, or two ranks on one GPU
+     * (which NCCL refuses, "Duplicate GPU detected"), make every rank fail here, none wait. */
+    epb_err_t mine = { { 0 } };
+    int status = epb_cuda_attach(c, &mine);
+    epb_gpu_census_t g;
+    if ((rc = epb_cuda_census(m->boot, status, c->device, &g))) {
+        epb_fail(err, rc, "%s", m->boot ? m->boot->err.msg : "out of memory");
         goto fail;
     }
-    if ((rc = CHECK_NCCL(c, ncclCommInitRank(&m->nccl, c->size, id, c->rank)))) {
+    if (status) {
+        rc = epb_fail(err, status, "%s", mine.msg);
+        goto fail;
+    }
+    if (g.failed >= 0) {
+        rc = epb_fail(err, g.failed_rc, "--comm nccl: rank %d has no usable GPU (see its message)", g.failed);
+        goto fail;
+    }
+    if (g.shared_a >= 0) {
+        rc = epb_fail(err, EPB_EUSAGE, "--comm nccl: ranks %d and %d would share one GPU (%d rank(s) on this node, %d "
+                      "GPU(s) visible), and NCCL needs a GPU per rank; use --comm mpi (staged through host memory) or "
+                      "fewer ranks", g.shared_a, g.shared_b, c->local_size, epb_gpu_count());
+        goto fail;
+    }
+    if ((rc = CHECK_NCCL(c, ncclCommInitRank(&m->nccl, c->size, boot_id.id, c->rank)))) {
         m->nccl = NULL;
         epb_fail(err, rc, "%s", c->err.msg);
         goto fail;
