@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every strategy on the CUDA backend checked against the single-device CPU computation at N ranks, in f32
-# (tolerance 2e-5) and bf16 (2e-2), with the default communicator (nccl with a GPU per rank, else mpi staging
+# (tolerance 2e-5) and bf16 (1e-2), with the default communicator (nccl with a GPU per rank, else mpi staging
 # through host memory) and, at more than one rank, with --comm mpi. Exit 77 (skipped) when no GPU is visible, 1
 # instead when EPB_REQUIRE_GPU is set (ci/gpu).
 set -u

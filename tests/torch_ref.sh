@@ -22,6 +22,7 @@ fi
 source "$(dirname "$0")/tap.sh"
 echo "# $py: torch $("$py" -c 'import torch; print(torch.__version__)')"
 small=(--tokens 96 --hidden 64 --ffn 128 --experts 8 -n 1 -w 0 -c 0)
+cpu=(--device cpu) # the CPU checks stay on the CPU where a GPU is visible (the default device then)
 # check NAME BENCH-ARGS...: dump one step, then the reference must agree
 check() {
     local what=$1; shift
@@ -32,11 +33,11 @@ check() {
     "$py" "$REF" check "$work/d" >"$work/ref" 2>&1
     tap_ok $? "$what: PyTorch agrees" "$work/ref"
 }
-check "local, 1 rank, softmax k=2" --ranks 1 --strategy local --top-k 2
-check "agrs, 2 ranks, sigmoid + route-norm k=2" --ranks 2 --strategy agrs --top-k 2 --router sigmoid --route-norm
-check "tp2ep, 2 ranks, softmax skew 1.5 k=4" --ranks 2 --strategy tp2ep --top-k 4 --skew 1.5
-check "agrs, 4 ranks, softmax skew 4 k=1" --ranks 4 --strategy agrs --top-k 1 --skew 4
-check "tp2ep, 4 ranks, sigmoid k=8 (every expert)" --ranks 4 --strategy tp2ep --top-k 8 --router sigmoid
+check "local, 1 rank, softmax k=2" "${cpu[@]}" --ranks 1 --strategy local --top-k 2
+check "agrs, 2 ranks, sigmoid + route-norm k=2" "${cpu[@]}" --ranks 2 --strategy agrs --top-k 2 --router sigmoid --route-norm
+check "tp2ep, 2 ranks, softmax skew 1.5 k=4" "${cpu[@]}" --ranks 2 --strategy tp2ep --top-k 4 --skew 1.5
+check "agrs, 4 ranks, softmax skew 4 k=1" "${cpu[@]}" --ranks 4 --strategy agrs --top-k 1 --skew 4
+check "tp2ep, 4 ranks, sigmoid k=8 (every expert)" "${cpu[@]}" --ranks 4 --strategy tp2ep --top-k 8 --router sigmoid
 gpus=$("$BENCH" --version | sed -n 's/.*, \([0-9]*\) GPU(s) visible.*/\1/p')
 if [ "${gpus:-0}" -gt 0 ]; then
     for dt in f32 bf16; do
@@ -54,7 +55,7 @@ tap_ok $? "torch_ref.py time (bf16, on the CPU) prints torch_eager_us" "$work/re
 
 # planted faults in a good dump: each must make the reference fail (exit 1) and name the array
 rm -rf "$work/good"
-"$BENCH" "${small[@]}" --ranks 1 --strategy local --top-k 2 --dump "$work/good" --csv "$work/r.csv" >/dev/null 2>&1
+"$BENCH" "${small[@]}" "${cpu[@]}" --ranks 1 --strategy local --top-k 2 --dump "$work/good" --csv "$work/r.csv" >/dev/null 2>&1
 plant() {
     local what=$1 name=$2 code=$3
     rm -rf "$work/bad" && cp -r "$work/good" "$work/bad"
