@@ -142,6 +142,10 @@ int moe_cuda_backend_create(moe_backend_t **out, moe_dtype_t dtype, int device, 
 int moe_cuda_device_count(void);
 /* "grouped" (one cublasGemmGroupedBatchedEx per GEMM phase) or "per-expert" (one cublasGemmEx per expert) */
 const char *moe_cuda_gemm_path(const moe_backend_t *be);
+/* One dense row-major C(M,N) = A(M,K) B(K,N) in the backend's dtype, through the same cuBLAS handle, stream and
+ * math mode as the expert GEMMs (cublasGemmEx, fp32 compute): the ceiling gpu_bench measures them against.
+ * EPB_EUSAGE without CUDA. */
+int moe_cuda_gemm(moe_backend_t *be, void *C, const void *A, const void *B, long M, long N, long K);
 
 /* ---- activation tensors ((act) in ops.h) between float32 host memory and a backend of either dtype ---- */
 /* n elements: host float32 -> backend act (rounded to bf16 for a bf16 backend) */

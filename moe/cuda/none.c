@@ -12,3 +12,9 @@ int moe_cuda_backend_create(moe_backend_t **out, moe_dtype_t dtype, int device, 
 int moe_cuda_device_count(void) { return 0; }
 
 const char *moe_cuda_gemm_path(const moe_backend_t *be) { (void)be; return "none"; }
+
+int moe_cuda_gemm(moe_backend_t *be, void *C, const void *A, const void *B, long M, long N, long K)
+{
+    (void)C; (void)A; (void)B; (void)M; (void)N; (void)K;
+    return epb_fail(&be->err, EPB_EUSAGE, "this build has no CUDA");
+}

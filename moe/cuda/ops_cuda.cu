@@ -16,6 +16,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -1101,6 +1102,14 @@ extern "C" int moe_cuda_backend_create(moe_backend_t **out, moe_dtype_t dtype, i
     }
     *out = be;
     return EPB_OK;
+}
+
+extern "C" int moe_cuda_gemm(moe_backend_t *be, void *C, const void *A, const void *B, long M, long N, long K)
+{
+    if (M <= 0 || N <= 0 || K <= 0 || M > INT_MAX || N > INT_MAX || K > INT_MAX)
+        return epb_fail(&be->err, EPB_EUSAGE, "moe_cuda_gemm: sizes %ld x %ld x %ld out of range", M, N, K);
+    gemm_t g = { 0, 0, (int)M, (int)N, (int)K, A, (int)K, B, (int)N, C, (int)N, 0.0f };
+    return gemm_one(be, &g, cuda_type(be->dtype));
 }
 
 extern "C" const char *moe_cuda_gemm_path(const moe_backend_t *be)
