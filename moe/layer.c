@@ -198,6 +198,23 @@ int moe_layer_backward(moe_layer_t *L, double *phase_us, epb_err_t *err)
     return EPB_OK;
 }
 
+double moe_rel_err_l2(const float *a, const float *ref, size_t n)
+{
+    double dd = 0, rr = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - (double)ref[i];
+        dd += d * d; /* NaN sticks */
+        rr += (double)ref[i] * ref[i];
+    }
+    if (isnan(dd)) return NAN;
+    return rr > 0 ? sqrt(dd / rr) : sqrt(dd);
+}
+
+double moe_rel_err_dt(moe_dtype_t dtype, const float *a, const float *ref, size_t n)
+{
+    return dtype == MOE_BF16 ? moe_rel_err_l2(a, ref, n) : moe_rel_err(a, ref, n);
+}
+
 double moe_rel_err(const float *a, const float *ref, size_t n)
 {
     double maxdiff = 0, maxref = 0;

@@ -351,8 +351,10 @@ int moe_check_global(const moe_global_t *g, const moe_config_t *cfg, int P, doub
     };
     size_t used = 0;
     if (report && report_len) report[0] = 0;
+    if (report && report_len && cfg->dtype == MOE_BF16)
+        used += (size_t)snprintf(report, report_len, "(bf16, norm-wise) ");
     for (size_t i = 0; i < sizeof t / sizeof *t; i++) {
-        double e = moe_rel_err(t[i].a, t[i].ref, t[i].n);
+        double e = moe_rel_err_dt(cfg->dtype, t[i].a, t[i].ref, t[i].n); /* bf16: norm-wise (moe.h) */
         int ok = e <= tol; /* NaN fails */
         bad += !ok;
         if (report && used < report_len)
