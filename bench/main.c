@@ -53,7 +53,10 @@ static void print_version(void)
     printf("none\n");
 #endif
     printf("topology: %s\n", bench_hwloc_version());
-    printf("CUDA: %s", EPB_HAVE_CUDA ? "built (kernels compiled)" : "not built");
+    if (EPB_CUDA_EMU) /* tests/cuda_emu: the kernels run on the CPU, for tests; nothing here is a GPU */
+        printf("CUDA: EMULATED on the CPU (-Demulate_cuda=true, tests/cuda_emu: for tests only, no GPU is used)");
+    else
+        printf("CUDA: %s", EPB_HAVE_CUDA ? "built (kernels compiled)" : "not built");
     if (EPB_HAVE_CUDA) printf(", %d GPU(s) visible", epb_gpu_count());
     printf("\nNCCL: %s\n", EPB_HAVE_NCCL ? "built" : "not built");
 }

@@ -89,6 +89,12 @@ static int blas_check(moe_backend_t *be, cublasStatus_t s, const char *call, con
     } while (0)
 /* every launch is followed by this */
 #define CK_LAUNCH(name) CK(cudaGetLastError())
+/* Kernel launches and dynamic shared memory go through these two, so that tests/cuda_emu (which defines them when
+ * it compiles this file with the host compiler, for CI without a GPU) runs the same kernels on the CPU. */
+#ifndef EPB_CUDA_EMU
+#define EPB_LAUNCH(kernel, grid, block, smem, stream, ...) kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__)
+#define EPB_DYN_SHARED(T, name) extern __shared__ T name[]
+#endif
 
 static cu_impl_t *impl(moe_backend_t *be) { return (cu_impl_t *)be->impl; }
 
@@ -139,7 +145,7 @@ template <typename T> static __global__ void add_f32_kernel(T *out, const float 
 /* block b's count of pairs per local expert: blk[b*El + a] */
 static __global__ void perm_count_kernel(int32_t *blk, const int32_t *assign, long n, int e0, int El)
 {
-    extern __shared__ int32_t cnt[]; /* (El) */
+    EPB_DYN_SHARED(int32_t, cnt); /* (El) */
     for (int a = threadIdx.x; a < El; a += blockDim.x) cnt[a] = 0;
     __syncthreads();
     long i = (long)blockIdx.x * PERM_BLOCK + threadIdx.x;
@@ -706,7 +712,7 @@ static int cu_route_forward(moe_backend_t *be, float *scores, int32_t *topk_idx,
     if (be->dtype == MOE_BF16 && N > 0) { /* the router runs in fp32 on the bf16 tokens (a 0-block grid is an error) */
         float *tmp = (float *)ws_get(be, WS_XF32, (size_t)N * D * 4);
         if (!tmp) return EPB_ESYS;
-        to_f32_kernel<bf16><<<blocks_for(N * D, 256), 256, 0, m->stream>>>(tmp, (const bf16 *)x, N * D);
+        EPB_LAUNCH(to_f32_kernel<bf16>, blocks_for(N * D, 256), 256, 0, m->stream, tmp, (const bf16 *)x, N * D);
         CK_LAUNCH(to_f32);
         xf = tmp;
     }
@@ -717,8 +723,8 @@ static int cu_route_forward(moe_backend_t *be, float *scores, int32_t *topk_idx,
     if (!dc || !hc) return EPB_ESYS;
     CK(cudaMemsetAsync(dc, 0, (size_t)E * 8, m->stream));
     if (N > 0) {
-        route_topk_kernel<<<blocks_for(N, 128), 128, 0, m->stream>>>(scores, topk_idx, topk_w, dc, bias, N, E, k,
-                                                                     router == MOE_SIGMOID, route_norm, skew);
+        EPB_LAUNCH(route_topk_kernel, blocks_for(N, 128), 128, 0, m->stream, scores, topk_idx, topk_w, dc, bias, N,
+                   E, k, router == MOE_SIGMOID, route_norm, skew);
         CK_LAUNCH(route_topk);
     }
     CK(cudaMemcpyAsync(hc, dc, (size_t)E * 8, cudaMemcpyDeviceToHost, m->stream));
@@ -734,8 +740,8 @@ static int cu_route_backward(moe_backend_t *be, void *dx, float *dWr, float *wor
     cu_impl_t *m = impl(be);
     if (N == 0) return EPB_OK;
     float *dlogits = work; // (N,E)
-    route_bwd_kernel<<<blocks_for(N, 128), 128, 0, m->stream>>>(dlogits, d_gate, scores, topk_idx, topk_w, N, E, k,
-                                                                router == MOE_SIGMOID, route_norm);
+    EPB_LAUNCH(route_bwd_kernel, blocks_for(N, 128), 128, 0, m->stream, dlogits, d_gate, scores, topk_idx, topk_w, N,
+               E, k, router == MOE_SIGMOID, route_norm);
     CK_LAUNCH(route_bwd);
     if (be->dtype == MOE_F32) {
         gemm_t gx = { 0, 1, (int)N, (int)D, E, dlogits, E, Wr, E, dx, (int)D, 1.0f };   /* dx += dl Wr^T */
@@ -746,13 +752,13 @@ static int cu_route_backward(moe_backend_t *be, void *dx, float *dWr, float *wor
     /* bf16 tokens: dWr from an fp32 copy of x, then dx (bf16) += an fp32 product, rounding once */
     float *tmp = (float *)ws_get(be, WS_XF32, (size_t)N * D * 4);
     if (!tmp) return EPB_ESYS;
-    to_f32_kernel<bf16><<<blocks_for(N * D, 256), 256, 0, m->stream>>>(tmp, (const bf16 *)x, N * D);
+    EPB_LAUNCH(to_f32_kernel<bf16>, blocks_for(N * D, 256), 256, 0, m->stream, tmp, (const bf16 *)x, N * D);
     CK_LAUNCH(to_f32);
     gemm_t gw = { 1, 0, (int)D, E, (int)N, tmp, (int)D, dlogits, E, dWr, E, 1.0f };
     if (gemm_one(be, &gw, CUDA_R_32F)) return EPB_ESYS;
     gemm_t gx = { 0, 1, (int)N, (int)D, E, dlogits, E, Wr, E, tmp, (int)D, 0.0f };     /* after gw in the stream */
     if (gemm_one(be, &gx, CUDA_R_32F)) return EPB_ESYS;
-    add_f32_kernel<bf16><<<blocks_for(N * D, 256), 256, 0, m->stream>>>((bf16 *)dx, tmp, N * D);
+    EPB_LAUNCH(add_f32_kernel<bf16>, blocks_for(N * D, 256), 256, 0, m->stream, (bf16 *)dx, tmp, N * D);
     CK_LAUNCH(add_f32);
     return EPB_OK;
 }
@@ -780,16 +786,17 @@ static int permute_fwd_t(moe_backend_t *be, T *xp, int32_t *pos, int64_t *offset
     if ((size_t)El * 4 > 48 * 1024)
         return epb_fail(&be->err, EPB_ESYS, "cuda backend: permute: %d local experts exceed the shared-memory count", El);
     if (n > 0) {
-        perm_count_kernel<<<(unsigned)nb, PERM_BLOCK, (size_t)El * 4, m->stream>>>(blk, assign, n, e0, El);
+        EPB_LAUNCH(perm_count_kernel, (unsigned)nb, PERM_BLOCK, (size_t)El * 4, m->stream, blk, assign, n, e0, El);
         CK_LAUNCH(perm_count);
     }
-    perm_scan_kernel<<<1, PERM_SCAN_THREADS, 0, m->stream>>>(blk, doff, nb, El);
+    EPB_LAUNCH(perm_scan_kernel, 1, PERM_SCAN_THREADS, 0, m->stream, blk, doff, nb, El);
     CK_LAUNCH(perm_scan);
     if (n > 0) {
-        perm_pos_kernel<<<(unsigned)nb, PERM_BLOCK, 0, m->stream>>>(pos, blk, assign, n, e0, El);
+        EPB_LAUNCH(perm_pos_kernel, (unsigned)nb, PERM_BLOCK, 0, m->stream, pos, blk, assign, n, e0, El);
         CK_LAUNCH(perm_pos);
         int vec = (D * (long)sizeof(T)) % 16 == 0 && aligned16(xp, x);
-        gather_rows_kernel<T><<<(unsigned)n, row_threads(D, sizeof(T), vec), 0, m->stream>>>(xp, pos, x, n, k, D, vec);
+        EPB_LAUNCH(gather_rows_kernel<T>, (unsigned)n, row_threads(D, sizeof(T), vec), 0, m->stream, xp, pos, x, n, k,
+                   D, vec);
         CK_LAUNCH(gather_rows);
     }
     CK(cudaMemcpyAsync(hoff, doff, (size_t)(El + 1) * 8, cudaMemcpyDeviceToHost, m->stream));
@@ -812,9 +819,9 @@ static int cu_permute_backward(moe_backend_t *be, void *dx, const void *d_xp, co
     cudaStream_t s = impl(be)->stream;
     int th = row_threads(D, 4, 0);
     if (be->dtype == MOE_BF16)
-        permute_bwd_kernel<bf16><<<(unsigned)N, th, 0, s>>>((bf16 *)dx, (const bf16 *)d_xp, pos, N, k, D);
+        EPB_LAUNCH(permute_bwd_kernel<bf16>, (unsigned)N, th, 0, s, (bf16 *)dx, (const bf16 *)d_xp, pos, N, k, D);
     else
-        permute_bwd_kernel<float><<<(unsigned)N, th, 0, s>>>((float *)dx, (const float *)d_xp, pos, N, k, D);
+        EPB_LAUNCH(permute_bwd_kernel<float>, (unsigned)N, th, 0, s, (float *)dx, (const float *)d_xp, pos, N, k, D);
     CK_LAUNCH(permute_bwd);
     return EPB_OK;
 }
@@ -826,9 +833,9 @@ static int cu_unpermute_forward(moe_backend_t *be, void *out, const void *rows, 
     size_t es = moe_dtype_size(be->dtype);
     int vec = (D * (long)es) % 16 == 0 && aligned16(out, rows), th = row_threads(D, es, vec);
     if (be->dtype == MOE_BF16)
-        unpermute_kernel<bf16><<<(unsigned)n, th, 0, s>>>((bf16 *)out, (const bf16 *)rows, pos, n, D, vec);
+        EPB_LAUNCH(unpermute_kernel<bf16>, (unsigned)n, th, 0, s, (bf16 *)out, (const bf16 *)rows, pos, n, D, vec);
     else
-        unpermute_kernel<float><<<(unsigned)n, th, 0, s>>>((float *)out, (const float *)rows, pos, n, D, vec);
+        EPB_LAUNCH(unpermute_kernel<float>, (unsigned)n, th, 0, s, (float *)out, (const float *)rows, pos, n, D, vec);
     CK_LAUNCH(unpermute);
     return EPB_OK;
 }
@@ -839,9 +846,9 @@ static int cu_unpermute_backward(moe_backend_t *be, void *d_rows, const void *d_
     cudaStream_t s = impl(be)->stream;
     int th = row_threads(D, 4, 0);
     if (be->dtype == MOE_BF16)
-        unpermute_bwd_kernel<bf16><<<(unsigned)n, th, 0, s>>>((bf16 *)d_rows, (const bf16 *)d_out, pos, n, D);
+        EPB_LAUNCH(unpermute_bwd_kernel<bf16>, (unsigned)n, th, 0, s, (bf16 *)d_rows, (const bf16 *)d_out, pos, n, D);
     else
-        unpermute_bwd_kernel<float><<<(unsigned)n, th, 0, s>>>((float *)d_rows, (const float *)d_out, pos, n, D);
+        EPB_LAUNCH(unpermute_bwd_kernel<float>, (unsigned)n, th, 0, s, (float *)d_rows, (const float *)d_out, pos, n, D);
     CK_LAUNCH(unpermute_bwd);
     return EPB_OK;
 }
@@ -866,7 +873,7 @@ static int experts_fwd_t(moe_backend_t *be, T *out, T *a1, T *a3, T *s, T *h, co
     }
     rc = gemm_group(be, g, n, be->dtype);
     if (!rc) {
-        swiglu_fwd_kernel<T><<<blocks_for(rows * F, 256), 256, 0, m->stream>>>(s, h, a1, a3, rows * F);
+        EPB_LAUNCH(swiglu_fwd_kernel<T>, blocks_for(rows * F, 256), 256, 0, m->stream, s, h, a1, a3, rows * F);
         rc = cu_check(be, cudaGetLastError(), "swiglu_fwd_kernel", __FILE__, __LINE__);
     }
     n = 0;
@@ -903,7 +910,7 @@ static int experts_bwd_t(moe_backend_t *be, T *d_xp, T *dw1, T *dw3, T *dw2, T *
     gemm_t *g = (gemm_t *)calloc((size_t)El * 3, sizeof *g);
     if (!g) return epb_fail(&be->err, EPB_ESYS, "cuda backend: out of host memory");
     int n = 0, rc;
-    swiglu_h_kernel<T><<<blocks_for(rows * F, 256), 256, 0, m->stream>>>(P, a1, s, a3, rows * F);
+    EPB_LAUNCH(swiglu_h_kernel<T>, blocks_for(rows * F, 256), 256, 0, m->stream, P, a1, s, a3, rows * F);
     rc = cu_check(be, cudaGetLastError(), "swiglu_h_kernel", __FILE__, __LINE__);
     for (int a = 0; a < El; a++) { /* dw2 += h^T dout; dh = dout w2^T */
         long r0 = offsets[a], na = offsets[a + 1] - r0;
@@ -913,7 +920,7 @@ static int experts_bwd_t(moe_backend_t *be, T *d_xp, T *dw1, T *dw3, T *dw2, T *
     }
     if (!rc) rc = gemm_group(be, g, n, be->dtype);
     if (!rc) {
-        swiglu_bwd_kernel<T><<<blocks_for(rows * F, 256), 256, 0, m->stream>>>(P, Q, a1, s, a3, rows * F);
+        EPB_LAUNCH(swiglu_bwd_kernel<T>, blocks_for(rows * F, 256), 256, 0, m->stream, P, Q, a1, s, a3, rows * F);
         rc = cu_check(be, cudaGetLastError(), "swiglu_bwd_kernel", __FILE__, __LINE__);
     }
     n = 0;
@@ -961,9 +968,11 @@ static int cu_combine_forward(moe_backend_t *be, void *y, const void *ep_out, co
     cudaStream_t s = impl(be)->stream;
     int th = row_threads(D, 4, 0);
     if (be->dtype == MOE_BF16)
-        combine_fwd_kernel<bf16><<<(unsigned)N, th, 0, s>>>((bf16 *)y, (const bf16 *)ep_out, pos, topk_w, N, k, D);
+        EPB_LAUNCH(combine_fwd_kernel<bf16>, (unsigned)N, th, 0, s, (bf16 *)y, (const bf16 *)ep_out, pos, topk_w, N, k,
+                   D);
     else
-        combine_fwd_kernel<float><<<(unsigned)N, th, 0, s>>>((float *)y, (const float *)ep_out, pos, topk_w, N, k, D);
+        EPB_LAUNCH(combine_fwd_kernel<float>, (unsigned)N, th, 0, s, (float *)y, (const float *)ep_out, pos, topk_w, N,
+                   k, D);
     CK_LAUNCH(combine_fwd);
     return EPB_OK;
 }
@@ -975,11 +984,11 @@ static int cu_combine_backward(moe_backend_t *be, void *d_ep_out, float *d_gate,
     cudaStream_t s = impl(be)->stream;
     unsigned nb = (unsigned)(N * k);
     if (be->dtype == MOE_BF16)
-        combine_bwd_kernel<bf16><<<nb, COMBINE_BWD_THREADS, 0, s>>>((bf16 *)d_ep_out, d_gate, (const bf16 *)dy,
-                                                                    (const bf16 *)ep_out, pos, topk_w, N, k, D);
+        EPB_LAUNCH(combine_bwd_kernel<bf16>, nb, COMBINE_BWD_THREADS, 0, s, (bf16 *)d_ep_out, d_gate,
+                   (const bf16 *)dy, (const bf16 *)ep_out, pos, topk_w, N, k, D);
     else
-        combine_bwd_kernel<float><<<nb, COMBINE_BWD_THREADS, 0, s>>>((float *)d_ep_out, d_gate, (const float *)dy,
-                                                                     (const float *)ep_out, pos, topk_w, N, k, D);
+        EPB_LAUNCH(combine_bwd_kernel<float>, nb, COMBINE_BWD_THREADS, 0, s, (float *)d_ep_out, d_gate,
+                   (const float *)dy, (const float *)ep_out, pos, topk_w, N, k, D);
     CK_LAUNCH(combine_bwd);
     return EPB_OK;
 }
