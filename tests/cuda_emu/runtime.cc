@@ -385,19 +385,27 @@ cudaError_t cudaMalloc(void **ptr, size_t bytes)
     return cudaSuccess;
 }
 
-cudaError_t cudaFree(void *ptr)
+/* The record of an allocation `call` frees, taken out of the registry once every stream has finished (what cudaFree
+ * does in practice, though its documentation only says it may; cudaFreeHost does synchronize): queued work may still
+ * use it. Anything but a pointer of the matching allocator (`what`) is fatal, as on a GPU it corrupts the heap. */
+static record release(void *ptr, mem_kind kind, const char *call, const char *what)
 {
-    if (!ptr) return cudaSuccess;
     auto it = allocs.find((uintptr_t)ptr);
-    if (it == allocs.end() || it->second.kind != MEM_DEVICE) {
+    if (it == allocs.end() || it->second.kind != kind) {
         const record *r = find(ptr, 0);
-        fatal("cudaFree(%p): not a pointer cudaMalloc returned (%s%s)", ptr, kind_name(r ? r->kind : MEM_HOST),
+        fatal("%s(%p): not a pointer %s returned (%s%s)", call, ptr, what, kind_name(r ? r->kind : MEM_HOST),
               r && r->base != ptr ? ", inside an allocation" : "");
     }
-    /* what cudaFree does in practice (its documentation only says it may): the device finishes first */
     for (CUstream_st *s : streams) drain(s);
     record r = it->second;
     allocs.erase(it);
+    return r;
+}
+
+cudaError_t cudaFree(void *ptr)
+{
+    if (!ptr) return cudaSuccess;
+    record r = release(ptr, MEM_DEVICE, "cudaFree", "cudaMalloc");
     freed[n_freed++ % (sizeof freed / sizeof *freed)] = freed_range{ (uintptr_t)r.base, r.bytes };
     munmap(r.map, r.map_bytes);
     return cudaSuccess;
@@ -420,15 +428,7 @@ cudaError_t cudaMallocHost(void **ptr, size_t bytes)
 cudaError_t cudaFreeHost(void *ptr)
 {
     if (!ptr) return cudaSuccess;
-    auto it = allocs.find((uintptr_t)ptr);
-    if (it == allocs.end() || it->second.kind != MEM_PINNED) {
-        const record *r = find(ptr, 0);
-        fatal("cudaFreeHost(%p): not a pointer cudaMallocHost returned (%s)", ptr, kind_name(r ? r->kind : MEM_HOST));
-    }
-    /* pinned memory may still be read or written by queued copies: the device finishes first, as cudaFreeHost
-     * synchronizes */
-    for (CUstream_st *s : streams) drain(s);
-    allocs.erase(it);
+    release(ptr, MEM_PINNED, "cudaFreeHost", "cudaMallocHost");
     free(ptr);
     return cudaSuccess;
 }
@@ -545,12 +545,18 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
     return cudaSuccess;
 }
 
-cudaError_t cudaEventSynchronize(cudaEvent_t e)
+/* runs the event's stream until its last record has completed */
+static void wait_event(cudaEvent_t e)
 {
-    check_event(e, "cudaEventSynchronize");
     device_enter();
     while (e->completed < e->recorded) drain_one(e->stream);
     device_leave();
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t e)
+{
+    check_event(e, "cudaEventSynchronize");
+    wait_event(e);
     return cudaSuccess;
 }
 
@@ -568,10 +574,7 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
 cudaError_t cudaEventDestroy(cudaEvent_t e)
 {
     check_event(e, "cudaEventDestroy");
-    /* a pending record still runs (and writes the event): let it, then release */
-    device_enter();
-    while (e->completed < e->recorded) drain_one(e->stream);
-    device_leave();
+    wait_event(e); /* a pending record still runs (and writes the event): let it, then release */
     events.erase(e);
     delete e;
     return cudaSuccess;
