@@ -390,6 +390,9 @@ int main(void)
         test_ops(cpu, g2, 300, 96, 80, 8, 2, MOE_SOFTMAX, 0, 0);
         test_ops(cpu, g2, 130, 50, 36, 16, 4, MOE_SIGMOID, 1, 1.0);
         test_ops(cpu, g2, 77, 64, 40, 4, 1, MOE_SOFTMAX, 1, 4.0); /* skew 4: some experts get no rows */
+        /* D > 2 x 256: every thread of combine_backward's 256-thread reduction holds a partial dot, and the
+         * row kernels' loops over D go round more than once */
+        test_ops(cpu, g2, 40, 600, 72, 4, 2, MOE_SOFTMAX, 0, 0);
         test_many_experts(cpu, g2, 2100, 24, 16, 300, 4);          /* 8400 pairs: 33 blocks; 300 experts */
         test_route_ties(cpu, 64, 32, 16, 4, MOE_SOFTMAX, 1);
         test_route_ties(cpu, 64, 32, 16, 4, MOE_SIGMOID, 0);
