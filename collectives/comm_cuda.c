@@ -198,3 +198,15 @@ void *epb_cuda_host_alloc(epb_comm_t *c, size_t bytes) { (void)bytes; epb_fail(&
 void epb_cuda_host_free(void *p) { (void)p; }
 
 #endif
+
+int epb_cuda_attach_agreed(epb_comm_t *c, epb_comm_t *host, const char *who, epb_gpu_census_t *g, epb_err_t *err)
+{
+    epb_err_t mine = { { 0 } };
+    int status = epb_cuda_attach(c, &mine);
+    int rc = epb_cuda_census(host, status, c->device, g);
+    if (rc) return epb_fail(err, rc, "%s", host ? host->err.msg : "out of memory");
+    if (status) return epb_fail(err, status, "%s", mine.msg);
+    if (g->failed >= 0)
+        return epb_fail(err, g->failed_rc, "%s: rank %d has no usable GPU (see its message)", who, g->failed);
+    return EPB_OK;
+}

@@ -34,5 +34,9 @@ typedef struct {
     int shared_a, shared_b; /* two ranks on one GPU (by UUID, whatever CUDA_VISIBLE_DEVICES says), or -1 */
 } epb_gpu_census_t;
 int epb_cuda_census(epb_comm_t *host, int status, int device, epb_gpu_census_t *out);
+/* epb_cuda_attach(c) on every rank, then the census over `host`: every rank fails alike when any has no usable GPU
+ * (its own message on that rank, "WHO: rank R has no usable GPU" on the others). The census stays in *g for what a
+ * caller decides besides (two ranks on one GPU). Collective. */
+int epb_cuda_attach_agreed(epb_comm_t *c, epb_comm_t *host, const char *who, epb_gpu_census_t *g, epb_err_t *err);
 
 #endif

@@ -273,14 +273,8 @@ int epb_comm_mpi_create_mem(epb_mem_t mem, epb_comm_t **out, epb_err_t *err)
     if (rc || mem == EPB_MEM_HOST) return rc;
     epb_comm_t *c = *out;
     /* every rank learns whether all found a GPU, so that all fail alike (ranks may share one here) */
-    epb_err_t mine = { { 0 } };
-    int status = epb_cuda_attach(c, &mine);
     epb_gpu_census_t g;
-    if ((rc = epb_cuda_census(c, status, c->device, &g))) epb_fail(err, rc, "%s", c->err.msg);
-    else if (status) rc = epb_fail(err, status, "%s", mine.msg);
-    else if (g.failed >= 0)
-        rc = epb_fail(err, g.failed_rc, "--device cuda: rank %d has no usable GPU (see its message)", g.failed);
-    if (rc) {
+    if ((rc = epb_cuda_attach_agreed(c, c, "--device cuda", &g, err))) {
         c->mem = EPB_MEM_DEVICE; /* m_destroy releases the stream if attach made one */
         epb_comm_destroy(c);
         *out = NULL;

@@ -200,21 +200,8 @@ int epb_comm_nccl_create(epb_comm_t **out, epb_err_t *err)
     /* Every rank sets its GPU current (ncclCommInitRank binds the communicator to the current device), then all
      * agree before ncclCommInitRank, which waits for every rank: a rank without a GPU, or two ranks on one GPU
      * (which NCCL refuses, "Duplicate GPU detected"), make every rank fail here, none wait. */
-    epb_err_t mine = { { 0 } };
-    int status = epb_cuda_attach(c, &mine);
     epb_gpu_census_t g;
-    if ((rc = epb_cuda_census(m->boot, status, c->device, &g))) {
-        epb_fail(err, rc, "%s", m->boot ? m->boot->err.msg : "out of memory");
-        goto fail;
-    }
-    if (status) {
-        rc = epb_fail(err, status, "%s", mine.msg);
-        goto fail;
-    }
-    if (g.failed >= 0) {
-        rc = epb_fail(err, g.failed_rc, "--comm nccl: rank %d has no usable GPU (see its message)", g.failed);
-        goto fail;
-    }
+    if ((rc = epb_cuda_attach_agreed(c, m->boot, "--comm nccl", &g, err))) goto fail;
     if (g.shared_a >= 0) {
         rc = epb_fail(err, EPB_EUSAGE, "--comm nccl: ranks %d and %d would share one GPU (%d rank(s) on this node, %d "
                       "GPU(s) visible), and NCCL needs a GPU per rank; use --comm mpi (staged through host memory) or "
