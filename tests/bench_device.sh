@@ -16,8 +16,7 @@ expect() { # exit code, expected stderr substring, then bench arguments
         tap_ok 1 "$* -> exit $rc, $lines stderr line(s), want exit $want_rc with '$want'" "$work/err"
     fi
 }
-gpus=$("$BENCH" --version | sed -n 's/.*, \([0-9]*\) GPU(s) visible.*/\1/p')
-gpus=${gpus:-0}
+gpus=$(bench_gpus "$BENCH")
 nccl=$("$BENCH" --version | sed -n 's/^NCCL: //p')
 echo "# GPUs visible: $gpus; NCCL: $nccl"
 small=(--tokens 8 --hidden 16 --ffn 16 --experts 4 -n 1 -w 0 --ranks 1 --csv "$work/r.csv")

@@ -5,15 +5,14 @@
 # instead when EPB_REQUIRE_GPU is set (ci/gpu).
 set -u
 BENCH=$(realpath "$1") N=$2
-gpus=$("$BENCH" --version | sed -n 's/.*, \([0-9]*\) GPU(s) visible.*/\1/p')
-if [ "${gpus:-0}" -eq 0 ]; then
+source "$(dirname "$0")/tap.sh" # (its scratch folder goes on exit, a skip's too)
+if [ "$(bench_gpus "$BENCH")" -eq 0 ]; then
     # ci/gpu sets EPB_REQUIRE_GPU: there a skip would hide that nothing ran
     if [ -n "${EPB_REQUIRE_GPU:-}" ] && [ "$EPB_REQUIRE_GPU" != 0 ]; then
         echo "EPB_REQUIRE_GPU is set but no CUDA device is visible (or CUDA is not built)"; exit 1
     fi
     echo "no CUDA device visible: skipped"; exit 77
 fi
-source "$(dirname "$0")/tap.sh"
 run() {
     local what=$1; shift
     "$BENCH" --device cuda --ranks "$N" -n 2 -w 1 -c 1 --csv "$work/r.csv" "$@" >"$work/out" 2>"$work/err"

@@ -1,5 +1,6 @@
 # tests/tap.sh, sourced by the shell tests after they have read their arguments: a scratch directory $work
-# (the current directory, removed on exit), the TAP counters, one result line per check, and the plan.
+# (the current directory, removed on exit), the TAP counters, one result line per check, the plan, and how many
+# GPUs bench sees.
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work" || exit 99
@@ -18,6 +19,12 @@ tap_ok() {
         [ $# -gt 0 ] && sed 's/^/# /' "$@" 2>/dev/null | tail -40
     fi
     return 0
+}
+# bench_gpus BENCH: the GPUs bench sees, from its --version line ("..., N GPU(s) visible"); 0 without CUDA
+bench_gpus() {
+    local n
+    n=$("$1" --version | sed -n 's/.*, \([0-9]*\) GPU(s) visible.*/\1/p')
+    echo "${n:-0}"
 }
 # The plan, and the script's exit status: 0 when every check passed.
 tap_done() {

@@ -38,8 +38,7 @@ check "agrs, 2 ranks, sigmoid + route-norm k=2" "${cpu[@]}" --ranks 2 --strategy
 check "tp2ep, 2 ranks, softmax skew 1.5 k=4" "${cpu[@]}" --ranks 2 --strategy tp2ep --top-k 4 --skew 1.5
 check "agrs, 4 ranks, softmax skew 4 k=1" "${cpu[@]}" --ranks 4 --strategy agrs --top-k 1 --skew 4
 check "tp2ep, 4 ranks, sigmoid k=8 (every expert)" "${cpu[@]}" --ranks 4 --strategy tp2ep --top-k 8 --router sigmoid
-gpus=$("$BENCH" --version | sed -n 's/.*, \([0-9]*\) GPU(s) visible.*/\1/p')
-if [ "${gpus:-0}" -gt 0 ]; then
+if [ "$(bench_gpus "$BENCH")" -gt 0 ]; then
     for dt in f32 bf16; do
         check "GPU $dt: tp2ep, 1 rank, route-norm k=2" --device cuda --dtype "$dt" --ranks 1 --strategy tp2ep \
             --top-k 2 --route-norm
