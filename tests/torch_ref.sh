@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # bench --dump checked by an independent implementation: ci/torch_ref.py recomputes the step in float64 with
 # PyTorch autograd (DESIGN.md's layer written again, sharing no code with moe/) and compares y, dx, every gradient,
-# the top-k and the bias update. Every strategy at 1, 2 and 4 ranks, both routers, skew, route-norm, k up to E;
-# on the CPU, and on the GPU (f32 and bf16) when one is visible. Then three planted faults that the reference must
-# catch: a y off by 1e-3 of its range, one top-k choice changed, a NaN in a gradient. Also runs the eager timing of
-# ci/torch_ref.py (on the CPU here) once.
-# Usage: torch_ref.sh BENCH TORCH_REF_PY. Exit 77 (skipped) when no Python here imports torch and numpy, 1 instead
-# when EPB_REQUIRE_TORCH is set (ci/test sets it: its bootstrap installs python3-torch).
+# the top-k and the bias update.
+#   cpu: every strategy at 1, 2 and 4 ranks, both routers, skew, route-norm, k up to E, on the CPU; then three
+#        planted faults that the reference must catch (a y off by 1e-3 of its range, one top-k choice changed, a
+#        NaN in a gradient), and the eager timing of ci/torch_ref.py once (on the CPU).
+#   gpu: tp2ep at 1 rank and agrs at 2 ranks sharing the GPU, f32 and bf16. Exit 77 (skipped) when no GPU is
+#        visible, 1 instead when EPB_REQUIRE_GPU is set (ci/gpu).
+# Usage: torch_ref.sh BENCH TORCH_REF_PY cpu|gpu. Exit 77 (skipped) when no Python here imports torch and numpy, 1
+# instead when EPB_REQUIRE_TORCH is set (ci/test sets it: its bootstrap installs python3-torch; so does ci/gpu).
 set -u
-BENCH=$(realpath "$1") REF=$(realpath "$2")
+BENCH=$(realpath "$1") REF=$(realpath "$2") MODE=$3
 py=
 for p in ${EPB_PYTHON:-} python3 /usr/bin/python3; do
     if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import torch, numpy' >/dev/null 2>&1; then py=$p; break; fi
@@ -20,6 +22,12 @@ if [ -z "$py" ]; then
     echo "no python3 with torch and numpy: skipped"; exit 77
 fi
 source "$(dirname "$0")/tap.sh"
+if [ "$MODE" = gpu ] && [ "$(bench_gpus "$BENCH")" -eq 0 ]; then
+    if [ -n "${EPB_REQUIRE_GPU:-}" ] && [ "$EPB_REQUIRE_GPU" != 0 ]; then
+        echo "EPB_REQUIRE_GPU is set but no CUDA device is visible (or CUDA is not built)"; exit 1
+    fi
+    echo "no CUDA device visible: skipped"; exit 77
+fi
 echo "# $py: torch $("$py" -c 'import torch; print(torch.__version__)')"
 small=(--tokens 96 --hidden 64 --ffn 128 --experts 8 -n 1 -w 0 -c 0)
 cpu=(--device cpu) # the CPU checks stay on the CPU where a GPU is visible (the default device then)
@@ -33,19 +41,21 @@ check() {
     "$py" "$REF" check "$work/d" >"$work/ref" 2>&1
     tap_ok $? "$what: PyTorch agrees" "$work/ref"
 }
-check "local, 1 rank, softmax k=2" "${cpu[@]}" --ranks 1 --strategy local --top-k 2
-check "agrs, 2 ranks, sigmoid + route-norm k=2" "${cpu[@]}" --ranks 2 --strategy agrs --top-k 2 --router sigmoid --route-norm
-check "tp2ep, 2 ranks, softmax skew 1.5 k=4" "${cpu[@]}" --ranks 2 --strategy tp2ep --top-k 4 --skew 1.5
-check "agrs, 4 ranks, softmax skew 4 k=1" "${cpu[@]}" --ranks 4 --strategy agrs --top-k 1 --skew 4
-check "tp2ep, 4 ranks, sigmoid k=8 (every expert)" "${cpu[@]}" --ranks 4 --strategy tp2ep --top-k 8 --router sigmoid
-if [ "$(bench_gpus "$BENCH")" -gt 0 ]; then
+if [ "$MODE" = gpu ]; then
     for dt in f32 bf16; do
         check "GPU $dt: tp2ep, 1 rank, route-norm k=2" --device cuda --dtype "$dt" --ranks 1 --strategy tp2ep \
             --top-k 2 --route-norm
         check "GPU $dt: agrs, 2 ranks (mpi, staged) k=2" --device cuda --dtype "$dt" --comm mpi --ranks 2 \
             --strategy agrs --top-k 2
     done
+    tap_done
+    exit
 fi
+check "local, 1 rank, softmax k=2" "${cpu[@]}" --ranks 1 --strategy local --top-k 2
+check "agrs, 2 ranks, sigmoid + route-norm k=2" "${cpu[@]}" --ranks 2 --strategy agrs --top-k 2 --router sigmoid --route-norm
+check "tp2ep, 2 ranks, softmax skew 1.5 k=4" "${cpu[@]}" --ranks 2 --strategy tp2ep --top-k 4 --skew 1.5
+check "agrs, 4 ranks, softmax skew 4 k=1" "${cpu[@]}" --ranks 4 --strategy agrs --top-k 1 --skew 4
+check "tp2ep, 4 ranks, sigmoid k=8 (every expert)" "${cpu[@]}" --ranks 4 --strategy tp2ep --top-k 8 --router sigmoid
 
 # ci/gpu's PyTorch eager timing, tried on the CPU: it must run and print a positive time
 "$py" "$REF" time 128 64 128 8 2 cpu >"$work/ref" 2>&1
