@@ -1,4 +1,4 @@
-/* bare_loop: the reference for the harness-overhead measurement (ci/overhead). A minimal loop around the bare
+/* bare_loop: the reference for the harness-overhead measurement (experiments/overhead). A minimal loop around the bare
  * MPI call, timed the way bench times it (barrier, per-iteration time, max over ranks, median), with none of
  * bench's layers. Usage: mpirun -np P bare_loop alltoall|allgather MIN_BYTES MAX_BYTES ITERS WARMUP */
 #include <mpi.h>

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# bench --dump checked by an independent implementation: ci/torch_ref.py recomputes the step in float64 with
+# bench --dump checked by an independent implementation: tests/torch_ref.py recomputes the step in float64 with
 # PyTorch autograd (DESIGN.md's layer written again, sharing no code with moe/) and compares y, dx, every gradient,
 # the top-k and the bias update.
 #   cpu: every strategy at 1, 2 and 4 ranks, both routers, skew, route-norm, k up to E, on the CPU; then three
 #        planted faults that the reference must catch (a y off by 1e-3 of its range, one top-k choice changed, a
-#        NaN in a gradient), and the eager timing of ci/torch_ref.py once (on the CPU).
+#        NaN in a gradient), and the eager timing of tests/torch_ref.py once (on the CPU).
 #   gpu: tp2ep at 1 rank and agrs at 2 ranks sharing the GPU, f32 and bf16. Exit 77 (skipped) when no GPU is
 #        visible, 1 instead when EPB_REQUIRE_GPU is set (ci/gpu).
 # Usage: torch_ref.sh BENCH TORCH_REF_PY cpu|gpu. Exit 77 (skipped) when no Python here imports torch and numpy, 1
