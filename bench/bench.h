@@ -92,13 +92,24 @@ typedef struct {
     bench_topo_t topo;
     epb_row_t base;   /* run-wide columns filled once (run_id, utc, git_rev, host, nodes, backend, device...) */
     int failed_checks;
+    /* the text base points at */
+    char run_id[EPB_STR], utc[EPB_STR], host[64], device_name[EPB_STR];
+    char hosts[EPB_HOSTS + 1]; /* every host of the job in rank order, ';'-joined (shortened past EPB_HOSTS) */
+    double clock_offset_us;    /* epb_now_us() + this = the job clock (rank 0's) */
 } bench_ctx_t;
+
+/* The job-wide clock, us: this rank's monotonic clock moved onto rank 0's (epb_clock_offset). */
+static inline double bench_job_now(const bench_ctx_t *b) { return epb_now_us() + b->clock_offset_us; }
 
 /* topo: this rank's topology and binding, from bench_topo_init (done before the data communicator) */
 int bench_ctx_init(bench_ctx_t *b, const bench_opts_t *o, epb_comm_t *ctl, epb_comm_t *data, const bench_topo_t *topo,
                    epb_err_t *err);
 /* Max over ranks of per-iteration times (in place, n samples), then statistics into the row. */
 int bench_reduce_times(bench_ctx_t *b, double *t_us, int n, epb_stats_t *st);
+/* The critical path of n samples taken alike on every rank (sample i is the same iteration and phase
+ * everywhere): t[i] becomes the maximum over ranks, and wait[i] the wait of the rank that took it, from its
+ * arrival arr[i] (job clock) to the last rank's arrival, at most its t[i]. wait may be NULL. Collective. */
+int bench_critical(bench_ctx_t *b, double *t, const double *arr, double *wait, size_t n, epb_err_t *err);
 /* Busy-waits the test-only slowdown for `phase` when EPB_TEST_SLOWDOWN names it; elapsed_us is the phase's
  * own measured time so far. */
 void bench_maybe_slow(const bench_ctx_t *b, const char *phase, double elapsed_us);

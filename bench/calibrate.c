@@ -48,10 +48,11 @@ static int time_kernel(bench_ctx_t *b, const char *phase, kernel_fn fn, void *ar
 static void fill_row(epb_row_t *row, const epb_row_t *base, const char *op, const epb_stats_t *st, int iters)
 {
     *row = *base;
-    epb_row_set(row->mode, "peak");
-    epb_row_set(row->op, op);
-    epb_row_set(row->phase, "total");
-    epb_row_set(row->dtype, "f32");
+    row->mode = "peak";
+    row->op = op;
+    row->phase = "total";
+    row->kind = "compute";
+    row->dtype = "f32";
     row->iters = iters;
     row->t_min_us = st->min;
     row->t_med_us = st->med;
@@ -100,7 +101,7 @@ int bench_run_calibrate(bench_ctx_t *b, epb_err_t *err)
     rows[nrows].bytes = bytes;
     rows[nrows].algbw_gbps = rows[nrows].busbw_gbps = epb_gbps((double)bytes, st.med);
     rows[nrows].peak_mem_bytes = 2 * bytes;
-    epb_row_set(rows[nrows].check, "skipped");
+    rows[nrows].check = "skipped";
     nrows++;
     if (b->ctl->rank == 0) {
         printf("# epbench calibrate | %d rank%s on %s | %s\n", b->ctl->size, b->ctl->size > 1 ? "s" : "",
@@ -130,7 +131,7 @@ int bench_run_calibrate(bench_ctx_t *b, epb_err_t *err)
     rows[nrows].gflop = gflop;
     rows[nrows].tflops = gflop / (st.med * 1e-6) / 1e3;
     rows[nrows].peak_mem_bytes = 3 * n2 * sizeof(float);
-    epb_row_set(rows[nrows].check, "skipped");
+    rows[nrows].check = "skipped";
     if (b->ctl->rank == 0)
         printf("  sgemm %dx%dx%d: median %.1f us, %.1f GFLOP/s per rank (OpenBLAS %d thread%s, core %s)\n", g.N, g.N,
                g.N, st.med, rows[nrows].tflops * 1e3, openblas_get_num_threads(),

@@ -41,7 +41,7 @@ static int run_one(bench_ctx_t *b, const epb_coll_t *coll, uint64_t bytes, epb_e
     epb_coll_ctx_t x = { .comm = b->data, .dt = o->dtype, .seed = o->seed, .imbalance = o->imbalance,
                          .bytes = bytes };
     int rc = epb_coll_ctx_setup(coll, &x, err);
-    double *t = malloc(sizeof(double) * (size_t)o->iters);
+    double *t = malloc(sizeof(double) * 3 * (size_t)o->iters), *arr = t + o->iters, *wait = arr + o->iters;
     if (rc || !t) {
         free(t);
         epb_coll_ctx_free(&x);
@@ -52,6 +52,7 @@ static int run_one(bench_ctx_t *b, const epb_coll_t *coll, uint64_t bytes, epb_e
     for (int i = 0; i < o->iters && !rc; i++) {
         rc = epb_barrier(b->ctl);
         double t0 = epb_now_us();
+        arr[i] = t0 + b->clock_offset_us;
         if (!rc) rc = coll->run(&x);
         if (!rc) rc = epb_sync(b->data);
         bench_maybe_slow(b, "total", epb_now_us() - t0);
@@ -64,16 +65,24 @@ static int run_one(bench_ctx_t *b, const epb_coll_t *coll, uint64_t bytes, epb_e
     if (o->check && (rc = epb_coll_ctx_fetch(&x, err))) goto out;
     long wrong = o->check ? coll->check(&x) : 0;
     int64_t wrong_all = wrong;
-    epb_stats_t st;
-    if ((rc = epb_allreduce(b->ctl, &wrong_all, &wrong_all, 1, EPB_DT_I64, EPB_SUM)) ||
-        (rc = bench_reduce_times(b, t, o->iters, &st))) {
+    epb_stats_t st, sw;
+    if ((rc = epb_allreduce(b->ctl, &wrong_all, &wrong_all, 1, EPB_DT_I64, EPB_SUM))) {
         epb_fail(err, rc, "%s", b->ctl->err.msg);
         goto out;
     }
+    if ((rc = bench_critical(b, t, arr, wait, (size_t)o->iters, err))) goto out;
+    epb_stats(t, (size_t)o->iters, &st);
+    epb_stats(wait, (size_t)o->iters, &sw);
     epb_row_t row = b->base;
-    epb_row_set(row.mode, "coll");
-    epb_row_set(row.op, coll->name);
-    epb_row_set(row.phase, "total");
+    char params[64] = "";
+    if (coll->uneven) snprintf(params, sizeof params, "imbalance=%g", o->imbalance);
+    row.mode = "coll";
+    row.op = coll->name;
+    row.phase = "total";
+    row.kind = "comm";
+    row.coll = coll->name;
+    row.params = params;
+    row.wait_us = sw.med;
     row.bytes = bytes;
     row.t_min_us = st.min;
     row.t_med_us = st.med;
@@ -81,10 +90,10 @@ static int run_one(bench_ctx_t *b, const epb_coll_t *coll, uint64_t bytes, epb_e
     row.t_p95_us = st.p95;
     row.t_max_us = st.max;
     row.algbw_gbps = epb_gbps(x.moved_bytes, st.med);
-    row.busbw_gbps = row.algbw_gbps * epb_busbw_factor(coll->name, b->ctl->size);
+    row.busbw_gbps = row.algbw_gbps * coll->busbw_factor(b->ctl->size);
     row.peak_mem_bytes = (uint64_t)((x.send_elems + x.recv_elems) * epb_dtype_size(o->dtype));
     if (o->check && wrong_all) {
-        epb_row_set(row.check, "fail");
+        row.check = "fail";
         b->failed_checks++;
     }
     if (b->ctl->rank == 0) {

@@ -114,18 +114,16 @@ static void fill_rows(const bench_ctx_t *b, const moe_case_t *mc, epb_row_t *row
     for (int p = 0; p <= MOE_NPHASES; p++) {
         epb_row_t *r = &rows[p];
         *r = b->base;
-        epb_row_set(r->mode, "moe");
-        epb_row_set(r->op, mc->st->name);
+        r->mode = "moe";
+        r->op = mc->st->name;
         r->experts = c->E;
         r->top_k = c->k;
         r->tokens = c->T;
         r->hidden = c->D;
         r->ffn = c->F;
-        char router[32];
-        snprintf(router, sizeof router, "%s%s", moe_router_name(c->router), c->route_norm ? "+norm" : "");
-        epb_row_set(r->router, router);
+        r->router = c->route_norm ? (c->router == MOE_SOFTMAX ? "softmax+norm" : "sigmoid+norm") : moe_router_name(c->router);
         r->skew = c->skew;
-        epb_row_set(r->phase, p < MOE_NPHASES ? moe_phase_names[p] : "step");
+        r->phase = p < MOE_NPHASES ? moe_phase_names[p] : "step";
         epb_stats_t st;
         epb_stats(times + (size_t)p * iters, (size_t)iters, &st);
         r->t_min_us = st.min;
@@ -264,7 +262,7 @@ static int run_case(bench_ctx_t *b, moe_backend_t *be, const moe_case_t *mc, epb
     if (!rc) {
         epb_row_t rows[MOE_NPHASES + 1];
         fill_rows(b, mc, rows, times, iters, bytes, flop, (uint64_t)peak_all);
-        for (int p = 0; p <= MOE_NPHASES; p++) epb_row_set(rows[p].check, !o->check ? "skipped" : failed ? "fail" : "ok");
+        for (int p = 0; p <= MOE_NPHASES; p++) rows[p].check = !o->check ? "skipped" : failed ? "fail" : "ok";
         b->failed_checks += failed;
         if (b->ctl->rank == 0) print_case(b, mc, rows, o->check ? line : NULL);
         rc = bench_write_rows(b, rows, MOE_NPHASES + 1, err);

@@ -242,12 +242,13 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
     optind = 1;
     int c, rc = EPB_OK, moe_opt = 0;
     long l;
+    char names[256];
     while (rc == EPB_OK && (c = getopt_long(argc, argv, ":b:e:f:n:w:c:h", long_opts, NULL)) != -1) {
         switch (c) {
         case OPT_COLL:
             if (strcmp(optarg, "all") && !epb_coll_find(optarg))
                 return epb_fail(err, EPB_EUSAGE, "--coll '%s': unknown collective (accepted: %s, all)", optarg,
-                                epb_coll_names());
+                                epb_coll_names(names, sizeof names));
             snprintf(o->coll, sizeof o->coll, "%s", optarg);
             rc = set_mode(o, MODE_COLL, "--coll", err);
             break;
@@ -355,7 +356,7 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
                         o->mode == MODE_COLL ? "coll" : "calibrate");
     if (o->mode == MODE_NONE)
         return epb_fail(err, EPB_EUSAGE, "nothing to run: give --strategy LIST (%s, all), --coll NAME (%s, all) or "
-                        "--calibrate (see bench --help)", moe_strategy_names(), epb_coll_names());
+                        "--calibrate (see bench --help)", moe_strategy_names(), epb_coll_names(names, sizeof names));
     if (!o->nexperts) o->nexperts = 1;
     if (!o->ntop_k) o->ntop_k = 1;
     if (!o->ntokens) o->ntokens = 1;

@@ -12,6 +12,37 @@
 #include <cblas.h>
 #endif
 
+/* The hosts column: every rank's host name gathered, the distinct ones in rank order, ';'-joined. A job of more
+ * hosts than fit EPB_HOSTS keeps the first ones and says how many more ("...;+12 more"). */
+static int job_hosts(bench_ctx_t *b, epb_err_t *err)
+{
+    enum { HL = 64 }; /* a host name, moved as HL/8 int64 words */
+    int P = b->ctl->size, rc;
+    char mine[HL] = "";
+    snprintf(mine, sizeof mine, "%s", b->topo.host);
+    char *all = calloc((size_t)P, HL);
+    if (!all) return epb_fail(err, EPB_ESYS, "out of memory gathering host names");
+    if ((rc = epb_allgather(b->ctl, mine, all, HL / 8, EPB_DT_I64))) {
+        free(all);
+        return epb_fail(err, rc, "%s", b->ctl->err.msg);
+    }
+    size_t len = 0;
+    int left_out = 0;
+    b->hosts[0] = 0;
+    for (int r = 0; r < P; r++) {
+        const char *h = all + (size_t)r * HL;
+        int seen = 0;
+        for (int q = 0; q < r && !seen; q++) seen = !strncmp(h, all + (size_t)q * HL, HL);
+        if (seen) continue;
+        size_t hl = strnlen(h, HL - 1);
+        if (len + hl + 1 + 24 > EPB_HOSTS) { left_out++; continue; } /* room for ";+N more" stays */
+        len += (size_t)snprintf(b->hosts + len, sizeof b->hosts - len, "%s%.*s", len ? ";" : "", (int)hl, h);
+    }
+    if (left_out) snprintf(b->hosts + len, sizeof b->hosts - len, ";+%d more", left_out);
+    free(all);
+    return EPB_OK;
+}
+
 int bench_ctx_init(bench_ctx_t *b, const bench_opts_t *o, epb_comm_t *ctl, epb_comm_t *data, const bench_topo_t *topo,
                    epb_err_t *err)
 {
@@ -42,22 +73,26 @@ int bench_ctx_init(bench_ctx_t *b, const bench_opts_t *o, epb_comm_t *ctl, epb_c
         snprintf(id.run_id, sizeof id.run_id, "%s-%.40s-%ld", stamp, id.host, (long)getpid());
     }
     if ((rc = epb_bcast(ctl, &id, sizeof id, 0))) return epb_fail(err, rc, "%s", ctl->err.msg);
-    epb_row_set(r->run_id, id.run_id);
-    epb_row_set(r->utc, id.utc);
-    epb_row_set(r->host, id.host);
-    epb_row_set(r->git_rev, EPB_GIT_REV);
+    memcpy(b->run_id, id.run_id, sizeof b->run_id);
+    memcpy(b->utc, id.utc, sizeof b->utc);
+    memcpy(b->host, id.host, sizeof b->host);
+    if ((rc = job_hosts(b, err)) || (rc = epb_clock_offset(ctl, &b->clock_offset_us, err))) return rc;
+    r->run_id = b->run_id;
+    r->utc = b->utc;
+    r->host = b->host;
+    r->hosts = b->hosts;
+    r->git_rev = EPB_GIT_REV;
     r->nodes = ctl->nodes;
-    epb_row_set(r->backend, data->ops->name);
-    epb_row_set(r->device, data->mem == EPB_MEM_DEVICE ? "cuda" : "cpu");
-    char dn[EPB_STR];
-    if ((rc = bench_topo_summary(&b->topo, ctl, dn, sizeof dn, err))) return rc;
-    if (data->mem == EPB_MEM_DEVICE) epb_gpu_name(data->device, dn, sizeof dn);
-    epb_row_set(r->device_name, dn);
+    r->backend = data->ops->name;
+    r->device = data->mem == EPB_MEM_DEVICE ? "cuda" : "cpu";
+    if ((rc = bench_topo_summary(&b->topo, ctl, b->device_name, sizeof b->device_name, err))) return rc;
+    if (data->mem == EPB_MEM_DEVICE) epb_gpu_name(data->device, b->device_name, sizeof b->device_name);
+    r->device_name = b->device_name;
     r->ranks = ctl->size;
-    epb_row_set(r->dtype, epb_dtype_name(o->dtype));
+    r->dtype = epb_dtype_name(o->dtype);
     r->seed = o->seed;
     r->iters = o->iters;
-    epb_row_set(r->check, o->check ? "ok" : "skipped");
+    r->check = o->check ? "ok" : "skipped";
     return EPB_OK;
 }
 
@@ -66,6 +101,35 @@ int bench_reduce_times(bench_ctx_t *b, double *t_us, int n, epb_stats_t *st)
     int rc = epb_allreduce(b->ctl, t_us, t_us, (size_t)n, EPB_DT_F64, EPB_MAX);
     if (rc) return rc;
     return epb_stats(t_us, (size_t)n, st) ? EPB_ESYS : EPB_OK;
+}
+
+int bench_critical(bench_ctx_t *b, double *t, const double *arr, double *wait, size_t n, epb_err_t *err)
+{
+    size_t P = (size_t)b->ctl->size;
+    double *mine = malloc(2 * n * sizeof *mine), *all = malloc(2 * n * P * sizeof *all);
+    int rc = mine && all ? EPB_OK : epb_fail(err, EPB_ESYS, "out of memory (%zu samples x %zu ranks)", n, P);
+    if (!rc) {
+        memcpy(mine, t, n * sizeof *t);
+        memcpy(mine + n, arr, n * sizeof *arr);
+        if ((rc = epb_allgather(b->ctl, mine, all, 2 * n, EPB_DT_F64))) epb_fail(err, rc, "%s", b->ctl->err.msg);
+    }
+    for (size_t i = 0; !rc && i < n; i++) {
+        size_t crit = 0;
+        double last = -1e300;
+        for (size_t r = 0; r < P; r++) {
+            const double *q = all + r * 2 * n;
+            if (q[i] > all[crit * 2 * n + i]) crit = r;
+            if (q[n + i] > last) last = q[n + i];
+        }
+        t[i] = all[crit * 2 * n + i];
+        if (wait) {
+            double w = last - all[crit * 2 * n + n + i];
+            wait[i] = w < 0 ? 0 : w > t[i] ? t[i] : w;
+        }
+    }
+    free(mine);
+    free(all);
+    return rc;
 }
 
 void bench_maybe_slow(const bench_ctx_t *b, const char *phase, double elapsed_us)

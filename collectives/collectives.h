@@ -91,6 +91,13 @@ int epb_comm_create_mem(const char *backend, epb_mem_t mem, epb_comm_t **out, ep
 void epb_comm_destroy(epb_comm_t *c);
 const char *epb_comm_backends(void); /* "mpi, self, nccl" as built */
 
+/* The offset (us) to add to this process's epb_now_us() to read rank 0's clock, so that times taken on different
+ * ranks compare (a rank's arrival at a collective against the last rank's). 0 for ranks on rank 0's host (one
+ * monotonic clock per host) and for a communicator of one node; across hosts, every other node's first rank
+ * measures it against rank 0 by ping-pong (the exchange with the least round trip of 32 wins: Cristian's method,
+ * error at most half that round trip) and its node takes its value. Collective over c (a host communicator). */
+int epb_clock_offset(epb_comm_t *c, double *offset_us, epb_err_t *err);
+
 /* ---- GPUs (0 and "none" when built without CUDA or no driver/device is there) ---- */
 int epb_gpu_count(void);
 /* The GPU a rank uses: its node-local rank modulo the visible GPUs (several ranks may share one); -1 for none. */
@@ -131,6 +138,10 @@ typedef struct {
 typedef struct {
     const char *name;
     int splits; /* the nominal size is divided over the ranks (must be a multiple of ranks x element size) */
+    int uneven; /* takes --imbalance: per-destination counts differ (its value is part of the configuration) */
+    /* busbw = algbw x this over P ranks (nccl-tests' factors): (P-1)/P when every rank moves all but its own
+     * share once, 2(P-1)/P for a ring all-reduce, 0 on one rank (nothing crosses a bus) */
+    double (*busbw_factor)(int P);
     /* Element counts of this rank's send and receive buffers for a nominal size already checked by
      * epb_coll_check_size. */
     int (*sizes)(epb_coll_ctx_t *x, epb_err_t *err);
@@ -145,7 +156,8 @@ typedef struct {
 extern const epb_coll_t epb_colls[];
 extern const int epb_ncolls;
 const epb_coll_t *epb_coll_find(const char *name);
-const char *epb_coll_names(void); /* "allgather, reduce_scatter, alltoall, alltoallv, allreduce" */
+/* "allgather, reduce_scatter, alltoall, alltoallv, allreduce", from the table, into buf; returns buf */
+const char *epb_coll_names(char *buf, size_t n);
 
 /* EPB_OK when `bytes` splits into whole elements as the collective needs over P ranks; otherwise EPB_EUSAGE
  * naming the required multiple. */

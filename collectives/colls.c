@@ -207,12 +207,18 @@ static long check_alltoallv(const epb_coll_ctx_t *x)
     return bad;
 }
 
+/* ---- bus bandwidth factors (nccl-tests) ---- */
+
+static double busbw_all_but_own(int P) { return P > 1 ? (double)(P - 1) / P : 0.0; }
+static double busbw_ring_allreduce(int P) { return P > 1 ? 2.0 * (P - 1) / P : 0.0; }
+
 const epb_coll_t epb_colls[] = {
-    { "allgather", 1, allgather_sizes, init_linear, run_allgather, check_allgather },
-    { "reduce_scatter", 1, reduce_scatter_sizes, init_linear, run_reduce_scatter, check_reduce_scatter },
-    { "alltoall", 1, alltoall_sizes, init_linear, run_alltoall, check_alltoall },
-    { "alltoallv", 0, alltoallv_sizes, init_linear, run_alltoallv, check_alltoallv },
-    { "allreduce", 0, allreduce_sizes, init_linear, run_allreduce, check_allreduce },
+    { "allgather", 1, 0, busbw_all_but_own, allgather_sizes, init_linear, run_allgather, check_allgather },
+    { "reduce_scatter", 1, 0, busbw_all_but_own, reduce_scatter_sizes, init_linear, run_reduce_scatter,
+      check_reduce_scatter },
+    { "alltoall", 1, 0, busbw_all_but_own, alltoall_sizes, init_linear, run_alltoall, check_alltoall },
+    { "alltoallv", 0, 1, busbw_all_but_own, alltoallv_sizes, init_linear, run_alltoallv, check_alltoallv },
+    { "allreduce", 0, 0, busbw_ring_allreduce, allreduce_sizes, init_linear, run_allreduce, check_allreduce },
 };
 const int epb_ncolls = sizeof epb_colls / sizeof *epb_colls;
 
@@ -223,7 +229,14 @@ const epb_coll_t *epb_coll_find(const char *name)
     return NULL;
 }
 
-const char *epb_coll_names(void) { return "allgather, reduce_scatter, alltoall, alltoallv, allreduce"; }
+const char *epb_coll_names(char *buf, size_t n)
+{
+    size_t l = 0;
+    if (n) buf[0] = 0;
+    for (int i = 0; i < epb_ncolls && l < n; i++)
+        l += (size_t)snprintf(buf + l, n - l, "%s%s", i ? ", " : "", epb_colls[i].name);
+    return buf;
+}
 
 int epb_coll_ctx_setup(const epb_coll_t *coll, epb_coll_ctx_t *x, epb_err_t *err)
 {

@@ -329,6 +329,50 @@ int epb_comm_mpi_create(epb_comm_t **out, epb_err_t *err)
     return EPB_OK;
 }
 
+int epb_clock_offset(epb_comm_t *c, double *offset_us, epb_err_t *err)
+{
+    *offset_us = 0;
+    if (c->nodes <= 1 || c->ops != &mpi_ops) return EPB_OK;
+    mpi_impl_t *m = c->impl;
+    MPI_Comm local = MPI_COMM_NULL, leaders = MPI_COMM_NULL;
+    int rc = MPI_Comm_split_type(m->comm, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &local);
+    int lrank = 0;
+    if (rc == MPI_SUCCESS) rc = MPI_Comm_rank(local, &lrank);
+    /* rank 0 and every node's first rank; rank 0 is local rank 0 of its node */
+    if (rc == MPI_SUCCESS) rc = MPI_Comm_split(m->comm, lrank == 0 ? 0 : MPI_UNDEFINED, c->rank, &leaders);
+    if (rc == MPI_SUCCESS && leaders != MPI_COMM_NULL) {
+        int lr, ln;
+        MPI_Comm_rank(leaders, &lr);
+        MPI_Comm_size(leaders, &ln);
+        enum { ROUNDS = 32 };
+        for (int peer = 1; peer < ln && rc == MPI_SUCCESS; peer++) {
+            if (lr != 0 && lr != peer) continue;
+            double best_rtt = 1e300, best_off = 0;
+            for (int i = 0; i < ROUNDS && rc == MPI_SUCCESS; i++) {
+                if (lr == 0) { /* answer with rank 0's clock */
+                    double t;
+                    rc = MPI_Recv(&t, 1, MPI_DOUBLE, peer, 7, leaders, MPI_STATUS_IGNORE);
+                    t = epb_now_us();
+                    if (rc == MPI_SUCCESS) rc = MPI_Send(&t, 1, MPI_DOUBLE, peer, 8, leaders);
+                } else {
+                    double t0 = epb_now_us(), t0r;
+                    rc = MPI_Send(&t0, 1, MPI_DOUBLE, 0, 7, leaders);
+                    if (rc == MPI_SUCCESS) rc = MPI_Recv(&t0r, 1, MPI_DOUBLE, 0, 8, leaders, MPI_STATUS_IGNORE);
+                    double t1 = epb_now_us();
+                    if (t1 - t0 < best_rtt) { best_rtt = t1 - t0; best_off = t0r - (t0 + t1) / 2; }
+                }
+            }
+            if (lr == peer) *offset_us = best_off;
+        }
+        MPI_Comm_free(&leaders);
+    }
+    if (rc == MPI_SUCCESS) rc = MPI_Bcast(offset_us, 1, MPI_DOUBLE, 0, local);
+    if (local != MPI_COMM_NULL) MPI_Comm_free(&local);
+    if (rc != MPI_SUCCESS) return epb_fail(err, EPB_ESYS, "rank %d: measuring the clock offset to rank 0 failed "
+                                           "(MPI error %d)", c->rank, rc);
+    return EPB_OK;
+}
+
 const char *epb_mpi_library(void)
 {
 #if defined(OMPI_MAJOR_VERSION)
@@ -393,6 +437,12 @@ int epb_comm_mpi_create_mem(epb_mem_t mem, epb_comm_t **out, epb_err_t *err)
 {
     (void)mem;
     return epb_comm_mpi_create(out, err);
+}
+int epb_clock_offset(epb_comm_t *c, double *offset_us, epb_err_t *err)
+{
+    (void)c; (void)err;
+    *offset_us = 0;
+    return EPB_OK;
 }
 const char *epb_mpi_library(void) { return "none"; }
 int epb_mpi_is_openmpi(void) { return 0; }

@@ -11,46 +11,61 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* One table drives both the writer and the reader, so the two can never disagree on a column. */
+/* One table drives the writer and the reader of both schemas, so they can never disagree on a column. v1: the
+ * column exists in schema 1 (whose order is this table's without the others). */
 enum kind { K_STR, K_INT, K_LONG, K_U64, K_DBL };
 struct col {
     const char *name;
     enum kind kind;
     size_t off;
+    size_t max; /* text: longest accepted length */
+    int v1;
 };
-#define C(name, kind) { #name, kind, offsetof(epb_row_t, name) }
+#define S(name, max) { #name, K_STR, offsetof(epb_row_t, name), max, 1 }
+#define S2(name, max) { #name, K_STR, offsetof(epb_row_t, name), max, 0 }
+#define N(name, kind) { #name, kind, offsetof(epb_row_t, name), 0, 1 }
 static const struct col cols[EPB_CSV_NCOLS] = {
-    C(schema, K_INT),       C(run_id, K_STR),     C(utc, K_STR),        C(git_rev, K_STR),
-    C(host, K_STR),         C(nodes, K_INT),      C(backend, K_STR),    C(device, K_STR),
-    C(device_name, K_STR),  C(mode, K_STR),       C(op, K_STR),         C(ranks, K_INT),
-    C(experts, K_INT),      C(top_k, K_INT),      C(tokens, K_LONG),    C(hidden, K_LONG),
-    C(ffn, K_LONG),         C(dtype, K_STR),      C(router, K_STR),     C(skew, K_DBL),
-    C(seed, K_U64),         C(phase, K_STR),      C(bytes, K_U64),      C(iters, K_LONG),
-    C(t_min_us, K_DBL),     C(t_med_us, K_DBL),   C(t_mean_us, K_DBL),  C(t_p95_us, K_DBL),
-    C(t_max_us, K_DBL),     C(algbw_gbps, K_DBL), C(busbw_gbps, K_DBL), C(gflop, K_DBL),
-    C(tflops, K_DBL),       C(peak_mem_bytes, K_U64), C(check, K_STR),
+    N(schema, K_INT),        S(run_id, EPB_STR),      S(utc, EPB_STR),          S(git_rev, EPB_STR),
+    S(host, EPB_STR),        N(nodes, K_INT),         S2(hosts, EPB_HOSTS),     S(backend, EPB_STR),
+    S(device, EPB_STR),      S(device_name, EPB_STR), S(mode, EPB_STR),         S(op, EPB_STR),
+    N(ranks, K_INT),         N(experts, K_INT),       N(top_k, K_INT),          N(tokens, K_LONG),
+    N(hidden, K_LONG),       N(ffn, K_LONG),          S(dtype, EPB_STR),        S(router, EPB_STR),
+    N(skew, K_DBL),          N(seed, K_U64),          S2(params, EPB_PARAMS),   S(phase, EPB_STR),
+    S2(kind, EPB_STR),       S2(coll, EPB_STR),       N(bytes, K_U64),          N(iters, K_LONG),
+    N(t_min_us, K_DBL),      N(t_med_us, K_DBL),      N(t_mean_us, K_DBL),      N(t_p95_us, K_DBL),
+    N(t_max_us, K_DBL),      { "wait_us", K_DBL, offsetof(epb_row_t, wait_us), 0, 0 },
+    N(algbw_gbps, K_DBL),    N(busbw_gbps, K_DBL),    N(gflop, K_DBL),          N(tflops, K_DBL),
+    N(peak_mem_bytes, K_U64), S(check, EPB_STR),
 };
-#undef C
+#undef S
+#undef S2
+#undef N
 
 const char *const epb_csv_columns[EPB_CSV_NCOLS] = {
-    "schema", "run_id", "utc", "git_rev", "host", "nodes", "backend", "device", "device_name", "mode", "op",
-    "ranks", "experts", "top_k", "tokens", "hidden", "ffn", "dtype", "router", "skew", "seed", "phase", "bytes",
-    "iters", "t_min_us", "t_med_us", "t_mean_us", "t_p95_us", "t_max_us", "algbw_gbps", "busbw_gbps", "gflop",
-    "tflops", "peak_mem_bytes", "check",
+    "schema", "run_id", "utc", "git_rev", "host", "nodes", "hosts", "backend", "device", "device_name", "mode",
+    "op", "ranks", "experts", "top_k", "tokens", "hidden", "ffn", "dtype", "router", "skew", "seed", "params",
+    "phase", "kind", "coll", "bytes", "iters", "t_min_us", "t_med_us", "t_mean_us", "t_p95_us", "t_max_us",
+    "wait_us", "algbw_gbps", "busbw_gbps", "gflop", "tflops", "peak_mem_bytes", "check",
 };
 
-void epb_row_set(char *field, const char *src)
-{
-    snprintf(field, EPB_STR, "%s", src ? src : "");
-}
-
-static size_t header_line(char *buf, size_t n)
+/* The header line of a schema (1 or 2), with its '\n'. */
+static size_t header_line(int schema, char *buf, size_t n)
 {
     size_t len = 0;
-    for (int i = 0; i < EPB_CSV_NCOLS; i++)
-        len += (size_t)snprintf(buf + len, len < n ? n - len : 0, "%s%s", i ? "," : "", cols[i].name);
+    int first = 1;
+    for (int i = 0; i < EPB_CSV_NCOLS; i++) {
+        if (schema == 1 && !cols[i].v1) continue;
+        len += (size_t)snprintf(buf + len, len < n ? n - len : 0, "%s%s", first ? "" : ",", cols[i].name);
+        first = 0;
+    }
     len += (size_t)snprintf(buf + len, len < n ? n - len : 0, "\n");
     return len;
+}
+
+static const char *text_of(const epb_row_t *row, const struct col *c)
+{
+    const char *s = *(const char *const *)((const char *)row + c->off);
+    return s ? s : "";
 }
 
 /* ---- writer ---- */
@@ -75,9 +90,11 @@ int epb_csv_format_row(const epb_row_t *row, char *buf, size_t n)
         int tl = 0;
         switch (cols[i].kind) {
         case K_STR: {
-            int quote = strpbrk(p, ",\"\r\n") != NULL;
+            const char *s = text_of(row, &cols[i]);
+            if (strlen(s) > cols[i].max) return -1;
+            int quote = strpbrk(s, ",\"\r\n") != NULL;
             if (quote && put(buf, n, &len, "\"", 1)) return -1;
-            for (const char *c = p; *c; c++) {
+            for (const char *c = s; *c; c++) {
                 if (*c == '"' && put(buf, n, &len, "\"", 1)) return -1;
                 if (put(buf, n, &len, c, 1)) return -1;
             }
@@ -99,79 +116,102 @@ int epb_csv_format_row(const epb_row_t *row, char *buf, size_t n)
     return (int)len;
 }
 
-static int first_line_is_header(const char *path, int fd, int *empty, epb_err_t *err)
+/* The state of an existing file: empty, or its first line is this schema's header and its last byte ends a
+ * line. opt names the option in messages ("--csv"), or is NULL for a plain file message. */
+static int check_existing(const char *opt, const char *path, int fd, int *empty, epb_err_t *err)
 {
-    char want[1024], got[1024];
-    size_t wl = header_line(want, sizeof want);
+    char want[2048], got[2048];
+    size_t wl = header_line(EPB_SCHEMA, want, sizeof want);
+    const char *o = opt ? opt : "", *sp = opt ? " " : "";
     ssize_t r = pread(fd, got, wl, 0);
-    if (r < 0) return epb_fail(err, EPB_EUSAGE, "%s: cannot read: %s", path, strerror(errno));
+    if (r < 0) return epb_fail(err, EPB_EUSAGE, "%s%s%s: cannot read: %s", o, sp, path, strerror(errno));
     *empty = r == 0;
-    if (r == 0) return 0;
-    if ((size_t)r != wl || memcmp(want, got, wl))
-        return epb_fail(err, EPB_EUSAGE, "%s:1: not an epbench schema 1 CSV header; refusing to append to it",
-                        path);
-    return 0;
+    if (r == 0) return EPB_OK;
+    if ((size_t)r != wl || memcmp(want, got, wl)) {
+        char v1[2048];
+        size_t l1 = header_line(1, v1, sizeof v1);
+        int old = (size_t)r >= l1 && !memcmp(v1, got, l1);
+        return epb_fail(err, EPB_EUSAGE, "%s%s%s:1: %s; refusing to append to it%s", o, sp, path,
+                        old ? "an epbench schema 1 file (this bench writes schema 2)" : "not an epbench CSV header",
+                        old ? " (start a new file: report reads both)" : "");
+    }
+    struct stat st;
+    char last;
+    if (fstat(fd, &st)) return epb_fail(err, EPB_EUSAGE, "%s%s%s: %s", o, sp, path, strerror(errno));
+    if (pread(fd, &last, 1, st.st_size - 1) != 1)
+        return epb_fail(err, EPB_EUSAGE, "%s%s%s: cannot read: %s", o, sp, path, strerror(errno));
+    if (last != '\n')
+        return epb_fail(err, EPB_EUSAGE, "%s%s%s: its last row is torn (no line end): appending would glue a row to "
+                        "it; remove the fragment (e.g. sed -i '$d' %s) or use a new file", o, sp, path, path);
+    return EPB_OK;
 }
 
-int epb_csv_probe(const char *path, epb_err_t *err)
+int epb_csv_probe_opt(const char *opt, const char *path, epb_err_t *err)
 {
     struct stat st;
-    if (!path || !*path) return epb_fail(err, EPB_EUSAGE, "--csv: empty path");
+    if (!path || !*path) return epb_fail(err, EPB_EUSAGE, "%s: empty path", opt);
     if (stat(path, &st) == 0) {
-        if (!S_ISREG(st.st_mode)) return epb_fail(err, EPB_EUSAGE, "--csv %s: not a regular file", path);
-        if (access(path, W_OK)) return epb_fail(err, EPB_EUSAGE, "--csv %s: not writable: %s", path, strerror(errno));
+        if (!S_ISREG(st.st_mode)) return epb_fail(err, EPB_EUSAGE, "%s %s: not a regular file", opt, path);
+        if (access(path, W_OK)) return epb_fail(err, EPB_EUSAGE, "%s %s: not writable: %s", opt, path, strerror(errno));
         int fd = open(path, O_RDONLY);
-        if (fd < 0) return epb_fail(err, EPB_EUSAGE, "--csv %s: cannot open: %s", path, strerror(errno));
-        int empty, rc = first_line_is_header(path, fd, &empty, err);
+        if (fd < 0) return epb_fail(err, EPB_EUSAGE, "%s %s: cannot open: %s", opt, path, strerror(errno));
+        int empty, rc = check_existing(opt, path, fd, &empty, err);
         close(fd);
         return rc;
     }
-    if (errno != ENOENT) return epb_fail(err, EPB_EUSAGE, "--csv %s: %s", path, strerror(errno));
+    if (errno != ENOENT) return epb_fail(err, EPB_EUSAGE, "%s %s: %s", opt, path, strerror(errno));
     char *dup = strdup(path);
     if (!dup) return epb_fail(err, EPB_ESYS, "out of memory");
     const char *dir = dirname(dup);
     int rc = EPB_OK;
     if (stat(dir, &st) || !S_ISDIR(st.st_mode))
-        rc = epb_fail(err, EPB_EUSAGE, "--csv %s: directory %s does not exist", path, dir);
+        rc = epb_fail(err, EPB_EUSAGE, "%s %s: directory %s does not exist", opt, path, dir);
     else if (access(dir, W_OK | X_OK))
-        rc = epb_fail(err, EPB_EUSAGE, "--csv %s: directory %s is not writable", path, dir);
+        rc = epb_fail(err, EPB_EUSAGE, "%s %s: directory %s is not writable", opt, path, dir);
     free(dup);
     return rc;
 }
 
 int epb_csv_append(const char *path, const epb_row_t *rows, size_t n, epb_err_t *err)
 {
-    size_t cap = 1024 + n * 1024, len = 0;
+    size_t cap = 4096, len = 0;
+    for (size_t i = 0; i < n; i++)
+        for (int c = 0; c < EPB_CSV_NCOLS; c++) /* quoting at most doubles a text */
+            cap += cols[c].kind == K_STR ? 2 * strlen(text_of(&rows[i], &cols[c])) + 3 : 32;
     char *buf = malloc(cap);
     if (!buf) return epb_fail(err, EPB_ESYS, "out of memory formatting %zu CSV rows", n);
     int fd = open(path, O_RDWR | O_APPEND | O_CREAT, 0644);
     if (fd < 0) {
         free(buf);
-        return epb_fail(err, EPB_EUSAGE, "--csv %s: cannot open for appending: %s", path, strerror(errno));
+        return epb_fail(err, EPB_EUSAGE, "%s: cannot open for appending: %s", path, strerror(errno));
     }
     /* An advisory lock keeps the "header only when empty" decision and the append together when several
      * processes (a nightly matrix, parallel jobs) share one file. */
     struct flock lk = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
     while (fcntl(fd, F_SETLKW, &lk) < 0 && errno == EINTR) {}
-    int empty = 0, rc = first_line_is_header(path, fd, &empty, err);
+    int empty = 0, rc = check_existing(NULL, path, fd, &empty, err);
     if (rc == EPB_OK) {
-        if (empty) len = header_line(buf, cap);
+        if (empty) len = header_line(EPB_SCHEMA, buf, cap);
         for (size_t i = 0; i < n; i++) {
             int l = epb_csv_format_row(&rows[i], buf + len, cap - len);
             if (l < 0) {
-                rc = epb_fail(err, EPB_ESYS, "%s: row %zu too long to format", path, i);
+                rc = epb_fail(err, EPB_ESYS, "%s: row %zu does not format (a text field over its limit)", path, i);
                 break;
             }
             len += (size_t)l;
         }
     }
     if (rc == EPB_OK) {
+        struct stat st;
+        off_t before = fstat(fd, &st) == 0 ? st.st_size : -1;
         ssize_t w = write(fd, buf, len);
         if (w != (ssize_t)len) {
-            /* a short write (disk full) would leave a partial row: cut the file back to where it was */
-            struct stat st;
-            if (w > 0 && fstat(fd, &st) == 0 && ftruncate(fd, st.st_size - w)) {}
-            rc = epb_fail(err, EPB_ESYS, "%s: write failed: %s", path, w < 0 ? strerror(errno) : "short write");
+            int e = w < 0 ? errno : ENOSPC;
+            /* a short write (disk full) would leave a partial row: cut the file back to where it was; a file this
+             * call made (empty before) goes, rather than stay as a header or 0 bytes */
+            if (before >= 0 && ftruncate(fd, before)) {}
+            if (before == 0) unlink(path);
+            rc = epb_fail(err, EPB_ESYS, "%s: write failed: %s", path, strerror(e));
         }
     }
     if (close(fd) && rc == EPB_OK) rc = epb_fail(err, EPB_ESYS, "%s: close failed: %s", path, strerror(errno));
@@ -179,13 +219,103 @@ int epb_csv_append(const char *path, const epb_row_t *rows, size_t n, epb_err_t 
     return rc;
 }
 
+/* ---- string pool: every distinct text of the rows read stored once (a year of nightly rows repeats a few
+ * hundred strings), in blocks, found through an open-addressing hash table ---- */
+
+struct epb_strpool {
+    char **slots;   /* interned strings, NULL = empty */
+    size_t nslots, used;
+    char *block;    /* current storage block */
+    size_t left;
+    char **blocks;  /* every block, to free */
+    size_t nblocks;
+};
+
+static uint64_t hash_bytes(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    return h;
+}
+
+static int pool_grow(epb_strpool_t *p)
+{
+    size_t ns = p->nslots ? p->nslots * 2 : 1024;
+    char **slots = calloc(ns, sizeof *slots);
+    if (!slots) return -1;
+    for (size_t i = 0; i < p->nslots; i++) {
+        if (!p->slots[i]) continue;
+        size_t j = hash_bytes(p->slots[i], strlen(p->slots[i])) & (ns - 1);
+        while (slots[j]) j = (j + 1) & (ns - 1);
+        slots[j] = p->slots[i];
+    }
+    free(p->slots);
+    p->slots = slots;
+    p->nslots = ns;
+    return 0;
+}
+
+const char *epb_strpool_add(epb_strpool_t **pp, const char *s, size_t len)
+{
+    if (!*pp && !(*pp = calloc(1, sizeof **pp))) return NULL;
+    epb_strpool_t *p = *pp;
+    if ((p->used + 1) * 2 > p->nslots && pool_grow(p)) return NULL;
+    size_t j = hash_bytes(s, len) & (p->nslots - 1);
+    for (; p->slots[j]; j = (j + 1) & (p->nslots - 1))
+        if (!strncmp(p->slots[j], s, len) && p->slots[j][len] == 0) return p->slots[j];
+    if (p->left < len + 1) {
+        size_t bs = len + 1 > 65536 ? len + 1 : 65536;
+        char **bl = realloc(p->blocks, (p->nblocks + 1) * sizeof *bl);
+        if (!bl) return NULL;
+        p->blocks = bl;
+        if (!(p->block = malloc(bs))) return NULL;
+        p->blocks[p->nblocks++] = p->block;
+        p->left = bs;
+    }
+    char *c = p->block;
+    memcpy(c, s, len);
+    c[len] = 0;
+    p->block += len + 1;
+    p->left -= len + 1;
+    p->slots[j] = c;
+    p->used++;
+    return c;
+}
+
+void epb_rows_free(epb_rows_t *t)
+{
+    if (t->pool) {
+        for (size_t i = 0; i < t->pool->nblocks; i++) free(t->pool->blocks[i]);
+        free(t->pool->blocks);
+        free(t->pool->slots);
+        free(t->pool);
+    }
+    free(t->rows);
+    memset(t, 0, sizeof *t);
+}
+
 /* ---- reader ---- */
 
-/* Splits one CSV record starting at *pp into fields (RFC 4180 quoting); advances *pp past the line end.
- * Returns the number of fields, or -1 for an unterminated quote / line without '\n', -2 too many fields. */
-static int split_record(char **pp, char *end, char **fields, int maxf)
+/* The end of the record starting at p (just past its '\n'), honouring RFC 4180 quotes; NULL when [p, end) holds
+ * no whole record yet. *nul is set when a NUL byte lies inside it. */
+static char *record_end(char *p, char *end, int *nul)
 {
-    char *p = *pp, *w = p;
+    int inq = 0;
+    *nul = 0;
+    for (; p < end; p++) {
+        if (*p == 0) *nul = 1;
+        if (*p == '"') inq = !inq; /* a doubled quote toggles twice */
+        else if (*p == '\n' && !inq) return p + 1;
+    }
+    return NULL;
+}
+
+/* Splits the record [p, rend) (rend just past its '\n') into fields in place. Returns the number of fields, -1
+ * for garbage after a closing quote, -2 for more than maxf fields. */
+static int split_record(char *p, char *rend, char **fields, int maxf)
+{
+    char *w = p, *end = rend - 1; /* the '\n' */
+    if (end > p && end[-1] == '\r') end--;
     int nf = 0;
     for (;;) {
         if (nf == maxf) return -2;
@@ -202,117 +332,196 @@ static int split_record(char **pp, char *end, char **fields, int maxf)
                 *w++ = *p++;
             }
         } else {
-            while (p < end && *p != ',' && *p != '\n' && *p != '\r') *w++ = *p++;
+            while (p < end && *p != ',') *w++ = *p++;
         }
         if (p < end && *p == ',') { *w++ = 0; p++; continue; }
-        if (p < end && *p == '\r') p++;
-        if (p < end && *p == '\n') { *w = 0; *pp = p + 1; return nf; }
-        return -1; /* end of file without newline, or garbage after a closing quote */
+        if (p == end) { *w = 0; return nf; }
+        return -1; /* garbage after a closing quote */
     }
 }
 
-static int parse_field(const struct col *c, const char *s, epb_row_t *row)
+/* A plain decimal number: [-]digits, or with double: [-]digits[.digits][e[+-]digits] (also .5 and 5.). No blanks,
+ * no '+', no hex, no inf or nan. */
+static int decimal_syntax(const char *s, int real)
+{
+    const char *p = s;
+    if (*p == '-') p++;
+    int digits = 0;
+    while (*p >= '0' && *p <= '9') p++, digits++;
+    if (real && *p == '.') {
+        p++;
+        while (*p >= '0' && *p <= '9') p++, digits++;
+    }
+    if (!digits) return 0;
+    if (real && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (*p == '-' || *p == '+') p++;
+        if (!(*p >= '0' && *p <= '9')) return 0;
+        while (*p >= '0' && *p <= '9') p++;
+    }
+    return *p == 0;
+}
+
+/* Parses one field into row; returns NULL or the reason it is refused. */
+static const char *parse_field(const struct col *c, const char *s, size_t len, epb_row_t *row, epb_strpool_t **pool)
 {
     char *p = (char *)row + c->off, *end;
     if (c->kind == K_STR) {
-        if (strlen(s) >= EPB_STR) return -1;
-        strcpy(p, s);
-        return 0;
+        if (len > c->max) return "text too long";
+        const char *v = epb_strpool_add(pool, s, len);
+        if (!v) return "out of memory";
+        *(const char **)p = v;
+        return NULL;
     }
-    if (!*s) return -1;
+    if (!decimal_syntax(s, c->kind == K_DBL)) return "not a plain decimal number";
     errno = 0;
     switch (c->kind) {
-    case K_INT: { long v = strtol(s, &end, 10); if (v < INT32_MIN || v > INT32_MAX) return -1; *(int *)p = (int)v; break; }
-    case K_LONG: *(long *)p = strtol(s, &end, 10); break;
+    case K_INT: {
+        long v = strtol(s, &end, 10);
+        if (errno || v < INT32_MIN || v > INT32_MAX) return "out of range";
+        *(int *)p = (int)v;
+        break;
+    }
+    case K_LONG: *(long *)p = strtol(s, &end, 10); if (errno) return "out of range"; break;
     case K_U64:
-        if (*s == '-') return -1;
+        if (*s == '-') return "negative";
         *(uint64_t *)p = strtoull(s, &end, 10);
+        if (errno) return "out of range";
         break;
     case K_DBL: {
         double v = strtod(s, &end);
-        if (!isfinite(v)) return -1;
+        /* ERANGE on underflow (1e-320) still gives a finite value, which is fine; overflow gives inf */
+        if (!isfinite(v)) return "out of range";
         *(double *)p = v;
         break;
     }
-    default: return -1;
+    default: return "bad column";
     }
-    return (errno || *end) ? -1 : 0;
+    return NULL;
 }
 
-int epb_csv_read(const char *path, epb_row_t **rows_out, size_t *nrows_out, epb_err_t *err)
+typedef struct {
+    const char *path;
+    FILE *f;
+    char *buf;
+    size_t cap, start, len; /* the unparsed bytes are buf[start, len) */
+    int eof;
+} reader_t;
+
+/* Makes sure buf[start, len) holds a whole record (or the file has ended); returns its end, or NULL at the end of
+ * the file. *rc is set on an error (I/O, memory, a record over 1 MiB). */
+static char *next_record(reader_t *r, int *nul, int *rc, epb_err_t *err, long line)
 {
-    *rows_out = NULL;
-    *nrows_out = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return epb_fail(err, EPB_EUSAGE, "%s: cannot open: %s", path, strerror(errno));
-    char *data = NULL;
-    size_t len = 0, cap = 0;
     for (;;) {
-        if (len + 65536 + 1 > cap) {
-            cap = cap ? cap * 2 : 1 << 20;
-            char *nd = realloc(data, cap);
-            if (!nd) { free(data); fclose(f); return epb_fail(err, EPB_ESYS, "%s: out of memory", path); }
-            data = nd;
+        char *e = record_end(r->buf + r->start, r->buf + r->len, nul);
+        if (e) return e;
+        if (r->eof) {
+            if (r->start < r->len)
+                *rc = epb_fail(err, EPB_EUSAGE, "%s:%ld: truncated row (no line end)", r->path, line);
+            return NULL;
         }
-        size_t r = fread(data + len, 1, 65536, f);
-        len += r;
-        if (r == 0) break;
+        if (r->start > 0) { /* slide the partial record down */
+            memmove(r->buf, r->buf + r->start, r->len - r->start);
+            r->len -= r->start;
+            r->start = 0;
+        }
+        if (r->cap - r->len < 65536) {
+            if (r->cap >= ((size_t)1 << 21)) {
+                *rc = epb_fail(err, EPB_EUSAGE, "%s:%ld: a row over 1 MiB: not an epbench CSV", r->path, line);
+                return NULL;
+            }
+            size_t nc = r->cap ? r->cap * 2 : (size_t)1 << 20;
+            char *nb = realloc(r->buf, nc);
+            if (!nb) { *rc = epb_fail(err, EPB_ESYS, "%s: out of memory", r->path); return NULL; }
+            r->buf = nb;
+            r->cap = nc;
+        }
+        size_t got = fread(r->buf + r->len, 1, r->cap - r->len, r->f);
+        r->len += got;
+        if (got == 0) {
+            if (ferror(r->f)) { *rc = epb_fail(err, EPB_EUSAGE, "%s: read error", r->path); return NULL; }
+            r->eof = 1;
+        }
     }
-    int ioerr = ferror(f);
-    fclose(f);
-    int rc = EPB_OK;
-    epb_row_t *rows = NULL;
-    size_t nrows = 0, rcap = 0;
-    char *p = data, *end = data + len, *fields[EPB_CSV_NCOLS + 1];
+}
+
+int epb_csv_read(const char *path, epb_rows_t *t, epb_err_t *err)
+{
+    reader_t r = { .path = path };
+    if (!(r.f = fopen(path, "rb"))) return epb_fail(err, EPB_EUSAGE, "%s: cannot open: %s", path, strerror(errno));
+    size_t nrows0 = t->nrows;
+    int rc = EPB_OK, nul, schema = 0, ncols = 0, map[EPB_CSV_NCOLS]; /* field i of a row -> cols[map[i]] */
+    char *fields[EPB_CSV_NCOLS + 1];
     long line = 1;
-    if (ioerr) { rc = epb_fail(err, EPB_EUSAGE, "%s: read error", path); goto out; }
-    if (len == 0) { rc = epb_fail(err, EPB_EUSAGE, "%s:1: empty file (expected the schema 1 header)", path); goto out; }
-    int nf = split_record(&p, end, fields, EPB_CSV_NCOLS + 1);
-    if (nf != EPB_CSV_NCOLS) {
-        rc = epb_fail(err, EPB_EUSAGE, "%s:1: not an epbench schema 1 header (%s)", path,
-                      nf < 0 ? "unterminated line" : "wrong column count");
+    char *e = next_record(&r, &nul, &rc, err, line);
+    if (rc) goto out;
+    if (!e) {
+        rc = epb_fail(err, EPB_EUSAGE, "%s:1: %s", path,
+                      r.len ? "truncated header (no line end)" : "empty file (expected an epbench CSV header)");
         goto out;
     }
-    for (int i = 0; i < EPB_CSV_NCOLS; i++)
-        if (strcmp(fields[i], cols[i].name)) {
-            rc = epb_fail(err, EPB_EUSAGE, "%s:1: not an epbench schema 1 header (column %d is '%s', expected '%s')",
-                          path, i + 1, fields[i], cols[i].name);
-            goto out;
-        }
-    while (p < end) {
+    char h1[2048], h2[2048];
+    size_t l1 = header_line(1, h1, sizeof h1), l2 = header_line(2, h2, sizeof h2), hl = (size_t)(e - r.buf - r.start);
+    const char *h = r.buf + r.start;
+    /* a header written on Windows keeps its \r */
+    int crlf = hl >= 2 && h[hl - 2] == '\r';
+    size_t bare = hl - (size_t)crlf;
+    if (bare == l2 && !memcmp(h, h2, l2 - 1)) schema = 2, ncols = EPB_CSV_NCOLS;
+    else if (bare == l1 && !memcmp(h, h1, l1 - 1)) schema = 1, ncols = EPB_CSV_NCOLS_V1;
+    else {
+        rc = epb_fail(err, EPB_EUSAGE, "%s:1: not an epbench CSV header (schema 1 or 2; see docs/CSV.md)", path);
+        goto out;
+    }
+    for (int i = 0, f = 0; i < EPB_CSV_NCOLS; i++)
+        if (schema == 2 || cols[i].v1) map[f++] = i;
+    r.start += hl;
+    for (;;) {
         line++;
-        nf = split_record(&p, end, fields, EPB_CSV_NCOLS + 1);
-        if (nf == -1) { rc = epb_fail(err, EPB_EUSAGE, "%s:%ld: truncated row (no line end)", path, line); goto out; }
-        if (nf != EPB_CSV_NCOLS) {
+        e = next_record(&r, &nul, &rc, err, line);
+        if (!e) break;
+        char *rec = r.buf + r.start;
+        if (nul) { rc = epb_fail(err, EPB_EUSAGE, "%s:%ld: a NUL byte in the row", path, line); break; }
+        int nf = split_record(rec, e, fields, EPB_CSV_NCOLS + 1);
+        if (nf == -1) { rc = epb_fail(err, EPB_EUSAGE, "%s:%ld: text after a closing quote", path, line); break; }
+        if (nf != ncols) {
             rc = epb_fail(err, EPB_EUSAGE, "%s:%ld: wrong column count (%s%d, expected %d)", path, line,
-                          nf < 0 ? "more than " : "", nf < 0 ? EPB_CSV_NCOLS : nf, EPB_CSV_NCOLS);
-            goto out;
+                          nf < 0 ? "more than " : "", nf < 0 ? ncols : nf, ncols);
+            break;
         }
-        if (nrows == rcap) {
-            rcap = rcap ? rcap * 2 : 256;
-            epb_row_t *nr = realloc(rows, rcap * sizeof *rows);
-            if (!nr) { rc = epb_fail(err, EPB_ESYS, "%s: out of memory", path); goto out; }
-            rows = nr;
+        if (t->nrows == t->cap) {
+            size_t nc = t->cap ? t->cap * 2 : 256;
+            epb_row_t *nr = realloc(t->rows, nc * sizeof *nr);
+            if (!nr) { rc = epb_fail(err, EPB_ESYS, "%s: out of memory", path); break; }
+            t->rows = nr;
+            t->cap = nc;
         }
-        epb_row_t *row = &rows[nrows];
+        epb_row_t *row = &t->rows[t->nrows];
         memset(row, 0, sizeof *row);
-        for (int i = 0; i < EPB_CSV_NCOLS; i++)
-            if (parse_field(&cols[i], fields[i], row)) {
-                rc = epb_fail(err, EPB_EUSAGE, "%s:%ld: column %s: %s '%s'", path, line, cols[i].name,
-                              cols[i].kind == K_STR ? "text too long" : "not a number", fields[i]);
-                goto out;
-            }
-        if (row->schema != EPB_SCHEMA) {
-            rc = epb_fail(err, EPB_EUSAGE, "%s:%ld: schema %d, expected %d (mixed schemas)", path, line, row->schema,
-                          EPB_SCHEMA);
-            goto out;
+        for (int i = 0; i < nf && !rc; i++) {
+            const struct col *c = &cols[map[i]];
+            size_t len = strlen(fields[i]);
+            const char *why = parse_field(c, fields[i], len, row, &t->pool);
+            if (why)
+                rc = epb_fail(err, !strcmp(why, "out of memory") ? EPB_ESYS : EPB_EUSAGE,
+                              "%s:%ld: column %s: %s '%.40s%s'", path, line, c->name, why, fields[i],
+                              len > 40 ? "..." : "");
         }
-        nrows++;
+        if (rc) break;
+        if (row->schema != schema) {
+            rc = epb_fail(err, EPB_EUSAGE, "%s:%ld: schema %d under a schema %d header (mixed schemas)", path, line,
+                          row->schema, schema);
+            break;
+        }
+        /* the columns schema 1 lacks read as empty text */
+        for (int i = 0; i < EPB_CSV_NCOLS; i++)
+            if (cols[i].kind == K_STR && !*(const char **)((char *)row + cols[i].off))
+                *(const char **)((char *)row + cols[i].off) = "";
+        t->nrows++;
+        r.start = (size_t)(e - r.buf);
     }
 out:
-    free(data);
-    if (rc != EPB_OK) { free(rows); return rc; }
-    *rows_out = rows;
-    *nrows_out = nrows;
-    return EPB_OK;
+    fclose(r.f);
+    free(r.buf);
+    if (rc) t->nrows = nrows0;
+    return rc;
 }

@@ -1,5 +1,5 @@
 /* epbench common module: exit codes, error reporting, statistics, size parsing, bandwidth formulas,
- * seeded values, bfloat16 conversion and the CSV schema 1 writer/reader.
+ * seeded values, bfloat16 conversion and the CSV writer/reader (schema 2; schema 1 read).
  * Shared by bench/, collectives/, moe/ and reports/; it depends on nothing but libc and libm. */
 #ifndef EPB_COMMON_H
 #define EPB_COMMON_H
@@ -51,10 +51,7 @@ int epb_parse_double(const char *s, double lo, double hi, double *out);
 /* Human size: 65536 -> "64K", 3000 -> "3000". */
 void epb_fmt_size(uint64_t bytes, char *buf, size_t n);
 
-/* ---- bandwidth (nccl-tests' conventions, DESIGN.md) ---- */
-/* Factor that turns algbw into busbw for a collective over P ranks: allgather, reduce_scatter, alltoall,
- * alltoallv: (P-1)/P; allreduce: 2(P-1)/P; anything else (memcpy, gemm, broadcast-free ops): 1. */
-double epb_busbw_factor(const char *op, int P);
+/* ---- bandwidth ---- */
 /* GB/s (1e9 bytes per second) for bytes moved in t_us microseconds; 0 when t_us <= 0. */
 double epb_gbps(double bytes, double t_us);
 
@@ -70,48 +67,76 @@ typedef uint16_t epb_bf16;
 epb_bf16 epb_f32_to_bf16(float f); /* round to nearest even; NaN stays NaN */
 float epb_bf16_to_f32(epb_bf16 h);
 
-/* ---- CSV schema 1 (DESIGN.md "Results") ---- */
-#define EPB_SCHEMA 1
-#define EPB_CSV_NCOLS 35
+/* ---- CSV schema 2 (DESIGN.md "Results: CSV schema 2"; docs/CSV.md defines every column) ---- */
+#define EPB_SCHEMA 2
+#define EPB_CSV_NCOLS 40    /* schema 2 */
+#define EPB_CSV_NCOLS_V1 35 /* schema 1: the same columns less hosts, params, kind, coll, wait_us */
 extern const char *const epb_csv_columns[EPB_CSV_NCOLS];
-#define EPB_STR 96 /* longest text field kept; longer text is an input error for the reader */
+/* Longest text the reader accepts (and the writer writes) per kind of field; longer text is an input error. */
+#define EPB_STR 96       /* most text fields */
+#define EPB_PARAMS 512   /* params: "key=val;..." */
+#define EPB_HOSTS 4096   /* hosts: every host of the job, ';'-joined */
 
+/* One row. Text fields point at strings the row does not own: a writer points them at its own storage (NULL
+ * writes an empty field), the reader at the interned strings of its epb_rows_t. */
 typedef struct {
     int schema;
-    char run_id[EPB_STR], utc[EPB_STR], git_rev[EPB_STR], host[EPB_STR];
+    const char *run_id, *utc, *git_rev, *host;
     int nodes;
-    char backend[EPB_STR], device[EPB_STR], device_name[EPB_STR], mode[EPB_STR], op[EPB_STR];
+    const char *hosts; /* schema 2: the distinct hosts of the job, ';'-joined (schema 1: empty) */
+    const char *backend, *device, *device_name, *mode, *op;
     int ranks, experts, top_k;
     long tokens, hidden, ffn;
-    char dtype[EPB_STR], router[EPB_STR];
+    const char *dtype, *router;
     double skew;
     uint64_t seed;
-    char phase[EPB_STR];
+    const char *params; /* schema 2: strategy parameters and layer features, "key=val;..." canonical order */
+    const char *phase;
+    const char *kind; /* schema 2: compute | comm | sync | total (schema 1: empty) */
+    const char *coll; /* schema 2: the collectives the phase ran, '+'-joined in first-call order */
     uint64_t bytes;
     long iters;
     double t_min_us, t_med_us, t_mean_us, t_p95_us, t_max_us;
+    double wait_us; /* schema 2: median over iterations of the phase's wait for the last rank to arrive */
     double algbw_gbps, busbw_gbps, gflop, tflops;
     uint64_t peak_mem_bytes;
-    char check[EPB_STR]; /* ok | fail | skipped */
+    const char *check; /* ok | fail | skipped */
 } epb_row_t;
 
-/* Copies src into a row's text field (truncating to EPB_STR-1). */
-void epb_row_set(char *field, const char *src);
+/* Rows read from CSV files, with the strings they point at (each distinct text stored once). */
+typedef struct epb_strpool epb_strpool_t;
+typedef struct {
+    epb_row_t *rows;
+    size_t nrows, cap;
+    epb_strpool_t *pool;
+} epb_rows_t;
+void epb_rows_free(epb_rows_t *t);
+/* The pool's copy of s (interned: equal strings share one copy); NULL when out of memory. */
+const char *epb_strpool_add(epb_strpool_t **pool, const char *s, size_t len);
 
 /* Checks that path can take rows: an existing file must be a regular writable file whose first line is the
- * schema 1 header (or empty); a new file's directory must be writable. Nothing is created or changed. */
-int epb_csv_probe(const char *path, epb_err_t *err);
+ * current schema's header (or empty) and whose last byte ends a line (a torn last row is refused: rows appended
+ * after it would be glued to the fragment); a new file's directory must be writable. Nothing is created or
+ * changed. EPB_EUSAGE naming `opt` (e.g. "--csv") and the file otherwise. */
+int epb_csv_probe_opt(const char *opt, const char *path, epb_err_t *err);
+static inline int epb_csv_probe(const char *path, epb_err_t *err) { return epb_csv_probe_opt("--csv", path, err); }
 
-/* Appends rows to path with one write(2) on an O_APPEND descriptor, so rows are never half-written and
- * concurrent writers do not interleave; the header is written only when the file is new or empty. */
+/* Appends rows to path with one write(2) on an O_APPEND descriptor under an advisory lock, so rows are never
+ * half-written and concurrent writers do not interleave; the header is written only when the file is new or
+ * empty; a file with a foreign header or a torn last row is refused (EPB_EUSAGE). When the write fails (a full
+ * disk), the file is cut back to its old length, and a file this call created is removed (EPB_ESYS). */
 int epb_csv_append(const char *path, const epb_row_t *rows, size_t n, epb_err_t *err);
 
-/* Formats one row as a CSV line (with '\n') into buf; returns the length or -1 if n is too small. */
+/* Formats one row as a CSV line (with '\n') into buf; returns the length or -1 if n is too small or a text field
+ * is longer than its limit. */
 int epb_csv_format_row(const epb_row_t *row, char *buf, size_t n);
 
-/* Reads a whole schema 1 file. Rejects (EPB_EUSAGE, message "FILE:LINE: reason") a missing or empty file, a
- * wrong header, a wrong column count, an unterminated last line, a non-numeric numeric field, a text field
- * over EPB_STR-1 characters and a schema other than 1. On success *rows is malloc'ed (caller frees). */
-int epb_csv_read(const char *path, epb_row_t **rows, size_t *nrows, epb_err_t *err);
+/* Reads a whole schema 1 or schema 2 file and appends its rows to *t (whose pool the strings go to). Streams
+ * the file (memory: the rows and their distinct strings, not the file). Rejects (EPB_EUSAGE, "FILE:LINE:
+ * reason") a missing or empty file, a header of neither schema, a wrong column count, an unterminated last
+ * line, a NUL byte, a numeric field that is not a plain decimal number (no blanks, no hex, no inf/nan), a text
+ * field over its limit, and a row whose schema is not its header's. Schema 1 rows get empty hosts, params,
+ * kind, coll and wait_us 0. On failure *t keeps the rows of earlier calls only. */
+int epb_csv_read(const char *path, epb_rows_t *t, epb_err_t *err);
 
 #endif

@@ -92,18 +92,6 @@ void epb_fmt_size(uint64_t b, char *buf, size_t n)
 
 /* ---- bandwidth ---- */
 
-double epb_busbw_factor(const char *op, int P)
-{
-    if (P <= 1) return (!strcmp(op, "allreduce") || !strcmp(op, "allgather") || !strcmp(op, "reduce_scatter") ||
-                        !strcmp(op, "alltoall") || !strcmp(op, "alltoallv")) ? 0.0 : 1.0;
-    double f = (double)(P - 1) / P;
-    if (!strcmp(op, "allreduce")) return 2.0 * f;
-    if (!strcmp(op, "allgather") || !strcmp(op, "reduce_scatter") || !strcmp(op, "alltoall") ||
-        !strcmp(op, "alltoallv"))
-        return f;
-    return 1.0;
-}
-
 double epb_gbps(double bytes, double t_us)
 {
     return t_us > 0 ? bytes / (t_us * 1e3) : 0.0; /* bytes / (t_us * 1e-6) / 1e9 */

@@ -141,17 +141,11 @@ int rp_load(rp_data_t *d, char *const *paths, int npaths, epb_err_t *err)
 {
     memset(d, 0, sizeof *d);
     for (int i = 0; i < npaths; i++) {
-        epb_row_t *rows;
-        size_t n;
-        int rc = epb_csv_read(paths[i], &rows, &n, err);
+        int rc = epb_csv_read(paths[i], &d->table, err);
         if (rc != EPB_OK) { rp_free(d); return rc; }
-        epb_row_t *all = realloc(d->rows, (d->nrows + n + 1) * sizeof *all);
-        if (!all) { free(rows); rp_free(d); return epb_fail(err, EPB_ESYS, "out of memory"); }
-        if (n) memcpy(all + d->nrows, rows, n * sizeof *rows);
-        free(rows);
-        d->rows = all;
-        d->nrows += n;
     }
+    d->rows = d->table.rows;
+    d->nrows = d->table.nrows;
     int rc = rp_group(d, err);
     if (rc != EPB_OK) rp_free(d);
     return rc;
@@ -161,7 +155,8 @@ void rp_free(rp_data_t *d)
 {
     for (size_t i = 0; i < d->ncells; i++) free(d->cells[i].t_med);
     free(d->cells);
-    free(d->rows);
+    if (d->table.rows == d->rows) d->rows = NULL; /* rows built by a caller (tests) are theirs */
+    epb_rows_free(&d->table);
     memset(d, 0, sizeof *d);
 }
 

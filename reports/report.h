@@ -31,8 +31,9 @@ typedef struct {
 } rp_cell_t;
 
 typedef struct {
-    epb_row_t *rows;
+    epb_row_t *rows;   /* = table.rows */
     size_t nrows;
+    epb_rows_t table;  /* the rows read, with the strings they point at */
     rp_cell_t *cells; /* in order of first appearance */
     size_t ncells;
 } rp_data_t;

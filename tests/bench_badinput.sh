@@ -38,7 +38,7 @@ case_ "--ranks '-2'" --coll all --ranks -2 --csv "$csv"
 case_ "--csv /nonexistent-epb/x.csv: directory /nonexistent-epb does not exist" --coll all --csv /nonexistent-epb/x.csv
 case_ "--csv $work: not a regular file" --coll all --csv "$work"
 printf 'a,b\n1,2\n' > "$work/foreign.csv"
-case_ "foreign.csv:1: not an epbench schema 1 CSV header" --coll all --csv "$work/foreign.csv"
+case_ "foreign.csv:1: not an epbench CSV header" --coll all --csv "$work/foreign.csv"
 if [ "$(id -u)" -ne 0 ]; then
     mkdir "$work/ro" && chmod 555 "$work/ro"
     case_ "is not writable" --coll all --csv "$work/ro/x.csv"

@@ -28,7 +28,7 @@ for dt in f32 bf16; do
     [ "$N" -gt 1 ] && run "all strategies $dt, --comm mpi (staged)" --strategy all --dtype "$dt" --comm mpi \
         --experts 8 --top-k 2 "${small[@]}"
 done
-rows=$(tail -n +2 "$work/r.csv" | wc -l) bad=$(tail -n +2 "$work/r.csv" | awk -F, '$NF != "ok" || $8 != "cuda"' | wc -l)
+rows=$(tail -n +2 "$work/r.csv" | wc -l) bad=$(python3 -c 'import csv,sys; print(sum(r["check"] != "ok" or r["device"] != "cuda" for r in csv.DictReader(open(sys.argv[1]))))' "$work/r.csv")
 [ "$bad" -eq 0 ] && [ "$rows" -gt 0 ]; tap_ok $? "$rows CSV rows, device cuda, all check=ok ($bad not)"
 # collectives on device buffers, checked
 "$BENCH" --coll all --device cuda --ranks "$N" -b 64K -e 1M -n 2 -w 1 --csv "$work/c.csv" >"$work/out" 2>"$work/err"

@@ -31,3 +31,7 @@ tap_done() {
     echo "1..$n"
     [ "$failed" -eq 0 ]
 }
+# csv_all FILE PYEXPR / csv_any FILE PYEXPR: whether every row (at least one) / some row of an epbench CSV satisfies
+# the Python expression over r, the row as a dict by column name (columns are read by name, never by position)
+csv_all() { python3 -c 'import csv,sys; rows=list(csv.DictReader(open(sys.argv[1]))); sys.exit(0 if rows and all(eval(sys.argv[2], {}, {"r": r}) for r in rows) else 1)' "$@"; }
+csv_any() { python3 -c 'import csv,sys; rows=list(csv.DictReader(open(sys.argv[1]))); sys.exit(0 if any(eval(sys.argv[2], {}, {"r": r}) for r in rows) else 1)' "$@"; }

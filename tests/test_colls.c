@@ -88,6 +88,23 @@ static void test_bf16_sum(epb_comm_t *self)
            "bf16 sums round to nearest even");
 }
 
+/* each collective's own bus-bandwidth factor (nccl-tests' conventions), from the table */
+static void test_busbw(void)
+{
+    const epb_coll_t *ag = epb_coll_find("allgather"), *rs = epb_coll_find("reduce_scatter"),
+                     *a2a = epb_coll_find("alltoall"), *a2av = epb_coll_find("alltoallv"), *ar = epb_coll_find("allreduce");
+    TAP_OK(ar && ar->busbw_factor(4) == 1.5, "allreduce 2(P-1)/P at P=4");
+    TAP_OK(ag && ag->busbw_factor(4) == 0.75, "allgather (P-1)/P");
+    TAP_OK(rs && rs->busbw_factor(2) == 0.5, "reduce_scatter (P-1)/P");
+    TAP_OK(a2a && a2a->busbw_factor(8) == 0.875, "alltoall (P-1)/P");
+    TAP_OK(a2av && a2av->busbw_factor(3) == 2.0 / 3, "alltoallv (P-1)/P");
+    TAP_OK(a2a && a2a->busbw_factor(1) == 0 && ar->busbw_factor(1) == 0, "one rank moves nothing over the bus");
+    TAP_OK(a2av && a2av->uneven && !a2a->uneven, "only alltoallv takes --imbalance");
+    char names[256];
+    TAP_OK(!strcmp(epb_coll_names(names, sizeof names), "allgather, reduce_scatter, alltoall, alltoallv, allreduce"),
+           "names from the table: %s", names);
+}
+
 int main(void)
 {
     epb_comm_t *self;
@@ -98,6 +115,7 @@ int main(void)
     test_zipf();
     test_sizes();
     test_bf16_sum(self);
+    test_busbw();
     epb_comm_destroy(self);
     return tap_done();
 }

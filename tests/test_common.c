@@ -1,10 +1,13 @@
-/* Unit tests of common/: statistics, size parsing, busbw formulas, seeded values, bf16, and the CSV writer
+/* Unit tests of common/: statistics, size parsing, GB/s, seeded values, bf16, and the CSV writer
  * round-tripped through the reader, plus every malformed-input case the reader must reject. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "epb.h"
@@ -23,23 +26,27 @@ static epb_row_t sample_row(int i)
 {
     epb_row_t r;
     memset(&r, 0, sizeof r);
-    r.schema = 1;
-    epb_row_set(r.run_id, "run-1");
-    epb_row_set(r.utc, "2026-11-24T22:00:00Z");
-    epb_row_set(r.git_rev, "abc123");
-    epb_row_set(r.host, "node01");
-    r.nodes = 1;
-    epb_row_set(r.backend, "mpi");
-    epb_row_set(r.device, "cpu");
-    epb_row_set(r.device_name, "AMD EPYC, 2 cores; \"bind\"=core"); /* needs quoting */
-    epb_row_set(r.mode, "coll");
-    epb_row_set(r.op, "alltoall");
+    r.schema = EPB_SCHEMA;
+    r.run_id = "run-1";
+    r.utc = "2026-11-24T22:00:00Z";
+    r.git_rev = "abc123";
+    r.host = "node01";
+    r.nodes = 2;
+    r.hosts = "node01;node02";
+    r.backend = "mpi";
+    r.device = "cpu";
+    r.device_name = "AMD EPYC, 2 cores; \"bind\"=core"; /* needs quoting */
+    r.mode = "coll";
+    r.op = "alltoallv";
     r.ranks = 4;
     r.tokens = 1024 + i;
-    epb_row_set(r.dtype, "f32");
+    r.dtype = "f32";
     r.skew = 1.5;
     r.seed = 18446744073709551615ull;
-    epb_row_set(r.phase, "total");
+    r.params = "imbalance=1.5";
+    r.phase = "total";
+    r.kind = "comm";
+    r.coll = "alltoallv";
     r.bytes = 65536ull << i;
     r.iters = 20;
     r.t_min_us = 1.25;
@@ -47,10 +54,11 @@ static epb_row_t sample_row(int i)
     r.t_mean_us = 2.75;
     r.t_p95_us = 3.125;
     r.t_max_us = 123456.789;
+    r.wait_us = 0.5 + i;
     r.algbw_gbps = 0.0123456789;
     r.busbw_gbps = 9.87654321;
     r.peak_mem_bytes = 1ull << 40;
-    epb_row_set(r.check, "ok");
+    r.check = "ok";
     return r;
 }
 
@@ -106,15 +114,8 @@ static void test_sizes(void)
     TAP_OK(epb_parse_double("-1", 0, 10, &d) == -1, "double below range");
 }
 
-static void test_busbw(void)
+static void test_gbps(void)
 {
-    TAP_OK(epb_busbw_factor("allreduce", 4) == 1.5, "allreduce 2(P-1)/P at P=4");
-    TAP_OK(epb_busbw_factor("allgather", 4) == 0.75, "allgather (P-1)/P");
-    TAP_OK(epb_busbw_factor("reduce_scatter", 2) == 0.5, "reduce_scatter (P-1)/P");
-    TAP_OK(epb_busbw_factor("alltoall", 8) == 0.875, "alltoall (P-1)/P");
-    TAP_OK(epb_busbw_factor("alltoallv", 3) == 2.0 / 3, "alltoallv (P-1)/P");
-    TAP_OK(epb_busbw_factor("alltoall", 1) == 0, "one rank moves nothing over the bus");
-    TAP_OK(epb_busbw_factor("memcpy", 4) == 1, "non-collectives: busbw = algbw");
     TAP_OK(fabs(epb_gbps(1e9, 1e6) - 1.0) < 1e-12, "1e9 bytes in 1 s is 1 GB/s");
     TAP_OK(epb_gbps(100, 0) == 0, "zero time gives 0, not inf");
 }
@@ -149,30 +150,44 @@ static void test_values(void)
     TAP_OK(isnan(epb_bf16_to_f32(epb_f32_to_bf16(NAN))), "bf16 keeps NaN");
 }
 
+static int read_file(const char *path, epb_rows_t *t, epb_err_t *err)
+{
+    epb_rows_free(t);
+    memset(err, 0, sizeof *err);
+    return epb_csv_read(path, t, err);
+}
+
+static long file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) ? -1 : (long)st.st_size;
+}
+
 static void test_csv(void)
 {
     char path[256], bad[256];
     snprintf(path, sizeof path, "%s/r.csv", dir);
     epb_err_t err = { { 0 } };
+    epb_rows_t t = { 0 };
     epb_row_t rows[3] = { sample_row(0), sample_row(1), sample_row(2) };
     TAP_OK(epb_csv_probe(path, &err) == EPB_OK, "probe accepts a new file in a writable directory");
     TAP_OK(epb_csv_append(path, rows, 2, &err) == EPB_OK, "append 2 rows to a new file");
     TAP_OK(epb_csv_append(path, rows + 2, 1, &err) == EPB_OK, "append 1 more row");
-    epb_row_t *got = NULL;
-    size_t n = 0;
-    TAP_OK(epb_csv_read(path, &got, &n, &err) == EPB_OK && n == 3, "read back 3 rows (%s)", err.msg);
-    int same = n == 3;
+    TAP_OK(read_file(path, &t, &err) == EPB_OK && t.nrows == 3, "read back 3 rows (%s)", err.msg);
+    int same = t.nrows == 3;
     for (size_t i = 0; same && i < 3; i++) {
-        same &= !strcmp(got[i].device_name, rows[i].device_name) && got[i].tokens == rows[i].tokens &&
-                got[i].bytes == rows[i].bytes && got[i].seed == rows[i].seed &&
-                got[i].t_med_us == rows[i].t_med_us && got[i].t_max_us == rows[i].t_max_us &&
-                fabs(got[i].algbw_gbps - rows[i].algbw_gbps) < 1e-15 && got[i].skew == 1.5 &&
-                got[i].peak_mem_bytes == rows[i].peak_mem_bytes && !strcmp(got[i].check, "ok");
+        const epb_row_t *g = &t.rows[i];
+        same &= g->schema == 2 && !strcmp(g->device_name, rows[i].device_name) && g->tokens == rows[i].tokens &&
+                g->bytes == rows[i].bytes && g->seed == rows[i].seed && g->t_med_us == rows[i].t_med_us &&
+                g->t_max_us == rows[i].t_max_us && fabs(g->algbw_gbps - rows[i].algbw_gbps) < 1e-15 &&
+                g->skew == 1.5 && g->peak_mem_bytes == rows[i].peak_mem_bytes && !strcmp(g->check, "ok") &&
+                !strcmp(g->hosts, "node01;node02") && !strcmp(g->params, "imbalance=1.5") &&
+                !strcmp(g->kind, "comm") && !strcmp(g->coll, "alltoallv") && g->wait_us == rows[i].wait_us;
     }
-    TAP_OK(same, "every field round-trips, quoted text included");
-    free(got);
+    TAP_OK(same, "every field round-trips, quoted text and the schema 2 columns included");
+    TAP_OK(t.nrows == 3 && t.rows[0].run_id == t.rows[2].run_id, "equal texts are stored once (interned)");
     FILE *f = fopen(path, "r");
-    char line[1024];
+    char line[2048];
     int headers = 0;
     while (fgets(line, sizeof line, f)) headers += !strncmp(line, "schema,run_id,", 14);
     fclose(f);
@@ -183,49 +198,150 @@ static void test_csv(void)
     write_file(bad, "a,b,c\n1,2,3\n");
     TAP_OK(epb_csv_probe(bad, &err) == EPB_EUSAGE && strstr(err.msg, "other.csv:1"), "probe rejects a foreign header");
     TAP_OK(epb_csv_append(bad, rows, 1, &err) == EPB_EUSAGE, "append refuses a foreign file");
-    struct stat st;
-    stat(bad, &st);
-    TAP_OK(st.st_size == 12, "the foreign file is unchanged");
+    TAP_OK(file_size(bad) == 12, "the foreign file is unchanged");
     TAP_OK(epb_csv_probe("/nonexistent-dir/x.csv", &err) == EPB_EUSAGE && strstr(err.msg, "/nonexistent-dir"),
            "probe rejects a missing directory: %s", err.msg);
     TAP_OK(epb_csv_probe(dir, &err) == EPB_EUSAGE, "probe rejects a directory as the file");
 
-    /* malformed inputs: each is rejected with file:line */
-    char hdr[1024] = "", good[1024];
+    /* a torn last row (a writer killed mid-row by something else, a full disk): nothing is glued to it */
+    char torn[256], text[8192], good[4096], hdr[2048] = "";
     for (int i = 0; i < EPB_CSV_NCOLS; i++) {
         strcat(hdr, i ? "," : "");
         strcat(hdr, epb_csv_columns[i]);
     }
     strcat(hdr, "\n");
     epb_csv_format_row(&rows[0], good, sizeof good);
-    struct { const char *name, *want; char text[4096]; } cases[8];
+    snprintf(torn, sizeof torn, "%s/torn.csv", dir);
+    snprintf(text, sizeof text, "%s%s%.30s", hdr, good, good);
+    write_file(torn, text);
+    long before = file_size(torn);
+    TAP_OK(epb_csv_probe(torn, &err) == EPB_EUSAGE && strstr(err.msg, "torn"), "probe refuses a torn last row: %s",
+           err.msg);
+    TAP_OK(epb_csv_append(torn, rows, 1, &err) == EPB_EUSAGE && file_size(torn) == before,
+           "append refuses it and leaves the file as it was");
+
+    /* a full disk (the file size limit stands in for it): the new file does not stay, an old one is cut back */
+    char full[256];
+    snprintf(full, sizeof full, "%s/full.csv", dir);
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit rl = { 100, 100 };
+        setrlimit(RLIMIT_FSIZE, &rl);
+        int rc1 = epb_csv_append(full, rows, 3, &err); /* a new file: the header alone is over 100 bytes */
+        int gone = access(full, F_OK) != 0;
+        _exit(rc1 == EPB_ESYS && gone ? 0 : 1);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    TAP_OK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "a failed write leaves no new file behind (not 0 bytes)");
+    before = file_size(path);
+    pid = fork();
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit rl = { (rlim_t)before + 100, (rlim_t)before + 100 };
+        setrlimit(RLIMIT_FSIZE, &rl);
+        _exit(epb_csv_append(path, rows, 3, &err) == EPB_ESYS ? 0 : 1);
+    }
+    waitpid(pid, &status, 0);
+    TAP_OK(WIFEXITED(status) && WEXITSTATUS(status) == 0 && file_size(path) == before,
+           "a short write to an existing file is cut back to its old length (%ld)", file_size(path));
+
+    /* schema 1 files are read, their missing columns empty */
+    char v1hdr[2048] = "", v1row[4096];
+    static const char *const v2only[] = { "hosts", "params", "kind", "coll", "wait_us" };
+    int skip[EPB_CSV_NCOLS] = { 0 };
+    for (int i = 0; i < EPB_CSV_NCOLS; i++)
+        for (int j = 0; j < 5; j++) skip[i] |= !strcmp(epb_csv_columns[i], v2only[j]);
+    /* the schema 2 row without its five columns, schema 1 in its first field */
+    char *fields[EPB_CSV_NCOLS], tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s", good);
+    tmp[strlen(tmp) - 1] = 0;
+    int nf = 0;
+    for (char *q = tmp, *s0 = tmp;; q++) {
+        if (*q == '"') { q = strchr(q + 1, '"'); while (q[1] == '"') q = strchr(q + 2, '"'); continue; }
+        if (*q == ',' || !*q) { int end = !*q; *q = 0; fields[nf++] = s0; s0 = q + 1; if (end) break; }
+    }
+    v1row[0] = 0;
+    for (int i = 0, first = 1; i < EPB_CSV_NCOLS && nf == EPB_CSV_NCOLS; i++) {
+        if (skip[i]) continue;
+        strcat(v1hdr, first ? "" : ",");
+        strcat(v1hdr, epb_csv_columns[i]);
+        strcat(v1row, first ? "1" : ",");
+        if (!first) strcat(v1row, fields[i]);
+        first = 0;
+    }
+    snprintf(text, sizeof text, "%s\n%s\n", v1hdr, v1row);
+    write_file(bad, text);
+    TAP_OK(read_file(bad, &t, &err) == EPB_OK && t.nrows == 1 && t.rows[0].schema == 1 && !strcmp(t.rows[0].kind, "") &&
+               !strcmp(t.rows[0].params, "") && t.rows[0].wait_us == 0 && t.rows[0].bytes == rows[0].bytes,
+           "a schema 1 file reads, its schema 2 columns empty (%s)", err.msg);
+    TAP_OK(epb_csv_probe(bad, &err) == EPB_EUSAGE && strstr(err.msg, "schema 1"),
+           "a schema 1 file is not appended to, and the message says why: %s", err.msg);
+
+    /* malformed inputs: each is rejected with file:line */
+    struct { const char *name, *want; char text[8192]; } *cases = calloc(16, sizeof *cases);
     int nc = 0;
+    /* the row with field `col` replaced by `v` */
+    #define WITH(col, v) do { char r_[4096]; int k_ = 0; r_[0] = 0; \
+        for (int i_ = 0; i_ < EPB_CSV_NCOLS; i_++) { k_ += snprintf(r_ + k_, sizeof r_ - k_, "%s%s", i_ ? "," : "", \
+            !strcmp(epb_csv_columns[i_], col) ? v : fields[i_]); } \
+        snprintf(cases[nc].text, 8192, "%s%s\n", hdr, r_); } while (0)
     cases[nc].name = "empty file"; cases[nc].want = ":1:"; cases[nc++].text[0] = 0;
-    cases[nc].name = "header only is fine"; cases[nc].want = NULL; snprintf(cases[nc++].text, 4096, "%s", hdr);
+    cases[nc].name = "header only is fine"; cases[nc].want = NULL; snprintf(cases[nc++].text, 8192, "%s", hdr);
     cases[nc].name = "truncated mid-row"; cases[nc].want = ":3: truncated";
-    snprintf(cases[nc++].text, 4096, "%s%s%.40s", hdr, good, good);
+    snprintf(cases[nc++].text, 8192, "%s%s%.40s", hdr, good, good);
     cases[nc].name = "wrong column count"; cases[nc].want = ":2: wrong column count";
-    snprintf(cases[nc++].text, 4096, "%s1,2,3\n", hdr);
+    snprintf(cases[nc++].text, 8192, "%s1,2,3\n", hdr);
     cases[nc].name = "non-numeric field"; cases[nc].want = ":2: column schema";
-    snprintf(cases[nc++].text, 4096, "%sx%s", hdr, good + 1);
-    cases[nc].name = "mixed schemas"; cases[nc].want = ":3: schema 2";
-    snprintf(cases[nc++].text, 4096, "%s%s2%s", hdr, good, good + 1);
-    cases[nc].name = "wrong header"; cases[nc].want = ":1: not an epbench schema 1 header";
-    snprintf(cases[nc++].text, 4096, "schema,run,utc\n");
+    snprintf(cases[nc++].text, 8192, "%sx%s", hdr, good + 1);
+    cases[nc].name = "mixed schemas"; cases[nc].want = ":3: schema 1 under a schema 2 header";
+    snprintf(cases[nc++].text, 8192, "%s%s1%s", hdr, good, good + 1);
+    cases[nc].name = "wrong header"; cases[nc].want = ":1: not an epbench CSV header";
+    snprintf(cases[nc++].text, 8192, "schema,run,utc\n");
     cases[nc].name = "extra column"; cases[nc].want = ":2: wrong column count";
-    snprintf(cases[nc].text, 4096, "%s%s", hdr, good);
+    snprintf(cases[nc].text, 8192, "%s%s", hdr, good);
     cases[nc++].text[strlen(hdr) + strlen(good) - 1] = ',', strcat(cases[nc - 1].text, "9\n");
+    cases[nc].name = "a blank before a number"; cases[nc].want = ":2: column ranks: not a plain decimal number";
+    WITH("ranks", " 12"); nc++;
+    cases[nc].name = "a hexadecimal number"; cases[nc].want = ":2: column skew: not a plain decimal number";
+    WITH("skew", "0x10"); nc++;
+    cases[nc].name = "inf"; cases[nc].want = ":2: column t_med_us: not a plain decimal number";
+    WITH("t_med_us", "inf"); nc++;
+    cases[nc].name = "text over its limit"; cases[nc].want = ":2: column op: text too long";
+    WITH("op", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+    nc++;
+    cases[nc].name = "a NUL byte inside a field"; cases[nc].want = ":2: a NUL byte";
+    snprintf(cases[nc].text, 8192, "%s%s", hdr, good);
+    size_t nul_at = strlen(hdr) + 3; /* inside run_id; the file is written with its length below */
+    nc++;
     for (int i = 0; i < nc; i++) {
-        write_file(bad, cases[i].text);
-        memset(&err, 0, sizeof err);
-        got = NULL;
-        int rc = epb_csv_read(bad, &got, &n, &err);
-        if (!cases[i].want) TAP_OK(rc == EPB_OK && n == 0, "%s", cases[i].name);
+        if (!strcmp(cases[i].name, "a NUL byte inside a field")) {
+            FILE *w = fopen(bad, "wb");
+            size_t l = strlen(cases[i].text);
+            cases[i].text[nul_at] = 0;
+            fwrite(cases[i].text, 1, l, w);
+            fclose(w);
+        } else
+            write_file(bad, cases[i].text);
+        int rc = read_file(bad, &t, &err);
+        if (!cases[i].want) TAP_OK(rc == EPB_OK && t.nrows == 0, "%s", cases[i].name);
         else TAP_OK(rc == EPB_EUSAGE && strstr(err.msg, cases[i].want) && strstr(err.msg, "other.csv"),
                     "%s rejected: %s", cases[i].name, err.msg);
-        free(got);
     }
-    TAP_OK(epb_csv_read("/nonexistent.csv", &got, &n, &err) == EPB_EUSAGE, "missing file rejected");
+    /* accepted: an underflowing double (a denormal), a quoted field with a line break */
+    WITH("t_min_us", "1e-320");
+    write_file(bad, cases[nc].text);
+    TAP_OK(read_file(bad, &t, &err) == EPB_OK && t.nrows == 1 && t.rows[0].t_min_us > 0 && t.rows[0].t_min_us < 1e-300,
+           "1e-320 is a number (%s)", err.msg);
+    WITH("device_name", "\"two\nlines\"");
+    write_file(bad, cases[nc].text);
+    TAP_OK(read_file(bad, &t, &err) == EPB_OK && t.nrows == 1 && !strcmp(t.rows[0].device_name, "two\nlines"),
+           "a quoted line break is part of its field (%s)", err.msg);
+    #undef WITH
+    free(cases);
+    TAP_OK(read_file("/nonexistent.csv", &t, &err) == EPB_EUSAGE, "missing file rejected");
+    epb_rows_free(&t);
 }
 
 int main(void)
@@ -233,7 +349,7 @@ int main(void)
     if (!mkdtemp(dir)) return 99;
     test_stats();
     test_sizes();
-    test_busbw();
+    test_gbps();
     test_values();
     test_csv();
     char cmd[300];
