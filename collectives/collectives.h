@@ -29,6 +29,10 @@ typedef enum { EPB_SUM, EPB_MAX, EPB_MIN } epb_redop_t;
 typedef enum { EPB_MEM_HOST, EPB_MEM_DEVICE } epb_mem_t;
 
 typedef struct epb_comm epb_comm_t;
+typedef struct epb_req epb_req_t; /* a started non-blocking collective (the backend's own) */
+
+/* split colors: a rank in no sub-communicator; the ranks of each node */
+enum { EPB_SPLIT_NONE = -1, EPB_SPLIT_NODE = -2 };
 
 /* A backend. Counts are in elements. Every call is collective over the group and blocking from the host's
  * point of view unless the backend is a device backend, where `sync` waits for the device work. Each returns
@@ -50,6 +54,21 @@ typedef struct {
     int (*barrier)(epb_comm_t *c);
     int (*sync)(epb_comm_t *c);
     void (*destroy)(epb_comm_t *c);
+    /* Non-blocking start of the token collectives, with the blocking calls' arguments (which must stay valid and
+     * untouched until the wait): *req is the started call. test sets *done when it has completed (it still needs
+     * its wait); wait completes it (outputs readable, inputs reusable) and frees it. On a device communicator the
+     * collective runs on a communication stream ordered after the work already queued on c->stream, and wait
+     * orders what is queued on c->stream afterwards behind its completion (the host does not block). */
+    int (*iallgather)(epb_comm_t *c, const void *send, void *recv, size_t count, epb_dtype_t dt, epb_req_t **req);
+    int (*ireduce_scatter)(epb_comm_t *c, const void *send, void *recv, size_t count, epb_dtype_t dt, epb_req_t **req);
+    int (*ialltoallv)(epb_comm_t *c, const void *send, const size_t *sendcounts, const size_t *sdispls, void *recv,
+                      const size_t *recvcounts, const size_t *rdispls, epb_dtype_t dt, epb_req_t **req);
+    int (*test)(epb_comm_t *c, epb_req_t *req, int *done);
+    int (*wait)(epb_comm_t *c, epb_req_t *req);
+    /* The sub-communicator of the ranks that gave the same color (>= 0), ordered by key then rank, or of this
+     * rank's node (EPB_SPLIT_NODE); *out is NULL for EPB_SPLIT_NONE. Same memory kind (and GPU, stream) as c.
+     * Collective over c. Destroy it before c. */
+    int (*split)(epb_comm_t *c, int color, int key, epb_comm_t **out);
     /* Memory of a device communicator (NULL for host ones): allocate/free on its device, and copy between host
      * and device (to_device 1: host src -> device dst), complete when it returns. */
     void *(*mem_alloc)(epb_comm_t *c, size_t bytes);
@@ -119,6 +138,33 @@ static inline int epb_allreduce(epb_comm_t *c, const void *s, void *r, size_t n,
 static inline int epb_bcast(epb_comm_t *c, void *buf, size_t bytes, int root) { return c->ops->bcast(c, buf, bytes, root); }
 static inline int epb_barrier(epb_comm_t *c) { return c->ops->barrier(c); }
 static inline int epb_sync(epb_comm_t *c) { return c->ops->sync(c); }
+static inline int epb_iallgather(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt, epb_req_t **q)
+{ return c->ops->iallgather(c, s, r, n, dt, q); }
+static inline int epb_ireduce_scatter(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt, epb_req_t **q)
+{ return c->ops->ireduce_scatter(c, s, r, n, dt, q); }
+static inline int epb_ialltoallv(epb_comm_t *c, const void *s, const size_t *sc, const size_t *sd, void *r,
+                                 const size_t *rc, const size_t *rd, epb_dtype_t dt, epb_req_t **q)
+{ return c->ops->ialltoallv(c, s, sc, sd, r, rc, rd, dt, q); }
+static inline int epb_test(epb_comm_t *c, epb_req_t *q, int *done) { return c->ops->test(c, q, done); }
+static inline int epb_wait(epb_comm_t *c, epb_req_t *q) { return c->ops->wait(c, q); }
+static inline int epb_comm_split(epb_comm_t *c, int color, int key, epb_comm_t **out)
+{ return c->ops->split(c, color, key, out); }
+static inline int epb_comm_split_node(epb_comm_t *c, epb_comm_t **out) { return c->ops->split(c, EPB_SPLIT_NODE, c->rank, out); }
+
+/* ---- the counting wrapper (the run framework's view of the data communicator) ----
+ * Forwards every call to `inner` and first tells `enter` the collective's name and the bytes this rank sends to
+ * other ranks in it, computed from the call's real counts: allgather, reduce_scatter, alltoall (P-1) x its block;
+ * alltoallv the blocks to other ranks (sendcounts, itself excluded); allreduce 2(P-1)/P x the buffer (a ring);
+ * bcast (P-1) x the buffer on the root; non-blocking calls when started. A non-zero return from enter refuses
+ * the call (its message in c->err). leave runs when a blocking call (or a wait, named as the collective it
+ * completes) returns. Splitting a wrapper gives a wrapper of the sub-communicator with the same hooks. */
+typedef struct {
+    int (*enter)(void *ctx, epb_comm_t *c, const char *coll, double bytes_out);
+    void (*leave)(void *ctx, epb_comm_t *c, const char *coll);
+    void *ctx;
+} epb_tally_t;
+/* *out wraps inner (destroying *out destroys inner when own_inner). */
+int epb_comm_tally_create(epb_comm_t *inner, int own_inner, const epb_tally_t *t, epb_comm_t **out, epb_err_t *err);
 
 /* ---- the collective microbenchmarks (one small struct per collective, nccl-tests style) ---- */
 typedef struct {

@@ -15,11 +15,26 @@ static int mpi_started_here;
 typedef struct {
     MPI_Comm comm;
     MPI_Op bf16_sum, bf16_max, bf16_min;
-    int *ic; /* 4*size ints: alltoallv counts and displacements */
+    int *ic; /* 5*size ints: alltoallv counts and displacements, reduce_scatter's equal counts */
     /* device buffers: pinned host staging (grown on demand) */
     void *hs, *hr;
     size_t hs_bytes, hr_bytes;
+    int sub; /* a split of another communicator: its GPU stream is the parent's, not ours to destroy */
 } mpi_impl_t;
+
+/* A started non-blocking call: the MPI request and what must outlive the call (int counts; for device buffers
+ * the pinned staging of this call and where its output goes up to). */
+struct epb_req {
+    MPI_Request mr;
+    const char *name;
+    int *ic;
+    void *hs, *hr;         /* pinned staging (device communicators) */
+    void *dst;             /* device output */
+    size_t up_bytes;       /* bytes of hr that go up to dst after completion (contiguous case) */
+    const size_t *rc, *rd; /* alltoallv: only the received blocks go up */
+    size_t es;
+    int blocks;
+};
 
 static int mpi_check(epb_comm_t *c, int rc, const char *call)
 {
@@ -70,11 +85,16 @@ static int m_allgather(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtyp
     return CHECK_MPI(c, MPI_Allgather(src, (int)n, mpi_type(dt), r, (int)n, mpi_type(dt), m->comm));
 }
 
+/* MPI_Reduce_scatter with equal counts, not MPI_Reduce_scatter_block: Open MPI 4.1 runs the _block variant 3-6x
+ * slower from 256 KiB up on one node (bench --coll reduce_scatter was 2.6x osu_reduce_scatter, which calls
+ * MPI_Reduce_scatter; experiments/overhead has the side-by-side figures) */
 static int m_reduce_scatter(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt)
 {
     mpi_impl_t *m = c->impl;
-    if (count_ok(c, n, "MPI_Reduce_scatter_block")) return EPB_ESYS;
-    return CHECK_MPI(c, MPI_Reduce_scatter_block(s, r, (int)n, mpi_type(dt), mpi_op(m, dt, EPB_SUM), m->comm));
+    if (count_ok(c, n, "MPI_Reduce_scatter")) return EPB_ESYS;
+    int *counts = m->ic + 4 * c->size;
+    for (int p = 0; p < c->size; p++) counts[p] = (int)n;
+    return CHECK_MPI(c, MPI_Reduce_scatter(s, r, counts, mpi_type(dt), mpi_op(m, dt, EPB_SUM), m->comm));
 }
 
 static int m_alltoall(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt)
@@ -84,17 +104,120 @@ static int m_alltoall(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype
     return CHECK_MPI(c, MPI_Alltoall(s, (int)n, mpi_type(dt), r, (int)n, mpi_type(dt), m->comm));
 }
 
+/* the size_t counts and displacements as MPI's ints, into ic (4*size) */
+static int int_counts(epb_comm_t *c, int *ic, const size_t *sc, const size_t *sd, const size_t *rc, const size_t *rd)
+{
+    int P = c->size;
+    for (int i = 0; i < P; i++) {
+        if (sc[i] > INT_MAX || sd[i] > INT_MAX || rc[i] > INT_MAX || rd[i] > INT_MAX)
+            return epb_fail(&c->err, EPB_ESYS, "rank %d: MPI_Alltoallv: counts exceed MPI's int", c->rank);
+        ic[i] = (int)sc[i], ic[P + i] = (int)sd[i], ic[2 * P + i] = (int)rc[i], ic[3 * P + i] = (int)rd[i];
+    }
+    return EPB_OK;
+}
+
 static int m_alltoallv(epb_comm_t *c, const void *s, const size_t *sc, const size_t *sd, void *r,
                        const size_t *rc, const size_t *rd, epb_dtype_t dt)
 {
     mpi_impl_t *m = c->impl;
-    int P = c->size, *isc = m->ic, *isd = isc + P, *irc = isd + P, *ird = irc + P;
-    for (int i = 0; i < P; i++) {
-        if (sc[i] > INT_MAX || sd[i] > INT_MAX || rc[i] > INT_MAX || rd[i] > INT_MAX)
-            return epb_fail(&c->err, EPB_ESYS, "rank %d: MPI_Alltoallv: counts exceed MPI's int", c->rank);
-        isc[i] = (int)sc[i]; isd[i] = (int)sd[i]; irc[i] = (int)rc[i]; ird[i] = (int)rd[i];
-    }
-    return CHECK_MPI(c, MPI_Alltoallv(s, isc, isd, mpi_type(dt), r, irc, ird, mpi_type(dt), m->comm));
+    int P = c->size, *ic = m->ic;
+    if (int_counts(c, ic, sc, sd, rc, rd)) return EPB_ESYS;
+    return CHECK_MPI(c, MPI_Alltoallv(s, ic, ic + P, mpi_type(dt), r, ic + 2 * P, ic + 3 * P, mpi_type(dt), m->comm));
+}
+
+/* ---- non-blocking calls on host buffers ---- */
+
+static epb_req_t *req_new(epb_comm_t *c, const char *name, int nints)
+{
+    epb_req_t *q = calloc(1, sizeof *q);
+    if (q && nints && !(q->ic = malloc(sizeof(int) * (size_t)nints))) { free(q); q = NULL; }
+    if (!q) epb_fail(&c->err, EPB_ESYS, "rank %d: out of memory starting %s", c->rank, name);
+    else q->name = name, q->mr = MPI_REQUEST_NULL;
+    return q;
+}
+
+static void req_free(epb_req_t *q)
+{
+    if (!q) return;
+    free(q->ic);
+    epb_cuda_host_free(q->hs);
+    epb_cuda_host_free(q->hr);
+    free(q);
+}
+
+/* Starts the MPI call `start` built from the arguments; on failure frees q. */
+#define START(c, q, call)                                                                                      \
+    do {                                                                                                       \
+        int rc_ = mpi_check((c), (call), #call);                                                               \
+        if (rc_) { req_free(q); return rc_; }                                                                  \
+    } while (0)
+
+static int mi_allgather_on(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt, epb_req_t *q)
+{
+    mpi_impl_t *m = c->impl;
+    START(c, q, MPI_Iallgather(s, (int)n, mpi_type(dt), r, (int)n, mpi_type(dt), m->comm, &q->mr));
+    return EPB_OK;
+}
+
+static int mi_reduce_scatter_on(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt, epb_req_t *q)
+{
+    mpi_impl_t *m = c->impl;
+    for (int p = 0; p < c->size; p++) q->ic[p] = (int)n;
+    START(c, q, MPI_Ireduce_scatter(s, r, q->ic, mpi_type(dt), mpi_op(m, dt, EPB_SUM), m->comm, &q->mr));
+    return EPB_OK;
+}
+
+static int mi_alltoallv_on(epb_comm_t *c, const void *s, void *r, epb_dtype_t dt, epb_req_t *q)
+{
+    mpi_impl_t *m = c->impl;
+    int P = c->size;
+    START(c, q, MPI_Ialltoallv(s, q->ic, q->ic + P, mpi_type(dt), r, q->ic + 2 * P, q->ic + 3 * P, mpi_type(dt),
+                               m->comm, &q->mr));
+    return EPB_OK;
+}
+
+static int mi_allgather(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt, epb_req_t **out)
+{
+    epb_req_t *q;
+    if (count_ok(c, n * (size_t)c->size, "MPI_Iallgather") || !(q = req_new(c, "MPI_Iallgather", 0))) return EPB_ESYS;
+    int rc = mi_allgather_on(c, s, r, n, dt, q);
+    *out = rc ? NULL : q;
+    return rc;
+}
+
+static int mi_reduce_scatter(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt, epb_req_t **out)
+{
+    epb_req_t *q;
+    if (count_ok(c, n, "MPI_Ireduce_scatter") || !(q = req_new(c, "MPI_Ireduce_scatter", c->size))) return EPB_ESYS;
+    int rc = mi_reduce_scatter_on(c, s, r, n, dt, q);
+    *out = rc ? NULL : q;
+    return rc;
+}
+
+static int mi_alltoallv(epb_comm_t *c, const void *s, const size_t *sc, const size_t *sd, void *r, const size_t *rc,
+                        const size_t *rd, epb_dtype_t dt, epb_req_t **out)
+{
+    epb_req_t *q = req_new(c, "MPI_Ialltoallv", 4 * c->size);
+    if (!q) return EPB_ESYS;
+    if (int_counts(c, q->ic, sc, sd, rc, rd)) { req_free(q); return EPB_ESYS; }
+    int e = mi_alltoallv_on(c, s, r, dt, q);
+    *out = e ? NULL : q;
+    return e;
+}
+
+static int m_test(epb_comm_t *c, epb_req_t *q, int *done)
+{
+    /* MPI_Test completes a finished request; keep it for the wait, which then finds MPI_REQUEST_NULL */
+    int flag = 0, rc = mpi_check(c, MPI_Test(&q->mr, &flag, MPI_STATUS_IGNORE), "MPI_Test");
+    *done = flag;
+    return rc;
+}
+
+static int m_wait(epb_comm_t *c, epb_req_t *q)
+{
+    int rc = mpi_check(c, MPI_Wait(&q->mr, MPI_STATUS_IGNORE), "MPI_Wait");
+    req_free(q);
+    return rc;
 }
 
 static int m_allreduce(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt, epb_redop_t op)
@@ -131,7 +254,7 @@ static void m_destroy(epb_comm_t *c)
             epb_cuda_host_free(m->hs);
             epb_cuda_host_free(m->hr);
         }
-        epb_cuda_detach(c);
+        if (!m || !m->sub) epb_cuda_detach(c);
     }
     if (m) {
         MPI_Op_free(&m->bf16_sum);
@@ -144,6 +267,8 @@ static void m_destroy(epb_comm_t *c)
     free(c);
 }
 
+static int m_split(epb_comm_t *c, int color, int key, epb_comm_t **out);
+
 static const epb_comm_ops_t mpi_ops = {
     .name = "mpi",
     .allgather = m_allgather,
@@ -155,6 +280,12 @@ static const epb_comm_ops_t mpi_ops = {
     .barrier = m_barrier,
     .sync = m_sync,
     .destroy = m_destroy,
+    .iallgather = mi_allgather,
+    .ireduce_scatter = mi_reduce_scatter,
+    .ialltoallv = mi_alltoallv,
+    .test = m_test,
+    .wait = m_wait,
+    .split = m_split,
 };
 
 /* ---- device buffers, staged through pinned host memory (Debian's Open MPI is not CUDA-aware): copy the
@@ -251,6 +382,75 @@ static int md_bcast(epb_comm_t *c, void *buf, size_t bytes, int root)
     return EPB_OK;
 }
 
+/* non-blocking on device buffers: the input goes down into this call's own pinned buffers (so several calls
+ * can be in flight), MPI runs on them while the host goes on; the wait brings the output up */
+static int stage_req(epb_comm_t *c, epb_req_t *q, const void *s, size_t sbytes, size_t rbytes)
+{
+    if (!(q->hs = epb_cuda_host_alloc(c, sbytes)) || !(q->hr = epb_cuda_host_alloc(c, rbytes)) ||
+        epb_cuda_copy(c, q->hs, s, sbytes, EPB_COPY_D2H)) {
+        req_free(q);
+        return EPB_ESYS;
+    }
+    return EPB_OK;
+}
+
+static int mdi_allgather(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt, epb_req_t **out)
+{
+    size_t b = n * epb_dtype_size(dt), P = (size_t)c->size;
+    epb_req_t *q;
+    if (count_ok(c, n * P, "MPI_Iallgather") || !(q = req_new(c, "MPI_Iallgather", 0)) || stage_req(c, q, s, b, b * P))
+        return EPB_ESYS;
+    q->dst = r, q->up_bytes = b * P;
+    int rc = mi_allgather_on(c, q->hs, q->hr, n, dt, q);
+    *out = rc ? NULL : q;
+    return rc;
+}
+
+static int mdi_reduce_scatter(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt, epb_req_t **out)
+{
+    size_t b = n * epb_dtype_size(dt), P = (size_t)c->size;
+    epb_req_t *q;
+    if (count_ok(c, n, "MPI_Ireduce_scatter") || !(q = req_new(c, "MPI_Ireduce_scatter", c->size)) ||
+        stage_req(c, q, s, b * P, b))
+        return EPB_ESYS;
+    q->dst = r, q->up_bytes = b;
+    int rc = mi_reduce_scatter_on(c, q->hs, q->hr, n, dt, q);
+    *out = rc ? NULL : q;
+    return rc;
+}
+
+static int mdi_alltoallv(epb_comm_t *c, const void *s, const size_t *sc, const size_t *sd, void *r, const size_t *rc,
+                         const size_t *rd, epb_dtype_t dt, epb_req_t **out)
+{
+    size_t es = epb_dtype_size(dt), send_end = 0, recv_end = 0;
+    for (int p = 0; p < c->size; p++) {
+        if (sc[p] && sd[p] + sc[p] > send_end) send_end = sd[p] + sc[p];
+        if (rc[p] && rd[p] + rc[p] > recv_end) recv_end = rd[p] + rc[p];
+    }
+    epb_req_t *q = req_new(c, "MPI_Ialltoallv", 4 * c->size);
+    if (!q) return EPB_ESYS;
+    if (int_counts(c, q->ic, sc, sd, rc, rd)) { req_free(q); return EPB_ESYS; }
+    if (stage_req(c, q, s, send_end * es, recv_end * es)) return EPB_ESYS;
+    q->dst = r, q->rc = rc, q->rd = rd, q->es = es, q->blocks = 1;
+    int e = mi_alltoallv_on(c, q->hs, q->hr, dt, q);
+    *out = e ? NULL : q;
+    return e;
+}
+
+static int md_wait(epb_comm_t *c, epb_req_t *q)
+{
+    int rc = mpi_check(c, MPI_Wait(&q->mr, MPI_STATUS_IGNORE), "MPI_Wait");
+    if (!rc && q->blocks) { /* only the received blocks go up (see md_alltoallv) */
+        for (int p = 0; p < c->size && !rc; p++)
+            if (q->rc[p])
+                rc = epb_cuda_copy(c, (char *)q->dst + q->rd[p] * q->es, (char *)q->hr + q->rd[p] * q->es,
+                                   q->rc[p] * q->es, EPB_COPY_H2D);
+    } else if (!rc)
+        rc = epb_cuda_copy(c, q->dst, q->hr, q->up_bytes, EPB_COPY_H2D);
+    req_free(q);
+    return rc;
+}
+
 static const epb_comm_ops_t mpi_dev_ops = {
     .name = "mpi",
     .allgather = md_allgather,
@@ -265,6 +465,12 @@ static const epb_comm_ops_t mpi_dev_ops = {
     .mem_alloc = epb_cuda_mem_alloc,
     .mem_free = epb_cuda_mem_free,
     .mem_copy = epb_cuda_mem_copy,
+    .iallgather = mdi_allgather,
+    .ireduce_scatter = mdi_reduce_scatter,
+    .ialltoallv = mdi_alltoallv,
+    .test = m_test,
+    .wait = md_wait,
+    .split = m_split,
 };
 
 int epb_comm_mpi_create_mem(epb_mem_t mem, epb_comm_t **out, epb_err_t *err)
@@ -284,11 +490,10 @@ int epb_comm_mpi_create_mem(epb_mem_t mem, epb_comm_t **out, epb_err_t *err)
     return EPB_OK;
 }
 
-int epb_comm_mpi_create(epb_comm_t **out, epb_err_t *err)
+/* A communicator over a duplicate of `from` (which the caller keeps): ranks, node-local ranks and nodes, bf16
+ * operations. Collective over from. */
+static int mpi_from(MPI_Comm from, epb_comm_t **out, epb_err_t *err)
 {
-    if (!epb_runtime_mpi_active())
-        return epb_fail(err, EPB_EUSAGE, "--comm mpi: not started under mpirun/srun (run through mpirun, or let "
-                                         "bench launch itself with --ranks N)");
     epb_comm_t *c = calloc(1, sizeof *c);
     mpi_impl_t *m = calloc(1, sizeof *m);
     if (!c || !m) { free(c); free(m); return epb_fail(err, EPB_ESYS, "out of memory"); }
@@ -298,7 +503,7 @@ int epb_comm_mpi_create(epb_comm_t **out, epb_err_t *err)
     c->device = -1;
     m->comm = MPI_COMM_NULL;
     m->bf16_sum = m->bf16_max = m->bf16_min = MPI_OP_NULL;
-    int rc = MPI_Comm_dup(MPI_COMM_WORLD, &m->comm);
+    int rc = MPI_Comm_dup(from, &m->comm);
     if (rc == MPI_SUCCESS) rc = MPI_Comm_set_errhandler(m->comm, MPI_ERRORS_RETURN);
     if (rc == MPI_SUCCESS) rc = MPI_Comm_rank(m->comm, &c->rank);
     if (rc == MPI_SUCCESS) rc = MPI_Comm_size(m->comm, &c->size);
@@ -314,7 +519,7 @@ int epb_comm_mpi_create(epb_comm_t **out, epb_err_t *err)
     if (rc == MPI_SUCCESS) rc = MPI_Op_create(bf16_sum_fn, 1, &m->bf16_sum);
     if (rc == MPI_SUCCESS) rc = MPI_Op_create(bf16_max_fn, 1, &m->bf16_max);
     if (rc == MPI_SUCCESS) rc = MPI_Op_create(bf16_min_fn, 1, &m->bf16_min);
-    m->ic = malloc(4 * sizeof(int) * (size_t)(c->size > 0 ? c->size : 1));
+    m->ic = malloc(5 * sizeof(int) * (size_t)(c->size > 0 ? c->size : 1));
     if (rc != MPI_SUCCESS || !m->ic) {
         MPI_Op *ops[] = { &m->bf16_sum, &m->bf16_max, &m->bf16_min };
         for (int i = 0; i < 3; i++)
@@ -326,6 +531,38 @@ int epb_comm_mpi_create(epb_comm_t **out, epb_err_t *err)
         return epb_fail(err, EPB_ESYS, "MPI communicator set-up failed (MPI error %d)", rc);
     }
     *out = c;
+    return EPB_OK;
+}
+
+int epb_comm_mpi_create(epb_comm_t **out, epb_err_t *err)
+{
+    if (!epb_runtime_mpi_active())
+        return epb_fail(err, EPB_EUSAGE, "--comm mpi: not started under mpirun/srun (run through mpirun, or let "
+                                         "bench launch itself with --ranks N)");
+    return mpi_from(MPI_COMM_WORLD, out, err);
+}
+
+static int m_split(epb_comm_t *c, int color, int key, epb_comm_t **out)
+{
+    mpi_impl_t *m = c->impl;
+    *out = NULL;
+    MPI_Comm part = MPI_COMM_NULL;
+    int rc = color == EPB_SPLIT_NODE
+                 ? MPI_Comm_split_type(m->comm, MPI_COMM_TYPE_SHARED, key, MPI_INFO_NULL, &part)
+                 : MPI_Comm_split(m->comm, color >= 0 ? color : MPI_UNDEFINED, key, &part);
+    if (rc != MPI_SUCCESS) return mpi_check(c, rc, color == EPB_SPLIT_NODE ? "MPI_Comm_split_type" : "MPI_Comm_split");
+    if (part == MPI_COMM_NULL) return EPB_OK;
+    epb_err_t e;
+    rc = mpi_from(part, out, &e);
+    MPI_Comm_free(&part);
+    if (rc) return epb_fail(&c->err, rc, "rank %d: split: %s", c->rank, e.msg);
+    epb_comm_t *s = *out;
+    /* the same memory, GPU and stream as the parent */
+    s->mem = c->mem;
+    s->device = c->device;
+    s->stream = c->stream;
+    s->ops = c->ops;
+    ((mpi_impl_t *)s->impl)->sub = 1;
     return EPB_OK;
 }
 

@@ -42,6 +42,44 @@ static int self_nop(epb_comm_t *c)
 
 static void self_destroy(epb_comm_t *c) { free(c); }
 
+/* ---- non-blocking: one rank's collectives are copies, done when started; a request is only a token ---- */
+struct epb_req { int done; };
+static epb_req_t self_token;
+
+static int self_iallgather(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt, epb_req_t **q)
+{
+    *q = &self_token;
+    return c->ops->allgather(c, s, r, n, dt);
+}
+
+static int self_ireduce_scatter(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt, epb_req_t **q)
+{
+    *q = &self_token;
+    return c->ops->reduce_scatter(c, s, r, n, dt);
+}
+
+static int self_ialltoallv(epb_comm_t *c, const void *s, const size_t *sc, const size_t *sd, void *r, const size_t *rc,
+                           const size_t *rd, epb_dtype_t dt, epb_req_t **q)
+{
+    *q = &self_token;
+    return c->ops->alltoallv(c, s, sc, sd, r, rc, rd, dt);
+}
+
+static int self_test(epb_comm_t *c, epb_req_t *q, int *done)
+{
+    (void)c; (void)q;
+    *done = 1;
+    return EPB_OK;
+}
+
+static int self_wait(epb_comm_t *c, epb_req_t *q)
+{
+    (void)c; (void)q;
+    return EPB_OK;
+}
+
+static int self_split(epb_comm_t *c, int color, int key, epb_comm_t **out);
+
 /* ---- device buffers: the same copies on the device, queued on the communicator's stream ---- */
 
 static int selfd_allgather(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt)
@@ -67,7 +105,7 @@ static int selfd_allreduce(epb_comm_t *c, const void *s, void *r, size_t n, epb_
 
 static void selfd_destroy(epb_comm_t *c)
 {
-    epb_cuda_detach(c);
+    if (!c->impl) epb_cuda_detach(c); /* a split (impl marks it) shares its parent's stream */
     free(c);
 }
 
@@ -85,6 +123,12 @@ static const epb_comm_ops_t self_dev_ops = {
     .mem_alloc = epb_cuda_mem_alloc,
     .mem_free = epb_cuda_mem_free,
     .mem_copy = epb_cuda_mem_copy,
+    .iallgather = self_iallgather,
+    .ireduce_scatter = self_ireduce_scatter,
+    .ialltoallv = self_ialltoallv,
+    .test = self_test,
+    .wait = self_wait,
+    .split = self_split,
 };
 
 static const epb_comm_ops_t self_ops = {
@@ -98,6 +142,12 @@ static const epb_comm_ops_t self_ops = {
     .barrier = self_nop,
     .sync = self_nop,
     .destroy = self_destroy,
+    .iallgather = self_iallgather,
+    .ireduce_scatter = self_ireduce_scatter,
+    .ialltoallv = self_ialltoallv,
+    .test = self_test,
+    .wait = self_wait,
+    .split = self_split,
 };
 
 int epb_comm_self_create_mem(epb_mem_t mem, epb_comm_t **out, epb_err_t *err)
@@ -122,3 +172,17 @@ int epb_comm_self_create_mem(epb_mem_t mem, epb_comm_t **out, epb_err_t *err)
 }
 
 int epb_comm_self_create(epb_comm_t **out, epb_err_t *err) { return epb_comm_self_create_mem(EPB_MEM_HOST, out, err); }
+
+static int self_split(epb_comm_t *c, int color, int key, epb_comm_t **out)
+{
+    (void)key;
+    *out = NULL;
+    if (color == EPB_SPLIT_NONE) return EPB_OK;
+    epb_comm_t *s = malloc(sizeof *s);
+    if (!s) return epb_fail(&c->err, EPB_ESYS, "rank 0: out of memory splitting");
+    *s = *c;
+    s->impl = s; /* a split: selfd_destroy leaves the stream to the parent */
+    memset(&s->err, 0, sizeof s->err);
+    *out = s;
+    return EPB_OK;
+}
