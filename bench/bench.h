@@ -8,7 +8,7 @@
 #include "collectives.h"
 #include "epb.h"
 
-typedef enum { MODE_NONE, MODE_COLL, MODE_MOE, MODE_CALIBRATE, MODE_HELP, MODE_VERSION } bench_mode_t;
+typedef enum { MODE_NONE, MODE_COLL, MODE_MOE, MODE_CALIBRATE, MODE_HELP, MODE_VERSION, MODE_LIST } bench_mode_t;
 typedef enum { BIND_AUTO, BIND_NONE, BIND_CORE, BIND_NUMA } bind_mode_t;
 typedef enum { BENCH_DEV_CPU, BENCH_DEV_CUDA } bench_device_t;
 
@@ -34,8 +34,9 @@ typedef struct {
     int factor;
     int min_given, max_given;
     double imbalance;
+    int coll_opt_given; /* -b, -e, -f or --imbalance given (refused outside --coll) */
     /* moe */
-    char strategies[BENCH_MAX_LIST][16];
+    char strategies[BENCH_MAX_LIST][64]; /* canonical "NAME:key=val,..." (moe_spec_format) */
     int nstrategies;
     long experts[BENCH_MAX_LIST], top_k[BENCH_MAX_LIST], tokens[BENCH_MAX_LIST], hidden[BENCH_MAX_LIST],
         ffn[BENCH_MAX_LIST];
@@ -46,10 +47,26 @@ typedef struct {
     int train;       /* steps; 0 = benchmark */
     char dump[PATH_MAX];
     char loss_csv[PATH_MAX];
-    /* test-only slowdown knob, from EPB_TEST_SLOWDOWN=PHASE:PERCENT */
+    char per_rank[PATH_MAX];  /* every rank's own phase times per iteration, CSV ("" = none) */
+    /* launching */
+    int oversubscribe;        /* --oversubscribe: more local ranks than the sane bound are meant */
+    char hostfile[PATH_MAX];  /* --hostfile: passed to mpirun when bench launches itself */
+} bench_opts_t;
+
+/* Test-only hooks, read by every rank from its own environment (mpirun passes it on), never part of the broadcast
+ * configuration:
+ *   EPB_TEST_SLOWDOWN=PHASE:PERCENT  busy-wait PERCENT of the phase's own time inside it: a MoE phase, `step`
+ *                                    (after the last phase), or `total` (--coll, --calibrate)
+ *   EPB_TEST_DELAY=PHASE:MS[:RANK]   busy-wait MS milliseconds at the end of a MoE phase, on RANK or every rank */
+typedef struct {
     char slow_phase[32];
     double slow_pct;
-} bench_opts_t;
+    char delay_phase[32];
+    double delay_ms;
+    int delay_rank;
+} bench_hooks_t;
+/* EPB_EUSAGE naming the variable when one is malformed or names no phase of mode's. */
+int bench_hooks_read(bench_hooks_t *h, bench_mode_t mode, epb_err_t *err);
 
 /* opts.c */
 /* Parses argv into o. Returns EPB_OK, or EPB_EUSAGE with a one-line message naming the option and the
@@ -87,6 +104,7 @@ const char *bench_hwloc_version(void);
 /* run.c: shared by every mode */
 typedef struct {
     const bench_opts_t *o;
+    bench_hooks_t hooks; /* this rank's test-only hooks */
     epb_comm_t *ctl;  /* host control communicator: config, timings, check counts */
     epb_comm_t *data; /* the communicator under test */
     bench_topo_t topo;
@@ -106,10 +124,15 @@ int bench_ctx_init(bench_ctx_t *b, const bench_opts_t *o, epb_comm_t *ctl, epb_c
                    epb_err_t *err);
 /* Max over ranks of per-iteration times (in place, n samples), then statistics into the row. */
 int bench_reduce_times(bench_ctx_t *b, double *t_us, int n, epb_stats_t *st);
-/* The critical path of n samples taken alike on every rank (sample i is the same iteration and phase
- * everywhere): t[i] becomes the maximum over ranks, and wait[i] the wait of the rank that took it, from its
- * arrival arr[i] (job clock) to the last rank's arrival, at most its t[i]. wait may be NULL. Collective. */
-int bench_critical(bench_ctx_t *b, double *t, const double *arr, double *wait, size_t n, epb_err_t *err);
+/* This rank's wait per sample: from its arrival arr[i] (job clock) to the last rank's arrival at sample i. n
+ * samples taken alike on every rank. Collective. */
+int bench_waits(bench_ctx_t *b, const double *arr, double *wait, size_t n, epb_err_t *err);
+/* The critical path of n samples taken alike on every rank (sample i is the same iteration and phase everywhere):
+ * t[i] becomes the maximum over ranks and wait[i] (this rank's wait in sample i on entry) the wait of the rank
+ * that took it. Collective. */
+int bench_critical(bench_ctx_t *b, double *t, double *wait, size_t n, epb_err_t *err);
+/* The strategy registry for --help and --strategy list: name, description, parameters. */
+void bench_list_strategies(FILE *f, const char *indent);
 /* Busy-waits the test-only slowdown for `phase` when EPB_TEST_SLOWDOWN names it; elapsed_us is the phase's
  * own measured time so far. */
 void bench_maybe_slow(const bench_ctx_t *b, const char *phase, double elapsed_us);

@@ -70,7 +70,8 @@ static int run_one(bench_ctx_t *b, const epb_coll_t *coll, uint64_t bytes, epb_e
         epb_fail(err, rc, "%s", b->ctl->err.msg);
         goto out;
     }
-    if ((rc = bench_critical(b, t, arr, wait, (size_t)o->iters, err))) goto out;
+    if ((rc = bench_waits(b, arr, wait, (size_t)o->iters, err)) || (rc = bench_critical(b, t, wait, (size_t)o->iters, err)))
+        goto out;
     epb_stats(t, (size_t)o->iters, &st);
     epb_stats(wait, (size_t)o->iters, &sw);
     epb_row_t row = b->base;

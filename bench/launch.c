@@ -30,6 +30,14 @@ int bench_self_launch(const bench_opts_t *o, int argc, char **argv, epb_err_t *e
     const char *mpirun = getenv("EPB_MPIRUN");
     if (!mpirun || !*mpirun) mpirun = EPB_MPIRUN;
 
+    int cores = count_cores();
+    /* a typo (--ranks 1048576) must not fork a million local processes: beyond 16 per core on this host, only an
+     * explicit --oversubscribe or a hostfile (ranks elsewhere) says it is meant */
+    if (!o->hostfile[0] && !o->oversubscribe && o->ranks > 16 * cores)
+        return epb_fail(err, EPB_EUSAGE, "--ranks %d: more than 16 ranks per core on this host (%d cores); give "
+                        "--hostfile FILE to place them on other hosts, or --oversubscribe if you mean it", o->ranks, cores);
+    if (o->hostfile[0] && access(o->hostfile, R_OK))
+        return epb_fail(err, EPB_EUSAGE, "--hostfile %s: %s", o->hostfile, strerror(errno));
     char np[16];
     snprintf(np, sizeof np, "%d", o->ranks);
     char **args = calloc((size_t)argc + 16, sizeof *args);
@@ -38,8 +46,12 @@ int bench_self_launch(const bench_opts_t *o, int argc, char **argv, epb_err_t *e
     args[a++] = (char *)mpirun;
     args[a++] = "-np";
     args[a++] = np;
+    if (o->hostfile[0]) {
+        args[a++] = "--hostfile";
+        args[a++] = (char *)o->hostfile;
+    }
     if (epb_mpi_is_openmpi()) {
-        if (o->ranks > count_cores()) {
+        if (o->oversubscribe || (!o->hostfile[0] && o->ranks > cores)) {
             /* ranks waiting in MPI must give the core to the rank computing beside them */
             args[a++] = "--oversubscribe";
             args[a++] = "--mca";

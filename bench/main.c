@@ -73,6 +73,8 @@ static int validate(bench_opts_t *o, int P, epb_err_t *err)
     } else if (o->mode == MODE_MOE)
         rc = bench_moe_plan(o, P, err);
     if (rc) return rc;
+    bench_hooks_t hooks; /* the test-only hooks' syntax, before any rank starts */
+    if ((rc = bench_hooks_read(&hooks, o->mode, err))) return rc;
     return bench_validate_files(o, err);
 }
 
@@ -80,6 +82,14 @@ static int fail(int rc, const epb_err_t *err)
 {
     fprintf(stderr, "bench: %s\n", err->msg);
     return rc;
+}
+
+/* a rank's failure: "bench: rank R: ..." once, whether or not the message already names the rank */
+static void rank_fail(int rank, const epb_err_t *err)
+{
+    if (!strncmp(err->msg, "rank ", 5)) fprintf(stderr, "bench: %s\n", err->msg);
+    else fprintf(stderr, "bench: rank %d: %s\n", rank, err->msg);
+    fflush(stderr);
 }
 
 int main(int argc, char **argv)
@@ -91,6 +101,7 @@ int main(int argc, char **argv)
     if (!epb_under_launcher()) { /* started by hand: fail fast, then launch the ranks */
         if (rc) return fail(rc, &err);
         if (o.mode == MODE_HELP) { bench_usage(stdout); return EPB_OK; }
+        if (o.mode == MODE_LIST) { bench_list_strategies(stdout, ""); return EPB_OK; }
         if (o.mode == MODE_VERSION) { print_version(); return EPB_OK; }
         if ((rc = validate(&o, o.ranks, &err))) return fail(rc, &err);
         if ((rc = bench_self_launch(&o, argc, argv, &err))) return fail(rc, &err);
@@ -109,7 +120,7 @@ int main(int argc, char **argv)
     if (ctl->rank == 0) {
         v.rc = rc;
         v.err = err;
-        if (!v.rc && o.mode != MODE_HELP && o.mode != MODE_VERSION) {
+        if (!v.rc && o.mode != MODE_HELP && o.mode != MODE_VERSION && o.mode != MODE_LIST) {
             if (o.ranks_given && o.ranks != ctl->size)
                 v.rc = epb_fail(&v.err, EPB_EUSAGE, "--ranks %d, but the launcher started %d ranks", o.ranks, ctl->size);
             else if (!strcmp(o.comm, "self") && ctl->size > 1)
@@ -131,8 +142,12 @@ int main(int argc, char **argv)
         rc = v.rc;
         goto done;
     }
-    if (o.mode == MODE_HELP || o.mode == MODE_VERSION) {
-        if (ctl->rank == 0) o.mode == MODE_HELP ? bench_usage(stdout) : print_version();
+    if (o.mode == MODE_HELP || o.mode == MODE_VERSION || o.mode == MODE_LIST) {
+        if (ctl->rank == 0) {
+            if (o.mode == MODE_HELP) bench_usage(stdout);
+            else if (o.mode == MODE_VERSION) print_version();
+            else bench_list_strategies(stdout, "");
+        }
         goto done;
     }
     /* bind first (near its GPU with --device cuda), then set up the data communicator: the CUDA context, NCCL's
@@ -142,8 +157,7 @@ int main(int argc, char **argv)
     if ((rc = bench_topo_init(&topo, o.bind, ctl->local_rank, ctl->local_size, gpu, &err)) ||
         (rc = epb_comm_create_mem(o.comm, o.device == BENCH_DEV_CUDA ? EPB_MEM_DEVICE : EPB_MEM_HOST, &data, &err))) {
         /* any rank may fail here (its binding, its GPU, NCCL); the others may be waiting in the set-up: end them all */
-        fprintf(stderr, "bench: rank %d: %s\n", ctl->rank, err.msg);
-        fflush(stderr);
+        rank_fail(ctl->rank, &err);
         if (ctl->size > 1) epb_runtime_abort(rc);
         goto done;
     }
@@ -155,8 +169,7 @@ int main(int argc, char **argv)
     }
     if (rc && rc != EPB_ECHECK) {
         /* a runtime failure on one rank may leave the others blocked in a collective: say where, end all */
-        fprintf(stderr, "bench: rank %d: %s\n", ctl->rank, err.msg);
-        fflush(stderr);
+        rank_fail(ctl->rank, &err);
         if (ctl->size > 1) epb_runtime_abort(rc);
     }
 done:

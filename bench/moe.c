@@ -1,6 +1,7 @@
-/* bench --strategy: MoE forward+backward under each expert-parallel strategy over a sweep of configurations;
- * timed phases (max over ranks per iteration), bytes from the real splits, the single-device check, --dump
- * and --train. The harness never names a strategy: the registry in moe/strategy.h does. */
+/* bench --strategy: MoE forward+backward under each expert-parallel strategy over a sweep of configurations. The
+ * run framework (moe/strategy.h) times every phase and counts its bytes; here, per iteration, each phase's time is
+ * the maximum over ranks (the critical path) and its wait the wait of that rank; then statistics, the
+ * single-device check, --dump, --train and the rows. The harness never names a strategy: the registry does. */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -13,23 +14,29 @@
 #define CHECK_TOL_CUDA 2e-5 /* float32 on the GPU (no TF32): cuBLAS sums in another order than OpenBLAS */
 #define CHECK_TOL_BF16 1e-2 /* bf16 storage, fp32 accumulation, against fp32 on the same rounded inputs, norm-wise
                              * (moe_rel_err_l2: the largest element's error has a tail past 1e-2) */
+#define NROW (MOE_NPHASES + 1) /* the phases and the step */
 
 typedef struct {
-    const moe_strategy_t *st;
+    moe_spec_t spec;
     moe_config_t cfg;
 } moe_case_t;
 
 /* Every combination of the sweep, in a fixed order (strategy outermost). */
-static int enumerate(const bench_opts_t *o, moe_case_t *cases, int max)
+static int enumerate(const bench_opts_t *o, moe_case_t *cases, int max, epb_err_t *err)
 {
     int n = 0;
-    for (int s = 0; s < o->nstrategies; s++)
+    for (int s = 0; s < o->nstrategies; s++) {
+        moe_spec_t spec;
+        if (moe_spec_parse(o->strategies[s], &spec, err)) return -1;
         for (int e = 0; e < o->nexperts; e++)
             for (int k = 0; k < o->ntop_k; k++)
                 for (int t = 0; t < o->ntokens; t++)
                     for (int d = 0; d < o->nhidden; d++)
                         for (int f = 0; f < o->nffn; f++) {
-                            if (n == max) return -1;
+                            if (n == max) {
+                                epb_fail(err, EPB_EUSAGE, "the sweep has more than %d configurations", max);
+                                return -1;
+                            }
                             moe_config_t c = moe_config_default();
                             c.E = (int)o->experts[e];
                             c.k = (int)o->top_k[k];
@@ -42,9 +49,10 @@ static int enumerate(const bench_opts_t *o, moe_case_t *cases, int max)
                             c.bias_coeff = o->bias_coeff;
                             c.seed = o->seed;
                             c.dtype = o->dtype == EPB_DT_BF16 ? MOE_BF16 : MOE_F32;
-                            cases[n].st = moe_strategy_find(o->strategies[s]);
+                            cases[n].spec = spec;
                             cases[n++].cfg = c;
                         }
+    }
     return n;
 }
 
@@ -54,8 +62,7 @@ int bench_moe_plan(const bench_opts_t *o, int P, epb_err_t *err)
 {
     moe_case_t *cases = malloc(sizeof *cases * MAX_CASES);
     if (!cases) return epb_fail(err, EPB_ESYS, "out of memory");
-    int n = enumerate(o, cases, MAX_CASES), rc = EPB_OK;
-    if (n < 0) rc = epb_fail(err, EPB_EUSAGE, "the sweep has more than %d configurations", MAX_CASES);
+    int n = enumerate(o, cases, MAX_CASES, err), rc = n < 0 ? EPB_EUSAGE : EPB_OK;
     for (int i = 0; i < n && !rc; i++) {
         const moe_config_t *c = &cases[i].cfg;
         if ((rc = moe_config_validate(c, err))) break;
@@ -67,31 +74,36 @@ int bench_moe_plan(const bench_opts_t *o, int P, epb_err_t *err)
         else rc = moe_mem_check(c, P, 0, err); /* rank 0's reference check holds the whole global batch */
     }
     if (!rc && o->train && o->dump[0]) rc = epb_fail(err, EPB_EUSAGE, "--dump describes one benchmark step; not with --train");
+    if (!rc && o->train && o->per_rank[0]) rc = epb_fail(err, EPB_EUSAGE, "--per-rank records benchmark steps; not with --train");
     free(cases);
     return rc;
 }
 
 /* ---- the human table ---- */
 
-static const int comm_phase[MOE_NPHASES] = { [MOE_PH_SYNC_COUNTS] = 1, [MOE_PH_DISPATCH] = 1, [MOE_PH_COMBINE] = 1,
-                                              [MOE_PH_COMBINE_BWD] = 1, [MOE_PH_DISPATCH_BWD] = 1, [MOE_PH_GRAD_SYNC] = 1 };
-
 static void print_case(const bench_ctx_t *b, const moe_case_t *mc, const epb_row_t *rows, const char *check_line)
 {
     const moe_config_t *c = &mc->cfg;
     const epb_row_t *step = &rows[MOE_NPHASES];
-    printf("\n# %s | %d ranks | E=%d k=%d T=%ld/rank D=%ld F=%ld | %s%s skew %g | %s\n", mc->st->name, b->ctl->size,
-           c->E, c->k, c->T, c->D, c->F, moe_router_name(c->router), c->route_norm ? "+norm" : "", c->skew,
-           b->base.device_name);
-    printf("  %-13s %10s %10s %7s %12s %9s %9s\n", "phase", "med_us", "p95_us", "share", "bytes/rank", "GB/s", "GFLOP/s");
-    for (int p = 0; p <= MOE_NPHASES; p++) {
+    char spec[96];
+    moe_spec_format(&mc->spec, spec, sizeof spec);
+    printf("\n# %s | %d ranks | E=%d k=%d T=%ld/rank D=%ld F=%ld | %s skew %g | %s\n", spec, b->ctl->size, c->E, c->k,
+           c->T, c->D, c->F, moe_router_label(c->router, c->route_norm), c->skew, b->base.device_name);
+    printf("  %-13s %-7s %10s %10s %10s %6s %12s %9s %9s  %s\n", "phase", "kind", "med_us", "wait_us", "p95_us", "share",
+           "bytes/rank", "GB/s", "GFLOP/s", "collectives");
+    for (int p = 0; p < NROW; p++) {
         const epb_row_t *r = &rows[p];
-        char bw[16] = "-", fl[16] = "-";
-        if (p < MOE_NPHASES && comm_phase[p] && r->bytes) snprintf(bw, sizeof bw, "%.3f", r->busbw_gbps);
+        char bw[16] = "-", fl[16] = "-", wt[16] = "-";
+        if (r->bytes && r->t_med_us > 0) snprintf(bw, sizeof bw, "%.3f", r->busbw_gbps);
         if (r->gflop > 0) snprintf(fl, sizeof fl, "%.1f", r->tflops * 1e3);
-        printf("  %-13s %10.1f %10.1f %6.1f%% %12llu %9s %9s\n", r->phase, r->t_med_us, r->t_p95_us,
-               step->t_med_us > 0 ? 100.0 * r->t_med_us / step->t_med_us : 0.0, (unsigned long long)r->bytes, bw, fl);
+        if (p == MOE_NPHASES || moe_phase_kinds[p] != MOE_COMPUTE) snprintf(wt, sizeof wt, "%.1f", r->wait_us);
+        printf("  %-13s %-7s %10.1f %10s %10.1f %5.1f%% %12llu %9s %9s  %s\n", r->phase, r->kind, r->t_med_us, wt,
+               r->t_p95_us, step->t_med_us > 0 ? 100.0 * r->t_med_us / step->t_med_us : 0.0,
+               (unsigned long long)r->bytes, bw, fl, r->coll);
     }
+    printf("  (times: max over ranks per iteration, median over iterations; a phase's share is of the step, and the "
+           "shares need not add up; wait: the critical rank's wait for the last rank to arrive, the rest of a comm "
+           "phase is transfer)\n");
     if (check_line) printf("  check: %s\n", check_line);
     fflush(stdout);
 }
@@ -107,41 +119,71 @@ static void progress(int i, int n, double t0)
 
 /* ---- one configuration ---- */
 
-static void fill_rows(const bench_ctx_t *b, const moe_case_t *mc, epb_row_t *rows, double *times, int iters,
-                      const double *bytes, const double *flop, uint64_t peak)
+/* this rank's test-only hooks (bench.h) as the run framework takes them */
+static moe_hooks_t moe_hooks_of(const bench_hooks_t *h)
+{
+    moe_hooks_t m = MOE_HOOKS_NONE;
+    if (h->delay_phase[0]) {
+        m.delay_phase = moe_phase_find(h->delay_phase);
+        m.delay_us = h->delay_ms * 1e3;
+        m.delay_rank = h->delay_rank;
+    }
+    if (h->slow_phase[0] && h->slow_pct > 0) {
+        m.slow_phase = strcmp(h->slow_phase, "step") ? moe_phase_find(h->slow_phase) : MOE_NPHASES;
+        m.slow_pct = h->slow_pct;
+    }
+    return m;
+}
+
+
+
+typedef struct {
+    double *t, *w;          /* [NROW][iters]: critical time and wait per phase (and the step) and iteration */
+    double bytes[MOE_NPHASES], flop[MOE_NPHASES];
+    char coll[MOE_NPHASES][EPB_STR];
+    char params[EPB_PARAMS];
+    uint64_t peak;
+} samples_t;
+
+static void fill_rows(const bench_ctx_t *b, const moe_case_t *mc, const samples_t *sm, int iters, epb_row_t *rows)
 {
     const moe_config_t *c = &mc->cfg;
-    for (int p = 0; p <= MOE_NPHASES; p++) {
+    for (int p = 0; p < NROW; p++) {
         epb_row_t *r = &rows[p];
         *r = b->base;
         r->mode = "moe";
-        r->op = mc->st->name;
+        r->op = mc->spec.st->name;
+        r->params = sm->params;
         r->experts = c->E;
         r->top_k = c->k;
         r->tokens = c->T;
         r->hidden = c->D;
         r->ffn = c->F;
-        r->router = c->route_norm ? (c->router == MOE_SOFTMAX ? "softmax+norm" : "sigmoid+norm") : moe_router_name(c->router);
+        r->router = moe_router_label(c->router, c->route_norm);
         r->skew = c->skew;
         r->phase = p < MOE_NPHASES ? moe_phase_names[p] : "step";
-        epb_stats_t st;
-        epb_stats(times + (size_t)p * iters, (size_t)iters, &st);
+        r->kind = p < MOE_NPHASES ? moe_kind_name(moe_phase_kinds[p]) : "total";
+        r->coll = p < MOE_NPHASES ? sm->coll[p] : "";
+        epb_stats_t st, sw;
+        epb_stats(sm->t + (size_t)p * iters, (size_t)iters, &st);
+        epb_stats(sm->w + (size_t)p * iters, (size_t)iters, &sw);
         r->t_min_us = st.min;
         r->t_med_us = st.med;
         r->t_mean_us = st.mean;
         r->t_p95_us = st.p95;
         r->t_max_us = st.max;
+        r->wait_us = sw.med;
         double by = 0, fl = 0;
         if (p < MOE_NPHASES) {
-            by = bytes[p];
-            fl = flop[p];
+            by = sm->bytes[p];
+            fl = sm->flop[p];
         } else
-            for (int q = 0; q < MOE_NPHASES; q++) by += bytes[q], fl += flop[q];
+            for (int q = 0; q < MOE_NPHASES; q++) by += sm->bytes[q], fl += sm->flop[q];
         r->bytes = (uint64_t)(by + 0.5);
         r->algbw_gbps = r->busbw_gbps = epb_gbps(by, st.med); /* bytes a rank sends to others / phase time */
         r->gflop = fl / 1e9;
         r->tflops = st.med > 0 ? fl / (st.med * 1e-6) / 1e12 : 0;
-        r->peak_mem_bytes = peak;
+        r->peak_mem_bytes = sm->peak;
     }
 }
 
@@ -160,11 +202,12 @@ static int check_and_dump(bench_ctx_t *b, moe_run_t *run, const moe_case_t *mc, 
             verdict[1] = bad < 0;
         }
         if (!verdict[1] && b->o->dump[0]) {
-            moe_dump_t d = { mc->st->name, b->ctl->size, &mc->cfg, g.x, g.router_w, g.expert_bias, g.w1, g.w3, g.w2,
-                             g.topk_idx, g.topk_w, g.y, g.dy, g.dx, g.d_router_w, g.dw1, g.dw3, g.dw2,
+            moe_dump_t d = { mc->spec.st->name, b->ctl->size, &mc->cfg, g.x, g.router_w, g.expert_bias, g.w1, g.w3,
+                             g.w2, g.topk_idx, g.topk_w, g.y, g.dy, g.dx, g.d_router_w, g.dw1, g.dw3, g.dw2,
                              g.tokens_per_expert, g.expert_bias_after };
-            if (moe_dump_write(b->o->dump, &d, err)) verdict[1] = 2;
-            else printf("  dump: %s (%d ranks' global tensors, step with %s)\n", b->o->dump, b->ctl->size, mc->st->name);
+            int drc = moe_dump_write(b->o->dump, &d, err);
+            if (drc) verdict[1] = drc == EPB_EUSAGE ? 2 : 3;
+            else printf("  dump: %s (%d ranks' global tensors, step with %s)\n", b->o->dump, b->ctl->size, mc->spec.st->name);
         }
     }
     moe_global_free(&g);
@@ -176,35 +219,65 @@ static int check_and_dump(bench_ctx_t *b, moe_run_t *run, const moe_case_t *mc, 
     return EPB_OK;
 }
 
+#define LOSS_HEADER "strategy,params,ranks,step,loss\n"
+
 static int train_case(bench_ctx_t *b, moe_run_t *run, const moe_case_t *mc, epb_err_t *err)
 {
     const bench_opts_t *o = b->o;
-    size_t cap = 64 + (size_t)o->train * 96, len = 0;
-    char *out = malloc(cap);
+    size_t cap = 64 + (size_t)o->train * 160, len = 0;
+    char *out = malloc(cap), params[EPB_PARAMS];
     if (!out) return epb_fail(err, EPB_ESYS, "out of memory");
+    moe_spec_params(&mc->spec, params, sizeof params);
     int rc = EPB_OK;
-    if (b->ctl->rank == 0) printf("\n# train %s | %d ranks | E=%d k=%d T=%ld/rank D=%ld F=%ld | lr %g\n", mc->st->name,
+    if (b->ctl->rank == 0) printf("\n# train %s | %d ranks | E=%d k=%d T=%ld/rank D=%ld F=%ld | lr %g\n", mc->spec.st->name,
                                   b->ctl->size, mc->cfg.E, mc->cfg.k, mc->cfg.T, mc->cfg.D, mc->cfg.F, o->lr);
     for (int step = 0; step < o->train && !rc; step++) {
         double loss = 0;
-        /* forward, the loss and its gradient, backward (the step recomputes forward; dy must come from it) */
-        rc = run->st->forward(run, err);
+        /* forward once, the loss and its gradient (dy), backward, the update */
+        rc = moe_run_zero_grad(run, err);
+        if (!rc) rc = moe_run_forward(run, err);
         if (!rc) rc = moe_run_mse_grad(run, &loss, err);
-        if (!rc) rc = moe_run_step(run, err);
+        if (!rc) rc = moe_run_backward(run, err);
         if (!rc) rc = moe_run_sgd(run, o->lr, err);
-        if (!rc) len += (size_t)snprintf(out + len, cap - len, "%s,%d,%d,%.9g\n", mc->st->name, b->ctl->size, step, loss);
+        if (!rc) len += (size_t)snprintf(out + len, cap - len, "%s,%s,%d,%d,%.9g\n", mc->spec.st->name, params,
+                                         b->ctl->size, step, loss);
         if (!rc && b->ctl->rank == 0 && (step < 5 || step == o->train - 1 || step % 10 == 0))
             printf("  step %4d  loss %.9g\n", step, loss);
     }
-    if (!rc && b->ctl->rank == 0) {
-        FILE *f = fopen(o->loss_csv, "a");
-        if (!f) rc = epb_fail(err, EPB_EUSAGE, "--loss-csv %s: cannot open", o->loss_csv);
-        else {
-            if (ftell(f) == 0) fputs("strategy,ranks,step,loss\n", f);
-            if (fwrite(out, 1, len, f) != len || fclose(f)) rc = epb_fail(err, EPB_ESYS, "--loss-csv %s: write failed", o->loss_csv);
-        }
-    }
+    if (!rc && b->ctl->rank == 0) rc = epb_lines_append("--loss-csv", o->loss_csv, LOSS_HEADER, out, len, err);
     free(out);
+    return rc;
+}
+
+/* --per-rank: every rank's own records (rank, iteration, phase, kind, us, wait, bytes, entries), gathered to rank 0
+ * and appended in one write */
+#define PER_RANK_HEADER "run_id,strategy,params,experts,top_k,tokens,rank,iter,phase,kind,us,wait_us,bytes,entries\n"
+enum { PR_FIELDS = 4 }; /* us, wait, bytes, entries per (iteration, phase) */
+
+static int write_per_rank(bench_ctx_t *b, const moe_case_t *mc, const samples_t *sm, const double *mine, int iters,
+                          epb_err_t *err)
+{
+    size_t n = (size_t)iters * NROW * PR_FIELDS, P = (size_t)b->ctl->size;
+    double *all = malloc(n * P * sizeof *all);
+    if (!all) return epb_fail(err, EPB_ESYS, "out of memory (--per-rank)");
+    int rc = epb_allgather(b->ctl, mine, all, n, EPB_DT_F64);
+    if (rc) epb_fail(err, rc, "%s", b->ctl->err.msg);
+    char *body = NULL;
+    size_t cap = P * (size_t)iters * NROW * 256 + 1, len = 0;
+    if (!rc && b->ctl->rank == 0 && !(body = malloc(cap))) rc = epb_fail(err, EPB_ESYS, "out of memory (--per-rank)");
+    for (size_t r = 0; !rc && body && r < P; r++)
+        for (int it = 0; it < iters; it++)
+            for (int p = 0; p < NROW; p++) {
+                const double *q = all + r * n + ((size_t)it * NROW + p) * PR_FIELDS;
+                len += (size_t)snprintf(body + len, cap - len, "%s,%s,%s,%d,%d,%ld,%zu,%d,%s,%s,%.3f,%.3f,%.0f,%.0f\n",
+                                        b->run_id, mc->spec.st->name, sm->params, mc->cfg.E, mc->cfg.k, mc->cfg.T, r, it,
+                                        p < MOE_NPHASES ? moe_phase_names[p] : "step",
+                                        p < MOE_NPHASES ? moe_kind_name(moe_phase_kinds[p]) : "total", q[0], q[1], q[2],
+                                        q[3]);
+            }
+    if (!rc && body) rc = epb_lines_append("--per-rank", b->o->per_rank, PER_RANK_HEADER, body, len, err);
+    free(body);
+    free(all);
     return rc;
 }
 
@@ -214,60 +287,76 @@ static int run_case(bench_ctx_t *b, moe_backend_t *be, const moe_case_t *mc, epb
     int iters = o->iters, rc;
     moe_run_t run;
     be->peak_bytes = be->cur_bytes;
-    if ((rc = moe_run_create(&run, mc->st, &mc->cfg, b->data, b->ctl, be, err))) return rc;
+    if ((rc = moe_run_create(&run, &mc->spec, &mc->cfg, b->data, b->ctl, be, err))) return rc;
+    run.clock_offset_us = b->clock_offset_us;
+    run.hooks = moe_hooks_of(&b->hooks);
     if (o->train) {
         rc = train_case(b, &run, mc, err);
         moe_run_destroy(&run);
         return rc;
     }
-    /* times[p][it] for the 12 phases and the step */
-    double *times = calloc((size_t)(MOE_NPHASES + 1) * (size_t)iters, sizeof *times);
-    double bytes[MOE_NPHASES], flop[MOE_NPHASES];
-    if (!times) { moe_run_destroy(&run); return epb_fail(err, EPB_ESYS, "out of memory"); }
+    samples_t sm;
+    memset(&sm, 0, sizeof sm);
+    sm.t = calloc((size_t)NROW * (size_t)iters, sizeof *sm.t);
+    sm.w = calloc((size_t)NROW * (size_t)iters, sizeof *sm.w);
+    double *pr = o->per_rank[0] ? calloc((size_t)NROW * (size_t)iters * PR_FIELDS, sizeof *pr) : NULL;
+    if (!sm.t || !sm.w || (o->per_rank[0] && !pr)) {
+        free(sm.t), free(sm.w), free(pr);
+        moe_run_destroy(&run);
+        return epb_fail(err, EPB_ESYS, "out of memory");
+    }
     for (int i = 0; i < o->warmup && !rc; i++) rc = moe_run_step(&run, err);
     for (int it = 0; it < iters && !rc; it++) {
+        double wait[MOE_NPHASES], step_wait = 0;
         if ((rc = epb_barrier(b->ctl))) { epb_fail(err, rc, "%s", b->ctl->err.msg); break; }
-        if ((rc = moe_run_step(&run, err))) break;
-        double step = run.step_us;
+        if ((rc = moe_run_step(&run, err)) || (rc = moe_run_waits(&run, wait, err))) break;
         for (int p = 0; p < MOE_NPHASES; p++) {
-            double extra = 0;
-            if (b->o->slow_pct > 0 && !strcmp(b->o->slow_phase, moe_phase_names[p])) {
-                double t0 = epb_now_us();
-                bench_maybe_slow(b, moe_phase_names[p], run.phase_us[p]);
-                extra = epb_now_us() - t0;
+            sm.t[(size_t)p * iters + it] = run.m.us[p];
+            sm.w[(size_t)p * iters + it] = wait[p];
+            step_wait += wait[p];
+            if (pr) {
+                double *q = pr + ((size_t)it * NROW + p) * PR_FIELDS;
+                q[0] = run.m.us[p], q[1] = wait[p], q[2] = run.m.bytes[p], q[3] = run.m.entries[p];
             }
-            times[(size_t)p * iters + it] = run.phase_us[p] + extra;
-            step += extra;
         }
-        if (b->o->slow_pct > 0 && !strcmp(b->o->slow_phase, "step")) {
-            double t0 = epb_now_us();
-            bench_maybe_slow(b, "step", step);
-            step += epb_now_us() - t0;
+        sm.t[(size_t)MOE_NPHASES * iters + it] = run.step_us;
+        sm.w[(size_t)MOE_NPHASES * iters + it] = step_wait;
+        if (pr) {
+            double *q = pr + ((size_t)it * NROW + MOE_NPHASES) * PR_FIELDS;
+            q[0] = run.step_us, q[1] = step_wait, q[2] = 0, q[3] = 1;
+            for (int p = 0; p < MOE_NPHASES; p++) q[2] += run.m.bytes[p];
         }
-        times[(size_t)MOE_NPHASES * iters + it] = step;
     }
-    memcpy(bytes, run.phase_bytes, sizeof bytes);
-    memcpy(flop, run.phase_flop, sizeof flop);
-    uint64_t peak = (uint64_t)be->peak_bytes;
-    int64_t peak_all = (int64_t)peak;
-    /* the critical path: each iteration's phase time is the max over ranks; bytes and FLOPs too */
-    if (!rc && ((rc = epb_allreduce(b->ctl, times, times, (size_t)(MOE_NPHASES + 1) * iters, EPB_DT_F64, EPB_MAX)) ||
-                (rc = epb_allreduce(b->ctl, bytes, bytes, MOE_NPHASES, EPB_DT_F64, EPB_MAX)) ||
-                (rc = epb_allreduce(b->ctl, flop, flop, MOE_NPHASES, EPB_DT_F64, EPB_MAX)) ||
-                (rc = epb_allreduce(b->ctl, &peak_all, &peak_all, 1, EPB_DT_I64, EPB_MAX))))
+    if (!rc) {
+        memcpy(sm.bytes, run.m.bytes, sizeof sm.bytes);
+        memcpy(sm.flop, run.m.flop, sizeof sm.flop);
+        memcpy(sm.coll, run.m.coll, sizeof sm.coll); /* every rank makes the same calls */
+        moe_spec_params(&mc->spec, sm.params, sizeof sm.params);
+    }
+    int64_t peak = (int64_t)be->peak_bytes;
+    /* the critical path: each iteration's phase time is the max over ranks, with that rank's wait; bytes and
+     * FLOPs the busiest rank's; memory the largest rank's */
+    if (!rc) rc = bench_critical(b, sm.t, sm.w, (size_t)NROW * iters, err);
+    if (!rc && ((rc = epb_allreduce(b->ctl, sm.bytes, sm.bytes, MOE_NPHASES, EPB_DT_F64, EPB_MAX)) ||
+                (rc = epb_allreduce(b->ctl, sm.flop, sm.flop, MOE_NPHASES, EPB_DT_F64, EPB_MAX)) ||
+                (rc = epb_allreduce(b->ctl, &peak, &peak, 1, EPB_DT_I64, EPB_MAX))))
         epb_fail(err, rc, "%s", b->ctl->err.msg);
+    sm.peak = (uint64_t)peak;
+    if (!rc && pr) rc = write_per_rank(b, mc, &sm, pr, iters, err);
     char line[1024] = "";
     int failed = 0;
     if (!rc && (o->check || o->dump[0])) rc = check_and_dump(b, &run, mc, line, sizeof line, &failed, err);
     if (!rc) {
-        epb_row_t rows[MOE_NPHASES + 1];
-        fill_rows(b, mc, rows, times, iters, bytes, flop, (uint64_t)peak_all);
-        for (int p = 0; p <= MOE_NPHASES; p++) rows[p].check = !o->check ? "skipped" : failed ? "fail" : "ok";
+        epb_row_t rows[NROW];
+        fill_rows(b, mc, &sm, iters, rows);
+        for (int p = 0; p < NROW; p++) rows[p].check = !o->check ? "skipped" : failed ? "fail" : "ok";
         b->failed_checks += failed;
         if (b->ctl->rank == 0) print_case(b, mc, rows, o->check ? line : NULL);
-        rc = bench_write_rows(b, rows, MOE_NPHASES + 1, err);
+        rc = bench_write_rows(b, rows, NROW, err);
     }
-    free(times);
+    free(sm.t);
+    free(sm.w);
+    free(pr);
     moe_run_destroy(&run);
     return rc;
 }
@@ -276,24 +365,23 @@ int bench_run_moe(bench_ctx_t *b, epb_err_t *err)
 {
     moe_case_t *cases = malloc(sizeof *cases * MAX_CASES);
     if (!cases) return epb_fail(err, EPB_ESYS, "out of memory");
-    int n = enumerate(b->o, cases, MAX_CASES), rc;
+    int n = enumerate(b->o, cases, MAX_CASES, err), rc = n < 0 ? EPB_EUSAGE : EPB_OK;
     moe_backend_t *be = NULL;
-    if (b->o->device == BENCH_DEV_CUDA) /* on the communicator's GPU and stream: kernels and collectives in order */
+    if (!rc && b->o->device == BENCH_DEV_CUDA) /* on the communicator's GPU and stream: kernels and collectives in order */
         rc = moe_cuda_backend_create(&be, b->o->dtype == EPB_DT_BF16 ? MOE_BF16 : MOE_F32, b->data->device,
                                      b->data->stream, err);
-    else
+    else if (!rc)
         rc = moe_cpu_backend_create(&be, err);
     if (rc) {
-        epb_err_t why = *err;
         free(cases);
-        return epb_fail(err, rc, "rank %d: %s", b->ctl->rank, why.msg);
+        return rc;
     }
     if (b->ctl->rank == 0) {
         char blas[160];
         if (be->on_device) snprintf(blas, sizeof blas, "%s, %s expert GEMMs", b->base.device_name, moe_cuda_gemm_path(be));
         else epb_blas_info(blas, sizeof blas);
         printf("# epbench moe | %d ranks on %d node%s (%s) | comm %s | %s | %s | iters %d warmup %d | check %s\n",
-               b->ctl->size, b->base.nodes, b->base.nodes > 1 ? "s" : "", b->base.host, b->base.backend, blas,
+               b->ctl->size, b->base.nodes, b->base.nodes > 1 ? "s" : "", b->base.hosts, b->base.backend, blas,
                b->base.dtype, b->o->iters, b->o->warmup, b->o->check ? "on" : "off");
     }
     double t0 = epb_now_us();

@@ -16,7 +16,8 @@
 enum {
     OPT_COLL = 256, OPT_CALIBRATE, OPT_CSV, OPT_RANKS, OPT_BIND, OPT_IMBALANCE, OPT_DTYPE, OPT_SEED, OPT_COMM,
     OPT_VERSION, OPT_STRATEGY, OPT_EXPERTS, OPT_TOPK, OPT_TOKENS, OPT_HIDDEN, OPT_FFN, OPT_ROUTER, OPT_ROUTE_NORM,
-    OPT_SKEW, OPT_BIAS_COEFF, OPT_DUMP, OPT_TRAIN, OPT_LR, OPT_LOSS_CSV, OPT_DEVICE,
+    OPT_SKEW, OPT_BIAS_COEFF, OPT_DUMP, OPT_TRAIN, OPT_LR, OPT_LOSS_CSV, OPT_DEVICE, OPT_PER_RANK, OPT_OVERSUB,
+    OPT_HOSTFILE,
 };
 
 static const struct option long_opts[] = {
@@ -50,6 +51,9 @@ static const struct option long_opts[] = {
     { "train", required_argument, 0, OPT_TRAIN },
     { "lr", required_argument, 0, OPT_LR },
     { "loss-csv", required_argument, 0, OPT_LOSS_CSV },
+    { "per-rank", required_argument, 0, OPT_PER_RANK },
+    { "oversubscribe", no_argument, 0, OPT_OVERSUB },
+    { "hostfile", required_argument, 0, OPT_HOSTFILE },
     { "help", no_argument, 0, 'h' },
     { "version", no_argument, 0, OPT_VERSION },
     { 0, 0, 0, 0 },
@@ -67,7 +71,8 @@ void bench_usage(FILE *f)
 "launch line on stderr); under mpirun, mpiexec or srun it runs as launched.\n"
 "\n"
 "MoE mode (comma lists sweep every combination):\n"
-"  --strategy LIST       local, agrs, tp2ep, or all (default tp2ep when another MoE option is given)\n"
+"  --strategy LIST       strategies (below), all, or list (print them); NAME:key=val,... sets a strategy's\n"
+"                        parameters, e.g. tp2ep:chunks=4 (default tp2ep when another MoE option is given)\n"
 "  --experts LIST        experts E, divisible by the ranks (default 16)\n"
 "  --top-k LIST          experts per token k <= E (default 2)\n"
 "  --tokens LIST         tokens per rank T (default 256)\n"
@@ -80,6 +85,7 @@ void bench_usage(FILE *f)
 "  --train N             N SGD steps on an MSE loss instead of the benchmark; loss curve to --loss-csv\n"
 "  --lr R                SGD learning rate for --train (default 50: the MSE is a mean over all P*T*D outputs)\n"
 "  --loss-csv FILE       loss curve rows strategy,ranks,step,loss (default results/loss.csv)\n"
+"  --per-rank FILE       every rank's own time, wait, bytes and entries per phase and iteration (CSV)\n"
 "  With -c 1 (default) rank 0 gathers y, dx and every gradient, tokens_per_expert and the updated bias,\n"
 "  recomputes the global batch on one device and compares (float32: relative error < 1e-5).\n"
 "\n"
@@ -98,7 +104,10 @@ void bench_usage(FILE *f)
 "  -w, --warmup N        untimed iterations first (default 5)\n"
 "  -c, --check 0|1       verify results against seeded expectations (default 1); wrong elements exit 1\n"
 "  --csv FILE            append CSV schema 1 rows (default " DEFAULT_CSV ", its folder created)\n"
-"  --ranks N             ranks to launch when started by hand (default 4; 1 runs in-process)\n"
+"  --ranks N             ranks to launch when started by hand (default 4; 1 runs in-process); more than 16 per\n"
+"                        core on this host is refused unless --oversubscribe or --hostfile says so\n"
+"  --hostfile FILE       mpirun's hostfile when bench launches itself (ranks on those hosts)\n"
+"  --oversubscribe       allow more local ranks than the bound above\n"
 "  --bind none|core|numa pin each rank to its own core / NUMA node (round-robin when oversubscribed; with\n"
 "                        --device cuda, among the CPUs near its GPU). Default, unless the launcher bound the\n"
 "                        ranks: the CPUs near the GPU with --device cuda, else a core each when ranks share a node\n"
@@ -111,6 +120,7 @@ void bench_usage(FILE *f)
 "  -h, --help            this text;  --version  version, git revision and what was built in\n"
 "\n"
 "Exit codes: 0 ok, 1 a check failed, 2 bad usage or input, 3 runtime failure (MPI, CUDA, NCCL, memory).\n"
+"The CSV columns and units: docs/CSV.md.\n"
 "\n"
 "Examples:\n"
 "  bench --strategy tp2ep --experts 16\n"
@@ -119,6 +129,19 @@ void bench_usage(FILE *f)
 "  bench --coll alltoallv --imbalance 1.5 --ranks 4 --csv a2av.csv\n"
 "  mpirun -np 8 --hostfile hosts bench --coll all -b 1M -e 256M -n 50\n"
 "  bench --calibrate --csv results/peak.csv\n");
+    fprintf(f, "\nStrategies (--strategy NAME[:key=val,...]):\n");
+    bench_list_strategies(f, "  ");
+}
+
+void bench_list_strategies(FILE *f, const char *indent)
+{
+    for (int i = 0; i < moe_nstrategies; i++) {
+        const moe_strategy_t *st = moe_strategies[i];
+        fprintf(f, "%s%-8s %s (%s)\n", indent, st->name, st->what, st->anchor);
+        for (int p = 0; p < st->nparams; p++)
+            fprintf(f, "%s  :%s=N  %s (default %ld, %ld..%ld)\n", indent, st->params[p].key, st->params[p].what,
+                    st->params[p].def, st->params[p].lo, st->params[p].hi);
+    }
 }
 
 static void defaults(bench_opts_t *o)
@@ -168,25 +191,55 @@ static int list_opt(const char *name, const char *v, long lo, long hi, long *out
     return EPB_OK;
 }
 
+static int add_strategy(bench_opts_t *o, const char *v, const char *text, epb_err_t *err)
+{
+    moe_spec_t sp;
+    int rc = moe_spec_parse(text, &sp, err);
+    if (rc) return rc;
+    if (o->nstrategies == BENCH_MAX_LIST)
+        return epb_fail(err, EPB_EUSAGE, "--strategy '%s': at most %d strategies", v, BENCH_MAX_LIST);
+    moe_spec_format(&sp, o->strategies[o->nstrategies++], sizeof o->strategies[0]);
+    return EPB_OK;
+}
+
+/* A comma list of NAME or NAME:key=val,key=val; an item with '=' and no ':' continues the previous one's
+ * parameters ("tp2ep:chunks=2,node_size=2,agrs"). "all" is every registered strategy, "list" prints them. */
 static int strategy_opt(bench_opts_t *o, const char *v, epb_err_t *err)
 {
-    char buf[256];
-    snprintf(buf, sizeof buf, "%s", v);
+    char cur[256] = "";
     o->nstrategies = 0;
-    char *save = NULL;
-    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (!strcmp(tok, "all")) {
-            for (int i = 0; i < moe_nstrategies && o->nstrategies < BENCH_MAX_LIST; i++)
-                snprintf(o->strategies[o->nstrategies++], 16, "%s", moe_strategies[i]->name);
-            continue;
-        }
-        if (!moe_strategy_find(tok))
-            return epb_fail(err, EPB_EUSAGE, "--strategy '%s': unknown strategy '%s' (accepted: %s, all)", v, tok,
-                            moe_strategy_names());
-        if (o->nstrategies == BENCH_MAX_LIST) return epb_fail(err, EPB_EUSAGE, "--strategy: too many");
-        snprintf(o->strategies[o->nstrategies++], 16, "%s", tok);
+    if (!strcmp(v, "list")) {
+        o->mode = MODE_LIST;
+        return EPB_OK;
     }
-    if (!o->nstrategies) return epb_fail(err, EPB_EUSAGE, "--strategy '%s': expected %s or all", v, moe_strategy_names());
+    if (strlen(v) >= sizeof cur) return epb_fail(err, EPB_EUSAGE, "--strategy: list too long");
+    for (const char *p = v;;) {
+        const char *end = strchr(p, ',');
+        size_t l = end ? (size_t)(end - p) : strlen(p);
+        if (l == 0) return epb_fail(err, EPB_EUSAGE, "--strategy '%s': empty item", v);
+        int param = memchr(p, '=', l) && !memchr(p, ':', l);
+        if (param && !cur[0]) return epb_fail(err, EPB_EUSAGE, "--strategy '%s': '%.*s' belongs to no strategy", v, (int)l, p);
+        if (param) {
+            size_t cl = strlen(cur);
+            snprintf(cur + cl, sizeof cur - cl, ",%.*s", (int)l, p);
+        } else {
+            if (cur[0] && add_strategy(o, v, cur, err)) return EPB_EUSAGE;
+            snprintf(cur, sizeof cur, "%.*s", (int)l, p);
+            if (!strcmp(cur, "all")) {
+                for (int i = 0; i < moe_nstrategies; i++) {
+                    moe_spec_t sp;
+                    moe_spec_parse(moe_strategies[i]->name, &sp, err);
+                    if (o->nstrategies == BENCH_MAX_LIST)
+                        return epb_fail(err, EPB_EUSAGE, "--strategy '%s': at most %d strategies", v, BENCH_MAX_LIST);
+                    moe_spec_format(&sp, o->strategies[o->nstrategies++], sizeof o->strategies[0]);
+                }
+                cur[0] = 0;
+            }
+        }
+        if (!end) break;
+        p = end + 1;
+    }
+    if (cur[0] && add_strategy(o, v, cur, err)) return EPB_EUSAGE;
     return EPB_OK;
 }
 
@@ -222,19 +275,6 @@ static int size_opt(const char *name, const char *v, uint64_t *out, epb_err_t *e
     return EPB_OK;
 }
 
-static int read_slowdown(bench_opts_t *o, epb_err_t *err)
-{
-    const char *s = getenv("EPB_TEST_SLOWDOWN");
-    if (!s || !*s) return EPB_OK;
-    const char *colon = strrchr(s, ':');
-    if (!colon || colon == s || (size_t)(colon - s) >= sizeof o->slow_phase ||
-        epb_parse_double(colon + 1, 0, 1000, &o->slow_pct))
-        return epb_fail(err, EPB_EUSAGE, "EPB_TEST_SLOWDOWN '%s': expected PHASE:PERCENT, e.g. total:15", s);
-    memcpy(o->slow_phase, s, (size_t)(colon - s));
-    o->slow_phase[colon - s] = 0;
-    return EPB_OK;
-}
-
 int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
 {
     defaults(o);
@@ -242,7 +282,7 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
     optind = 1;
     int c, rc = EPB_OK, moe_opt = 0;
     long l;
-    char names[256];
+    char names[256], snames[256];
     while (rc == EPB_OK && (c = getopt_long(argc, argv, ":b:e:f:n:w:c:h", long_opts, NULL)) != -1) {
         switch (c) {
         case OPT_COLL:
@@ -253,9 +293,9 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
             rc = set_mode(o, MODE_COLL, "--coll", err);
             break;
         case OPT_CALIBRATE: rc = set_mode(o, MODE_CALIBRATE, "--calibrate", err); break;
-        case 'b': rc = size_opt("-b/--min-bytes", optarg, &o->min_bytes, err); o->min_given = 1; break;
+        case 'b': rc = size_opt("-b/--min-bytes", optarg, &o->min_bytes, err); o->min_given = o->coll_opt_given = 1; break;
         case 'e': rc = size_opt("-e/--max-bytes", optarg, &o->max_bytes, err); o->max_given = 1; break;
-        case 'f': rc = int_opt("-f/--step-factor", optarg, 2, 1024, &o->factor, err); break;
+        case 'f': rc = int_opt("-f/--step-factor", optarg, 2, 1024, &o->factor, err); o->coll_opt_given = 1; break;
         case 'n': rc = int_opt("-n/--iters", optarg, 1, 100000000, &o->iters, err); break;
         case 'w': rc = int_opt("-w/--warmup", optarg, 0, 100000000, &o->warmup, err); break;
         case 'c': rc = int_opt("-c/--check", optarg, 0, 1, &o->check, err); break;
@@ -278,6 +318,7 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
         case OPT_IMBALANCE:
             if (epb_parse_double(optarg, 0, 16, &o->imbalance))
                 return epb_fail(err, EPB_EUSAGE, "--imbalance '%s': expected a number from 0 (even) to 16", optarg);
+            o->coll_opt_given = 1;
             break;
         case OPT_DTYPE:
             if (epb_dtype_parse(optarg, &o->dtype))
@@ -300,7 +341,11 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
             else return epb_fail(err, EPB_EUSAGE, "--device '%s': expected cpu or cuda", optarg);
             o->device_given = 1;
             break;
-        case OPT_STRATEGY: rc = strategy_opt(o, optarg, err); if (!rc) rc = set_mode(o, MODE_MOE, "--strategy", err); break;
+        case OPT_STRATEGY:
+            rc = strategy_opt(o, optarg, err);
+            if (!rc && o->mode == MODE_LIST) return EPB_OK;
+            if (!rc) rc = set_mode(o, MODE_MOE, "--strategy", err);
+            break;
         case OPT_EXPERTS: rc = list_opt("--experts", optarg, 1, 4096, o->experts, &o->nexperts, err); moe_opt = 1; break;
         case OPT_TOPK: rc = list_opt("--top-k", optarg, 1, 4096, o->top_k, &o->ntop_k, err); moe_opt = 1; break;
         case OPT_TOKENS: rc = list_opt("--tokens", optarg, 1, 1L << 24, o->tokens, &o->ntokens, err); moe_opt = 1; break;
@@ -333,6 +378,9 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
             moe_opt = 1;
             break;
         case OPT_LOSS_CSV: rc = path_opt("--loss-csv", optarg, o->loss_csv, sizeof o->loss_csv, err); moe_opt = 1; break;
+        case OPT_PER_RANK: rc = path_opt("--per-rank", optarg, o->per_rank, sizeof o->per_rank, err); moe_opt = 1; break;
+        case OPT_OVERSUB: o->oversubscribe = 1; break;
+        case OPT_HOSTFILE: rc = path_opt("--hostfile", optarg, o->hostfile, sizeof o->hostfile, err); break;
         case 'h': o->mode = MODE_HELP; return EPB_OK;
         case OPT_VERSION: o->mode = MODE_VERSION; return EPB_OK;
         case ':':
@@ -347,16 +395,21 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
         return epb_fail(err, EPB_EUSAGE, "'%s': unexpected argument (options start with -; see bench --help)",
                         argv[optind]);
     if (o->mode == MODE_NONE && moe_opt) { /* `bench --experts 16` means the seed's strategy */
-        snprintf(o->strategies[0], 16, "tp2ep");
-        o->nstrategies = 1;
+        if ((rc = strategy_opt(o, "tp2ep", err))) return rc;
         o->mode = MODE_MOE;
     }
+    if (o->mode == MODE_MOE && (o->coll_opt_given || o->max_given))
+        return epb_fail(err, EPB_EUSAGE, "-b, -e, -f and --imbalance size the collective microbenchmark: they need "
+                        "--coll (size a MoE run with --tokens, --hidden, --ffn)");
+    if (o->mode == MODE_CALIBRATE && o->coll_opt_given)
+        return epb_fail(err, EPB_EUSAGE, "-b, -f and --imbalance are for --coll (--calibrate takes -e, the copy size)");
     if (moe_opt && o->mode != MODE_MOE)
         return epb_fail(err, EPB_EUSAGE, "MoE options (--experts, --top-k, --train...) need --strategy, not --%s",
                         o->mode == MODE_COLL ? "coll" : "calibrate");
     if (o->mode == MODE_NONE)
         return epb_fail(err, EPB_EUSAGE, "nothing to run: give --strategy LIST (%s, all), --coll NAME (%s, all) or "
-                        "--calibrate (see bench --help)", moe_strategy_names(), epb_coll_names(names, sizeof names));
+                        "--calibrate (see bench --help)", moe_strategy_names(snames, sizeof snames),
+                        epb_coll_names(names, sizeof names));
     if (!o->nexperts) o->nexperts = 1;
     if (!o->ntop_k) o->ntop_k = 1;
     if (!o->ntokens) o->ntokens = 1;
@@ -391,7 +444,7 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
     if (!strcmp(o->comm, "self") && o->ranks_given && o->ranks > 1)
         return epb_fail(err, EPB_EUSAGE, "--comm self runs one rank, but --ranks is %d", o->ranks);
     if (o->mode == MODE_CALIBRATE && !o->ranks_given) o->ranks = 1; /* a per-core ceiling unless asked */
-    return read_slowdown(o, err);
+    return EPB_OK;
 }
 
 /* a file we will create or append to: its folder must exist and be writable */

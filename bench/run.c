@@ -7,6 +7,7 @@
 #include "bench.h"
 #include "epb_config.h"
 #include "epb_git_rev.h"
+#include "moe.h"
 
 #if EPB_HAVE_BLAS
 #include <cblas.h>
@@ -48,6 +49,8 @@ int bench_ctx_init(bench_ctx_t *b, const bench_opts_t *o, epb_comm_t *ctl, epb_c
 {
     memset(b, 0, sizeof *b);
     b->o = o;
+    int hrc = bench_hooks_read(&b->hooks, o->mode, err);
+    if (hrc) return hrc;
     b->ctl = ctl;
     b->data = data;
     b->topo = *topo;
@@ -103,39 +106,91 @@ int bench_reduce_times(bench_ctx_t *b, double *t_us, int n, epb_stats_t *st)
     return epb_stats(t_us, (size_t)n, st) ? EPB_ESYS : EPB_OK;
 }
 
-int bench_critical(bench_ctx_t *b, double *t, const double *arr, double *wait, size_t n, epb_err_t *err)
+int bench_waits(bench_ctx_t *b, const double *arr, double *wait, size_t n, epb_err_t *err)
+{
+    size_t P = (size_t)b->ctl->size;
+    double *all = malloc(n * P * sizeof *all);
+    if (!all) return epb_fail(err, EPB_ESYS, "out of memory (%zu samples x %zu ranks)", n, P);
+    int rc = epb_allgather(b->ctl, arr, all, n, EPB_DT_F64);
+    if (rc) epb_fail(err, rc, "%s", b->ctl->err.msg);
+    for (size_t i = 0; !rc && i < n; i++) {
+        double last = arr[i];
+        for (size_t r = 0; r < P; r++)
+            if (all[r * n + i] > last) last = all[r * n + i];
+        wait[i] = last - arr[i];
+    }
+    free(all);
+    return rc;
+}
+
+int bench_critical(bench_ctx_t *b, double *t, double *wait, size_t n, epb_err_t *err)
 {
     size_t P = (size_t)b->ctl->size;
     double *mine = malloc(2 * n * sizeof *mine), *all = malloc(2 * n * P * sizeof *all);
     int rc = mine && all ? EPB_OK : epb_fail(err, EPB_ESYS, "out of memory (%zu samples x %zu ranks)", n, P);
     if (!rc) {
         memcpy(mine, t, n * sizeof *t);
-        memcpy(mine + n, arr, n * sizeof *arr);
+        memcpy(mine + n, wait, n * sizeof *wait);
         if ((rc = epb_allgather(b->ctl, mine, all, 2 * n, EPB_DT_F64))) epb_fail(err, rc, "%s", b->ctl->err.msg);
     }
     for (size_t i = 0; !rc && i < n; i++) {
         size_t crit = 0;
-        double last = -1e300;
-        for (size_t r = 0; r < P; r++) {
-            const double *q = all + r * 2 * n;
-            if (q[i] > all[crit * 2 * n + i]) crit = r;
-            if (q[n + i] > last) last = q[n + i];
-        }
+        for (size_t r = 1; r < P; r++)
+            if (all[r * 2 * n + i] > all[crit * 2 * n + i]) crit = r;
         t[i] = all[crit * 2 * n + i];
-        if (wait) {
-            double w = last - all[crit * 2 * n + n + i];
-            wait[i] = w < 0 ? 0 : w > t[i] ? t[i] : w;
-        }
+        wait[i] = all[crit * 2 * n + n + i];
     }
     free(mine);
     free(all);
     return rc;
 }
 
+/* "PHASE:NUMBER[:RANK]" into phase, number and rank (-1 when absent) */
+static int hook_spec(const char *var, const char *s, char *phase, size_t np, double *num, int *rank, int with_rank,
+                     double hi, epb_err_t *err)
+{
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", s);
+    char *c1 = strchr(buf, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+    long r = -1;
+    if (c1) *c1 = 0;
+    if (c2) *c2 = 0;
+    if (!c1 || !buf[0] || strlen(buf) >= np || epb_parse_double(c1 + 1, 0, hi, num) || (c2 && !with_rank) ||
+        (c2 && epb_parse_int(c2 + 1, 0, 1 << 20, &r)))
+        return epb_fail(err, EPB_EUSAGE, "%s '%s': expected PHASE:%s%s", var, s, with_rank ? "MS" : "PERCENT",
+                        with_rank ? "[:RANK]" : " (e.g. total:15)");
+    snprintf(phase, np, "%s", buf);
+    *rank = (int)r;
+    return EPB_OK;
+}
+
+int bench_hooks_read(bench_hooks_t *h, bench_mode_t mode, epb_err_t *err)
+{
+    memset(h, 0, sizeof *h);
+    h->delay_rank = -1;
+    const char *s = getenv("EPB_TEST_SLOWDOWN"), *d = getenv("EPB_TEST_DELAY");
+    int ignored;
+    if (s && *s && hook_spec("EPB_TEST_SLOWDOWN", s, h->slow_phase, sizeof h->slow_phase, &h->slow_pct, &ignored, 0,
+                             1000, err))
+        return EPB_EUSAGE;
+    if (d && *d && hook_spec("EPB_TEST_DELAY", d, h->delay_phase, sizeof h->delay_phase, &h->delay_ms, &h->delay_rank, 1,
+                             1e6, err))
+        return EPB_EUSAGE;
+    int moe = mode == MODE_MOE;
+    if (h->slow_phase[0] && (moe ? strcmp(h->slow_phase, "step") && moe_phase_find(h->slow_phase) < 0
+                                 : strcmp(h->slow_phase, "total")))
+        return epb_fail(err, EPB_EUSAGE, "EPB_TEST_SLOWDOWN '%s': no phase '%s' here (%s)", s, h->slow_phase,
+                        moe ? "a MoE phase or step" : "total");
+    if (h->delay_phase[0] && (!moe || moe_phase_find(h->delay_phase) < 0))
+        return epb_fail(err, EPB_EUSAGE, "EPB_TEST_DELAY '%s': no MoE phase '%s'%s", d, h->delay_phase,
+                        moe ? "" : " (the delay is for --strategy runs)");
+    return EPB_OK;
+}
+
 void bench_maybe_slow(const bench_ctx_t *b, const char *phase, double elapsed_us)
 {
-    if (b->o->slow_pct <= 0 || strcmp(b->o->slow_phase, phase)) return;
-    double until = epb_now_us() + elapsed_us * b->o->slow_pct / 100.0;
+    if (b->hooks.slow_pct <= 0 || strcmp(b->hooks.slow_phase, phase)) return;
+    double until = epb_now_us() + elapsed_us * b->hooks.slow_pct / 100.0;
     while (epb_now_us() < until) {}
 }
 

@@ -116,24 +116,28 @@ int epb_csv_format_row(const epb_row_t *row, char *buf, size_t n)
     return (int)len;
 }
 
-/* The state of an existing file: empty, or its first line is this schema's header and its last byte ends a
- * line. opt names the option in messages ("--csv"), or is NULL for a plain file message. */
-static int check_existing(const char *opt, const char *path, int fd, int *empty, epb_err_t *err)
+/* The state of an existing file: empty, or its first line is `want` (a header line with its '\n') and its last byte
+ * ends a line. opt names the option in messages ("--csv"), or is NULL for a plain file message. */
+static int check_existing(const char *opt, const char *path, int fd, const char *want, int *empty, epb_err_t *err)
 {
-    char want[2048], got[2048];
-    size_t wl = header_line(EPB_SCHEMA, want, sizeof want);
+    char got[4096];
+    size_t wl = strlen(want);
     const char *o = opt ? opt : "", *sp = opt ? " " : "";
+    if (wl > sizeof got) return epb_fail(err, EPB_ESYS, "%s: header too long", path);
     ssize_t r = pread(fd, got, wl, 0);
     if (r < 0) return epb_fail(err, EPB_EUSAGE, "%s%s%s: cannot read: %s", o, sp, path, strerror(errno));
     *empty = r == 0;
     if (r == 0) return EPB_OK;
     if ((size_t)r != wl || memcmp(want, got, wl)) {
-        char v1[2048];
+        char v1[2048], v2[2048];
         size_t l1 = header_line(1, v1, sizeof v1);
-        int old = (size_t)r >= l1 && !memcmp(v1, got, l1);
-        return epb_fail(err, EPB_EUSAGE, "%s%s%s:1: %s; refusing to append to it%s", o, sp, path,
-                        old ? "an epbench schema 1 file (this bench writes schema 2)" : "not an epbench CSV header",
-                        old ? " (start a new file: report reads both)" : "");
+        header_line(2, v2, sizeof v2);
+        int old = (size_t)r >= l1 && !memcmp(v1, got, l1), results = !strcmp(want, v2);
+        if (old && results)
+            return epb_fail(err, EPB_EUSAGE, "%s%s%s:1: an epbench schema 1 file (this bench writes schema 2); refusing "
+                            "to append to it (start a new file: report reads both)", o, sp, path);
+        return epb_fail(err, EPB_EUSAGE, "%s%s%s:1: not %s; refusing to append to it", o, sp, path,
+                        results ? "an epbench CSV header" : "this file's header");
     }
     struct stat st;
     char last;
@@ -146,7 +150,7 @@ static int check_existing(const char *opt, const char *path, int fd, int *empty,
     return EPB_OK;
 }
 
-int epb_csv_probe_opt(const char *opt, const char *path, epb_err_t *err)
+int epb_lines_probe(const char *opt, const char *path, const char *header, epb_err_t *err)
 {
     struct stat st;
     if (!path || !*path) return epb_fail(err, EPB_EUSAGE, "%s: empty path", opt);
@@ -155,7 +159,7 @@ int epb_csv_probe_opt(const char *opt, const char *path, epb_err_t *err)
         if (access(path, W_OK)) return epb_fail(err, EPB_EUSAGE, "%s %s: not writable: %s", opt, path, strerror(errno));
         int fd = open(path, O_RDONLY);
         if (fd < 0) return epb_fail(err, EPB_EUSAGE, "%s %s: cannot open: %s", opt, path, strerror(errno));
-        int empty, rc = check_existing(opt, path, fd, &empty, err);
+        int empty, rc = check_existing(opt, path, fd, header, &empty, err);
         close(fd);
         return rc;
     }
@@ -172,49 +176,62 @@ int epb_csv_probe_opt(const char *opt, const char *path, epb_err_t *err)
     return rc;
 }
 
-int epb_csv_append(const char *path, const epb_row_t *rows, size_t n, epb_err_t *err)
+int epb_lines_append(const char *opt, const char *path, const char *header, const char *body, size_t len, epb_err_t *err)
 {
-    size_t cap = 4096, len = 0;
-    for (size_t i = 0; i < n; i++)
-        for (int c = 0; c < EPB_CSV_NCOLS; c++) /* quoting at most doubles a text */
-            cap += cols[c].kind == K_STR ? 2 * strlen(text_of(&rows[i], &cols[c])) + 3 : 32;
-    char *buf = malloc(cap);
-    if (!buf) return epb_fail(err, EPB_ESYS, "out of memory formatting %zu CSV rows", n);
     int fd = open(path, O_RDWR | O_APPEND | O_CREAT, 0644);
-    if (fd < 0) {
-        free(buf);
-        return epb_fail(err, EPB_EUSAGE, "%s: cannot open for appending: %s", path, strerror(errno));
-    }
+    if (fd < 0) return epb_fail(err, EPB_EUSAGE, "%s %s: cannot open for appending: %s", opt, path, strerror(errno));
     /* An advisory lock keeps the "header only when empty" decision and the append together when several
      * processes (a nightly matrix, parallel jobs) share one file. */
     struct flock lk = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
     while (fcntl(fd, F_SETLKW, &lk) < 0 && errno == EINTR) {}
-    int empty = 0, rc = check_existing(NULL, path, fd, &empty, err);
+    int empty = 0, rc = check_existing(opt, path, fd, header, &empty, err);
+    char *buf = NULL;
+    size_t hl = strlen(header), total = len + (empty ? hl : 0);
+    if (rc == EPB_OK && !(buf = malloc(total ? total : 1))) rc = epb_fail(err, EPB_ESYS, "out of memory");
     if (rc == EPB_OK) {
-        if (empty) len = header_line(EPB_SCHEMA, buf, cap);
-        for (size_t i = 0; i < n; i++) {
-            int l = epb_csv_format_row(&rows[i], buf + len, cap - len);
-            if (l < 0) {
-                rc = epb_fail(err, EPB_ESYS, "%s: row %zu does not format (a text field over its limit)", path, i);
-                break;
-            }
-            len += (size_t)l;
-        }
-    }
-    if (rc == EPB_OK) {
+        if (empty) memcpy(buf, header, hl);
+        memcpy(buf + (empty ? hl : 0), body, len);
         struct stat st;
         off_t before = fstat(fd, &st) == 0 ? st.st_size : -1;
-        ssize_t w = write(fd, buf, len);
-        if (w != (ssize_t)len) {
+        /* one write(2) on an O_APPEND descriptor: whole rows, never interleaved with another writer's */
+        ssize_t w = write(fd, buf, total);
+        if (w != (ssize_t)total) {
             int e = w < 0 ? errno : ENOSPC;
             /* a short write (disk full) would leave a partial row: cut the file back to where it was; a file this
              * call made (empty before) goes, rather than stay as a header or 0 bytes */
             if (before >= 0 && ftruncate(fd, before)) {}
             if (before == 0) unlink(path);
-            rc = epb_fail(err, EPB_ESYS, "%s: write failed: %s", path, strerror(e));
+            rc = epb_fail(err, EPB_ESYS, "%s %s: write failed: %s", opt, path, strerror(e));
         }
     }
-    if (close(fd) && rc == EPB_OK) rc = epb_fail(err, EPB_ESYS, "%s: close failed: %s", path, strerror(errno));
+    if (close(fd) && rc == EPB_OK) rc = epb_fail(err, EPB_ESYS, "%s %s: close failed: %s", opt, path, strerror(errno));
+    free(buf);
+    return rc;
+}
+
+int epb_csv_probe_opt(const char *opt, const char *path, epb_err_t *err)
+{
+    char want[2048];
+    header_line(EPB_SCHEMA, want, sizeof want);
+    return epb_lines_probe(opt, path, want, err);
+}
+
+int epb_csv_append(const char *path, const epb_row_t *rows, size_t n, epb_err_t *err)
+{
+    size_t cap = 64, len = 0;
+    for (size_t i = 0; i < n; i++)
+        for (int c = 0; c < EPB_CSV_NCOLS; c++) /* quoting at most doubles a text */
+            cap += cols[c].kind == K_STR ? 2 * strlen(text_of(&rows[i], &cols[c])) + 3 : 32;
+    char *buf = malloc(cap), want[2048];
+    if (!buf) return epb_fail(err, EPB_ESYS, "out of memory formatting %zu CSV rows", n);
+    header_line(EPB_SCHEMA, want, sizeof want);
+    int rc = EPB_OK;
+    for (size_t i = 0; i < n && !rc; i++) {
+        int l = epb_csv_format_row(&rows[i], buf + len, cap - len);
+        if (l < 0) rc = epb_fail(err, EPB_ESYS, "%s: row %zu does not format (a text field over its limit)", path, i);
+        else len += (size_t)l;
+    }
+    if (!rc) rc = epb_lines_append("--csv", path, want, buf, len, err);
     free(buf);
     return rc;
 }
@@ -340,28 +357,6 @@ static int split_record(char *p, char *rend, char **fields, int maxf)
     }
 }
 
-/* A plain decimal number: [-]digits, or with double: [-]digits[.digits][e[+-]digits] (also .5 and 5.). No blanks,
- * no '+', no hex, no inf or nan. */
-static int decimal_syntax(const char *s, int real)
-{
-    const char *p = s;
-    if (*p == '-') p++;
-    int digits = 0;
-    while (*p >= '0' && *p <= '9') p++, digits++;
-    if (real && *p == '.') {
-        p++;
-        while (*p >= '0' && *p <= '9') p++, digits++;
-    }
-    if (!digits) return 0;
-    if (real && (*p == 'e' || *p == 'E')) {
-        p++;
-        if (*p == '-' || *p == '+') p++;
-        if (!(*p >= '0' && *p <= '9')) return 0;
-        while (*p >= '0' && *p <= '9') p++;
-    }
-    return *p == 0;
-}
-
 /* Parses one field into row; returns NULL or the reason it is refused. */
 static const char *parse_field(const struct col *c, const char *s, size_t len, epb_row_t *row, epb_strpool_t **pool)
 {
@@ -373,7 +368,7 @@ static const char *parse_field(const struct col *c, const char *s, size_t len, e
         *(const char **)p = v;
         return NULL;
     }
-    if (!decimal_syntax(s, c->kind == K_DBL)) return "not a plain decimal number";
+    if (!epb_decimal_syntax(s, c->kind == K_DBL)) return "not a plain decimal number";
     errno = 0;
     switch (c->kind) {
     case K_INT: {

@@ -46,7 +46,10 @@ double epb_quantile_sorted(const double *sorted, size_t n, double q);
 int epb_parse_size(const char *s, uint64_t *out);
 /* Parses a positive decimal integer without sign or garbage into *out within [lo, hi]. Returns 0 or -1. */
 int epb_parse_int(const char *s, long lo, long hi, long *out);
-/* Parses a finite double within [lo, hi]. Returns 0 or -1. */
+/* Whether s is a plain decimal number: [-]digits, or with real: [-]digits[.digits][e[+-]digits] (also .5 and 5.);
+ * no blanks, no '+' sign, no hex, no inf or nan. */
+int epb_decimal_syntax(const char *s, int real);
+/* Parses a finite double within [lo, hi], written as a plain decimal number. Returns 0 or -1. */
 int epb_parse_double(const char *s, double lo, double hi, double *out);
 /* Human size: 65536 -> "64K", 3000 -> "3000". */
 void epb_fmt_size(uint64_t bytes, char *buf, size_t n);
@@ -126,6 +129,11 @@ static inline int epb_csv_probe(const char *path, epb_err_t *err) { return epb_c
  * empty; a file with a foreign header or a torn last row is refused (EPB_EUSAGE). When the write fails (a full
  * disk), the file is cut back to its old length, and a file this call created is removed (EPB_ESYS). */
 int epb_csv_append(const char *path, const epb_row_t *rows, size_t n, epb_err_t *err);
+
+/* The same guarantees for any line-oriented CSV whose first line is `header` (with its '\n'), e.g. a loss curve:
+ * probe and append body (whole lines, len bytes); opt names the option in messages. */
+int epb_lines_probe(const char *opt, const char *path, const char *header, epb_err_t *err);
+int epb_lines_append(const char *opt, const char *path, const char *header, const char *body, size_t len, epb_err_t *err);
 
 /* Formats one row as a CSV line (with '\n') into buf; returns the length or -1 if n is too small or a text field
  * is longer than its limit. */

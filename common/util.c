@@ -49,9 +49,29 @@ int epb_parse_int(const char *s, long lo, long hi, long *out)
     return 0;
 }
 
+int epb_decimal_syntax(const char *s, int real)
+{
+    const char *p = s;
+    if (*p == '-') p++;
+    int digits = 0;
+    while (*p >= '0' && *p <= '9') p++, digits++;
+    if (real && *p == '.') {
+        p++;
+        while (*p >= '0' && *p <= '9') p++, digits++;
+    }
+    if (!digits) return 0;
+    if (real && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (*p == '-' || *p == '+') p++;
+        if (!(*p >= '0' && *p <= '9')) return 0;
+        while (*p >= '0' && *p <= '9') p++;
+    }
+    return *p == 0;
+}
+
 int epb_parse_double(const char *s, double lo, double hi, double *out)
 {
-    if (!s || !*s) return -1;
+    if (!s || !*s || !epb_decimal_syntax(s, 1)) return -1;
     errno = 0;
     char *end;
     double v = strtod(s, &end);

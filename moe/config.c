@@ -23,6 +23,33 @@ const char *moe_router_name(moe_router_t r)
 {
     return r == MOE_SOFTMAX ? "softmax" : r == MOE_SIGMOID ? "sigmoid" : "unknown";
 }
+const char *moe_router_label(moe_router_t r, bool route_norm)
+{
+    if (r == MOE_SOFTMAX) return route_norm ? "softmax+norm" : "softmax";
+    if (r == MOE_SIGMOID) return route_norm ? "sigmoid+norm" : "sigmoid";
+    return "unknown";
+}
+
+/* DESIGN.md "Phases", in that order */
+const char *const moe_phase_names[MOE_NPHASES] = {
+    "route", "layout", "permute", "dispatch", "experts_fwd", "unpermute", "combine", "gate", "shared_fwd",
+    "gate_bwd", "combine_bwd", "unpermute_bwd", "experts_bwd", "permute_bwd", "dispatch_bwd", "shared_bwd",
+    "route_bwd", "grad_sync",
+};
+const moe_kind_t moe_phase_kinds[MOE_NPHASES] = {
+    MOE_COMPUTE, MOE_SYNC, MOE_COMPUTE, MOE_COMM, MOE_COMPUTE, MOE_COMPUTE, MOE_COMM, MOE_COMPUTE, MOE_COMPUTE,
+    MOE_COMPUTE, MOE_COMM, MOE_COMPUTE, MOE_COMPUTE, MOE_COMPUTE, MOE_COMM, MOE_COMPUTE, MOE_COMPUTE, MOE_COMM,
+};
+
+int moe_phase_find(const char *name)
+{
+    for (int p = 0; p < MOE_NPHASES; p++)
+        if (!strcmp(moe_phase_names[p], name)) return p;
+    return -1;
+}
+
+const char *moe_kind_name(moe_kind_t k) { return k == MOE_COMM ? "comm" : k == MOE_SYNC ? "sync" : "compute"; }
+
 const char *moe_dtype_name(moe_dtype_t dt) { return dt == MOE_BF16 ? "bf16" : "f32"; }
 size_t moe_dtype_size(moe_dtype_t dt) { return dt == MOE_BF16 ? 2 : 4; }
 

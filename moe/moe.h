@@ -1,7 +1,7 @@
-/* moe/: the MoE layer of DESIGN.md ("The MoE layer"): configuration, seeded initialisation by global index,
- * the single-device reference forward+backward over any number of tokens (what strategy `local` runs per rank
- * and what every strategy is checked against), the load-balancing bias update, the --dump writer, the CPU
- * backend and the BLAS report. Other folders include only this header. */
+/* moe/: the MoE layer of DESIGN.md ("The MoE layer"): configuration, seeded initialisation by global index, the
+ * phases, the load-balancing bias update, the --dump writer, the CPU and CUDA backends and the BLAS report. The
+ * run framework and the strategies (strategy `local` is the single-device semantics every strategy is checked
+ * against) are in strategy.h. */
 #ifndef EPB_MOE_H
 #define EPB_MOE_H
 
@@ -57,57 +57,24 @@ void moe_init_weights(float *Wr, float *w1, float *w3, float *w2, const moe_conf
 /* delta = coeff*sign(mean(tpe) - tpe); delta -= mean(delta); bias += delta  (tpe: global counts) */
 void moe_bias_update(float *bias, const int64_t *tokens_per_expert, int E, double coeff);
 
-/* ---- phases (DESIGN.md "Phases"); every strategy fills every phase ---- */
+/* ---- phases (DESIGN.md "Phases"): what each holds and of which kind ----
+ * compute: ops on one rank; comm: communicator calls and their completion only; sync: the count and metadata
+ * exchanges that decide the splits. The run framework (strategy.h) opens and closes them; every strategy reports
+ * every phase (zero where unused). */
+typedef enum { MOE_COMPUTE, MOE_SYNC, MOE_COMM } moe_kind_t;
 typedef enum {
-    MOE_PH_ROUTE, MOE_PH_SYNC_COUNTS, MOE_PH_DISPATCH, MOE_PH_PERMUTE, MOE_PH_EXPERTS_FWD, MOE_PH_UNPERMUTE,
-    MOE_PH_COMBINE, MOE_PH_COMBINE_BWD, MOE_PH_EXPERTS_BWD, MOE_PH_DISPATCH_BWD, MOE_PH_ROUTE_BWD,
-    MOE_PH_GRAD_SYNC, MOE_NPHASES
+    MOE_PH_ROUTE, MOE_PH_LAYOUT, MOE_PH_PERMUTE, MOE_PH_DISPATCH, MOE_PH_EXPERTS_FWD, MOE_PH_UNPERMUTE,
+    MOE_PH_COMBINE, MOE_PH_GATE, MOE_PH_SHARED_FWD,
+    MOE_PH_GATE_BWD, MOE_PH_COMBINE_BWD, MOE_PH_UNPERMUTE_BWD, MOE_PH_EXPERTS_BWD, MOE_PH_PERMUTE_BWD,
+    MOE_PH_DISPATCH_BWD, MOE_PH_SHARED_BWD, MOE_PH_ROUTE_BWD, MOE_PH_GRAD_SYNC,
+    MOE_NPHASES
 } moe_phase_t;
 extern const char *const moe_phase_names[MOE_NPHASES];
-
-/* ---- the single-device layer (reference, and strategy `local` per rank) ----
- * Runs N tokens through all E experts with ops of one backend. In its phases the local data movement stands in
- * for the communication: unpermute = unpermute+combine compute, combine_bwd = combine backward compute,
- * dispatch_bwd = permute backward (dx scatter); sync_counts, dispatch, combine, grad_sync stay 0. */
-typedef struct {
-    moe_config_t cfg;
-    long N; /* tokens in this layer */
-    moe_backend_t *be;
-    /* parameters (backend memory) */
-    void *x;                    /* (N,D) act */
-    float *Wr;                  /* (D,E) */
-    float *bias;                /* (E) expert_bias */
-    void *w1, *w3, *w2;         /* (E,D,F) (E,D,F) (E,F,D) act */
-    /* forward activations */
-    float *scores;              /* (N,E) */
-    int32_t *topk_idx;          /* (N,k) */
-    float *topk_w;              /* (N,k) */
-    int32_t *pos;               /* (N*k) */
-    int64_t *counts;            /* (E) host: tokens_per_expert of this layer's N tokens */
-    int64_t *offsets;           /* (E+1) host */
-    void *xp, *ep_out;          /* (N*k,D) */
-    void *a1, *a3, *s;          /* (N*k,F) */
-    void *y;                    /* (N,D) */
-    /* gradients */
-    void *dy, *dx;              /* (N,D) */
-    float *dWr;                 /* (D,E) */
-    void *dw1, *dw3, *dw2;      /* like w1, w3, w2 */
-    float *d_gate;              /* (N,k) */
-    void *d_ep_out, *d_xp;      /* (N*k,D) */
-    void *work;                 /* (2,N*k,F) scratch; route_backward uses its first N*E floats */
-    moe_event_t *ev[2];
-} moe_layer_t;
-
-/* Allocates every buffer once (nothing is allocated afterwards). */
-int moe_layer_create(moe_layer_t *L, const moe_config_t *c, long N, moe_backend_t *be, epb_err_t *err);
-void moe_layer_destroy(moe_layer_t *L);
-/* Seeded x and dy for global tokens t0..t0+N-1, all weights, expert_bias = 0. */
-int moe_layer_init(moe_layer_t *L, long t0, epb_err_t *err);
-/* phase_us (MOE_NPHASES entries, may be NULL) gets each phase's time added. */
-int moe_layer_forward(moe_layer_t *L, double *phase_us, epb_err_t *err);
-/* Zeroes dx, dWr, dw1, dw3, dw2 (and the internal gradient buffers), untimed. */
-int moe_layer_zero_grad(moe_layer_t *L, epb_err_t *err);
-int moe_layer_backward(moe_layer_t *L, double *phase_us, epb_err_t *err);
+extern const moe_kind_t moe_phase_kinds[MOE_NPHASES];
+const char *moe_kind_name(moe_kind_t k); /* "compute", "sync", "comm" */
+int moe_phase_find(const char *name);    /* the phase of that name, or -1 */
+/* "softmax", "sigmoid+norm", ...: the router column (a static string) */
+const char *moe_router_label(moe_router_t r, bool route_norm);
 
 /* ---- the --dump contract (DESIGN.md "Contracts"): global host tensors, float32 ---- */
 typedef struct {

@@ -130,13 +130,25 @@ typedef struct {
                             long N, int k, long D);
 } moe_ops_t;
 
+/* What a phase forbids (moe_backend_guard): the compute ops (route, permute, unpermute, experts, combine), and
+ * the memory ops that move data (zero, copy, to_backend, to_host) */
+enum { MOE_FORBID_COMPUTE = 1, MOE_FORBID_MEMOPS = 2 };
+
 struct moe_backend {
     const moe_ops_t *ops;
+    const moe_ops_t *real; /* the backend's own table once moe_backend_guard put the guard in front of it */
+    unsigned forbid;       /* MOE_FORBID_* bits the guard enforces now (the run framework sets them per phase) */
+    const char *forbid_why; /* the phase that forbids them, for the message */
     moe_dtype_t dtype;          /* activation/weight dtype */
     int on_device;              /* 0: backend memory is host memory */
     size_t cur_bytes, peak_bytes; /* through ops->alloc: what peak_mem_bytes reports */
     epb_err_t err;
     void *impl;
 };
+
+/* Puts a guard in front of be's ops (once): every op is forwarded unless be->forbid refuses it, which fails with
+ * EPB_ESYS naming the op and be->forbid_why. */
+void moe_backend_guard(moe_backend_t *be);
+static inline const char *moe_backend_name(const moe_backend_t *be) { return (be->real ? be->real : be->ops)->name; }
 
 #endif

@@ -1,5 +1,12 @@
-/* moe/strategy.h: the expert-parallel strategy interface (DESIGN.md "The two strategies", "Phases"). Each
- * strategy is written once against ops.h and the communicator; a registry table selects by name. */
+/* moe/strategy.h: the run framework and the expert-parallel strategy interface (DESIGN.md "Strategies",
+ * "Phases"). One run type: a strategy on one rank, over a communicator and a backend. The framework owns the
+ * layer's common parts and the measurement: it routes, runs the experts on the rows a strategy brings, applies
+ * the router's backward, synchronises the gradients, opens and closes every phase, and counts the bytes each
+ * communicator call sends (through a counting wrapper). A strategy only describes how tokens reach the experts'
+ * owners and come back (dispatch, combine, and their backward), switching phases with moe_phase(); it never times
+ * or counts. A guard makes a phase's kind binding: compute ops in a comm or sync phase, or a collective in a
+ * compute phase, fail the step. Strategies are registry entries (name, description, parameters); the registry
+ * is generated from the list in moe/meson.build, so adding one is a new file plus one line there. */
 #ifndef EPB_MOE_STRATEGY_H
 #define EPB_MOE_STRATEGY_H
 
@@ -8,29 +15,101 @@
 
 typedef struct moe_run moe_run_t;
 
+/* ---- strategies ---- */
+
+#define MOE_MAX_PARAMS 4
+/* An integer parameter a strategy declares: `--strategy NAME:key=val,...` sets it, within [lo, hi]. */
+typedef struct {
+    const char *key;
+    const char *what; /* one line for --help */
+    long def, lo, hi;
+} moe_param_t;
+
 typedef struct {
     const char *name;
-    const char *what; /* one line for --help */
-    int replicated;   /* every rank holds all E experts (expert gradients are all-reduced) */
+    const char *what;      /* one line for --help */
+    const char *anchor;    /* where the field uses it ("torchtitan PR #1269, Megatron alltoall") */
+    int replicated;        /* every rank holds all E experts; their gradients are all-reduced in grad_sync */
+    const moe_param_t *params;
+    int nparams;
+    /* Set-up, after the framework allocated and seeded the run's tensors: the strategy's own buffers (r->priv). */
     int (*setup)(moe_run_t *r, epb_err_t *err);
-    int (*forward)(moe_run_t *r, epb_err_t *err);  /* y from x; counts, tpe; adds phase times and bytes */
-    int (*backward)(moe_run_t *r, epb_err_t *err); /* dx, dWr (all-reduced), dw* of the owned experts */
-    /* untimed, before each step: zero what backward adds into beyond the run's dx, dWr, dw* (NULL: nothing) */
-    int (*zero_grad)(moe_run_t *r, epb_err_t *err);
     void (*teardown)(moe_run_t *r);
+    /* Forward, called with phase layout open and the global tokens_per_expert in r->tpe (this rank's routing in
+     * r->topk_idx, r->topk_w, r->counts): bring the rows of the owned experts into r->xp, grouped by local expert
+     * as r->offsets says (reserve them with moe_rows_reserve). */
+    int (*dispatch)(moe_run_t *r, epb_err_t *err);
+    /* After the experts (their output rows in r->ep_out): y of this rank's tokens into r->y. */
+    int (*combine)(moe_run_t *r, epb_err_t *err);
+    /* Backward, from r->dy: the gradient of the expert output rows into r->d_ep_out (and, where the gate weights
+     * are applied, their gradient). */
+    int (*combine_backward)(moe_run_t *r, epb_err_t *err);
+    /* After the experts' backward (r->d_xp): add the input gradient into r->dx and leave this rank's gate-weight
+     * gradient in r->d_gate. */
+    int (*dispatch_backward)(moe_run_t *r, epb_err_t *err);
 } moe_strategy_t;
 
 extern const moe_strategy_t *const moe_strategies[];
 extern const int moe_nstrategies;
 const moe_strategy_t *moe_strategy_find(const char *name);
-const char *moe_strategy_names(void); /* "local, agrs, tp2ep" */
+/* "local, agrs, tp2ep", from the registry, into buf; returns buf */
+const char *moe_strategy_names(char *buf, size_t n);
+
+/* A strategy with its parameter values. */
+typedef struct {
+    const moe_strategy_t *st;
+    long param[MOE_MAX_PARAMS];
+} moe_spec_t;
+/* Parses "NAME" or "NAME:key=val,key=val" against the registry (tab: ntab entries; moe_strategies for the real
+ * one): unknown name or key, a value that is not an integer in the parameter's range, a key given twice:
+ * EPB_EUSAGE naming it. Unset parameters take their defaults. */
+int moe_spec_parse_in(const moe_strategy_t *const *tab, int ntab, const char *text, moe_spec_t *out, epb_err_t *err);
+static inline int moe_spec_parse(const char *text, moe_spec_t *out, epb_err_t *err)
+{
+    return moe_spec_parse_in(moe_strategies, moe_nstrategies, text, out, err);
+}
+/* The canonical text: "NAME:key=val,..." with every parameter (or "NAME" when it has none). */
+void moe_spec_format(const moe_spec_t *s, char *buf, size_t n);
+/* The parameters alone, "key=val;key=val" in declared order ("" when none): the CSV's params column. */
+void moe_spec_params(const moe_spec_t *s, char *buf, size_t n);
+/* The value of parameter key (its default when the strategy has no such key: never, for a registered key). */
+long moe_spec_get(const moe_spec_t *s, const char *key);
+
+/* ---- measurement: what the framework records per step ---- */
+
+#define MOE_MAXSEG 64 /* entries of one phase per step whose arrivals are kept (a chunked pipeline enters often) */
+typedef struct {
+    double us[MOE_NPHASES];               /* this rank's time per phase (the sum of its entries) */
+    double bytes[MOE_NPHASES];            /* bytes this rank sent to other ranks in the phase */
+    double flop[MOE_NPHASES];
+    int entries[MOE_NPHASES];             /* how often the phase was entered */
+    double arrive[MOE_NPHASES][MOE_MAXSEG]; /* comm and sync phases: job-clock time of each entry */
+    char coll[MOE_NPHASES][EPB_STR];      /* the collectives called, '+'-joined in first-call order */
+    int open;                             /* the open phase, -1 for none */
+    double open_us;                       /* this rank's clock when it opened */
+} moe_meter_t;
+
+/* Test-only hooks (from the environment, per rank; never in the broadcast configuration): busy-wait inside a
+ * phase before it closes, on one rank or all. */
+typedef struct {
+    int delay_phase;   /* -1: none */
+    double delay_us;
+    int delay_rank;    /* -1: every rank */
+    int slow_phase;    /* -1: none; MOE_NPHASES: the step (after its last phase) */
+    double slow_pct;   /* busy-wait this percent of the entry's own time */
+} moe_hooks_t;
+#define MOE_HOOKS_NONE ((moe_hooks_t){ -1, 0, -1, -1, 0 })
+
+/* ---- the run ---- */
 
 /* One rank's state of one strategy on one configuration. Tensors are backend memory unless marked host. */
 struct moe_run {
-    const moe_strategy_t *st;
+    moe_spec_t spec;
+    const moe_strategy_t *st;    /* = spec.st */
     moe_config_t cfg;
-    epb_comm_t *comm;            /* the data communicator (buffers in comm->mem: backend memory) */
-    epb_comm_t *hcomm;           /* a host-memory communicator of the same group (gathers for the check) */
+    epb_comm_t *comm;            /* the counting wrapper of the data communicator (buffers in comm->mem) */
+    epb_comm_t *data;            /* the data communicator itself */
+    epb_comm_t *hcomm;           /* a host-memory communicator of the same group (gathers, waits) */
     moe_backend_t *be;
     int P, rank;
     int e0, El;                  /* owned experts [e0, e0+El) */
@@ -48,33 +127,52 @@ struct moe_run {
     int64_t *counts;             /* (E) host: this rank's selections */
     int64_t *tpe;                /* (E) host: tokens_per_expert, all-reduced over the group */
     float *bias_after;           /* (E) host: bias after this step's update */
-    /* router state of the sharded strategies (moe_run_alloc_shard; NULL for local) */
     float *scores, *rwork;       /* (T,E) saved scores, route_backward scratch */
-    float *d_gate;               /* (T,k) gradient of this rank's gate weights, written by the strategy */
-    /* measurement of the last step: this rank's time, bytes sent to other ranks, and FLOPs per phase */
-    double phase_us[MOE_NPHASES];
-    double phase_bytes[MOE_NPHASES];
-    double phase_flop[MOE_NPHASES];
+    float *d_gate;               /* (T,k) gradient of this rank's gate weights */
+    /* the experts' rows (the framework's; dispatch fills xp and offsets, combine reads ep_out) */
+    long rows, rows_cap;         /* rows in xp for the owned experts; rows allocated */
+    int64_t *offsets;            /* (El+1) host */
+    void *xp, *ep_out, *d_ep_out, *d_xp; /* (rows,D) */
+    void *a1, *a3, *s, *work;    /* (rows,F) x3, (2,rows,F) */
+    /* measurement of the last step */
+    moe_meter_t m;
     double step_us;              /* the whole forward+backward of the last step, on this rank */
+    double clock_offset_us;      /* epb_now_us() + this = the job clock (arrivals compare across ranks) */
+    moe_hooks_t hooks;
     moe_event_t *ev[2];
     epb_dtype_t comm_dt;         /* the activation dtype as the communicator names it */
     void *stage;                 /* backend buffer: small host arrays through a device communicator */
-    void *priv;                  /* the strategy's own buffers */
+    void *bufs;                  /* the framework's allocations */
+    epb_comm_t *own_comm, *own_hcomm; /* the one-rank communicators of moe_run_create_single */
+    void *priv;                  /* the strategy's own */
 };
 
-/* Sets up a strategy over cfg (T tokens per rank) on comm with backend be, parameters seeded by global index.
- * hcomm: a host-memory communicator of the same group, or NULL when comm itself takes host memory. */
-int moe_run_create(moe_run_t *r, const moe_strategy_t *st, const moe_config_t *cfg, epb_comm_t *comm,
-                   epb_comm_t *hcomm, moe_backend_t *be, epb_err_t *err);
+/* Sets up spec's strategy over cfg (T tokens per rank) on data communicator comm with backend be, parameters
+ * seeded by global index. hcomm: a host-memory communicator of the same group, or NULL when comm takes host
+ * memory. Puts the guard in front of be's ops. */
+int moe_run_create(moe_run_t *r, const moe_spec_t *spec, const moe_config_t *cfg, epb_comm_t *comm, epb_comm_t *hcomm,
+                   moe_backend_t *be, epb_err_t *err);
+/* The single-device layer: strategy local on a one-rank communicator of its own (host or device memory as be's)
+ * over cfg->T tokens, global tokens 0.. : the check's reference, and the layer for tests and benchmarks. */
+int moe_run_create_single(moe_run_t *r, const moe_config_t *cfg, moe_backend_t *be, epb_err_t *err);
 void moe_run_destroy(moe_run_t *r);
-/* One forward+backward: zeroes the gradients (untimed), runs, updates bias_after from the global counts.
- * Phase times, bytes and FLOPs of this step land in r->phase_*. */
+/* The gradients zeroed (untimed), then forward and backward, timed; bias_after from the global counts. */
 int moe_run_step(moe_run_t *r, epb_err_t *err);
+/* The two halves (training puts the loss gradient between them): zero_grad untimed; forward and backward each
+ * timed, step_us their sum. */
+int moe_run_zero_grad(moe_run_t *r, epb_err_t *err);
+int moe_run_forward(moe_run_t *r, epb_err_t *err);
+int moe_run_backward(moe_run_t *r, epb_err_t *err);
+/* This rank's wait per phase in the last step: for each entry of a comm or sync phase, from its arrival to the
+ * last rank's arrival at the same entry (job clock), summed; 0 for compute phases. Collective over hcomm. */
+int moe_run_waits(moe_run_t *r, double wait_us[MOE_NPHASES], epb_err_t *err);
 /* Training: W -= lr*dW for the router and the owned experts, expert_bias = bias_after. */
 int moe_run_sgd(moe_run_t *r, double lr, epb_err_t *err);
-/* Seeded upstream gradient dy (benchmark), or dy = 2(y - teacher)/(P*T*D) for the global MSE loss, whose
- * value (the same on every rank) goes to *loss. */
+/* dy = 2(y - teacher)/(P*T*D) for the global MSE loss to a fixed seeded teacher; its value (the same on every
+ * rank) into *loss. Collective. */
 int moe_run_mse_grad(moe_run_t *r, double *loss, epb_err_t *err);
+/* expert_bias of the next step, from host floats (E). */
+int moe_run_set_bias(moe_run_t *r, const float *bias, epb_err_t *err);
 
 /* The global tensors of the last step, on every rank (host float32/int). Gathered from their owners. */
 typedef struct {
@@ -86,48 +184,35 @@ typedef struct {
 int moe_run_gather(moe_run_t *r, moe_global_t *g, epb_err_t *err);
 void moe_global_free(moe_global_t *g);
 
-/* Computes the same global batch (P*T tokens, bias as given) on one device with the single-device layer and
- * compares every output and gradient, tokens_per_expert and the updated bias. Writes one line per tensor
- * into report (may be NULL) and returns the number of tensors that differ beyond tol (relative to the
- * reference's largest magnitude; NaN always differs), or -1 on a set-up failure (reason in err). */
+/* Computes the same global batch (P*T tokens, bias as given) on one device (strategy local over a one-rank
+ * communicator, the CPU backend) and compares every output and gradient, tokens_per_expert and the updated bias.
+ * Writes one line per tensor into report (may be NULL) and returns the number of tensors that differ beyond tol
+ * (relative to the reference's largest magnitude; bf16 norm-wise; NaN always differs), or -1 on a set-up failure
+ * (reason in err). */
 int moe_check_global(const moe_global_t *g, const moe_config_t *cfg, int P, double tol, char *report,
                      size_t report_len, epb_err_t *err);
 
-/* Helpers the strategy files share (moe/strategy.c). */
-typedef struct {
-    void *p[64];
-    int n;
-} moe_bufs_t;
-/* Backend allocation recorded in b (freed together by moe_bufs_free); NULL with the reason in r->be->err. */
-void *moe_buf(moe_run_t *r, moe_bufs_t *b, size_t bytes);
-void moe_bufs_free(moe_run_t *r, moe_bufs_t *b);
-/* For sharded strategies: allocates the run's parameters, outputs and router state for the owned experts (into
- * b) and seeds them by global index: x and dy of tokens rank*T.., Wr, expert_bias = 0, experts e0..e0+El. */
-int moe_run_alloc_shard(moe_run_t *r, moe_bufs_t *b, epb_err_t *err);
-int moe_ph_begin(moe_run_t *r);
-int moe_ph_end(moe_run_t *r, moe_phase_t ph);
-/* Runs `work` (an expression that is non-zero on failure, e.g. calls joined with ||) as phase ph of a strategy
- * function with `err` in scope: times it and returns the error, naming rank and phase, on failure. */
-#define MOE_PHASE(r, ph, work)                                                                                 \
-    do {                                                                                                       \
-        if (moe_ph_begin(r) || (work) || moe_ph_end(r, ph))                                                    \
-            return epb_fail(err, EPB_ESYS, "rank %d: phase %s: %s", (r)->rank, moe_phase_names[ph],            \
-                            (r)->comm->err.msg[0] ? (r)->comm->err.msg : (r)->be->err.msg);                    \
-    } while (0)
+/* ---- for the strategy files ---- */
 
-/* The router phases every sharded strategy runs alike: route (local counts copied to r->tpe for the caller's
- * all-reduce), and route_bwd from r->d_gate + grad_sync (dWr all-reduced over the group). */
-int moe_shard_route(moe_run_t *r, epb_err_t *err);
-int moe_shard_route_backward(moe_run_t *r, epb_err_t *err);
+/* Closes the open phase and opens ph: everything until the next switch is ph's. Fails (naming the rank) when the
+ * backend fails to record. */
+int moe_phase(moe_run_t *r, moe_phase_t ph, epb_err_t *err);
+/* Makes room for `rows` rows of the experts (xp, ep_out, d_ep_out, d_xp, a1, a3, s, work), growing when needed;
+ * sets r->rows. */
+int moe_rows_reserve(moe_run_t *r, long rows, epb_err_t *err);
+/* Backend allocation of at least `bytes` at *p, grown (contents not kept) when *cap is smaller. */
+int moe_grow(moe_run_t *r, void **p, size_t *cap, size_t bytes, epb_err_t *err);
+/* A backend allocation freed with the run (NULL with the reason in err). */
+void *moe_alloc(moe_run_t *r, size_t bytes, epb_err_t *err);
+/* The step's failure, naming rank and phase: `return moe_fail(r, err)` after a call that failed (its reason is in
+ * the communicator's or the backend's err). */
+int moe_fail(moe_run_t *r, epb_err_t *err);
 
 /* Collectives on small host arrays (counts, a loss) over the data communicator: directly when it takes host
  * memory, else staged through r->stage, so that a device communicator (NCCL) carries them as it would in a
  * training stack. n elements of at most 8 bytes, n <= 2*E. */
 int moe_allreduce_host(moe_run_t *r, void *buf, size_t n, epb_dtype_t dt);
 int moe_alltoall_host(moe_run_t *r, const void *send, void *recv, size_t n_per_rank, epb_dtype_t dt);
-
-/* Bytes a ring all-reduce of n bytes sends per rank: 2(P-1)/P n. */
-static inline double moe_ring_bytes(int P, double n) { return P > 1 ? 2.0 * (P - 1) / P * n : 0.0; }
 
 /* FLOPs of the SwiGLU experts over `rows` rows: 6*rows*D*F forward, 12*rows*D*F backward */
 double moe_expert_flop(const moe_config_t *c, double rows, int backward);

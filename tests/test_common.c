@@ -112,6 +112,10 @@ static void test_sizes(void)
     TAP_OK(epb_parse_double("1.5", 0, 10, &d) == 0 && d == 1.5, "double 1.5");
     TAP_OK(epb_parse_double("nan", 0, 10, &d) == -1, "nan rejected");
     TAP_OK(epb_parse_double("-1", 0, 10, &d) == -1, "double below range");
+    TAP_OK(epb_parse_double("0x10", 0, 100, &d) == -1, "hexadecimal rejected (--skew 0x10 is not 16)");
+    TAP_OK(epb_parse_double(" 1", 0, 10, &d) == -1 && epb_parse_double("1 ", 0, 10, &d) == -1, "blanks rejected");
+    TAP_OK(epb_parse_double("2.5e-1", 0, 10, &d) == 0 && d == 0.25 && epb_parse_double(".5", 0, 10, &d) == 0,
+           "decimal forms with exponent and leading point accepted");
 }
 
 static void test_gbps(void)

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "moe.h"
+#include "strategy.h"
 
 static double gemm_rate(long M, long N, long K, int reps)
 {
@@ -39,12 +40,11 @@ int main(int argc, char **argv)
     printf("blas: %s; threads %d; better core type: %s\n", info, openblas_get_num_threads(), better ? better : "none");
     printf("layer: T=%ld D=%ld F=%ld E=%d k=%d, %d iterations (min per phase)\n", c.T, c.D, c.F, c.E, c.k, iters);
     moe_backend_t *be;
-    moe_layer_t L;
+    moe_run_t L; /* the single-device layer */
     int rc = moe_config_validate(&c, &err);
     if (!rc) rc = moe_mem_check(&c, 1, 0, &err);
     if (!rc) rc = moe_cpu_backend_create(&be, &err);
-    if (!rc) rc = moe_layer_create(&L, &c, c.T, be, &err);
-    if (!rc) rc = moe_layer_init(&L, 0, &err);
+    if (!rc) rc = moe_run_create_single(&L, &c, be, &err);
     if (rc) {
         fprintf(stderr, "moe_bench: %s\n", err.msg);
         return rc;
@@ -56,12 +56,12 @@ int main(int argc, char **argv)
     double best[MOE_NPHASES], step = 1e30, zg = 1e30;
     for (int p = 0; p < MOE_NPHASES; p++) best[p] = 1e30;
     for (int it = -1; it < iters; it++) { /* iteration -1 warms up */
-        double ph[MOE_NPHASES] = { 0 }, t0 = epb_now_us();
-        rc = moe_layer_zero_grad(&L, &err);
+        double t0 = epb_now_us();
+        rc = moe_run_zero_grad(&L, &err);
         double t1 = epb_now_us();
-        if (!rc) rc = moe_layer_forward(&L, ph, &err);
-        if (!rc) rc = moe_layer_backward(&L, ph, &err);
-        double t2 = epb_now_us();
+        if (!rc) rc = moe_run_forward(&L, &err);
+        if (!rc) rc = moe_run_backward(&L, &err);
+        double t2 = epb_now_us(), *ph = L.m.us;
         if (rc) {
             fprintf(stderr, "moe_bench: %s\n", err.msg);
             return rc;
@@ -88,7 +88,7 @@ int main(int argc, char **argv)
            "%.1f GFLOP/s\n", fwd, bwd, (long)(3 * R), c.F, c.D, ref);
     printf("ratio: experts_fwd %.1f%%, experts_bwd %.1f%% of sgemm; phases outside the experts %.1f%% of the step; "
            "peak layer memory %zu bytes\n", 100 * fwd / ref, 100 * bwd / ref, 100 * other / step, be->peak_bytes);
-    moe_layer_destroy(&L);
+    moe_run_destroy(&L);
     moe_backend_destroy(be);
     return 0;
 }

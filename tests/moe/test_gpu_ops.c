@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "moe.h"
+#include "strategy.h"
 #include "tap.h"
 
 #define F32_TOL 2e-5  /* fp32 with another summation order; far below 1e-4 */
@@ -315,10 +316,12 @@ static void test_layer(moe_backend_t *cpu, long N, long D, long F, int E, int k,
     c.seed = 11;
     moe_config_t cr = c; /* the reference runs fp32 on the bf16-rounded inputs */
     c.dtype = bf ? MOE_BF16 : MOE_F32;
-    moe_layer_t R, L;
-    if (moe_layer_create(&R, &cr, N, cpu, &err) || moe_layer_init(&R, 0, &err) ||
-        moe_layer_create(&L, &c, N, G, &err) || moe_layer_init(&L, 0, &err)) {
+    moe_run_t R, L; /* the single-device layer on each backend */
+    memset(&R, 0, sizeof R);
+    memset(&L, 0, sizeof L);
+    if (moe_run_create_single(&R, &cr, cpu, &err) || moe_run_create_single(&L, &c, G, &err)) {
         TAP_OK(0, "layer set-up: %s", err.msg);
+        moe_run_destroy(&R);
         return;
     }
     size_t nD = (size_t)N * D, wn = (size_t)E * D * F;
@@ -329,9 +332,10 @@ static void test_layer(moe_backend_t *cpu, long N, long D, long F, int E, int k,
         moe_round_bf16(R.w3, wn);
         moe_round_bf16(R.w2, wn);
     }
-    int rc = moe_layer_forward(&R, NULL, &err) || moe_layer_zero_grad(&R, &err) || moe_layer_backward(&R, NULL, &err);
+    int rc = moe_run_step(&R, &err);
     double ph[MOE_NPHASES] = { 0 };
-    rc = rc || moe_layer_forward(&L, ph, &err) || moe_layer_zero_grad(&L, &err) || moe_layer_backward(&L, ph, &err);
+    rc = rc || moe_run_step(&L, &err);
+    memcpy(ph, L.m.us, sizeof ph);
     TAP_OK(!rc, "%s layer N=%ld D=%ld F=%ld E=%d k=%d %s%s skew %g: forward+backward ran%s%s", bf ? "bf16" : "f32", N,
            D, F, E, k, moe_router_name(router), route_norm ? "+norm" : "", skew, rc ? ": " : "", rc ? err.msg : "");
     if (!rc) {
@@ -352,8 +356,8 @@ static void test_layer(moe_backend_t *cpu, long N, long D, long F, int E, int k,
         for (int p = 0; p < MOE_NPHASES; p++) tot += ph[p];
         TAP_OK(tot > 0 && ph[MOE_PH_EXPERTS_FWD] > 0, "cudaEvent phase times are positive (total %.1f us)", tot);
     }
-    moe_layer_destroy(&L);
-    moe_layer_destroy(&R);
+    moe_run_destroy(&L);
+    moe_run_destroy(&R);
 }
 
 int main(void)

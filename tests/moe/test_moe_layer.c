@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "moe.h"
+#include "strategy.h"
 #include "moe_ref.h"
 #include "tap.h"
 
@@ -43,7 +44,7 @@ static double *to_double(const float *f, size_t n)
 
 /* a float layer and the same parameters in double */
 typedef struct {
-    moe_layer_t L;
+    moe_run_t L; /* the single-device layer: strategy local on one rank */
     double *x, *Wr, *bias, *w1, *w3, *w2, *dy;
     ref_in_t in;
 } pair_t;
@@ -52,7 +53,9 @@ static int pair_make(pair_t *p, const moe_config_t *c, long N, moe_backend_t *be
 {
     epb_err_t err;
     memset(p, 0, sizeof *p);
-    if (moe_layer_create(&p->L, c, N, be, &err) || moe_layer_init(&p->L, 0, &err)) {
+    moe_config_t cn = *c;
+    cn.T = N;
+    if (moe_run_create_single(&p->L, &cn, be, &err)) {
         printf("# set-up failed: %s\n", err.msg);
         return -1;
     }
@@ -71,14 +74,14 @@ static int pair_make(pair_t *p, const moe_config_t *c, long N, moe_backend_t *be
 
 static void pair_free(pair_t *p)
 {
-    moe_layer_destroy(&p->L);
+    moe_run_destroy(&p->L);
     free(p->x), free(p->Wr), free(p->bias), free(p->w1), free(p->w3), free(p->w2), free(p->dy);
 }
 
-static int run_layer(moe_layer_t *L)
+static int run_layer(moe_run_t *L)
 {
     epb_err_t err;
-    int rc = moe_layer_forward(L, NULL, &err) || moe_layer_zero_grad(L, &err) || moe_layer_backward(L, NULL, &err);
+    int rc = moe_run_step(L, &err);
     if (rc) printf("# layer failed: %s\n", err.msg);
     return rc;
 }

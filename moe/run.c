@@ -1,0 +1,641 @@
+/* The run framework: set-up and seeding, the phases (opened and closed here, each a kind that the guard and the
+ * counting wrapper enforce), the layer's common parts (route, experts, route backward, gradient sync), training
+ * updates, gathering the global tensors from their owners and the single-device check. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "strategy.h"
+
+extern const moe_strategy_t moe_strategy_local; /* the single-device semantics: the check's reference */
+
+/* ---- allocations freed with the run ---- */
+
+typedef struct {
+    void **p;
+    int n, cap;
+} bufs_t;
+
+void *moe_alloc(moe_run_t *r, size_t bytes, epb_err_t *err)
+{
+    bufs_t *b = r->bufs;
+    if (b->n == b->cap) {
+        int nc = b->cap ? 2 * b->cap : 64;
+        void **np = realloc(b->p, (size_t)nc * sizeof *np);
+        if (!np) { epb_fail(err, EPB_ESYS, "rank %d: out of memory", r->rank); return NULL; }
+        b->p = np, b->cap = nc;
+    }
+    void *p = r->be->ops->alloc(r->be, bytes ? bytes : 64);
+    if (!p) {
+        if (r->m.open >= 0) epb_fail(err, EPB_ESYS, "rank %d: phase %s: %s", r->rank, moe_phase_names[r->m.open], r->be->err.msg);
+        else epb_fail(err, EPB_ESYS, "rank %d: %s", r->rank, r->be->err.msg);
+        return NULL;
+    }
+    b->p[b->n++] = p;
+    return p;
+}
+
+int moe_grow(moe_run_t *r, void **p, size_t *cap, size_t bytes, epb_err_t *err)
+{
+    if (*p && *cap >= bytes) return EPB_OK;
+    bufs_t *b = r->bufs;
+    for (int i = 0; *p && i < b->n; i++)
+        if (b->p[i] == *p) { /* out of the list, freed */
+            r->be->ops->free(r->be, *p);
+            b->p[i] = b->p[--b->n];
+            break;
+        }
+    *p = NULL;
+    *cap = 0;
+    if (!(*p = moe_alloc(r, bytes, err))) return EPB_ESYS;
+    *cap = bytes;
+    return EPB_OK;
+}
+
+static void bufs_free(moe_run_t *r)
+{
+    bufs_t *b = r->bufs;
+    if (!b) return;
+    for (int i = 0; i < b->n; i++) r->be->ops->free(r->be, b->p[i]);
+    free(b->p);
+    free(b);
+    r->bufs = NULL;
+}
+
+/* ---- phases ---- */
+
+int moe_fail(moe_run_t *r, epb_err_t *err)
+{
+    const char *why = r->comm && r->comm->err.msg[0] ? r->comm->err.msg : r->be->err.msg;
+    return epb_fail(err, EPB_ESYS, "rank %d: phase %s: %s", r->rank,
+                    r->m.open >= 0 ? moe_phase_names[r->m.open] : "(between phases)", why);
+}
+
+static void busy_wait_us(double us)
+{
+    double until = epb_now_us() + us;
+    while (epb_now_us() < until) {}
+}
+
+/* what the guard enforces while ph is open (-1: nothing open, nothing forbidden) */
+static void guard_for(moe_run_t *r, int ph)
+{
+    moe_kind_t k = ph < 0 ? MOE_COMPUTE : moe_phase_kinds[ph];
+    r->be->forbid = k == MOE_COMM ? MOE_FORBID_COMPUTE | MOE_FORBID_MEMOPS : k == MOE_SYNC ? MOE_FORBID_COMPUTE : 0;
+    r->be->forbid_why = ph < 0 ? NULL : moe_phase_names[ph];
+}
+
+static int phase_close(moe_run_t *r, epb_err_t *err)
+{
+    int ph = r->m.open;
+    if (ph < 0) return EPB_OK;
+    const moe_hooks_t *h = &r->hooks;
+    if (h->delay_phase == ph && (h->delay_rank < 0 || h->delay_rank == r->rank)) busy_wait_us(h->delay_us);
+    if (h->slow_phase == ph) busy_wait_us((epb_now_us() - r->m.open_us) * h->slow_pct / 100.0);
+    double us = 0;
+    int rc = r->be->ops->event_record(r->be, r->ev[1]);
+    if (!rc) rc = r->be->ops->event_elapsed_us(r->be, r->ev[0], r->ev[1], &us);
+    if (rc) return moe_fail(r, err);
+    r->m.us[ph] += us;
+    r->m.open = -1;
+    guard_for(r, -1);
+    return EPB_OK;
+}
+
+int moe_phase(moe_run_t *r, moe_phase_t ph, epb_err_t *err)
+{
+    int rc = phase_close(r, err);
+    if (rc) return rc;
+    r->comm->err.msg[0] = 0;
+    r->be->err.msg[0] = 0;
+    if (r->be->ops->event_record(r->be, r->ev[0])) return moe_fail(r, err);
+    r->m.open = (int)ph;
+    r->m.open_us = epb_now_us();
+    /* a comm or sync phase entered: this rank's arrival, on the job clock (the previous phase's end has waited
+     * for the device, so the host clock is the device's position too) */
+    if (moe_phase_kinds[ph] != MOE_COMPUTE && r->m.entries[ph] < MOE_MAXSEG)
+        r->m.arrive[ph][r->m.entries[ph]] = r->m.open_us + r->clock_offset_us;
+    r->m.entries[ph]++;
+    guard_for(r, (int)ph);
+    return EPB_OK;
+}
+
+/* the counting wrapper's hooks: a collective belongs to the open comm or sync phase, which gets its bytes and
+ * its name; outside the step (the loss, set-up) calls are neither counted nor refused */
+static int tally_enter(void *ctx, epb_comm_t *c, const char *coll, double bytes)
+{
+    moe_run_t *r = ctx;
+    int ph = r->m.open;
+    if (ph < 0) return EPB_OK;
+    if (moe_phase_kinds[ph] == MOE_COMPUTE)
+        return epb_fail(&c->err, EPB_ESYS, "%s called in compute phase %s: collectives belong in comm and sync phases",
+                        coll, moe_phase_names[ph]);
+    r->m.bytes[ph] += bytes;
+    if (strcmp(coll, "wait")) { /* a wait completes a collective already named when it started */
+        char *l = r->m.coll[ph];
+        size_t n = strlen(coll), len = strlen(l);
+        int seen = 0;
+        for (const char *p = l; *p && !seen; p = strchr(p, '+') ? strchr(p, '+') + 1 : p + strlen(p))
+            seen = !strncmp(p, coll, n) && (p[n] == '+' || !p[n]);
+        if (!seen && len + n + 2 < sizeof r->m.coll[ph]) snprintf(l + len, sizeof r->m.coll[ph] - len, "%s%s", len ? "+" : "", coll);
+    }
+    return EPB_OK;
+}
+
+/* ---- set-up ---- */
+
+double moe_expert_flop(const moe_config_t *c, double rows, int backward)
+{
+    return (backward ? 12.0 : 6.0) * rows * (double)c->D * (double)c->F;
+}
+
+int moe_rows_reserve(moe_run_t *r, long rows, epb_err_t *err)
+{
+    const moe_config_t *c = &r->cfg;
+    r->rows = rows;
+    if (rows <= r->rows_cap && r->xp) return EPB_OK;
+    size_t ab = moe_dtype_size(c->dtype), rd = (size_t)rows * (size_t)c->D * ab, rf = (size_t)rows * (size_t)c->F * ab;
+    void **bd[] = { &r->xp, &r->ep_out, &r->d_ep_out, &r->d_xp }, **bf[] = { &r->a1, &r->a3, &r->s };
+    size_t caps = 0; /* every buffer is (re)allocated together: their capacity is rows_cap */
+    for (int i = 0; i < 4; i++) { caps = 0; if (moe_grow(r, bd[i], &caps, rd, err)) return EPB_ESYS; }
+    for (int i = 0; i < 3; i++) { caps = 0; if (moe_grow(r, bf[i], &caps, rf, err)) return EPB_ESYS; }
+    caps = 0;
+    if (moe_grow(r, &r->work, &caps, 2 * rf, err)) return EPB_ESYS;
+    r->rows_cap = rows;
+    return EPB_OK;
+}
+
+/* the run's own tensors for the owned experts, seeded by global index: x and dy of tokens rank*T.., Wr,
+ * expert_bias = 0, experts e0..e0+El */
+static int alloc_seed(moe_run_t *r, epb_err_t *err)
+{
+    const moe_config_t *c = &r->cfg;
+    size_t T = (size_t)c->T, D = (size_t)c->D, E = (size_t)c->E, k = (size_t)c->k, ab = moe_dtype_size(c->dtype),
+           wn = (size_t)r->El * D * (size_t)c->F;
+    moe_backend_t *be = r->be;
+    if (!(r->x = moe_alloc(r, T * D * ab, err)) || !(r->Wr = moe_alloc(r, D * E * 4, err)) ||
+        !(r->bias = moe_alloc(r, E * 4, err)) || !(r->w1 = moe_alloc(r, wn * ab, err)) ||
+        !(r->w3 = moe_alloc(r, wn * ab, err)) || !(r->w2 = moe_alloc(r, wn * ab, err)) ||
+        !(r->topk_idx = moe_alloc(r, T * k * 4, err)) || !(r->topk_w = moe_alloc(r, T * k * 4, err)) ||
+        !(r->y = moe_alloc(r, T * D * ab, err)) || !(r->dy = moe_alloc(r, T * D * ab, err)) ||
+        !(r->dx = moe_alloc(r, T * D * ab, err)) || !(r->dWr = moe_alloc(r, D * E * 4, err)) ||
+        !(r->dw1 = moe_alloc(r, wn * ab, err)) || !(r->dw3 = moe_alloc(r, wn * ab, err)) ||
+        !(r->dw2 = moe_alloc(r, wn * ab, err)) || !(r->scores = moe_alloc(r, T * E * 4, err)) ||
+        !(r->rwork = moe_alloc(r, T * E * 4, err)) || !(r->d_gate = moe_alloc(r, T * k * 4, err)))
+        return EPB_ESYS;
+    size_t big = wn > T * D ? wn : T * D;
+    float *h = malloc((big > D * E ? big : D * E) * 4);
+    if (!h) return epb_fail(err, EPB_ESYS, "rank %d: out of memory", r->rank);
+    int rc = EPB_OK;
+    float *w[3] = { NULL, NULL, NULL };
+    void *dst[3] = { r->w1, r->w3, r->w2 };
+    for (int i = 0; i < 3 && !rc; i++) {
+        w[0] = w[1] = w[2] = NULL;
+        w[i] = h;
+        moe_init_weights(NULL, w[0], w[1], w[2], c, r->e0, r->El);
+        rc = moe_act_to_backend(be, dst[i], h, wn);
+    }
+    moe_init_weights(h, NULL, NULL, NULL, c, 0, 0);
+    if (!rc) rc = be->ops->to_backend(be, r->Wr, h, D * E * 4) || be->ops->zero(be, r->bias, E * 4);
+    moe_init_tokens(h, c, MOE_STREAM_X, (long)r->rank * c->T, c->T);
+    if (!rc) rc = moe_act_to_backend(be, r->x, h, T * D);
+    moe_init_tokens(h, c, MOE_STREAM_DY, (long)r->rank * c->T, c->T);
+    if (!rc) rc = moe_act_to_backend(be, r->dy, h, T * D);
+    free(h);
+    return rc ? epb_fail(err, EPB_ESYS, "rank %d: initialising: %s", r->rank, be->err.msg) : EPB_OK;
+}
+
+int moe_run_create(moe_run_t *r, const moe_spec_t *spec, const moe_config_t *cfg, epb_comm_t *comm, epb_comm_t *hcomm,
+                   moe_backend_t *be, epb_err_t *err)
+{
+    memset(r, 0, sizeof *r);
+    r->m.open = -1;
+    r->hooks = MOE_HOOKS_NONE;
+    r->spec = *spec;
+    r->st = spec->st;
+    r->cfg = *cfg;
+    r->data = comm;
+    r->hcomm = hcomm ? hcomm : comm;
+    r->be = be;
+    if (r->hcomm->mem != EPB_MEM_HOST)
+        return epb_fail(err, EPB_EUSAGE, "communicator %s takes device memory: the run needs a host communicator too",
+                        comm->ops->name);
+    if ((comm->mem == EPB_MEM_DEVICE) != (be->on_device != 0))
+        return epb_fail(err, EPB_EUSAGE, "communicator %s takes %s memory but the %s backend's is %s memory",
+                        comm->ops->name, comm->mem == EPB_MEM_DEVICE ? "device" : "host", moe_backend_name(be),
+                        be->on_device ? "device" : "host");
+    if (cfg->dtype != be->dtype)
+        return epb_fail(err, EPB_EUSAGE, "--dtype %s: the %s backend runs %s", moe_dtype_name(cfg->dtype),
+                        moe_backend_name(be), moe_dtype_name(be->dtype));
+    r->P = comm->size;
+    r->rank = comm->rank;
+    if (cfg->E % r->P)
+        return epb_fail(err, EPB_EUSAGE, "--experts %d cannot be divided over %d ranks", cfg->E, r->P);
+    r->El = r->st->replicated ? cfg->E : cfg->E / r->P;
+    r->e0 = r->st->replicated ? 0 : r->rank * r->El;
+    r->comm_dt = cfg->dtype == MOE_BF16 ? EPB_DT_BF16 : EPB_DT_F32;
+    epb_tally_t hooks = { tally_enter, NULL, r };
+    int rc = epb_comm_tally_create(comm, 0, &hooks, &r->comm, err);
+    if (rc) return rc;
+    moe_backend_guard(be);
+    r->bufs = calloc(1, sizeof(bufs_t));
+    r->counts = calloc((size_t)cfg->E, sizeof *r->counts);
+    r->tpe = calloc((size_t)cfg->E, sizeof *r->tpe);
+    r->bias_after = calloc((size_t)cfg->E, sizeof *r->bias_after);
+    r->offsets = calloc((size_t)r->El + 1, sizeof *r->offsets);
+    if (!r->bufs || !r->counts || !r->tpe || !r->bias_after || !r->offsets)
+        rc = epb_fail(err, EPB_ESYS, "rank %d: out of memory", r->rank);
+    for (int i = 0; i < 2 && !rc; i++)
+        if (be->ops->event_create(be, &r->ev[i])) rc = epb_fail(err, EPB_ESYS, "rank %d: %s", r->rank, be->err.msg);
+    if (!rc && comm->mem != EPB_MEM_HOST && !(r->stage = moe_alloc(r, (size_t)cfg->E * 16 + 64, err))) rc = EPB_ESYS;
+    if (!rc) rc = alloc_seed(r, err);
+    if (!rc && r->st->setup) rc = r->st->setup(r, err);
+    if (rc) moe_run_destroy(r);
+    return rc;
+}
+
+int moe_run_create_single(moe_run_t *r, const moe_config_t *cfg, moe_backend_t *be, epb_err_t *err)
+{
+    epb_comm_t *one = NULL;
+    memset(r, 0, sizeof *r);
+    int rc = epb_comm_create_mem("self", be->on_device ? EPB_MEM_DEVICE : EPB_MEM_HOST, &one, err);
+    if (rc) return rc;
+    epb_comm_t *host = NULL;
+    if (be->on_device && (rc = epb_comm_create("self", &host, err))) {
+        epb_comm_destroy(one);
+        return rc;
+    }
+    moe_spec_t spec = { &moe_strategy_local, { 0 } };
+    if ((rc = moe_run_create(r, &spec, cfg, one, host, be, err))) {
+        epb_comm_destroy(host);
+        epb_comm_destroy(one);
+        return rc;
+    }
+    r->own_comm = one;
+    r->own_hcomm = host;
+    return EPB_OK;
+}
+
+void moe_run_destroy(moe_run_t *r)
+{
+    if (r->st && r->be && r->st->teardown) r->st->teardown(r);
+    for (int i = 0; i < 2; i++)
+        if (r->ev[i]) r->be->ops->event_destroy(r->be, r->ev[i]);
+    if (r->be) bufs_free(r);
+    if (r->be) guard_for(r, -1);
+    epb_comm_destroy(r->comm);
+    epb_comm_destroy(r->own_comm);
+    epb_comm_destroy(r->own_hcomm);
+    free(r->counts);
+    free(r->tpe);
+    free(r->bias_after);
+    free(r->offsets);
+    memset(r, 0, sizeof *r);
+}
+
+/* ---- the step ---- */
+
+int moe_run_zero_grad(moe_run_t *r, epb_err_t *err)
+{
+    const moe_config_t *c = &r->cfg;
+    moe_backend_t *be = r->be;
+    size_t ab = moe_dtype_size(c->dtype), wn = (size_t)r->El * (size_t)c->D * (size_t)c->F;
+    if (be->ops->zero(be, r->dx, (size_t)c->T * (size_t)c->D * ab) ||
+        be->ops->zero(be, r->dWr, (size_t)c->D * (size_t)c->E * 4) || be->ops->zero(be, r->dw1, wn * ab) ||
+        be->ops->zero(be, r->dw3, wn * ab) || be->ops->zero(be, r->dw2, wn * ab) || be->ops->sync(be))
+        return epb_fail(err, EPB_ESYS, "rank %d: zeroing gradients: %s", r->rank, be->err.msg);
+    return EPB_OK;
+}
+
+/* phase ph's work: `call` is one backend op or collective, failing with the rank and phase */
+#define DO(call) do { if (call) return moe_fail(r, err); } while (0)
+#define PHASE(ph) do { int rc_ = moe_phase(r, (ph), err); if (rc_) return rc_; } while (0)
+
+int moe_run_forward(moe_run_t *r, epb_err_t *err)
+{
+    const moe_config_t *c = &r->cfg;
+    moe_backend_t *be = r->be;
+    memset(&r->m, 0, sizeof r->m);
+    r->m.open = -1;
+    double t0 = epb_now_us();
+    PHASE(MOE_PH_ROUTE);
+    DO(be->ops->route_forward(be, r->scores, r->topk_idx, r->topk_w, r->counts, r->x, r->Wr, r->bias, c->T, c->D, c->E,
+                              c->k, c->router, c->route_norm, c->skew));
+    r->m.flop[MOE_PH_ROUTE] = 2.0 * (double)c->T * (double)c->D * (double)c->E;
+    memcpy(r->tpe, r->counts, (size_t)c->E * sizeof *r->tpe);
+    /* layout: the global tokens_per_expert (the bias update and the owners' row counts need it) */
+    PHASE(MOE_PH_LAYOUT);
+    DO(moe_allreduce_host(r, r->tpe, (size_t)c->E, EPB_DT_I64));
+    int rc = r->st->dispatch(r, err);
+    if (rc) return rc;
+    PHASE(MOE_PH_EXPERTS_FWD);
+    DO(be->ops->experts_forward(be, r->ep_out, r->a1, r->a3, r->s, r->work, r->xp, r->w1, r->w3, r->w2, r->offsets,
+                                r->El, c->D, c->F));
+    r->m.flop[MOE_PH_EXPERTS_FWD] = moe_expert_flop(c, (double)r->rows, 0);
+    if ((rc = r->st->combine(r, err)) || (rc = phase_close(r, err))) return rc;
+    r->step_us = epb_now_us() - t0;
+    return EPB_OK;
+}
+
+int moe_run_backward(moe_run_t *r, epb_err_t *err)
+{
+    const moe_config_t *c = &r->cfg;
+    moe_backend_t *be = r->be;
+    double t0 = epb_now_us();
+    int rc = r->st->combine_backward(r, err);
+    if (rc) return rc;
+    PHASE(MOE_PH_EXPERTS_BWD);
+    DO(be->ops->zero(be, r->d_xp, (size_t)r->rows * (size_t)c->D * moe_dtype_size(c->dtype)));
+    DO(be->ops->experts_backward(be, r->d_xp, r->dw1, r->dw3, r->dw2, r->work, r->d_ep_out, r->a1, r->a3, r->s, r->xp,
+                                 r->w1, r->w3, r->w2, r->offsets, r->El, c->D, c->F));
+    r->m.flop[MOE_PH_EXPERTS_BWD] = moe_expert_flop(c, (double)r->rows, 1);
+    if ((rc = r->st->dispatch_backward(r, err))) return rc;
+    PHASE(MOE_PH_ROUTE_BWD);
+    DO(be->ops->route_backward(be, r->dx, r->dWr, r->rwork, r->d_gate, r->scores, r->topk_idx, r->topk_w, r->x, r->Wr,
+                               c->T, c->D, c->E, c->k, c->router, c->route_norm));
+    r->m.flop[MOE_PH_ROUTE_BWD] = 4.0 * (double)c->T * (double)c->D * (double)c->E;
+    /* the replicated router sees sharded tokens: its gradient is summed over the group; replicated experts too */
+    PHASE(MOE_PH_GRAD_SYNC);
+    size_t wn = (size_t)r->El * (size_t)c->D * (size_t)c->F;
+    DO(epb_allreduce(r->comm, r->dWr, r->dWr, (size_t)(c->D * c->E), EPB_DT_F32, EPB_SUM));
+    if (r->st->replicated) {
+        DO(epb_allreduce(r->comm, r->dw1, r->dw1, wn, r->comm_dt, EPB_SUM));
+        DO(epb_allreduce(r->comm, r->dw3, r->dw3, wn, r->comm_dt, EPB_SUM));
+        DO(epb_allreduce(r->comm, r->dw2, r->dw2, wn, r->comm_dt, EPB_SUM));
+    }
+    DO(epb_sync(r->comm));
+    if ((rc = phase_close(r, err))) return rc;
+    if (r->hooks.slow_phase == MOE_NPHASES) /* the test-only step slowdown: after the last phase, in the step */
+        busy_wait_us((epb_now_us() - t0 + r->step_us) * r->hooks.slow_pct / 100.0);
+    r->step_us += epb_now_us() - t0;
+    if (be->ops->to_host(be, r->bias_after, r->bias, (size_t)c->E * 4))
+        return epb_fail(err, EPB_ESYS, "rank %d: %s", r->rank, be->err.msg);
+    moe_bias_update(r->bias_after, r->tpe, c->E, c->bias_coeff);
+    return EPB_OK;
+}
+
+int moe_run_step(moe_run_t *r, epb_err_t *err)
+{
+    int rc = moe_run_zero_grad(r, err);
+    if (!rc) rc = moe_run_forward(r, err);
+    if (!rc) rc = moe_run_backward(r, err);
+    return rc;
+}
+
+int moe_run_waits(moe_run_t *r, double wait_us[MOE_NPHASES], epb_err_t *err)
+{
+    size_t n = (size_t)MOE_NPHASES * MOE_MAXSEG, P = (size_t)r->P;
+    double *mine = malloc(n * sizeof *mine), *all = malloc(n * P * sizeof *all);
+    int rc = mine && all ? EPB_OK : epb_fail(err, EPB_ESYS, "rank %d: out of memory", r->rank);
+    for (size_t i = 0; !rc && i < n; i++) mine[i] = -1e300; /* entries that did not happen never arrive last */
+    for (int ph = 0; !rc && ph < MOE_NPHASES; ph++)
+        for (int e = 0; e < r->m.entries[ph] && e < MOE_MAXSEG; e++)
+            if (moe_phase_kinds[ph] != MOE_COMPUTE) mine[(size_t)ph * MOE_MAXSEG + e] = r->m.arrive[ph][e];
+    if (!rc && (rc = epb_allgather(r->hcomm, mine, all, n, EPB_DT_F64))) epb_fail(err, rc, "%s", r->hcomm->err.msg);
+    for (int ph = 0; !rc && ph < MOE_NPHASES; ph++) {
+        double w = 0;
+        for (int e = 0; e < r->m.entries[ph] && e < MOE_MAXSEG && moe_phase_kinds[ph] != MOE_COMPUTE; e++) {
+            double last = -1e300;
+            for (size_t q = 0; q < P; q++)
+                if (all[q * n + (size_t)ph * MOE_MAXSEG + e] > last) last = all[q * n + (size_t)ph * MOE_MAXSEG + e];
+            w += last - r->m.arrive[ph][e];
+        }
+        /* the clock offsets between hosts are estimates: a wait is never negative nor longer than the phase */
+        wait_us[ph] = w < 0 ? 0 : w > r->m.us[ph] ? r->m.us[ph] : w;
+    }
+    free(mine);
+    free(all);
+    return rc;
+}
+
+/* ---- training ---- */
+
+/* x -= lr * g over n float32 elements of backend memory (through host copies, so any backend works) */
+static int sgd_update(moe_backend_t *be, void *x, const void *g, size_t n, double lr)
+{
+    float *hx = malloc(n * 4), *hg = malloc(n * 4);
+    int rc = (!hx || !hg) ? EPB_ESYS : EPB_OK;
+    if (!rc) rc = be->ops->to_host(be, hx, x, n * 4) || be->ops->to_host(be, hg, g, n * 4) ? EPB_ESYS : EPB_OK;
+    for (size_t i = 0; !rc && i < n; i++) hx[i] -= (float)(lr * hg[i]);
+    if (!rc) rc = be->ops->to_backend(be, x, hx, n * 4) ? EPB_ESYS : EPB_OK;
+    free(hx);
+    free(hg);
+    return rc;
+}
+
+int moe_run_sgd(moe_run_t *r, double lr, epb_err_t *err)
+{
+    const moe_config_t *c = &r->cfg;
+    if (c->dtype != MOE_F32) return epb_fail(err, EPB_EUSAGE, "--train: only f32 is implemented");
+    size_t wn = (size_t)r->El * (size_t)c->D * (size_t)c->F;
+    if (sgd_update(r->be, r->Wr, r->dWr, (size_t)c->D * (size_t)c->E, lr) || sgd_update(r->be, r->w1, r->dw1, wn, lr) ||
+        sgd_update(r->be, r->w3, r->dw3, wn, lr) || sgd_update(r->be, r->w2, r->dw2, wn, lr) ||
+        r->be->ops->to_backend(r->be, r->bias, r->bias_after, (size_t)c->E * 4))
+        return epb_fail(err, EPB_ESYS, "rank %d: SGD update failed: %s", r->rank, r->be->err.msg);
+    return EPB_OK;
+}
+
+int moe_run_set_bias(moe_run_t *r, const float *bias, epb_err_t *err)
+{
+    if (r->be->ops->to_backend(r->be, r->bias, bias, (size_t)r->cfg.E * 4))
+        return epb_fail(err, EPB_ESYS, "rank %d: %s", r->rank, r->be->err.msg);
+    return EPB_OK;
+}
+
+int moe_run_mse_grad(moe_run_t *r, double *loss, epb_err_t *err)
+{
+    const moe_config_t *c = &r->cfg;
+    size_t n = (size_t)c->T * (size_t)c->D;
+    float *y = malloc(n * 4), *t = malloc(n * 4);
+    int rc = (!y || !t) ? epb_fail(err, EPB_ESYS, "rank %d: out of memory", r->rank) : EPB_OK;
+    if (!rc && moe_act_to_host(r->be, y, r->y, n)) rc = epb_fail(err, EPB_ESYS, "%s", r->be->err.msg);
+    double sum = 0, scale = 2.0 / ((double)r->P * (double)n);
+    if (!rc) {
+        /* the teacher: a fixed seeded output of the same scale as the layer's, by global token */
+        moe_init_tokens(t, c, MOE_STREAM_DY + 1, (long)r->rank * c->T, c->T);
+        for (size_t i = 0; i < n; i++) {
+            double d = (double)y[i] - 0.1 * (double)t[i];
+            sum += d * d;
+            y[i] = (float)(scale * d);
+        }
+        if (moe_act_to_backend(r->be, r->dy, y, n)) rc = epb_fail(err, EPB_ESYS, "%s", r->be->err.msg);
+    }
+    if (!rc && (rc = moe_allreduce_host(r, &sum, 1, EPB_DT_F64)))
+        epb_fail(err, rc, "%s", r->comm->err.msg[0] ? r->comm->err.msg : r->be->err.msg);
+    *loss = sum / ((double)r->P * (double)n);
+    free(y);
+    free(t);
+    return rc;
+}
+
+/* ---- gathering the global tensors ---- */
+
+/* n elements (elem bytes each; act: an activation tensor, gathered as float32) of this rank's backend tensor ->
+ * all ranks' in rank order, on the host, over the host communicator */
+static int gather_sharded(moe_run_t *r, void *host_out, const void *src, size_t n, size_t elem, int act, epb_err_t *err)
+{
+    void *mine = malloc(n * elem > 0 ? n * elem : 1);
+    int rc = mine ? EPB_OK : epb_fail(err, EPB_ESYS, "rank %d: out of memory", r->rank);
+    if (!rc && n && (act ? moe_act_to_host(r->be, mine, src, n) : r->be->ops->to_host(r->be, mine, src, n * elem)))
+        rc = epb_fail(err, EPB_ESYS, "%s", r->be->err.msg);
+    epb_dtype_t dt = elem == 8 ? EPB_DT_I64 : EPB_DT_I32; /* 4-byte payloads move as int32 words, exactly */
+    if (!rc && (rc = epb_allgather(r->hcomm, mine, host_out, n, dt))) epb_fail(err, rc, "%s", r->hcomm->err.msg);
+    free(mine);
+    return rc;
+}
+
+static int copy_host(moe_run_t *r, void *host_out, const void *src, size_t bytes, int act, epb_err_t *err)
+{
+    if (act ? moe_act_to_host(r->be, host_out, src, bytes / 4) : r->be->ops->to_host(r->be, host_out, src, bytes))
+        return epb_fail(err, EPB_ESYS, "%s", r->be->err.msg);
+    return EPB_OK;
+}
+
+void moe_global_free(moe_global_t *g)
+{
+    float **f[] = { &g->x, &g->router_w, &g->expert_bias, &g->w1, &g->w3, &g->w2, &g->y, &g->dy, &g->dx,
+                    &g->d_router_w, &g->dw1, &g->dw3, &g->dw2, &g->topk_w, &g->expert_bias_after };
+    for (size_t i = 0; i < sizeof f / sizeof *f; i++) { free(*f[i]); *f[i] = NULL; }
+    free(g->topk_idx);
+    free(g->tokens_per_expert);
+    g->topk_idx = NULL;
+    g->tokens_per_expert = NULL;
+}
+
+int moe_run_gather(moe_run_t *r, moe_global_t *g, epb_err_t *err)
+{
+    const moe_config_t *c = &r->cfg;
+    memset(g, 0, sizeof *g);
+    size_t P = (size_t)r->P, T = (size_t)c->T, D = (size_t)c->D, E = (size_t)c->E, F = (size_t)c->F,
+           k = (size_t)c->k, wl = (size_t)r->El * D * F, W = E * D * F;
+    float **tok[] = { &g->x, &g->y, &g->dy, &g->dx };
+    void *tsrc[] = { r->x, r->y, r->dy, r->dx };
+    float **wts[] = { &g->w1, &g->w3, &g->w2, &g->dw1, &g->dw3, &g->dw2 };
+    void *wsrc[] = { r->w1, r->w3, r->w2, r->dw1, r->dw3, r->dw2 };
+    int rc = EPB_OK;
+    for (int i = 0; i < 4; i++) *tok[i] = malloc(P * T * D * 4);
+    for (int i = 0; i < 6; i++) *wts[i] = malloc(W * 4);
+    g->router_w = malloc(D * E * 4);
+    g->d_router_w = malloc(D * E * 4);
+    g->expert_bias = malloc(E * 4);
+    g->expert_bias_after = malloc(E * 4);
+    g->topk_w = malloc(P * T * k * 4);
+    g->topk_idx = malloc(P * T * k * 4);
+    g->tokens_per_expert = malloc(E * 8);
+    for (int i = 0; i < 4; i++) if (!*tok[i]) rc = EPB_ESYS;
+    for (int i = 0; i < 6; i++) if (!*wts[i]) rc = EPB_ESYS;
+    if (rc || !g->router_w || !g->d_router_w || !g->expert_bias || !g->expert_bias_after || !g->topk_w ||
+        !g->topk_idx || !g->tokens_per_expert) {
+        moe_global_free(g);
+        return epb_fail(err, EPB_ESYS, "rank %d: out of memory gathering the global tensors", r->rank);
+    }
+    for (int i = 0; i < 4 && !rc; i++) rc = gather_sharded(r, *tok[i], tsrc[i], T * D, 4, 1, err);
+    for (int i = 0; i < 6 && !rc; i++)
+        rc = r->El == c->E ? copy_host(r, *wts[i], wsrc[i], W * 4, 1, err) : gather_sharded(r, *wts[i], wsrc[i], wl, 4, 1, err);
+    if (!rc) rc = gather_sharded(r, g->topk_w, r->topk_w, T * k, 4, 0, err);
+    if (!rc) rc = gather_sharded(r, g->topk_idx, r->topk_idx, T * k, 4, 0, err);
+    if (!rc) rc = copy_host(r, g->router_w, r->Wr, D * E * 4, 0, err);
+    if (!rc) rc = copy_host(r, g->d_router_w, r->dWr, D * E * 4, 0, err);
+    if (!rc) rc = copy_host(r, g->expert_bias, r->bias, E * 4, 0, err);
+    if (!rc) {
+        memcpy(g->expert_bias_after, r->bias_after, E * 4);
+        memcpy(g->tokens_per_expert, r->tpe, E * 8);
+    }
+    if (rc) moe_global_free(g);
+    return rc;
+}
+
+/* ---- the single-device check ---- */
+
+int moe_check_global(const moe_global_t *g, const moe_config_t *cfg, int P, double tol, char *report,
+                     size_t report_len, epb_err_t *err)
+{
+    moe_config_t c = *cfg;
+    c.dtype = MOE_F32; /* the reference is float32; for a bf16 run, on the bf16-rounded inputs the run had */
+    c.T = (long)P * cfg->T;
+    moe_backend_t *be = NULL;
+    moe_run_t L;
+    memset(&L, 0, sizeof L);
+    int bad = -1;
+    if (moe_cpu_backend_create(&be, err) || moe_run_create_single(&L, &c, be, err) ||
+        moe_run_set_bias(&L, g->expert_bias, err))
+        goto out;
+    size_t D = (size_t)c.D, E = (size_t)c.E, F = (size_t)c.F, k = (size_t)c.k, T = (size_t)c.T;
+    /* the reference seeds its own inputs by global index (the CPU backend's memory is host memory): a strategy
+     * that initialised a shard wrongly fails */
+    float *x = L.x, *dy = L.dy, *w1 = L.w1, *w3 = L.w3, *w2 = L.w2;
+    if (cfg->dtype == MOE_BF16) {
+        moe_round_bf16(x, T * D);
+        moe_round_bf16(dy, T * D);
+        moe_round_bf16(w1, E * D * F);
+        moe_round_bf16(w3, E * D * F);
+        moe_round_bf16(w2, E * F * D);
+    }
+    int inputs_differ = memcmp(x, g->x, T * D * 4) || memcmp(dy, g->dy, T * D * 4) ||
+                        memcmp(L.Wr, g->router_w, D * E * 4) || memcmp(w1, g->w1, E * D * F * 4) ||
+                        memcmp(w3, g->w3, E * D * F * 4) || memcmp(w2, g->w2, E * F * D * 4);
+    if (moe_run_step(&L, err)) goto out;
+    bad = inputs_differ;
+    struct { const char *name; const float *a, *ref; size_t n; } t[] = {
+        { "y", g->y, L.y, T * D }, { "dx", g->dx, L.dx, T * D }, { "d_router_w", g->d_router_w, L.dWr, D * E },
+        { "dw1", g->dw1, L.dw1, E * D * F }, { "dw3", g->dw3, L.dw3, E * D * F }, { "dw2", g->dw2, L.dw2, E * F * D },
+        { "topk_w", g->topk_w, L.topk_w, T * k }, { "expert_bias_after", g->expert_bias_after, L.bias_after, E },
+    };
+    size_t used = 0;
+    if (report && report_len) report[0] = 0;
+    if (report && report_len && cfg->dtype == MOE_BF16)
+        used += (size_t)snprintf(report, report_len, "(bf16, norm-wise) ");
+    for (size_t i = 0; i < sizeof t / sizeof *t; i++) {
+        double e = moe_rel_err_dt(cfg->dtype, t[i].a, t[i].ref, t[i].n); /* bf16: norm-wise (moe.h) */
+        int ok = e <= tol; /* NaN fails */
+        bad += !ok;
+        if (report && used < report_len)
+            used += (size_t)snprintf(report + used, report_len - used, "%s%s %.2e%s", i ? ", " : "", t[i].name, e,
+                                     ok ? "" : " FAIL");
+    }
+    long idx_diff = 0, tpe_diff = 0;
+    for (size_t i = 0; i < T * k; i++) idx_diff += g->topk_idx[i] != L.topk_idx[i];
+    for (size_t e = 0; e < E; e++) tpe_diff += g->tokens_per_expert[e] != L.tpe[e];
+    bad += (idx_diff != 0) + (tpe_diff != 0);
+    if (report && used < report_len)
+        snprintf(report + used, report_len - used, ", topk_idx %ld differ%s, tokens_per_expert %ld differ%s%s", idx_diff,
+                 idx_diff ? " FAIL" : "", tpe_diff, tpe_diff ? " FAIL" : "",
+                 inputs_differ ? ", seeded inputs differ FAIL" : "");
+out:
+    moe_run_destroy(&L);
+    moe_backend_destroy(be);
+    return bad;
+}
+
+/* ---- small host arrays over the data communicator ---- */
+
+/* n elements from host to the stage (at offset off bytes) or back */
+static int stage_io(moe_run_t *r, void *host, size_t off, size_t bytes, int to_stage)
+{
+    char *st = (char *)r->stage + off;
+    return to_stage ? r->be->ops->to_backend(r->be, st, host, bytes) : r->be->ops->to_host(r->be, host, st, bytes);
+}
+
+int moe_allreduce_host(moe_run_t *r, void *buf, size_t n, epb_dtype_t dt)
+{
+    if (r->comm->mem == EPB_MEM_HOST) return epb_allreduce(r->comm, buf, buf, n, dt, EPB_SUM);
+    size_t bytes = n * epb_dtype_size(dt);
+    if (bytes > (size_t)r->cfg.E * 16 + 64) return epb_fail(&r->be->err, EPB_ESYS, "stage too small for %zu bytes", bytes);
+    return stage_io(r, buf, 0, bytes, 1) || epb_allreduce(r->comm, r->stage, r->stage, n, dt, EPB_SUM) ||
+                   epb_sync(r->comm) || stage_io(r, buf, 0, bytes, 0)
+               ? EPB_ESYS
+               : EPB_OK;
+}
+
+int moe_alltoall_host(moe_run_t *r, const void *send, void *recv, size_t n_per_rank, epb_dtype_t dt)
+{
+    if (r->comm->mem == EPB_MEM_HOST) return epb_alltoall(r->comm, send, recv, n_per_rank, dt);
+    size_t bytes = n_per_rank * (size_t)r->P * epb_dtype_size(dt);
+    if (2 * bytes > (size_t)r->cfg.E * 16 + 64)
+        return epb_fail(&r->be->err, EPB_ESYS, "stage too small for 2x%zu bytes", bytes);
+    return stage_io(r, (void *)send, 0, bytes, 1) ||
+                   epb_alltoall(r->comm, r->stage, (char *)r->stage + bytes, n_per_rank, dt) || epb_sync(r->comm) ||
+                   stage_io(r, recv, bytes, bytes, 0)
+               ? EPB_ESYS
+               : EPB_OK;
+}

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The phase accounting of every registered strategy at N ranks, from every rank's own records (--per-rank) and the
+# rows, with the test-only EPB_TEST_DELAY (a busy-wait inside one phase, on one rank or all):
+#   - each rank's phases add up to its step within 2% (median over iterations): nothing timed twice, no gap;
+#   - a phase delayed by 10 ms grows by at least 10 ms per entry (a phase entered twice per step, as tp2ep's
+#     permute, loses one entry if the timer assigns instead of adding);
+#   - a 20 ms delay of the gate op moves gate by ~20 ms and leaves combine's transfer (its time less its wait for
+#     the last rank) unchanged within 5 ms: no compute in a comm phase;
+#   - (2 ranks) a 20 ms delay of rank 1 before combine (in experts_fwd) is wait on the other rank, not transfer:
+#     combine's wait >= 15 ms, its transfer (time - wait) < 5 ms.
+# The last two compare times in milliseconds: they run at 1 and 2 ranks (one per core on the 2-core CI machine);
+# at 3 and 4 ranks, which share cores, the scheduler's noise is of that size, and only the first two run.
+# TAP output from this script only.
+set -u
+BENCH=$(realpath "$1") N=$2
+source "$(dirname "$0")/tap.sh"
+shape=(--strategy all --experts $((4 * N)) --top-k 2 --tokens 256 --hidden 128 --ffn 256 -n 7 -w 1 -c 0)
+bench() { # tag, env assignments..., then --: runs the shape into $work/TAG.csv and $work/TAG.pr
+    local tag=$1; shift
+    local envs=()
+    while [ "$1" != -- ]; do envs+=("$1"); shift; done
+    env "${envs[@]}" "$BENCH" --ranks "$N" "${shape[@]}" --csv "$work/$tag.csv" --per-rank "$work/$tag.pr" >"$work/$tag.out" 2>&1
+}
+bench base --; tap_ok $? "$N ranks: every strategy runs with --per-rank" "$work/base.out"
+python3 - "$work/base.pr" <<'PY'
+import csv, statistics, sys
+runs = {}
+for r in csv.DictReader(open(sys.argv[1])):
+    runs.setdefault((r["strategy"], int(r["rank"]), int(r["iter"])), {})[r["phase"]] = float(r["us"])
+gaps = {}
+for (s, rank, it), ph in runs.items():
+    step = ph.pop("step")
+    gaps.setdefault((s, rank), []).append(abs(step - sum(ph.values())) / step)
+worst = max((statistics.median(v), k) for k, v in gaps.items())
+print("# worst median |step - sum of phases| / step: %.3f%% (%s rank %d)" % (100 * worst[0], *worst[1]))
+sys.exit(0 if gaps and worst[0] <= 0.02 else 1)
+PY
+tap_ok $? "$N ranks: on every rank, the phases add up to the step within 2%"
+bench perm EPB_TEST_DELAY=permute:10 --; tap_ok $? "$N ranks: runs with permute delayed 10 ms" "$work/perm.out"
+python3 - "$work/perm.pr" <<'PY'
+import csv, sys
+bad, twice = [], 0
+for r in csv.DictReader(open(sys.argv[1])):
+    if r["phase"] == "permute":
+        n = int(r["entries"])
+        twice += n > 1
+        if float(r["us"]) < n * 10000: bad.append("%s rank %s: %s us for %d entries" % (r["strategy"], r["rank"], r["us"], n))
+print("# %d records of a permute entered twice or more; short: %s" % (twice, bad[:3]))
+sys.exit(0 if not bad and twice else 1)
+PY
+tap_ok $? "$N ranks: a delayed phase counts the delay at every entry (and some strategy enters permute twice)"
+[ "$N" -le 2 ] || { tap_done; exit; }
+bench gate EPB_TEST_DELAY=gate:20 --; tap_ok $? "$N ranks: runs with gate delayed 20 ms" "$work/gate.out"
+python3 - "$work/base.csv" "$work/gate.csv" <<'PY'
+import csv, sys
+def med(f): # time, and the transfer part of comm phases (time less the wait for the last rank)
+    return {(r["op"], r["phase"]): (float(r["t_med_us"]), float(r["t_med_us"]) - float(r["wait_us"]), r["coll"])
+            for r in csv.DictReader(open(f))}
+a, b = med(sys.argv[1]), med(sys.argv[2])
+bad = []
+for (s, p), (t, x, coll) in a.items():
+    d, dx = b[(s, p)][0] - t, b[(s, p)][1] - x
+    if p == "gate" and not 18000 <= d <= 40000: bad.append("%s gate moved %.0f us" % (s, d))
+    if p == "combine" and coll and abs(dx) > 5000: bad.append("%s combine's transfer moved %.0f us" % (s, dx))
+print("# " + ("; ".join(bad) if bad else "gate +%s us" % ", +".join("%.0f" % (b[k][0] - a[k][0]) for k in a if k[1] == "gate")))
+sys.exit(1 if bad else 0)
+PY
+tap_ok $? "$N ranks: delaying the gate op by 20 ms moves gate by ~20 ms and leaves combine's transfer within 5 ms"
+if [ "$N" = 2 ]; then
+    bench late EPB_TEST_DELAY=experts_fwd:20:1 --; tap_ok $? "$N ranks: runs with rank 1 late by 20 ms" "$work/late.out"
+    python3 - "$work/late.csv" <<'PY'
+import csv, sys
+bad, seen = [], 0
+for r in csv.DictReader(open(sys.argv[1])):
+    if r["phase"] != "combine" or not r["coll"]: continue
+    seen += 1
+    t, w = float(r["t_med_us"]), float(r["wait_us"])
+    print("# %s combine %.0f us: wait %.0f us, transfer %.0f us" % (r["op"], t, w, t - w))
+    if w < 15000 or t - w > 5000: bad.append(r["op"])
+sys.exit(0 if seen and not bad else 1)
+PY
+    tap_ok $? "$N ranks: rank 1 late by 20 ms shows as >= 15 ms of wait in combine, < 5 ms of transfer"
+fi
+tap_done
