@@ -2,13 +2,23 @@
 # ci/nightly end to end on a tiny matrix (1 rank, a 1M alltoall, 3 repetitions), against the build under test:
 # the first night becomes the baseline; a night with a 300% slowdown injected by the test-only knob is confirmed
 # by a second pass and exits 1 naming the phase; --accept makes it the baseline; bad matrix lines and options
-# exit 2 and leave no night behind. Not a timing test: the injected effect is 4x. TAP output.
+# exit 2 and leave no night behind. Then what is checked before measuring (a history or baseline that does not
+# parse, a missing directory: exit 2 with nothing measured) and a report that fails after measuring (the night
+# kept). Not a timing test: the injected effect is 4x, and the checks whose verdict could depend on timing run
+# without a baseline. TAP output.
 set -u
 ROOT=$(realpath "$1") BUILD=$(realpath "$2")
 source "$(dirname "$0")/tap.sh"
 echo "--coll alltoall -b 1M -e 1M -n 20 -w 2 --ranks 1 -c 0 # a comment" >"$work/m"
 export NIGHTLY_RESULTS=$work/res NIGHTLY_MATRIX=$work/m NIGHTLY_REPS=3 NIGHTLY_BUILD=$BUILD NIGHTLY_NO_BUILD=1
 unset EPB_TEST_SLOWDOWN NIGHTLY_CONFIRM NIGHTLY_HISTORY NIGHTLY_BASELINE
+# fresh RESULTS_DIR: an empty results directory (no baseline, no history)
+fresh() { rm -rf "$1"; mkdir -p "$1"; }
+# rows FILE: data rows of a CSV
+rows() { echo $(($(wc -l <"$1") - 1)); }
+# nothing_measured DIR: no bench ran for a results directory (no log, no night, no partial)
+nothing_measured() { [ ! -e "$1/bench.log" ] && [ -z "$(ls -A "$1/nights" 2>/dev/null)" ]; }
+night_log() { NIGHTLY_RESULTS=$1 "$ROOT/ci/nightly" >"$work/log" 2>&1; }
 "$ROOT/ci/nightly" >"$work/log" 2>&1
 rc=$?; [ $rc = 0 ] && [ -s "$work/res/baseline.csv" ] && grep -q "this night becomes the baseline" "$work/log" &&
     [ "$(tail -n +2 "$work/res/baseline.csv" | wc -l)" = 3 ] && [ -s "$(ls -d "$work"/res/report-*/report.md)" ]
@@ -33,4 +43,34 @@ rc=$?; [ $rc = 2 ] && grep -q "bench refused the line '--coll nosuch -b 1M'" "$w
 tap_ok $? "a bad matrix line: exit 2 naming it, no night file or partial left" "$work/log"
 "$ROOT/ci/nightly" --reps 0 >"$work/log" 2>&1; [ $? = 2 ] && grep -q "reps" "$work/log"; tap_ok $? "--reps 0: exit 2" "$work/log"
 "$ROOT/ci/nightly" --bogus >"$work/log" 2>&1; [ $? = 2 ] && grep -q "unknown option '--bogus'" "$work/log"; tap_ok $? "unknown option: exit 2" "$work/log"
+
+r=$work/glued; fresh "$r"
+{ cat "$work/res/history.csv"; printf '2,20261129T0'; tail -n 1 "$work/res/history.csv"; } >"$r/history.csv"
+night_log "$r"; rc=$?
+[ $rc = 2 ] && grep -q "history.csv:$(($(wc -l <"$work/res/history.csv") + 1)): wrong column count" "$work/log" &&
+    grep -q "nothing measured" "$work/log" && nothing_measured "$r"
+tap_ok $? "a history that does not parse (a row glued by an older job): exit 2 naming the line, before any bench run" "$work/log"
+
+# ---- the baseline and the paths, checked before measuring ----
+r=$work/corrupt; fresh "$r"
+{ head -n 1 "$work/res/baseline.csv"; echo "2,not,a,row"; } >"$r/baseline.csv"
+night_log "$r"; rc=$?
+[ $rc = 2 ] && grep -q "baseline.csv:2: wrong column count" "$work/log" && grep -q "the baseline $r/baseline.csv does not parse" "$work/log" &&
+    nothing_measured "$r"
+tap_ok $? "a corrupt baseline: exit 2 naming the file and line, before any bench run" "$work/log"
+
+r=$work/nodir; fresh "$r"
+NIGHTLY_BASELINE=$work/missing/baseline.csv night_log "$r"; rc=$?
+[ $rc = 2 ] && grep -q "directory $work/missing does not exist" "$work/log" && nothing_measured "$r"
+tap_ok $? "a baseline in a missing directory: exit 2 before any bench run" "$work/log"
+NIGHTLY_HISTORY=$work/missing/history.csv night_log "$r"; rc=$?
+[ $rc = 2 ] && grep -q "history $work/missing/history.csv: directory $work/missing does not exist" "$work/log" && nothing_measured "$r"
+tap_ok $? "a history in a missing directory: exit 2 before any bench run" "$work/log"
+
+r=$work/failrep; fresh "$r"
+mkdir -p "$work/fakebin"; printf '#!/bin/sh\nexit 1\n' >"$work/fakebin/gnuplot"; chmod +x "$work/fakebin/gnuplot"
+PATH=$work/fakebin:$PATH night_log "$r"; rc=$?
+nf=$(ls "$r"/nights/night-*.csv 2>/dev/null)
+[ $rc = 3 ] && [ "$(rows "$nf")" = 3 ] && grep -q "measurements are kept in $nf" "$work/log" && [ "$(rows "$r/history.csv")" = 3 ]
+tap_ok $? "a report that fails after measuring: exit 3, the night kept and named, in the history" "$work/log"
 tap_done
