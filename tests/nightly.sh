@@ -2,10 +2,10 @@
 # ci/nightly end to end on a tiny matrix (1 rank, a 1M alltoall, 3 repetitions), against the build under test:
 # the first night becomes the baseline; a night with a 300% slowdown injected by the test-only knob is confirmed
 # by a second pass and exits 1 naming the phase; --accept makes it the baseline; bad matrix lines and options
-# exit 2 and leave no night behind. Then what is checked before measuring (a history or baseline that does not
-# parse, a missing directory: exit 2 with nothing measured) and a report that fails after measuring (the night
-# kept). Not a timing test: the injected effect is 4x, and the checks whose verdict could depend on timing run
-# without a baseline. TAP output.
+# exit 2 and leave no night behind. Then the job's robustness: a torn or old-schema history, a held history lock,
+# a history or baseline that does not parse, a missing directory (exit 2 with nothing measured), a report that
+# fails after measuring (the night kept). Not a timing test: the injected effect is 4x, and the checks whose
+# verdict could depend on timing run without a baseline. TAP output.
 set -u
 ROOT=$(realpath "$1") BUILD=$(realpath "$2")
 source "$(dirname "$0")/tap.sh"
@@ -44,12 +44,42 @@ tap_ok $? "a bad matrix line: exit 2 naming it, no night file or partial left" "
 "$ROOT/ci/nightly" --reps 0 >"$work/log" 2>&1; [ $? = 2 ] && grep -q "reps" "$work/log"; tap_ok $? "--reps 0: exit 2" "$work/log"
 "$ROOT/ci/nightly" --bogus >"$work/log" 2>&1; [ $? = 2 ] && grep -q "unknown option '--bogus'" "$work/log"; tap_ok $? "unknown option: exit 2" "$work/log"
 
+# ---- the history ----
+r=$work/torn; fresh "$r"
+cp "$work/res/history.csv" "$r/history.csv"
+before=$(rows "$r/history.csv")
+printf '2,20261129T0' >>"$r/history.csv" # a killed append
+night_log "$r"; rc=$?
+torn=$(ls "$r"/history-torn-*.csv 2>/dev/null)
+[ $rc = 0 ] && [ "$(cat "$torn")" = "2,20261129T0" ] && [ "$(rows "$r/history.csv")" = $((before + 3)) ] &&
+    [ "$(grep -n 'was torn' "$work/log" | cut -d: -f1)" -lt "$(grep -n 'pass 1:' "$work/log" | cut -d: -f1)" ] &&
+    head -n 1 "$r/history.csv" >"$work/hdr.csv" && "$BUILD/reports/report" --baseline "$work/hdr.csv" "$r/history.csv" >/dev/null 2>&1
+tap_ok $? "a torn last history row is cut off into history-torn-*.csv before the matrix runs; the night appends whole rows, exit 0" "$work/log"
+
 r=$work/glued; fresh "$r"
 { cat "$work/res/history.csv"; printf '2,20261129T0'; tail -n 1 "$work/res/history.csv"; } >"$r/history.csv"
 night_log "$r"; rc=$?
 [ $rc = 2 ] && grep -q "history.csv:$(($(wc -l <"$work/res/history.csv") + 1)): wrong column count" "$work/log" &&
     grep -q "nothing measured" "$work/log" && nothing_measured "$r"
 tap_ok $? "a history that does not parse (a row glued by an older job): exit 2 naming the line, before any bench run" "$work/log"
+
+r=$work/schema1; fresh "$r"
+cp "$ROOT/tests/reports/fixtures/base.csv" "$r/history.csv"
+night_log "$r"; rc=$?
+[ $rc = 0 ] && cmp -s "$ROOT/tests/reports/fixtures/base.csv" "$r/history-schema1.csv" && grep -q "moved to $r/history-schema1.csv" "$work/log" &&
+    [ "$(head -c 9 "$r/history.csv")" = "schema,ru" ] && [ "$(rows "$r/history.csv")" = 3 ] &&
+    [ "$(sed -n '2{s/,.*//;p}' "$r/history.csv")" = 2 ] && [ -s "$(ls -d "$r"/report-*/report.md)" ]
+tap_ok $? "a schema 1 history is moved to history-schema1.csv (said so) and a schema 2 history starts with the night" "$work/log"
+
+r=$work/locked; fresh "$r"
+# the holder is one process (the subshell execs sleep), so killing it releases the lock and nothing lingers
+(exec 8>>"$r/history.csv.lock"; flock -x 8; touch "$work/held"; exec sleep 60) &
+holder=$!
+for _ in $(seq 100); do [ -e "$work/held" ] && break; sleep 0.1; done
+NIGHTLY_LOCK_WAIT=1 night_log "$r"; rc=$?
+kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
+[ $rc = 3 ] && grep -q "locked by another job" "$work/log" && nothing_measured "$r"
+tap_ok $? "the history lock held by another job: the night waits (here 1 s), then exit 3 before any bench run" "$work/log"
 
 # ---- the baseline and the paths, checked before measuring ----
 r=$work/corrupt; fresh "$r"
