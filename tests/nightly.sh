@@ -4,8 +4,9 @@
 # by a second pass and exits 1 naming the phase; --accept makes it the baseline; bad matrix lines and options
 # exit 2 and leave no night behind. Then the job's robustness: a torn or old-schema history, a held history lock,
 # a history or baseline that does not parse, a missing directory (exit 2 with nothing measured), a report that
-# fails after measuring (the night kept). Not a timing test: the injected effect is 4x, and the checks whose
-# verdict could depend on timing run without a baseline. TAP output.
+# fails after measuring (the night kept), nights that compare nothing
+# (exit 4). Not a timing test: the injected effect is 4x, and the checks whose verdict could depend on timing
+# run without a baseline. TAP output.
 set -u
 ROOT=$(realpath "$1") BUILD=$(realpath "$2")
 source "$(dirname "$0")/tap.sh"
@@ -43,6 +44,9 @@ rc=$?; [ $rc = 2 ] && grep -q "bench refused the line '--coll nosuch -b 1M'" "$w
 tap_ok $? "a bad matrix line: exit 2 naming it, no night file or partial left" "$work/log"
 "$ROOT/ci/nightly" --reps 0 >"$work/log" 2>&1; [ $? = 2 ] && grep -q "reps" "$work/log"; tap_ok $? "--reps 0: exit 2" "$work/log"
 "$ROOT/ci/nightly" --bogus >"$work/log" 2>&1; [ $? = 2 ] && grep -q "unknown option '--bogus'" "$work/log"; tap_ok $? "unknown option: exit 2" "$work/log"
+
+"$ROOT/ci/nightly" --help >"$work/log" 2>&1; grep -q "4 NOTHING COMPARED" "$work/log"
+tap_ok $? "--help documents exit 4 (nothing compared)" "$work/log"
 
 # ---- the history ----
 r=$work/torn; fresh "$r"
@@ -103,4 +107,27 @@ PATH=$work/fakebin:$PATH night_log "$r"; rc=$?
 nf=$(ls "$r"/nights/night-*.csv 2>/dev/null)
 [ $rc = 3 ] && [ "$(rows "$nf")" = 3 ] && grep -q "measurements are kept in $nf" "$work/log" && [ "$(rows "$r/history.csv")" = 3 ]
 tap_ok $? "a report that fails after measuring: exit 3, the night kept and named, in the history" "$work/log"
+
+# ---- nights that compare nothing: exit 4 and the reason ----
+r=$work/empty; fresh "$r"
+head -n 1 "$work/res/baseline.csv" >"$r/baseline.csv"
+night_log "$r"; rc=$?
+[ $rc = 4 ] && grep -q "^nightly: NOTHING COMPARED: baseline empty" "$work/log" && [ "$(rows "$(cat "$r/latest-night")")" = 3 ]
+tap_ok $? "a header-only baseline: exit 4, 'NOTHING COMPARED: baseline empty', the night kept" "$work/log"
+
+r=$work/otherhost; fresh "$r"
+python3 -c 'import csv,sys
+rd = csv.DictReader(open(sys.argv[1])); w = csv.DictWriter(open(sys.argv[2], "w", newline=""), rd.fieldnames, lineterminator="\n")
+w.writeheader()
+for row in rd: row["host"] = "othernode07"; w.writerow(row)' "$work/res/baseline.csv" "$r/baseline.csv"
+night_log "$r"; rc=$?
+[ $rc = 4 ] && grep -q "^nightly: NOTHING COMPARED: baseline from another host class (baseline: othernode/" "$work/log"
+tap_ok $? "a baseline from another host class: exit 4, 'NOTHING COMPARED: baseline from another host class'" "$work/log"
+
+r=$work/tworeps; fresh "$r"
+cp "$work/res/baseline.csv" "$r/baseline.csv"
+NIGHTLY_REPS=2 night_log "$r"; rc=$?
+[ $rc = 4 ] && grep -q "warning: --reps 2" "$work/log" &&
+    grep -q "^nightly: NOTHING COMPARED: too few repetitions (need 3; the baseline has [0-9]*, this night 2 per measurement)" "$work/log"
+tap_ok $? "NIGHTLY_REPS=2: warned before measuring, exit 4, 'NOTHING COMPARED: too few repetitions (need 3...)'" "$work/log"
 tap_done
