@@ -2,14 +2,16 @@
 # ci/nightly end to end on a tiny matrix (1 rank, a 1M alltoall, 3 repetitions), against the build under test:
 # the first night becomes the baseline; a night with a 300% slowdown injected by the test-only knob is confirmed
 # by a second pass and exits 1 naming the phase; --accept makes it the baseline; bad matrix lines and options
-# exit 2 and leave no night behind. Then the job's robustness: a torn or old-schema history, a held history lock,
-# a history or baseline that does not parse, a missing directory (exit 2 with nothing measured), a report that
-# fails after measuring (the night kept), nights that compare nothing
-# (exit 4). Not a timing test: the injected effect is 4x, and the checks whose verdict could depend on timing
-# run without a baseline. TAP output.
+# exit 2 and leave no night behind. Then the job's robustness: a torn or old-schema history, a corrupt or
+# misplaced baseline, a held history lock, a failed report, nights that compare nothing (exit 4), and the
+# cleanup of dead Open MPI files (in a scratch directory, never the machine's /dev/shm). Not a timing test: the
+# injected effect is 4x, and every check whose verdict could depend on timing runs without a baseline. TAP output.
 set -u
 ROOT=$(realpath "$1") BUILD=$(realpath "$2")
 source "$(dirname "$0")/tap.sh"
+# the job's cleanup of Open MPI leftovers follows Open MPI's own settings: here a scratch directory
+mkdir -p "$work/shm" "$work/tmp"
+export OMPI_MCA_btl_vader_backing_directory=$work/shm OMPI_MCA_orte_tmpdir_base=$work/tmp
 echo "--coll alltoall -b 1M -e 1M -n 20 -w 2 --ranks 1 -c 0 # a comment" >"$work/m"
 export NIGHTLY_RESULTS=$work/res NIGHTLY_MATRIX=$work/m NIGHTLY_REPS=3 NIGHTLY_BUILD=$BUILD NIGHTLY_NO_BUILD=1
 unset EPB_TEST_SLOWDOWN NIGHTLY_CONFIRM NIGHTLY_HISTORY NIGHTLY_BASELINE
@@ -130,4 +132,17 @@ NIGHTLY_REPS=2 night_log "$r"; rc=$?
 [ $rc = 4 ] && grep -q "warning: --reps 2" "$work/log" &&
     grep -q "^nightly: NOTHING COMPARED: too few repetitions (need 3; the baseline has [0-9]*, this night 2 per measurement)" "$work/log"
 tap_ok $? "NIGHTLY_REPS=2: warned before measuring, exit 4, 'NOTHING COMPARED: too few repetitions (need 3...)'" "$work/log"
+
+# ---- Open MPI leftovers: a night removes dead ones and keeps held ones ----
+r=$work/shmnight; fresh "$r"
+host=$(uname -n); host=${host%%.*}
+: >"$work/shm/vader_segment.$host.$(id -u).dead0001.0"
+: >"$work/shm/vader_segment.$host.$(id -u).live0001.0"
+sleep 60 7<"$work/shm/vader_segment.$host.$(id -u).live0001.0" &
+sleeper=$!
+night_log "$r"; rc=$?
+kill "$sleeper"; wait "$sleeper" 2>/dev/null
+[ $rc = 0 ] && [ ! -e "$work/shm/vader_segment.$host.$(id -u).dead0001.0" ] && [ -e "$work/shm/vader_segment.$host.$(id -u).live0001.0" ] &&
+    grep -q "removed what dead Open MPI jobs left: 1 shared-memory segment" "$work/log"
+tap_ok $? "a night first removes a segment nobody holds and keeps one a live process holds open" "$work/log"
 tap_done
