@@ -50,6 +50,20 @@ tap_ok $? "a bad matrix line: exit 2 naming it, no night file or partial left" "
 "$ROOT/ci/nightly" --help >"$work/log" 2>&1; grep -q "4 NOTHING COMPARED" "$work/log"
 tap_ok $? "--help documents exit 4 (nothing compared)" "$work/log"
 
+# two jobs at once on one results directory (same second, same baseline and history): distinct nights of 3 rows
+# each, the history gains all 6 rows whole; one pass each (--no-confirm), their verdicts (timing) not checked
+nights=$(ls "$work/res/nights" | wc -l) before=$(rows "$work/res/history.csv")
+NIGHTLY_CONFIRM=0 "$ROOT/ci/nightly" >"$work/log1" 2>&1 & p1=$!
+NIGHTLY_CONFIRM=0 "$ROOT/ci/nightly" >"$work/log2" 2>&1 & p2=$!
+wait $p1; rc1=$?; wait $p2; rc2=$?
+cat "$work/log1" "$work/log2" >"$work/log"
+n1=$(sed -n 's/^nightly: pass 1: .* -> //p' "$work/log1") n2=$(sed -n 's/^nightly: pass 1: .* -> //p' "$work/log2")
+{ [ $rc1 = 0 ] || [ $rc1 = 1 ]; } && { [ $rc2 = 0 ] || [ $rc2 = 1 ]; } && [ "$n1" != "$n2" ] &&
+    [ "$(rows "$n1")" = 3 ] && [ "$(rows "$n2")" = 3 ] && [ "$(ls "$work/res/nights" | wc -l)" = $((nights + 2)) ] &&
+    [ "$(rows "$work/res/history.csv")" = $((before + 6)) ] && head -n 1 "$work/res/history.csv" >"$work/hdr.csv" &&
+    "$BUILD/reports/report" --baseline "$work/hdr.csv" "$work/res/history.csv" >/dev/null 2>&1
+tap_ok $? "two nights at once: distinct night files of 3 rows each, the history gains 6 whole rows" "$work/log"
+
 # ---- the history ----
 r=$work/torn; fresh "$r"
 cp "$work/res/history.csv" "$r/history.csv"
