@@ -34,6 +34,7 @@ static const struct col cols[EPB_CSV_NCOLS] = {
     S2(kind, EPB_STR),       S2(coll, EPB_STR),       N(bytes, K_U64),          N(iters, K_LONG),
     N(t_min_us, K_DBL),      N(t_med_us, K_DBL),      N(t_mean_us, K_DBL),      N(t_p95_us, K_DBL),
     N(t_max_us, K_DBL),      { "wait_us", K_DBL, offsetof(epb_row_t, wait_us), 0, 0 },
+    { "hidden_us", K_DBL, offsetof(epb_row_t, hidden_us), 0, 0 },
     N(algbw_gbps, K_DBL),    N(busbw_gbps, K_DBL),    N(gflop, K_DBL),          N(tflops, K_DBL),
     N(peak_mem_bytes, K_U64), S(check, EPB_STR),
 };
@@ -45,7 +46,7 @@ const char *const epb_csv_columns[EPB_CSV_NCOLS] = {
     "schema", "run_id", "utc", "git_rev", "host", "nodes", "hosts", "backend", "device", "device_name", "mode",
     "op", "ranks", "experts", "top_k", "tokens", "hidden", "ffn", "dtype", "router", "skew", "seed", "params",
     "phase", "kind", "coll", "bytes", "iters", "t_min_us", "t_med_us", "t_mean_us", "t_p95_us", "t_max_us",
-    "wait_us", "algbw_gbps", "busbw_gbps", "gflop", "tflops", "peak_mem_bytes", "check",
+    "wait_us", "hidden_us", "algbw_gbps", "busbw_gbps", "gflop", "tflops", "peak_mem_bytes", "check",
 };
 
 /* The header line of a schema (1 or 2), with its '\n'. */

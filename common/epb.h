@@ -72,8 +72,8 @@ float epb_bf16_to_f32(epb_bf16 h);
 
 /* ---- CSV schema 2 (DESIGN.md "Results: CSV schema 2"; docs/CSV.md defines every column) ---- */
 #define EPB_SCHEMA 2
-#define EPB_CSV_NCOLS 40    /* schema 2 */
-#define EPB_CSV_NCOLS_V1 35 /* schema 1: the same columns less hosts, params, kind, coll, wait_us */
+#define EPB_CSV_NCOLS 41    /* schema 2 */
+#define EPB_CSV_NCOLS_V1 35 /* schema 1: the same columns less hosts, params, kind, coll, wait_us, hidden_us */
 extern const char *const epb_csv_columns[EPB_CSV_NCOLS];
 /* Longest text the reader accepts (and the writer writes) per kind of field; longer text is an input error. */
 #define EPB_STR 96       /* most text fields */
@@ -100,7 +100,8 @@ typedef struct {
     uint64_t bytes;
     long iters;
     double t_min_us, t_med_us, t_mean_us, t_p95_us, t_max_us;
-    double wait_us; /* schema 2: median over iterations of the phase's wait for the last rank to arrive */
+    double wait_us;   /* schema 2: median over iterations of the phase's wait for the last rank to arrive */
+    double hidden_us; /* schema 2: median over iterations of a comm phase's time in flight behind compute (not in t_*) */
     double algbw_gbps, busbw_gbps, gflop, tflops;
     uint64_t peak_mem_bytes;
     const char *check; /* ok | fail | skipped */
