@@ -14,11 +14,24 @@ static int write_atomic(const char *path, const void *head, size_t nhead, const 
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
         return epb_fail(err, EPB_EUSAGE, "--dump: path too long: %s", path);
     FILE *f = fopen(tmp, "wb");
-    if (!f) return epb_fail(err, EPB_EUSAGE, "--dump: cannot write %s: %s", tmp, strerror(errno));
-    int ok = fwrite(head, 1, nhead, f) == nhead && (!ndata || fwrite(data, 1, ndata, f) == ndata);
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
+    /* a folder that refuses the file is the user's input (exit 2); a write that fails once the file exists (a
+     * full disk, an I/O error) is a runtime failure (exit 3) */
+    if (!f) {
         int e = errno;
+        return epb_fail(err, e == ENOSPC || e == EDQUOT || e == EIO ? EPB_ESYS : EPB_EUSAGE,
+                        "--dump: cannot write %s: %s", tmp, strerror(e));
+    }
+    errno = 0;
+    int ok = fwrite(head, 1, nhead, f) == nhead && (!ndata || fwrite(data, 1, ndata, f) == ndata);
+    int e = errno;
+    ok = (fclose(f) == 0) && ok;
+    if (!ok) {
+        if (!e) e = errno ? errno : EIO;
+        remove(tmp);
+        return epb_fail(err, EPB_ESYS, "--dump: writing %s failed: %s", path, strerror(e));
+    }
+    if (rename(tmp, path) != 0) {
+        e = errno;
         remove(tmp);
         return epb_fail(err, EPB_EUSAGE, "--dump: cannot write %s: %s", path, strerror(e));
     }

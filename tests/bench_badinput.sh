@@ -64,6 +64,29 @@ case_ "--dump /nonexistent-epb/d: folder /nonexistent-epb does not exist" --stra
 case_ "--dump $csv: exists and is not a folder" --strategy local --ranks 1 --dump "$csv" --csv "$csv"
 case_ "MoE options (--experts, --top-k, --train...) need --strategy, not --coll" --coll all --experts 8 --csv "$csv"
 EPB_TEST_SLOWDOWN=garbage case_ "EPB_TEST_SLOWDOWN 'garbage'" --coll all --csv "$csv"
+EPB_TEST_DELAY=nophase:5 case_ "EPB_TEST_DELAY 'nophase:5': no MoE phase 'nophase'" --strategy local --ranks 1 --csv "$csv"
+# issue 12 items 7, 10, 11: what was silently accepted or ran away
+case_ "--strategy 'agrs,,tp2ep': empty item" --strategy agrs,,tp2ep --ranks 1 --csv "$csv"
+case_ "--strategy 'tp2ep,': empty item" --strategy tp2ep, --ranks 1 --csv "$csv"
+case_ "--strategy 'tp2ep:nosuch=2': tp2ep has no parameter 'nosuch'" --strategy tp2ep:nosuch=2 --ranks 1 --csv "$csv"
+case_ "--strategy 'nosuch': unknown strategy 'nosuch'" --strategy nosuch --ranks 1 --csv "$csv"
+case_ "-b, -e, -f and --imbalance size the collective microbenchmark: they need --coll" --strategy tp2ep -b 1M --ranks 1 --csv "$csv"
+case_ "-b, -e, -f and --imbalance size the collective microbenchmark" --strategy tp2ep --imbalance 2 --ranks 1 --csv "$csv"
+case_ "--skew '0x10': expected a number from 0 to 100" --strategy tp2ep --skew 0x10 --ranks 1 --csv "$csv"
+case_ "--ranks 1048576: more than 16 ranks per core" --coll alltoall --ranks 1048576 --csv "$csv"
+cp "$csv" "$work/torn.csv"; printf '2,run' >> "$work/torn.csv" # a row cut short
+case_ "torn.csv: its last row is torn" --coll allreduce -b 1K -e 1K -n 1 -w 0 --ranks 1 --csv "$work/torn.csv"
 [ -f "$work/foreign.csv" ] && [ "$(cat "$work/foreign.csv")" = "$(printf 'a,b\n1,2')" ]
 tap_ok $? "a CSV with a foreign header is left unchanged by every case"
+# a full disk (the file size limit stands in for it; SIGXFSZ ignored so that the write fails instead): a runtime
+# failure, exit 3; a new CSV is not left behind as a 0-byte file; --dump's write failure is 3, not 2
+# (the limit holds for every file the process writes: its output goes through a pipe)
+(trap '' XFSZ; ulimit -f 0; exec "$BENCH" --coll allreduce -b 1K -e 1K -n 1 -w 0 --ranks 1 --csv "$work/full.csv") \
+    2>&1 | cat >"$work/err"
+rc=${PIPESTATUS[0]}; [ $rc = 3 ] && [ ! -e "$work/full.csv" ] && grep -q "write failed" "$work/err"
+tap_ok $? "a CSV write that fails (full disk) exits 3 and leaves no new file behind (exit $rc)" "$work/err"
+(trap '' XFSZ; ulimit -f 8; exec "$BENCH" --strategy local --ranks 1 -n 1 -w 0 --tokens 64 --hidden 64 --ffn 64 \
+    --dump "$work/dump" --csv "$work/full2.csv") 2>&1 | cat >"$work/err"
+rc=${PIPESTATUS[0]}; [ $rc = 3 ] && grep -q -- "--dump: writing" "$work/err"
+tap_ok $? "a --dump write that fails (full disk) exits 3 (exit $rc)" "$work/err"
 tap_done
