@@ -89,21 +89,22 @@ static void print_case(const bench_ctx_t *b, const moe_case_t *mc, const epb_row
     moe_spec_format(&mc->spec, spec, sizeof spec);
     printf("\n# %s | %d ranks | E=%d k=%d T=%ld/rank D=%ld F=%ld | %s skew %g | %s\n", spec, b->ctl->size, c->E, c->k,
            c->T, c->D, c->F, moe_router_label(c->router, c->route_norm), c->skew, b->base.device_name);
-    printf("  %-13s %-7s %10s %10s %10s %6s %12s %9s %9s  %s\n", "phase", "kind", "med_us", "wait_us", "p95_us", "share",
-           "bytes/rank", "GB/s", "GFLOP/s", "collectives");
+    printf("  %-13s %-7s %10s %10s %10s %10s %6s %12s %9s %9s  %s\n", "phase", "kind", "med_us", "wait_us", "hidden_us",
+           "p95_us", "share", "bytes/rank", "GB/s", "GFLOP/s", "collectives");
     for (int p = 0; p < NROW; p++) {
         const epb_row_t *r = &rows[p];
-        char bw[16] = "-", fl[16] = "-", wt[16] = "-";
+        char bw[16] = "-", fl[16] = "-", wt[16] = "-", hd[16] = "-";
         if (r->bytes && r->t_med_us > 0) snprintf(bw, sizeof bw, "%.3f", r->busbw_gbps);
         if (r->gflop > 0) snprintf(fl, sizeof fl, "%.1f", r->tflops * 1e3);
         if (p == MOE_NPHASES || moe_phase_kinds[p] != MOE_COMPUTE) snprintf(wt, sizeof wt, "%.1f", r->wait_us);
-        printf("  %-13s %-7s %10.1f %10s %10.1f %5.1f%% %12llu %9s %9s  %s\n", r->phase, r->kind, r->t_med_us, wt,
+        if (p == MOE_NPHASES || moe_phase_kinds[p] == MOE_COMM) snprintf(hd, sizeof hd, "%.1f", r->hidden_us);
+        printf("  %-13s %-7s %10.1f %10s %10s %10.1f %5.1f%% %12llu %9s %9s  %s\n", r->phase, r->kind, r->t_med_us, wt, hd,
                r->t_p95_us, step->t_med_us > 0 ? 100.0 * r->t_med_us / step->t_med_us : 0.0,
                (unsigned long long)r->bytes, bw, fl, r->coll);
     }
     printf("  (times: max over ranks per iteration, median over iterations; a phase's share is of the step, and the "
            "shares need not add up; wait: the critical rank's wait for the last rank to arrive, the rest of a comm "
-           "phase is transfer)\n");
+           "phase is transfer; hidden: a comm phase's collectives in flight while the rank computed, not in med_us)\n");
     if (check_line) printf("  check: %s\n", check_line);
     fflush(stdout);
 }
@@ -139,6 +140,7 @@ static moe_hooks_t moe_hooks_of(const bench_hooks_t *h)
 
 typedef struct {
     double *t, *w;          /* [NROW][iters]: critical time and wait per phase (and the step) and iteration */
+    double *h;              /* [NROW][iters]: the critical rank's time in flight behind compute (comm phases) */
     double bytes[MOE_NPHASES], flop[MOE_NPHASES];
     char coll[MOE_NPHASES][EPB_STR];
     char params[EPB_PARAMS];
@@ -164,15 +166,17 @@ static void fill_rows(const bench_ctx_t *b, const moe_case_t *mc, const samples_
         r->phase = p < MOE_NPHASES ? moe_phase_names[p] : "step";
         r->kind = p < MOE_NPHASES ? moe_kind_name(moe_phase_kinds[p]) : "total";
         r->coll = p < MOE_NPHASES ? sm->coll[p] : "";
-        epb_stats_t st, sw;
+        epb_stats_t st, sw, sh;
         epb_stats(sm->t + (size_t)p * iters, (size_t)iters, &st);
         epb_stats(sm->w + (size_t)p * iters, (size_t)iters, &sw);
+        epb_stats(sm->h + (size_t)p * iters, (size_t)iters, &sh);
         r->t_min_us = st.min;
         r->t_med_us = st.med;
         r->t_mean_us = st.mean;
         r->t_p95_us = st.p95;
         r->t_max_us = st.max;
         r->wait_us = sw.med;
+        r->hidden_us = sh.med;
         double by = 0, fl = 0;
         if (p < MOE_NPHASES) {
             by = sm->bytes[p];
@@ -251,8 +255,8 @@ static int train_case(bench_ctx_t *b, moe_run_t *run, const moe_case_t *mc, epb_
 
 /* --per-rank: every rank's own records (rank, iteration, phase, kind, us, wait, bytes, entries), gathered to rank 0
  * and appended in one write */
-#define PER_RANK_HEADER "run_id,strategy,params,experts,top_k,tokens,rank,iter,phase,kind,us,wait_us,bytes,entries\n"
-enum { PR_FIELDS = 4 }; /* us, wait, bytes, entries per (iteration, phase) */
+#define PER_RANK_HEADER "run_id,strategy,params,experts,top_k,tokens,rank,iter,phase,kind,us,wait_us,bytes,entries,hidden_us\n"
+enum { PR_FIELDS = 5 }; /* us, wait, bytes, entries, hidden per (iteration, phase) */
 
 static int write_per_rank(bench_ctx_t *b, const moe_case_t *mc, const samples_t *sm, const double *mine, int iters,
                           epb_err_t *err)
@@ -269,11 +273,11 @@ static int write_per_rank(bench_ctx_t *b, const moe_case_t *mc, const samples_t 
         for (int it = 0; it < iters; it++)
             for (int p = 0; p < NROW; p++) {
                 const double *q = all + r * n + ((size_t)it * NROW + p) * PR_FIELDS;
-                len += (size_t)snprintf(body + len, cap - len, "%s,%s,%s,%d,%d,%ld,%zu,%d,%s,%s,%.3f,%.3f,%.0f,%.0f\n",
+                len += (size_t)snprintf(body + len, cap - len, "%s,%s,%s,%d,%d,%ld,%zu,%d,%s,%s,%.3f,%.3f,%.0f,%.0f,%.3f\n",
                                         b->run_id, mc->spec.st->name, sm->params, mc->cfg.E, mc->cfg.k, mc->cfg.T, r, it,
                                         p < MOE_NPHASES ? moe_phase_names[p] : "step",
                                         p < MOE_NPHASES ? moe_kind_name(moe_phase_kinds[p]) : "total", q[0], q[1], q[2],
-                                        q[3]);
+                                        q[3], q[4]);
             }
     if (!rc && body) rc = epb_lines_append("--per-rank", b->o->per_rank, PER_RANK_HEADER, body, len, err);
     free(body);
@@ -290,6 +294,9 @@ static int run_case(bench_ctx_t *b, moe_backend_t *be, const moe_case_t *mc, epb
     if ((rc = moe_run_create(&run, &mc->spec, &mc->cfg, b->data, b->ctl, be, err))) return rc;
     run.clock_offset_us = b->clock_offset_us;
     run.hooks = moe_hooks_of(&b->hooks);
+    /* test-only, per rank: no tests of the collectives in flight between expert GEMMs (what progress buys) */
+    const char *np = getenv("EPB_TEST_NO_PROGRESS");
+    run.hooks.no_progress = np && *np && strcmp(np, "0");
     if (o->train) {
         rc = train_case(b, &run, mc, err);
         moe_run_destroy(&run);
@@ -299,31 +306,36 @@ static int run_case(bench_ctx_t *b, moe_backend_t *be, const moe_case_t *mc, epb
     memset(&sm, 0, sizeof sm);
     sm.t = calloc((size_t)NROW * (size_t)iters, sizeof *sm.t);
     sm.w = calloc((size_t)NROW * (size_t)iters, sizeof *sm.w);
+    sm.h = calloc((size_t)NROW * (size_t)iters, sizeof *sm.h);
+    double *tc = calloc((size_t)NROW * (size_t)iters, sizeof *tc);
     double *pr = o->per_rank[0] ? calloc((size_t)NROW * (size_t)iters * PR_FIELDS, sizeof *pr) : NULL;
-    if (!sm.t || !sm.w || (o->per_rank[0] && !pr)) {
-        free(sm.t), free(sm.w), free(pr);
+    if (!sm.t || !sm.w || !sm.h || !tc || (o->per_rank[0] && !pr)) {
+        free(sm.t), free(sm.w), free(sm.h), free(tc), free(pr);
         moe_run_destroy(&run);
         return epb_fail(err, EPB_ESYS, "out of memory");
     }
     for (int i = 0; i < o->warmup && !rc; i++) rc = moe_run_step(&run, err);
     for (int it = 0; it < iters && !rc; it++) {
-        double wait[MOE_NPHASES], step_wait = 0;
+        double wait[MOE_NPHASES], step_wait = 0, step_hidden = 0;
         if ((rc = epb_barrier(b->ctl))) { epb_fail(err, rc, "%s", b->ctl->err.msg); break; }
         if ((rc = moe_run_step(&run, err)) || (rc = moe_run_waits(&run, wait, err))) break;
         for (int p = 0; p < MOE_NPHASES; p++) {
             sm.t[(size_t)p * iters + it] = run.m.us[p];
             sm.w[(size_t)p * iters + it] = wait[p];
+            sm.h[(size_t)p * iters + it] = run.m.hidden[p];
             step_wait += wait[p];
+            step_hidden += run.m.hidden[p];
             if (pr) {
                 double *q = pr + ((size_t)it * NROW + p) * PR_FIELDS;
-                q[0] = run.m.us[p], q[1] = wait[p], q[2] = run.m.bytes[p], q[3] = run.m.entries[p];
+                q[0] = run.m.us[p], q[1] = wait[p], q[2] = run.m.bytes[p], q[3] = run.m.entries[p], q[4] = run.m.hidden[p];
             }
         }
         sm.t[(size_t)MOE_NPHASES * iters + it] = run.step_us;
         sm.w[(size_t)MOE_NPHASES * iters + it] = step_wait;
+        sm.h[(size_t)MOE_NPHASES * iters + it] = step_hidden;
         if (pr) {
             double *q = pr + ((size_t)it * NROW + MOE_NPHASES) * PR_FIELDS;
-            q[0] = run.step_us, q[1] = step_wait, q[2] = 0, q[3] = 1;
+            q[0] = run.step_us, q[1] = step_wait, q[2] = 0, q[3] = 1, q[4] = step_hidden;
             for (int p = 0; p < MOE_NPHASES; p++) q[2] += run.m.bytes[p];
         }
     }
@@ -336,6 +348,10 @@ static int run_case(bench_ctx_t *b, moe_backend_t *be, const moe_case_t *mc, epb
     int64_t peak = (int64_t)be->peak_bytes;
     /* the critical path: each iteration's phase time is the max over ranks, with that rank's wait; bytes and
      * FLOPs the busiest rank's; memory the largest rank's */
+    if (!rc) { /* the hidden time of the same critical rank (selected on a copy of the times) */
+        memcpy(tc, sm.t, (size_t)NROW * (size_t)iters * sizeof *tc);
+        rc = bench_critical(b, tc, sm.h, (size_t)NROW * iters, err);
+    }
     if (!rc) rc = bench_critical(b, sm.t, sm.w, (size_t)NROW * iters, err);
     if (!rc && ((rc = epb_allreduce(b->ctl, sm.bytes, sm.bytes, MOE_NPHASES, EPB_DT_F64, EPB_MAX)) ||
                 (rc = epb_allreduce(b->ctl, sm.flop, sm.flop, MOE_NPHASES, EPB_DT_F64, EPB_MAX)) ||
@@ -356,6 +372,8 @@ static int run_case(bench_ctx_t *b, moe_backend_t *be, const moe_case_t *mc, epb
     }
     free(sm.t);
     free(sm.w);
+    free(sm.h);
+    free(tc);
     free(pr);
     moe_run_destroy(&run);
     return rc;

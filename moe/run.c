@@ -85,6 +85,17 @@ static void guard_for(moe_run_t *r, int ph)
     r->be->forbid_why = ph < 0 ? NULL : moe_phase_names[ph];
 }
 
+/* Time in flight behind compute: since the last call, every comm phase with a collective in flight gains the time
+ * this rank spent in a compute phase. Called whenever the open phase or the set in flight changes. */
+static void fly_account(moe_run_t *r)
+{
+    double now = epb_now_us();
+    if (r->m.open >= 0 && moe_phase_kinds[r->m.open] == MOE_COMPUTE)
+        for (int ph = 0; ph < MOE_NPHASES; ph++)
+            if (r->m.fly[ph] > 0) r->m.hidden[ph] += now - r->m.fly_us;
+    r->m.fly_us = now;
+}
+
 static int phase_close(moe_run_t *r, epb_err_t *err)
 {
     int ph = r->m.open;
@@ -97,6 +108,7 @@ static int phase_close(moe_run_t *r, epb_err_t *err)
     if (!rc) rc = r->be->ops->event_elapsed_us(r->be, r->ev[0], r->ev[1], &us);
     if (rc) return moe_fail(r, err);
     r->m.us[ph] += us;
+    fly_account(r); /* (the elapsed time waited for the device: the host clock is where the phase ended) */
     r->m.open = -1;
     guard_for(r, -1);
     return EPB_OK;
@@ -111,6 +123,7 @@ int moe_phase(moe_run_t *r, moe_phase_t ph, epb_err_t *err)
     if (r->be->ops->event_record(r->be, r->ev[0])) return moe_fail(r, err);
     r->m.open = (int)ph;
     r->m.open_us = epb_now_us();
+    r->m.fly_us = r->m.open_us;
     /* a comm or sync phase entered: this rank's arrival, on the job clock (the previous phase's end has waited
      * for the device, so the host clock is the device's position too) */
     if (moe_phase_kinds[ph] != MOE_COMPUTE && r->m.entries[ph] < MOE_MAXSEG)
@@ -140,6 +153,73 @@ static int tally_enter(void *ctx, epb_comm_t *c, const char *coll, double bytes)
         if (!seen && len + n + 2 < sizeof r->m.coll[ph]) snprintf(l + len, sizeof r->m.coll[ph] - len, "%s%s", len ? "+" : "", coll);
     }
     return EPB_OK;
+}
+
+/* ---- non-blocking collectives in flight ---- */
+
+int moe_istart_alltoallv(moe_run_t *r, epb_comm_t *c, const void *s, const size_t *sc, const size_t *sd, void *rv,
+                         const size_t *rc, const size_t *rd, epb_dtype_t dt, int *h, epb_err_t *err)
+{
+    int ph = r->m.open, i = 0;
+    while (i < MOE_MAXREQ && r->req[i].used) i++;
+    if (i == MOE_MAXREQ)
+        return epb_fail(err, EPB_ESYS, "rank %d: phase %s: more than %d collectives in flight", r->rank,
+                        ph >= 0 ? moe_phase_names[ph] : "(none)", MOE_MAXREQ);
+    moe_req_t *q = &r->req[i];
+    if (epb_ialltoallv(c, s, sc, sd, rv, rc, rd, dt, &q->req)) {
+        r->comm->err = c->err; /* moe_fail reports the run's communicator */
+        return moe_fail(r, err);
+    }
+    fly_account(r);
+    *q = (moe_req_t){ c, q->req, ph, 0, 1 };
+    if (ph >= 0) r->m.fly[ph]++;
+    *h = i;
+    return EPB_OK;
+}
+
+/* a request seen complete (by a test or its wait) no longer counts as in flight */
+static void req_landed(moe_run_t *r, moe_req_t *q)
+{
+    fly_account(r);
+    q->done = 1;
+    if (q->phase >= 0) r->m.fly[q->phase]--;
+}
+
+int moe_wait(moe_run_t *r, int h, epb_err_t *err)
+{
+    moe_req_t *q = h >= 0 && h < MOE_MAXREQ ? &r->req[h] : NULL;
+    if (!q || !q->used) return epb_fail(err, EPB_ESYS, "rank %d: moe_wait: no collective %d in flight", r->rank, h);
+    int rc = epb_wait(q->comm, q->req);
+    if (!q->done) req_landed(r, q);
+    q->used = 0;
+    if (rc) {
+        r->comm->err = q->comm->err;
+        return moe_fail(r, err);
+    }
+    return EPB_OK;
+}
+
+/* Tests every collective in flight once (MPI progresses a non-blocking collective only inside MPI calls). */
+static int progress(moe_run_t *r, epb_err_t *err)
+{
+    for (int i = 0; i < MOE_MAXREQ; i++) {
+        moe_req_t *q = &r->req[i];
+        int done = 0;
+        if (!q->used || q->done) continue;
+        if (epb_test(q->comm, q->req, &done)) {
+            r->comm->err = q->comm->err;
+            return moe_fail(r, err);
+        }
+        if (done) req_landed(r, q);
+    }
+    return EPB_OK;
+}
+
+static int in_flight(const moe_run_t *r)
+{
+    for (int i = 0; i < MOE_MAXREQ; i++)
+        if (r->req[i].used && !r->req[i].done) return 1;
+    return 0;
 }
 
 /* ---- set-up ---- */
@@ -242,7 +322,9 @@ int moe_run_create(moe_run_t *r, const moe_spec_t *spec, const moe_config_t *cfg
     r->counts = calloc((size_t)cfg->E, sizeof *r->counts);
     r->tpe = calloc((size_t)cfg->E, sizeof *r->tpe);
     r->bias_after = calloc((size_t)cfg->E, sizeof *r->bias_after);
-    r->offsets = calloc((size_t)r->El + 1, sizeof *r->offsets);
+    r->chunks = (int)moe_spec_get(spec, "chunks");
+    if (r->chunks < 1 || !r->st->pipe_fwd) r->chunks = 1; /* only a pipelined strategy declares chunks */
+    r->offsets = calloc((size_t)r->chunks * ((size_t)r->El + 1), sizeof *r->offsets);
     if (!r->bufs || !r->counts || !r->tpe || !r->bias_after || !r->offsets)
         rc = epb_fail(err, EPB_ESYS, "rank %d: out of memory", r->rank);
     for (int i = 0; i < 2 && !rc; i++)
@@ -311,6 +393,73 @@ int moe_run_zero_grad(moe_run_t *r, epb_err_t *err)
 #define DO(call) do { if (call) return moe_fail(r, err); } while (0)
 #define PHASE(ph) do { int rc_ = moe_phase(r, (ph), err); if (rc_) return rc_; } while (0)
 
+/* The owned experts on chunk c's rows (r->offsets' block c), in phase experts_fwd or experts_bwd, their FLOPs
+ * counted. With collectives in flight on a host communicator the experts run one at a time and the collectives are
+ * tested between them (MPI moves a non-blocking collective only inside MPI calls); otherwise in one call (a device
+ * communicator progresses on its own stream). */
+static int experts_chunk(moe_run_t *r, int c, int backward, epb_err_t *err)
+{
+    const moe_config_t *c_ = &r->cfg;
+    moe_backend_t *be = r->be;
+    const int64_t *off = r->offsets + (size_t)c * ((size_t)r->El + 1);
+    long base = (long)off[0], rows = (long)off[r->El] - base;
+    size_t ab = moe_dtype_size(c_->dtype), D = (size_t)c_->D, F = (size_t)c_->F, wn = D * F * ab;
+    PHASE(backward ? MOE_PH_EXPERTS_BWD : MOE_PH_EXPERTS_FWD);
+    /* the chunk's rows as a block of their own: row pointers shifted to its first row, offsets from 0 */
+    int64_t *o = malloc(((size_t)r->El + 1) * sizeof *o);
+    if (!o) return epb_fail(err, EPB_ESYS, "rank %d: out of memory", r->rank);
+    for (int a = 0; a <= r->El; a++) o[a] = off[a] - base;
+#define ROW(p, w) ((char *)(p) + (size_t)base * (w) * ab)
+    void *xp = ROW(r->xp, D), *out = ROW(r->ep_out, D), *dout = ROW(r->d_ep_out, D), *dxp = ROW(r->d_xp, D),
+         *a1 = ROW(r->a1, F), *a3 = ROW(r->a3, F), *sg = ROW(r->s, F);
+#undef ROW
+    int one_by_one = !r->hooks.no_progress && r->comm->mem == EPB_MEM_HOST && in_flight(r);
+    int rc = EPB_OK;
+    if (backward && rows) rc = be->ops->zero(be, dxp, (size_t)rows * D * ab) ? moe_fail(r, err) : EPB_OK;
+    for (int a = 0; !rc && a < (one_by_one ? r->El : 1); a++) {
+        int n = one_by_one ? 1 : r->El;
+        const int64_t *oa = o + a;
+        if (one_by_one && oa[1] == oa[0]) continue;
+        size_t w = (size_t)a * wn;
+        const char *w1 = (const char *)r->w1 + w, *w3 = (const char *)r->w3 + w, *w2 = (const char *)r->w2 + w;
+        if (!backward) rc = be->ops->experts_forward(be, out, a1, a3, sg, r->work, xp, w1, w3, w2, oa, n, c_->D, c_->F);
+        else {
+            char *dw1 = (char *)r->dw1 + w, *dw3 = (char *)r->dw3 + w, *dw2 = (char *)r->dw2 + w;
+            rc = be->ops->experts_backward(be, dxp, dw1, dw3, dw2, r->work, dout, a1, a3, sg, xp, w1, w3, w2, oa, n,
+                                           c_->D, c_->F);
+        }
+        if (rc) rc = moe_fail(r, err);
+        else if (one_by_one) rc = progress(r, err);
+    }
+    free(o);
+    r->m.flop[backward ? MOE_PH_EXPERTS_BWD : MOE_PH_EXPERTS_FWD] += moe_expert_flop(c_, (double)rows, backward);
+    return rc;
+}
+
+/* the chunked schedule of moe_pipe_t (strategy.h), one direction */
+static int pipeline(moe_run_t *r, const moe_pipe_t *p, int backward, epb_err_t *err)
+{
+    int N = r->chunks, rc = p->in_start(r, 0, err);
+    for (int c = 0; c < N && !rc; c++) {
+        rc = p->in_finish(r, c, err);
+        if (!rc && c + 1 < N) rc = p->in_start(r, c + 1, err);
+        if (!rc) rc = experts_chunk(r, c, backward, err);
+        if (!rc) rc = p->out_start(r, c, err);
+    }
+    for (int c = 0; c < N && !rc; c++) rc = p->out_finish(r, c, err);
+    return rc;
+}
+
+/* a step that failed may leave collectives in flight: they are completed (their errors ignored) before the next */
+static void drain(moe_run_t *r)
+{
+    for (int i = 0; i < MOE_MAXREQ; i++)
+        if (r->req[i].used) {
+            epb_wait(r->req[i].comm, r->req[i].req);
+            r->req[i].used = 0;
+        }
+}
+
 int moe_run_forward(moe_run_t *r, epb_err_t *err)
 {
     const moe_config_t *c = &r->cfg;
@@ -327,12 +476,13 @@ int moe_run_forward(moe_run_t *r, epb_err_t *err)
     PHASE(MOE_PH_LAYOUT);
     DO(moe_allreduce_host(r, r->tpe, (size_t)c->E, EPB_DT_I64));
     int rc = r->st->dispatch(r, err);
-    if (rc) return rc;
-    PHASE(MOE_PH_EXPERTS_FWD);
-    DO(be->ops->experts_forward(be, r->ep_out, r->a1, r->a3, r->s, r->work, r->xp, r->w1, r->w3, r->w2, r->offsets,
-                                r->El, c->D, c->F));
-    r->m.flop[MOE_PH_EXPERTS_FWD] = moe_expert_flop(c, (double)r->rows, 0);
-    if ((rc = r->st->combine(r, err)) || (rc = phase_close(r, err))) return rc;
+    if (!rc) rc = r->st->pipe_fwd ? pipeline(r, r->st->pipe_fwd, 0, err) : experts_chunk(r, 0, 0, err);
+    if (!rc) rc = r->st->combine(r, err);
+    if (!rc) rc = phase_close(r, err);
+    if (rc) {
+        drain(r);
+        return rc;
+    }
     r->step_us = epb_now_us() - t0;
     return EPB_OK;
 }
@@ -343,13 +493,12 @@ int moe_run_backward(moe_run_t *r, epb_err_t *err)
     moe_backend_t *be = r->be;
     double t0 = epb_now_us();
     int rc = r->st->combine_backward(r, err);
-    if (rc) return rc;
-    PHASE(MOE_PH_EXPERTS_BWD);
-    DO(be->ops->zero(be, r->d_xp, (size_t)r->rows * (size_t)c->D * moe_dtype_size(c->dtype)));
-    DO(be->ops->experts_backward(be, r->d_xp, r->dw1, r->dw3, r->dw2, r->work, r->d_ep_out, r->a1, r->a3, r->s, r->xp,
-                                 r->w1, r->w3, r->w2, r->offsets, r->El, c->D, c->F));
-    r->m.flop[MOE_PH_EXPERTS_BWD] = moe_expert_flop(c, (double)r->rows, 1);
-    if ((rc = r->st->dispatch_backward(r, err))) return rc;
+    if (!rc) rc = r->st->pipe_bwd ? pipeline(r, r->st->pipe_bwd, 1, err) : experts_chunk(r, 0, 1, err);
+    if (!rc) rc = r->st->dispatch_backward(r, err);
+    if (rc) {
+        drain(r);
+        return rc;
+    }
     PHASE(MOE_PH_ROUTE_BWD);
     DO(be->ops->route_backward(be, r->dx, r->dWr, r->rwork, r->d_gate, r->scores, r->topk_idx, r->topk_w, r->x, r->Wr,
                                c->T, c->D, c->E, c->k, c->router, c->route_norm));

@@ -17,6 +17,21 @@ typedef struct moe_run moe_run_t;
 
 /* ---- strategies ---- */
 
+/* One direction of a chunked pipeline (the strategy parameter `chunks`, DESIGN.md "Strategies"): the framework
+ * splits the step into the run's chunks and runs, for forward (dispatch in, combine out) and for backward
+ * (combine_bwd in, dispatch_bwd out):
+ *     in_start(0); for c: in_finish(c); in_start(c+1); experts(c); out_start(c);   then out_finish(c) for every c
+ * so chunk c+1's input collective is in flight while chunk c's experts compute, and chunk c's output collective
+ * while chunk c+1 arrives. The strategy switches phases inside each hook (moe_phase) and starts and completes
+ * its collectives with moe_istart_alltoallv / moe_wait; in_finish(c) leaves chunk c's expert rows where
+ * r->offsets says (chunk c's block). */
+typedef struct {
+    int (*in_start)(moe_run_t *r, int c, epb_err_t *err);
+    int (*in_finish)(moe_run_t *r, int c, epb_err_t *err);
+    int (*out_start)(moe_run_t *r, int c, epb_err_t *err);
+    int (*out_finish)(moe_run_t *r, int c, epb_err_t *err);
+} moe_pipe_t;
+
 #define MOE_MAX_PARAMS 4
 /* An integer parameter a strategy declares: `--strategy NAME:key=val,...` sets it, within [lo, hi]. */
 typedef struct {
@@ -47,6 +62,11 @@ typedef struct {
     /* After the experts' backward (r->d_xp): add the input gradient into r->dx and leave this rank's gate-weight
      * gradient in r->d_gate. */
     int (*dispatch_backward)(moe_run_t *r, epb_err_t *err);
+    /* Optional: a pipelined strategy (it declares the parameter `chunks`). Then dispatch only prepares (layout
+     * exchanges, the source-side permute of every chunk), the framework runs pipe_fwd around the experts of each
+     * chunk, and combine finishes (what the source does once every chunk is back); likewise combine_backward,
+     * pipe_bwd and dispatch_backward. */
+    const moe_pipe_t *pipe_fwd, *pipe_bwd;
 } moe_strategy_t;
 
 extern const moe_strategy_t *const moe_strategies[];
@@ -78,8 +98,12 @@ long moe_spec_get(const moe_spec_t *s, const char *key);
 /* ---- measurement: what the framework records per step ---- */
 
 #define MOE_MAXSEG 64 /* entries of one phase per step whose arrivals are kept (a chunked pipeline enters often) */
+#define MOE_MAXCHUNKS 16 /* the largest `chunks` a strategy may declare */
+#define MOE_MAXREQ 64    /* non-blocking collectives in flight at once */
 typedef struct {
-    double us[MOE_NPHASES];               /* this rank's time per phase (the sum of its entries) */
+    double us[MOE_NPHASES];               /* this rank's time per phase (the sum of its entries): the exposed time */
+    double hidden[MOE_NPHASES];           /* comm phases: time one of its collectives was in flight while this rank
+                                           * was in a compute phase (not in us) */
     double bytes[MOE_NPHASES];            /* bytes this rank sent to other ranks in the phase */
     double flop[MOE_NPHASES];
     int entries[MOE_NPHASES];             /* how often the phase was entered */
@@ -87,7 +111,19 @@ typedef struct {
     char coll[MOE_NPHASES][EPB_STR];      /* the collectives called, '+'-joined in first-call order */
     int open;                             /* the open phase, -1 for none */
     double open_us;                       /* this rank's clock when it opened */
+    int fly[MOE_NPHASES];                 /* collectives of each phase started and not yet seen complete */
+    double fly_us;                        /* this rank's clock when hidden[] was last brought up to date */
 } moe_meter_t;
+
+/* A non-blocking collective started through the run (moe_istart_alltoallv): the framework tracks it so that it
+ * can make progress on it between expert GEMMs and account for its time in flight. */
+typedef struct {
+    epb_comm_t *comm;
+    epb_req_t *req;
+    int phase;  /* the comm phase that started it */
+    int done;   /* a test saw it complete */
+    int used;
+} moe_req_t;
 
 /* Test-only hooks (from the environment, per rank; never in the broadcast configuration): busy-wait inside a
  * phase before it closes, on one rank or all. */
@@ -97,8 +133,9 @@ typedef struct {
     int delay_rank;    /* -1: every rank */
     int slow_phase;    /* -1: none; MOE_NPHASES: the step (after its last phase) */
     double slow_pct;   /* busy-wait this percent of the entry's own time */
+    int no_progress;   /* 1: no tests of the collectives in flight between expert GEMMs (what they buy) */
 } moe_hooks_t;
-#define MOE_HOOKS_NONE ((moe_hooks_t){ -1, 0, -1, -1, 0 })
+#define MOE_HOOKS_NONE ((moe_hooks_t){ -1, 0, -1, -1, 0, 0 })
 
 /* ---- the run ---- */
 
@@ -131,13 +168,16 @@ struct moe_run {
     float *d_gate;               /* (T,k) gradient of this rank's gate weights */
     /* the experts' rows (the framework's; dispatch fills xp and offsets, combine reads ep_out) */
     long rows, rows_cap;         /* rows in xp for the owned experts; rows allocated */
-    int64_t *offsets;            /* (El+1) host */
+    int chunks;                  /* the strategy's `chunks` parameter (1 when it has none) */
+    int64_t *offsets;            /* (chunks*(El+1)) host: chunk c's rows of local expert a are
+                                  * [offsets[c*(El+1)+a], offsets[c*(El+1)+a+1]) of xp (one chunk: as before) */
     void *xp, *ep_out, *d_ep_out, *d_xp; /* (rows,D) */
     void *a1, *a3, *s, *work;    /* (rows,F) x3, (2,rows,F) */
     /* measurement of the last step */
     moe_meter_t m;
     double step_us;              /* the whole forward+backward of the last step, on this rank */
     double clock_offset_us;      /* epb_now_us() + this = the job clock (arrivals compare across ranks) */
+    moe_req_t req[MOE_MAXREQ];   /* non-blocking collectives in flight */
     moe_hooks_t hooks;
     moe_event_t *ev[2];
     epb_dtype_t comm_dt;         /* the activation dtype as the communicator names it */
@@ -197,6 +237,20 @@ int moe_check_global(const moe_global_t *g, const moe_config_t *cfg, int P, doub
 /* Closes the open phase and opens ph: everything until the next switch is ph's. Fails (naming the rank) when the
  * backend fails to record. */
 int moe_phase(moe_run_t *r, moe_phase_t ph, epb_err_t *err);
+/* Non-blocking all-to-all (collectives.h's arguments, which must stay valid until the wait) on c, the run's
+ * communicator or a split of it, in the open comm phase: its bytes are counted when it starts. *h is its handle
+ * for moe_wait, which completes it in the open comm phase (its phase or another). The framework tests the
+ * collectives in flight between expert GEMMs (host communicators), so that they progress while compute runs, and
+ * adds the time each comm phase had one in flight during compute phases to that phase's hidden time. */
+int moe_istart_alltoallv(moe_run_t *r, epb_comm_t *c, const void *s, const size_t *sc, const size_t *sd, void *rv,
+                         const size_t *rc, const size_t *rd, epb_dtype_t dt, int *h, epb_err_t *err);
+int moe_wait(moe_run_t *r, int h, epb_err_t *err);
+/* Chunk c of N over n items: [*lo, *hi) = [c*n/N, (c+1)*n/N) */
+static inline void moe_chunk_range(long n, int N, int c, long *lo, long *hi)
+{
+    *lo = (long)((long long)n * c / N);
+    *hi = (long)((long long)n * (c + 1) / N);
+}
 /* Makes room for `rows` rows of the experts (xp, ep_out, d_ep_out, d_xp, a1, a3, s, work), growing when needed;
  * sets r->rows. */
 int moe_rows_reserve(moe_run_t *r, long rows, epb_err_t *err);
