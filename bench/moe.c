@@ -81,7 +81,8 @@ int bench_moe_plan(const bench_opts_t *o, int P, epb_err_t *err)
 
 /* ---- the human table ---- */
 
-static void print_case(const bench_ctx_t *b, const moe_case_t *mc, const epb_row_t *rows, const char *check_line)
+static void print_case(const bench_ctx_t *b, const moe_case_t *mc, const epb_row_t *rows, const char *note,
+                       const char *check_line)
 {
     const moe_config_t *c = &mc->cfg;
     const epb_row_t *step = &rows[MOE_NPHASES];
@@ -105,6 +106,7 @@ static void print_case(const bench_ctx_t *b, const moe_case_t *mc, const epb_row
     printf("  (times: max over ranks per iteration, median over iterations; a phase's share is of the step, and the "
            "shares need not add up; wait: the critical rank's wait for the last rank to arrive, the rest of a comm "
            "phase is transfer; hidden: a comm phase's collectives in flight while the rank computed, not in med_us)\n");
+    if (note[0]) printf("  note: %s\n", note);
     if (check_line) printf("  check: %s\n", check_line);
     fflush(stdout);
 }
@@ -367,7 +369,7 @@ static int run_case(bench_ctx_t *b, moe_backend_t *be, const moe_case_t *mc, epb
         fill_rows(b, mc, &sm, iters, rows);
         for (int p = 0; p < NROW; p++) rows[p].check = !o->check ? "skipped" : failed ? "fail" : "ok";
         b->failed_checks += failed;
-        if (b->ctl->rank == 0) print_case(b, mc, rows, o->check ? line : NULL);
+        if (b->ctl->rank == 0) print_case(b, mc, rows, run.note, o->check ? line : NULL);
         rc = bench_write_rows(b, rows, NROW, err);
     }
     free(sm.t);

@@ -185,6 +185,8 @@ struct moe_run {
     void *bufs;                  /* the framework's allocations */
     epb_comm_t *own_comm, *own_hcomm; /* the one-rank communicators of moe_run_create_single */
     void *priv;                  /* the strategy's own */
+    char note[EPB_STR];          /* the strategy's remark on this configuration ("hier: 1 node of 4 ranks: ..."),
+                                  * printed with its table */
 };
 
 /* Sets up spec's strategy over cfg (T tokens per rank) on data communicator comm with backend be, parameters

@@ -1,0 +1,30 @@
+/* dedup: DeepEP's normal mode. A token goes once to each rank that owns any of its k experts, with its expert
+ * indices and gate weights for that rank (int32 and float32, through the same all-to-all splits); the owner runs
+ * its experts on the token's pairs, applies the gates and sums them; the source sums one partial per rank.
+ * Backward mirrors it: dy once per (token, rank), the input gradient summed on the owner, the gate gradients back
+ * in float32. Per-rank token volume, fwd+bwd, uniform routing: 4*T*D*b*(P-1)*(1 - C(E-E/P,k)/C(E,k)) (tp2ep's at
+ * k=1). The exchange is xchg.c's stage A with every rank its own group. */
+#include "xchg.h"
+
+static const moe_param_t params[] = {
+    { "chunks", "split the tokens into N chunks: chunk i+1's dispatch overlaps chunk i's experts, combine likewise",
+      1, 1, MOE_MAXCHUNKS },
+};
+
+static int setup(moe_run_t *r, epb_err_t *err) { return xchg_setup(r, 1, err); }
+
+const moe_strategy_t moe_strategy_dedup = {
+    .name = "dedup",
+    .what = "a token once to each rank owning any of its experts; gates applied and summed there",
+    .anchor = "DeepEP normal mode",
+    .params = params,
+    .nparams = 1,
+    .setup = setup,
+    .teardown = xchg_teardown,
+    .dispatch = xchg_dispatch,
+    .combine = xchg_combine,
+    .combine_backward = xchg_combine_backward,
+    .dispatch_backward = xchg_dispatch_backward,
+    .pipe_fwd = &xchg_pipe_fwd,
+    .pipe_bwd = &xchg_pipe_bwd,
+};

@@ -1,0 +1,44 @@
+/* hier: two-level all-to-all (Tutel 2DH, DeepEP internode). A token crosses to each other node that owns any of
+ * its experts once, to the rank of its source's index there, with its indices and gates for that node; that rank
+ * spreads the token's pairs to their owners inside the node, applies the gates to what comes back, sums, and
+ * returns one partial per (token, node); backward mirrors it. The nodes are the job's hosts (node_size=0) or every
+ * node_size consecutive ranks (testable on one machine). With one node this is tp2ep's traffic, with one rank per
+ * node dedup's. The exchange is xchg.c's stages A (between nodes) and B (inside). */
+#include <stdio.h>
+
+#include "xchg.h"
+
+static const moe_param_t params[] = {
+    { "node_size", "ranks per node: 0 = the job's hosts, N = every N consecutive ranks", 0, 0, 1 << 20 },
+    { "chunks", "split the tokens into N chunks: chunk i+1's dispatch overlaps chunk i's experts, combine likewise",
+      1, 1, MOE_MAXCHUNKS },
+};
+
+static int setup(moe_run_t *r, epb_err_t *err)
+{
+    int rc = xchg_setup(r, (int)moe_spec_get(&r->spec, "node_size"), err), ng, gs;
+    if (rc) return rc;
+    xchg_shape(r, &ng, &gs);
+    if (ng == 1 || gs == 1)
+        snprintf(r->note, sizeof r->note, "hier: %d node%s of %d rank%s: the traffic of %s", ng, ng > 1 ? "s" : "", gs,
+                 gs > 1 ? "s" : "", ng == 1 ? "tp2ep (nothing crosses nodes)" : "dedup (one rank per node)");
+    else
+        snprintf(r->note, sizeof r->note, "hier: %d nodes of %d ranks", ng, gs);
+    return EPB_OK;
+}
+
+const moe_strategy_t moe_strategy_hier = {
+    .name = "hier",
+    .what = "two-level all-to-all: a token crosses to each node once, then spreads inside it",
+    .anchor = "Tutel 2DH, DeepEP internode",
+    .params = params,
+    .nparams = 2,
+    .setup = setup,
+    .teardown = xchg_teardown,
+    .dispatch = xchg_dispatch,
+    .combine = xchg_combine,
+    .combine_backward = xchg_combine_backward,
+    .dispatch_backward = xchg_dispatch_backward,
+    .pipe_fwd = &xchg_pipe_fwd,
+    .pipe_bwd = &xchg_pipe_bwd,
+};
