@@ -14,7 +14,10 @@
 set -u
 BENCH=$(realpath "$1") N=$2
 source "$(dirname "$0")/tap.sh"
-shape=(--strategy all --experts $((4 * N)) --top-k 2 --tokens 256 --hidden 128 --ffn 256 -n 7 -w 1 -c 0)
+# every registered strategy, and the pipelined ones in 3 chunks (their phases are entered once per chunk or more)
+specs=all
+for s in $("$BENCH" --strategy list | awk '/^[a-z]/ {s=$1} /^  :chunks=/ {print s}'); do specs+=",$s:chunks=3"; done
+shape=(--strategy "$specs" --experts $((4 * N)) --top-k 2 --tokens 256 --hidden 128 --ffn 256 -n 7 -w 1 -c 0)
 bench() { # tag, env assignments..., then --: runs the shape into $work/TAG.csv and $work/TAG.pr
     local tag=$1; shift
     local envs=()
@@ -36,6 +39,27 @@ print("# worst median |step - sum of phases| / step: %.3f%% (%s rank %d)" % (100
 sys.exit(0 if gaps and worst[0] <= 0.02 else 1)
 PY
 tap_ok $? "$N ranks: on every rank, the phases add up to the step within 2%"
+# chunked overlap: a comm phase's rows hold its exposed time; the time its collectives were in flight while the rank
+# computed is hidden_us. One chunk hides nothing (each collective is waited for before the next compute phase); in
+# 3 chunks dispatch (chunk i+1 in flight during chunk i's experts) must hide something at 2 ranks or more, and only
+# comm phases ever hide.
+python3 - "$work/base.csv" "$work/base.pr" "$N" <<'PY'
+import csv, sys
+rows, N = list(csv.DictReader(open(sys.argv[1]))), int(sys.argv[3])
+bad = ["%s %s %s hides %s us" % (r["op"], r["params"], r["phase"], r["hidden_us"]) for r in rows
+       if float(r["hidden_us"]) > 0 and (r["kind"] not in ("comm", "total") or "chunks=3" not in r["params"])]
+hid = {(r["op"], r["phase"]): float(r["hidden_us"]) for r in rows if "chunks=3" in r["params"]}
+piped = {op for op, _ in hid}
+if N > 1:
+    bad += ["%s:chunks=3 hides nothing in dispatch" % op for op in piped if hid[(op, "dispatch")] <= 0]
+pr = [r for r in csv.DictReader(open(sys.argv[2])) if "chunks=3" in r["params"] and r["phase"] == "dispatch"]
+if N > 1 and (not pr or min(int(r["entries"]) for r in pr) < 3):
+    bad.append("a 3-chunk dispatch entered fewer than 3 times")
+print("# hidden us (3 chunks, dispatch/combine): " + ", ".join("%s %.0f/%.0f" % (op, hid[(op, "dispatch")], hid[(op, "combine")]) for op in sorted(piped)))
+print("# " + ("; ".join(bad[:5]) if bad else "ok"))
+sys.exit(1 if bad or not piped else 0)
+PY
+tap_ok $? "$N ranks: only chunked comm phases hide time behind compute, and a 3-chunk dispatch does (2+ ranks)"
 bench perm EPB_TEST_DELAY=permute:10 --; tap_ok $? "$N ranks: runs with permute delayed 10 ms" "$work/perm.out"
 python3 - "$work/perm.pr" <<'PY'
 import csv, sys
@@ -51,21 +75,24 @@ PY
 tap_ok $? "$N ranks: a delayed phase counts the delay at every entry (and some strategy enters permute twice)"
 [ "$N" -le 2 ] || { tap_done; exit; }
 bench gate EPB_TEST_DELAY=gate:20 --; tap_ok $? "$N ranks: runs with gate delayed 20 ms" "$work/gate.out"
-python3 - "$work/base.csv" "$work/gate.csv" <<'PY'
+python3 - "$work/base.csv" "$work/gate.csv" "$work/gate.pr" <<'PY'
 import csv, sys
 def med(f): # time, and the transfer part of comm phases (time less the wait for the last rank)
-    return {(r["op"], r["phase"]): (float(r["t_med_us"]), float(r["t_med_us"]) - float(r["wait_us"]), r["coll"])
+    return {(r["op"], r["params"], r["phase"]): (float(r["t_med_us"]), float(r["t_med_us"]) - float(r["wait_us"]), r["coll"])
             for r in csv.DictReader(open(f))}
 a, b = med(sys.argv[1]), med(sys.argv[2])
+# how often each strategy enters gate per step (a chunked relay applies the gates once per chunk)
+n = {(r["strategy"], r["params"]): int(r["entries"]) for r in csv.DictReader(open(sys.argv[3])) if r["phase"] == "gate"}
 bad = []
-for (s, p), (t, x, coll) in a.items():
-    d, dx = b[(s, p)][0] - t, b[(s, p)][1] - x
-    if p == "gate" and not 18000 <= d <= 40000: bad.append("%s gate moved %.0f us" % (s, d))
-    if p == "combine" and coll and abs(dx) > 5000: bad.append("%s combine's transfer moved %.0f us" % (s, dx))
-print("# " + ("; ".join(bad) if bad else "gate +%s us" % ", +".join("%.0f" % (b[k][0] - a[k][0]) for k in a if k[1] == "gate")))
+for (s, q, p), (t, x, coll) in a.items():
+    d, dx = b[(s, q, p)][0] - t, b[(s, q, p)][1] - x
+    if p == "gate" and not 18000 * n[(s, q)] <= d <= 40000 * n[(s, q)]:
+        bad.append("%s %s gate moved %.0f us for %d entries" % (s, q, d, n[(s, q)]))
+    if p == "combine" and coll and abs(dx) > 5000: bad.append("%s %s combine's transfer moved %.0f us" % (s, q, dx))
+print("# " + ("; ".join(bad) if bad else "gate +%s us" % ", +".join("%.0f/%d" % (b[k][0] - a[k][0], n[k[:2]]) for k in a if k[2] == "gate")))
 sys.exit(1 if bad else 0)
 PY
-tap_ok $? "$N ranks: delaying the gate op by 20 ms moves gate by ~20 ms and leaves combine's transfer within 5 ms"
+tap_ok $? "$N ranks: delaying the gate op by 20 ms moves gate by ~20 ms per entry and leaves combine's transfer within 5 ms"
 if [ "$N" = 2 ]; then
     bench late EPB_TEST_DELAY=experts_fwd:20:1 --; tap_ok $? "$N ranks: runs with rank 1 late by 20 ms" "$work/late.out"
     python3 - "$work/late.csv" <<'PY'
@@ -75,7 +102,7 @@ for r in csv.DictReader(open(sys.argv[1])):
     if r["phase"] != "combine" or not r["coll"]: continue
     seen += 1
     t, w = float(r["t_med_us"]), float(r["wait_us"])
-    print("# %s combine %.0f us: wait %.0f us, transfer %.0f us" % (r["op"], t, w, t - w))
+    print("# %s %s combine %.0f us: wait %.0f us, transfer %.0f us" % (r["op"], r["params"], t, w, t - w))
     if w < 15000 or t - w > 5000: bad.append(r["op"])
 sys.exit(0 if seen and not bad else 1)
 PY
