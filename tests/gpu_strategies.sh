@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every strategy on the CUDA backend checked against the single-device CPU computation at N ranks, in f32
+# Every strategy (and the chunked pipelines) on the CUDA backend checked against the single-device CPU computation at N ranks, in f32
 # (tolerance 2e-5) and bf16 (1e-2), with the default communicator (nccl with a GPU per rank, else mpi staging
 # through host memory) and, at more than one rank, with --comm mpi. Exit 77 (skipped) when no GPU is visible, 1
 # instead when EPB_REQUIRE_GPU is set (ci/gpu).
@@ -21,8 +21,9 @@ run() {
     [ $rc = 0 ] || grep -E "check:|FAIL|bench:" "$work/out" "$work/err" | sed 's/^/# /' | head -20
 }
 small=(--tokens 64 --hidden 64 --ffn 96)
+piped="all,tp2ep:chunks=3,dedup:chunks=2,hier:node_size=1,chunks=2" # the chunked pipelines, hier with stage A
 for dt in f32 bf16; do
-    run "all strategies $dt, E 4,8 x k 1,2" --strategy all --dtype "$dt" --experts 4,8 --top-k 1,2 "${small[@]}"
+    run "all strategies $dt and chunked ones, E 4,8 x k 1,2" --strategy "$piped" --dtype "$dt" --experts 4,8 --top-k 1,2 "${small[@]}"
     run "all strategies $dt, sigmoid + route-norm, skew 4" --strategy all --dtype "$dt" --experts 8 --top-k 2 \
         --router sigmoid --route-norm --skew 4 "${small[@]}"
     [ "$N" -gt 1 ] && run "all strategies $dt, --comm mpi (staged)" --strategy all --dtype "$dt" --comm mpi \

@@ -2,10 +2,11 @@
 # bench --dump checked by an independent implementation: tests/torch_ref.py recomputes the step in float64 with
 # PyTorch autograd (DESIGN.md's layer written again, sharing no code with moe/) and compares y, dx, every gradient,
 # the top-k and the bias update.
-#   cpu: every strategy at 1, 2 and 4 ranks, both routers, skew, route-norm, k up to E, on the CPU; then three
+#   cpu: every registered strategy (and its chunked variant) at 2 ranks, some at 1 and 4 (hier with both of its
+#        stages), both routers, skew, route-norm, k up to E, on the CPU; then three
 #        planted faults that the reference must catch (a y off by 1e-3 of its range, one top-k choice changed, a
 #        NaN in a gradient), and the eager timing of tests/torch_ref.py once (on the CPU).
-#   gpu: tp2ep at 1 rank and agrs at 2 ranks sharing the GPU, f32 and bf16. Exit 77 (skipped) when no GPU is
+#   gpu: tp2ep at 1 rank, agrs, dedup and hier (chunked) at 2 ranks sharing the GPU, f32 and bf16. Exit 77 (skipped) when no GPU is
 #        visible, 1 instead when EPB_REQUIRE_GPU is set (ci/gpu).
 # Usage: torch_ref.sh BENCH TORCH_REF_PY cpu|gpu. Exit 77 (skipped) when no Python here imports torch and numpy, 1
 # instead when EPB_REQUIRE_TORCH is set (ci/test sets it: its bootstrap installs python3-torch; so does ci/gpu).
@@ -47,10 +48,25 @@ if [ "$MODE" = gpu ]; then
             --top-k 2 --route-norm
         check "GPU $dt: agrs, 2 ranks (mpi, staged) k=2" --device cuda --dtype "$dt" --comm mpi --ranks 2 \
             --strategy agrs --top-k 2
+        check "GPU $dt: dedup, 2 ranks (mpi, staged) k=4" --device cuda --dtype "$dt" --comm mpi --ranks 2 \
+            --strategy dedup --top-k 4
+        check "GPU $dt: hier:node_size=1,chunks=2, 2 ranks (mpi, staged) k=2" --device cuda --dtype "$dt" --comm mpi \
+            --ranks 2 --strategy hier:node_size=1,chunks=2 --top-k 2
     done
     tap_done
     exit
 fi
+# every registered strategy (the registry's list), at 2 ranks; the pipelined ones in 3 chunks too
+while read -r s; do
+    check "$s, 2 ranks, softmax skew 1.5 k=4" "${cpu[@]}" --ranks 2 --strategy "$s" --top-k 4 --skew 1.5
+done < <("$BENCH" --strategy list | awk '/^[a-z]/ {print $1}')
+while read -r s; do
+    check "$s:chunks=3, 2 ranks, sigmoid + route-norm k=2" "${cpu[@]}" --ranks 2 --strategy "$s:chunks=3" --top-k 2 \
+        --router sigmoid --route-norm
+done < <("$BENCH" --strategy list | awk '/^[a-z]/ {s=$1} /^  :chunks=/ {print s}')
+check "hier:node_size=2, 4 ranks (both stages), softmax k=8 (every expert)" "${cpu[@]}" --ranks 4 \
+    --strategy hier:node_size=2 --top-k 8
+check "dedup, 4 ranks, softmax skew 4 k=3" "${cpu[@]}" --ranks 4 --strategy dedup --top-k 3 --skew 4
 check "local, 1 rank, softmax k=2" "${cpu[@]}" --ranks 1 --strategy local --top-k 2
 check "agrs, 2 ranks, sigmoid + route-norm k=2" "${cpu[@]}" --ranks 2 --strategy agrs --top-k 2 --router sigmoid --route-norm
 check "tp2ep, 2 ranks, softmax skew 1.5 k=4" "${cpu[@]}" --ranks 2 --strategy tp2ep --top-k 4 --skew 1.5
