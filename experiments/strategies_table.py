@@ -31,7 +31,7 @@ def main():
     comm = lambda x: sum(float(v["t_med_us"]) for v in x.values() if v["kind"] == "comm") / 1e3
     hidden = lambda x: sum(float(v["hidden_us"]) for v in x.values() if v["kind"] == "comm") / 1e3
     tok = lambda x: sum(float(x[p]["bytes"]) for p in TOKEN) / 2**20
-    hdr = (f"{'P':>2} {'nodes':>5} {'skew':>4} {'k':>2} {'strategy':<22} | {'step ms (min..max)':>26} | "
+    hdr = (f"{'P':>2} {'nodes':>5} {'skew':>4} {'k':>2} {'strategy':<26} | {'step ms (min..max)':>26} | "
            f"{'/tp2ep (min..max)':>19} | {'comm ms':>8} {'hidden':>7} | {'tok MiB':>8} {'/tp2ep':>6} | reps")
     print(hdr)
     print("-" * len(hdr))
@@ -46,7 +46,7 @@ def main():
             rr = "%5.2f (%5.2f..%5.2f)" % (statistics.median(ratio), min(ratio), max(ratio)) if ratio else "-"
             tr = "%6.2f" % (statistics.median([tok(run[s]) for run in have]) / statistics.median(tp)) if tp and \
                 statistics.median(tp) > 0 else "-"
-            print(f"{key[0]:>2} {key[1]:>5} {key[2]:>4g} {key[3]:>2} {s:<22} | {statistics.median(st):>9.1f} "
+            print(f"{key[0]:>2} {key[1]:>5} {key[2]:>4g} {key[3]:>2} {s:<26} | {statistics.median(st):>9.1f} "
                   f"({min(st):>6.1f}..{max(st):>6.1f}) | {rr:>19} | "
                   f"{statistics.median([comm(run[s]) for run in have]):>8.2f} "
                   f"{statistics.median([hidden(run[s]) for run in have]):>7.2f} | "

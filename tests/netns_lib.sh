@@ -4,7 +4,7 @@
 # its own host name (nodea, nodeb: unshare --uts) and a hostfile, all under DIR; netns_job NP BENCH ARGS... runs
 # bench under mpirun from nodea over TCP (--bind-to none; NP=2: one rank per host, else filled host by host);
 # netns_wire prints the bytes that crossed the veth so far; netns_down stops what is left in the namespaces (by
-# pid) and deletes them. Root only. Names carry the caller's pid: two runs do not collide.
+# pid) and deletes them (safe under set -e). Root only. Names carry the caller's pid: two runs do not collide.
 NETNS_A=epbA$$ NETNS_B=epbB$$ NETNS_VA=epbvA$$ NETNS_VB=epbvB$$ NETNS_DIR=
 netns_up() {
     NETNS_DIR=$1
@@ -46,13 +46,13 @@ netns_wire() {
 netns_down() {
     local ns pid
     for ns in "$NETNS_A" "$NETNS_B"; do
-        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -TERM "$pid" 2>/dev/null; done
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -TERM "$pid" 2>/dev/null || true; done
     done
     sleep 0.2
     for ns in "$NETNS_A" "$NETNS_B"; do
-        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
-        ip netns del "$ns" 2>/dev/null
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+        ip netns del "$ns" 2>/dev/null || true
     done
-    ip link del "$NETNS_VA" 2>/dev/null # only if it never reached its namespace
+    ip link del "$NETNS_VA" 2>/dev/null || true # only if it never reached its namespace
     return 0
 }
