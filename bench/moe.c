@@ -71,6 +71,7 @@ int bench_moe_plan(const bench_opts_t *o, int P, epb_err_t *err)
         else if (c->dtype != MOE_F32 && o->train)
             rc = epb_fail(err, EPB_EUSAGE, "--train: the SGD update is implemented for --dtype f32 only");
         else if (c->E % P) rc = epb_fail(err, EPB_EUSAGE, "--experts %d cannot be divided over %d ranks (E %% ranks must be 0)", c->E, P);
+        else if (cases[i].spec.st->validate && (rc = cases[i].spec.st->validate(&cases[i].spec, c, P, err))) break;
         else rc = moe_mem_check(c, P, 0, err); /* rank 0's reference check holds the whole global batch */
     }
     if (!rc && o->train && o->dump[0]) rc = epb_fail(err, EPB_EUSAGE, "--dump describes one benchmark step; not with --train");

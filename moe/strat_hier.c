@@ -14,6 +14,15 @@ static const moe_param_t params[] = {
       1, 1, MOE_MAXCHUNKS },
 };
 
+static int validate(const moe_spec_t *spec, const moe_config_t *cfg, int P, epb_err_t *err)
+{
+    (void)cfg;
+    long ns = moe_spec_get(spec, "node_size");
+    if (ns > 0 && P % ns)
+        return epb_fail(err, EPB_EUSAGE, "--strategy hier:node_size=%ld does not divide %d ranks", ns, P);
+    return EPB_OK;
+}
+
 static int setup(moe_run_t *r, epb_err_t *err)
 {
     int rc = xchg_setup(r, (int)moe_spec_get(&r->spec, "node_size"), err), ng, gs;
@@ -33,6 +42,7 @@ const moe_strategy_t moe_strategy_hier = {
     .anchor = "Tutel 2DH, DeepEP internode",
     .params = params,
     .nparams = 2,
+    .validate = validate,
     .setup = setup,
     .teardown = xchg_teardown,
     .dispatch = xchg_dispatch,

@@ -14,6 +14,7 @@
 #include "moe.h"
 
 typedef struct moe_run moe_run_t;
+typedef struct moe_spec moe_spec_t;
 
 /* ---- strategies ---- */
 
@@ -47,6 +48,9 @@ typedef struct {
     int replicated;        /* every rank holds all E experts; their gradients are all-reduced in grad_sync */
     const moe_param_t *params;
     int nparams;
+    /* Optional: whether spec can run cfg on P ranks (EPB_EUSAGE naming the parameter), checked on rank 0 with
+     * the other options before anything runs. */
+    int (*validate)(const moe_spec_t *spec, const moe_config_t *cfg, int P, epb_err_t *err);
     /* Set-up, after the framework allocated and seeded the run's tensors: the strategy's own buffers (r->priv). */
     int (*setup)(moe_run_t *r, epb_err_t *err);
     void (*teardown)(moe_run_t *r);
@@ -76,10 +80,10 @@ const moe_strategy_t *moe_strategy_find(const char *name);
 const char *moe_strategy_names(char *buf, size_t n);
 
 /* A strategy with its parameter values. */
-typedef struct {
+struct moe_spec {
     const moe_strategy_t *st;
     long param[MOE_MAX_PARAMS];
-} moe_spec_t;
+};
 /* Parses "NAME" or "NAME:key=val,key=val" against the registry (tab: ntab entries; moe_strategies for the real
  * one): unknown name or key, a value that is not an integer in the parameter's range, a key given twice:
  * EPB_EUSAGE naming it. Unset parameters take their defaults. */

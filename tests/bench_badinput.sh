@@ -51,7 +51,10 @@ case_ "'stray': unexpected argument" --coll all stray --csv "$csv"
 case_ "--coll: missing value" --csv "$csv" --coll
 case_ "only one of --strategy, --coll, --calibrate" --coll all --calibrate --csv "$csv"
 case_ "--comm 'nccl2': expected auto, mpi or self" --coll all --comm nccl2 --csv "$csv"
-case_ "--strategy 'tp3ep': unknown strategy 'tp3ep' (accepted: local, agrs, tp2ep, all)" --strategy tp3ep --csv "$csv"
+names=$("$BENCH" --strategy list | awk '/^[a-z]/ {printf "%s%s", n++ ? ", " : "", $1}') # the registry's
+case_ "--strategy 'tp3ep': unknown strategy 'tp3ep' (accepted: $names, all)" --strategy tp3ep --csv "$csv"
+case_ "tp2ep:chunks='0' must be an integer from 1 to 16" --strategy tp2ep:chunks=0 --csv "$csv"
+case_ "--strategy hier:node_size=3 does not divide 4 ranks" --strategy hier:node_size=3 --ranks 4 --csv "$csv"
 case_ "--experts 6 cannot be divided over 4 ranks" --strategy tp2ep --experts 6 --ranks 4 --csv "$csv"
 case_ "--top-k 5 exceeds --experts 4" --strategy agrs --experts 4 --top-k 5 --ranks 1 --csv "$csv"
 case_ "--top-k '0'" --strategy agrs --top-k 0 --ranks 1 --csv "$csv"
