@@ -108,6 +108,7 @@ static int phase_close(moe_run_t *r, epb_err_t *err)
     if (!rc) rc = r->be->ops->event_elapsed_us(r->be, r->ev[0], r->ev[1], &us);
     if (rc) return moe_fail(r, err);
     r->m.us[ph] += us;
+    if (r->m.entries[ph] <= MOE_MAXSEG) r->m.dur[ph][r->m.entries[ph] - 1] = us;
     fly_account(r); /* (the elapsed time waited for the device: the host clock is where the phase ended) */
     r->m.open = -1;
     guard_for(r, -1);
@@ -547,7 +548,8 @@ int moe_run_waits(moe_run_t *r, double wait_us[MOE_NPHASES], epb_err_t *err)
             double last = -1e300;
             for (size_t q = 0; q < P; q++)
                 if (all[q * n + (size_t)ph * MOE_MAXSEG + e] > last) last = all[q * n + (size_t)ph * MOE_MAXSEG + e];
-            w += last - r->m.arrive[ph][e];
+            double we = last - r->m.arrive[ph][e];
+            w += we < 0 ? 0 : we > r->m.dur[ph][e] ? r->m.dur[ph][e] : we;
         }
         /* the clock offsets between hosts are estimates: a wait is never negative nor longer than the phase */
         wait_us[ph] = w < 0 ? 0 : w > r->m.us[ph] ? r->m.us[ph] : w;

@@ -112,6 +112,7 @@ typedef struct {
     double flop[MOE_NPHASES];
     int entries[MOE_NPHASES];             /* how often the phase was entered */
     double arrive[MOE_NPHASES][MOE_MAXSEG]; /* comm and sync phases: job-clock time of each entry */
+    double dur[MOE_NPHASES][MOE_MAXSEG];  /* and this rank's time in each entry (its wait is at most that) */
     char coll[MOE_NPHASES][EPB_STR];      /* the collectives called, '+'-joined in first-call order */
     int open;                             /* the open phase, -1 for none */
     double open_us;                       /* this rank's clock when it opened */
@@ -210,7 +211,9 @@ int moe_run_zero_grad(moe_run_t *r, epb_err_t *err);
 int moe_run_forward(moe_run_t *r, epb_err_t *err);
 int moe_run_backward(moe_run_t *r, epb_err_t *err);
 /* This rank's wait per phase in the last step: for each entry of a comm or sync phase, from its arrival to the
- * last rank's arrival at the same entry (job clock), summed; 0 for compute phases. Collective over hcomm. */
+ * last rank's arrival at the same entry (job clock), at most the entry's own time (an entry that only starts a
+ * non-blocking collective waits for nobody; its wait shows in the entry that completes it), summed; 0 for
+ * compute phases. Collective over hcomm. */
 int moe_run_waits(moe_run_t *r, double wait_us[MOE_NPHASES], epb_err_t *err);
 /* Training: W -= lr*dW for the router and the owned experts, expert_bias = bias_after. */
 int moe_run_sgd(moe_run_t *r, double lr, epb_err_t *err);
