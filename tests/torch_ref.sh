@@ -57,13 +57,15 @@ if [ "$MODE" = gpu ]; then
     exit
 fi
 # every registered strategy (the registry's list), at 2 ranks; the pipelined ones in 3 chunks too
-while read -r s; do
+mapfile -t strats < <("$BENCH" --strategy list | awk '/^[a-z]/ {print $1}')
+mapfile -t piped < <("$BENCH" --strategy list | awk '/^[a-z]/ {s=$1} /^  :chunks=/ {print s}')
+for s in "${strats[@]}"; do
     check "$s, 2 ranks, softmax skew 1.5 k=4" "${cpu[@]}" --ranks 2 --strategy "$s" --top-k 4 --skew 1.5
-done < <("$BENCH" --strategy list | awk '/^[a-z]/ {print $1}')
-while read -r s; do
+done
+for s in "${piped[@]}"; do
     check "$s:chunks=3, 2 ranks, sigmoid + route-norm k=2" "${cpu[@]}" --ranks 2 --strategy "$s:chunks=3" --top-k 2 \
         --router sigmoid --route-norm
-done < <("$BENCH" --strategy list | awk '/^[a-z]/ {s=$1} /^  :chunks=/ {print s}')
+done
 check "hier:node_size=2, 4 ranks (both stages), softmax k=8 (every expert)" "${cpu[@]}" --ranks 4 \
     --strategy hier:node_size=2 --top-k 8
 check "dedup, 4 ranks, softmax skew 4 k=3" "${cpu[@]}" --ranks 4 --strategy dedup --top-k 3 --skew 4
