@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # The phase accounting of every registered strategy at N ranks, from every rank's own records (--per-rank) and the
 # rows, with the test-only EPB_TEST_DELAY (a busy-wait inside one phase, on one rank or all):
-#   - each rank's phases add up to its step within 2% (median over iterations): nothing timed twice, no gap;
+#   - each rank's phases add up to its step within 2% (median over iterations): nothing timed twice, no gap, also
+#     for the pipelined strategies in 3 chunks (their phases entered once per chunk or more);
+#   - only their comm phases report hidden_us (time in flight behind compute), none in one chunk, and a 3-chunk
+#     dispatch hides some at 2 ranks or more;
 #   - a phase delayed by 10 ms grows by at least 10 ms per entry (a phase entered twice per step, as tp2ep's
 #     permute, loses one entry if the timer assigns instead of adding);
-#   - a 20 ms delay of the gate op moves gate by ~20 ms and leaves combine's transfer (its time less its wait for
-#     the last rank) unchanged within 5 ms: no compute in a comm phase;
+#   - a 20 ms delay of the gate op moves gate by ~20 ms per entry and leaves combine's transfer (its time less its
+#     wait for the last rank) unchanged within 5 ms: no compute in a comm phase (strategies in one chunk);
 #   - (2 ranks) a 20 ms delay of rank 1 before combine (in experts_fwd) is wait on the other rank, not transfer:
-#     combine's wait >= 15 ms, its transfer (time - wait) < 5 ms.
+#     combine's wait >= 15 ms, its transfer (time - wait) < 5 ms (strategies in one chunk).
 # The last two compare times in milliseconds: they run at 1 and 2 ranks (one per core on the 2-core CI machine);
-# at 3 and 4 ranks, which share cores, the scheduler's noise is of that size, and only the first two run.
+# at 3 and 4 ranks, which share cores, the scheduler's noise is of that size, and only the first three run. On a
+# machine loaded by other jobs they fail for any strategy (agrs too): run them on a quiet one.
 # TAP output from this script only.
 set -u
 BENCH=$(realpath "$1") N=$2
@@ -85,11 +89,13 @@ a, b = med(sys.argv[1]), med(sys.argv[2])
 n = {(r["strategy"], r["params"]): int(r["entries"]) for r in csv.DictReader(open(sys.argv[3])) if r["phase"] == "gate"}
 bad = []
 for (s, q, p), (t, x, coll) in a.items():
+    if "chunks=3" in q: # a chunked pipeline's combine overlaps its gates by design: not this check's subject
+        continue
     d, dx = b[(s, q, p)][0] - t, b[(s, q, p)][1] - x
     if p == "gate" and not 18000 * n[(s, q)] <= d <= 40000 * n[(s, q)]:
         bad.append("%s %s gate moved %.0f us for %d entries" % (s, q, d, n[(s, q)]))
     if p == "combine" and coll and abs(dx) > 5000: bad.append("%s %s combine's transfer moved %.0f us" % (s, q, dx))
-print("# " + ("; ".join(bad) if bad else "gate +%s us" % ", +".join("%.0f/%d" % (b[k][0] - a[k][0], n[k[:2]]) for k in a if k[2] == "gate")))
+print("# " + ("; ".join(bad) if bad else "gate +%s us" % ", +".join("%.0f/%d" % (b[k][0] - a[k][0], n[k[:2]]) for k in a if k[2] == "gate" and "chunks=3" not in k[1])))
 sys.exit(1 if bad else 0)
 PY
 tap_ok $? "$N ranks: delaying the gate op by 20 ms moves gate by ~20 ms per entry and leaves combine's transfer within 5 ms"
@@ -99,7 +105,7 @@ if [ "$N" = 2 ]; then
 import csv, sys
 bad, seen = [], 0
 for r in csv.DictReader(open(sys.argv[1])):
-    if r["phase"] != "combine" or not r["coll"]: continue
+    if r["phase"] != "combine" or not r["coll"] or "chunks=3" in r["params"]: continue # one entry per step
     seen += 1
     t, w = float(r["t_med_us"]), float(r["wait_us"])
     print("# %s %s combine %.0f us: wait %.0f us, transfer %.0f us" % (r["op"], r["params"], t, w, t - w))
