@@ -156,8 +156,10 @@ static inline int epb_comm_split_node(epb_comm_t *c, epb_comm_t **out) { return 
  * other ranks in it, computed from the call's real counts: allgather, reduce_scatter, alltoall (P-1) x its block;
  * alltoallv the blocks to other ranks (sendcounts, itself excluded); allreduce 2(P-1)/P x the buffer (a ring);
  * bcast (P-1) x the buffer on the root; non-blocking calls when started. A non-zero return from enter refuses
- * the call (its message in c->err). leave runs when a blocking call (or a wait, named as the collective it
- * completes) returns. Splitting a wrapper gives a wrapper of the sub-communicator with the same hooks. */
+ * the call (its message in c->err). leave runs when every call that entered returns: a blocking call, a
+ * non-blocking start (once started), a wait (named "wait"). So enter and leave always come in pairs, and a
+ * rank is inside the communicator exactly between them. sync is not a call (see epb_comm_tally_sync_calls).
+ * Splitting a wrapper gives a wrapper of the sub-communicator with the same hooks. */
 typedef struct {
     int (*enter)(void *ctx, epb_comm_t *c, const char *coll, double bytes_out);
     void (*leave)(void *ctx, epb_comm_t *c, const char *coll);
@@ -165,6 +167,11 @@ typedef struct {
 } epb_tally_t;
 /* *out wraps inner (destroying *out destroys inner when own_inner). */
 int epb_comm_tally_create(epb_comm_t *inner, int own_inner, const epb_tally_t *t, epb_comm_t **out, epb_err_t *err);
+/* From now on sync, on wrapper c and its later splits, is a call too: enter and leave named "sync", 0 bytes. On a
+ * device communicator a collective returns once queued and really completes in sync, so a watchdog of calls
+ * needs it; the run framework's tally does not (sync belongs to the open phase). EPB_EUSAGE when c is no
+ * wrapper. */
+int epb_comm_tally_sync_calls(epb_comm_t *c);
 
 /* ---- the collective microbenchmarks (one small struct per collective, nccl-tests style) ---- */
 typedef struct {

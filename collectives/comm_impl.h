@@ -11,6 +11,9 @@ void epb_reduce_host(void *inout, const void *in, size_t n, epb_dtype_t dt, epb_
 int epb_comm_mpi_create_mem(epb_mem_t mem, epb_comm_t **out, epb_err_t *err);
 int epb_comm_self_create_mem(epb_mem_t mem, epb_comm_t **out, epb_err_t *err);
 int epb_comm_nccl_create(epb_comm_t **out, epb_err_t *err);
+/* The backend communicator under any counting wrappers (c itself when it is none): for what needs the backend's
+ * own handle, such as the clock offset's MPI point-to-point exchange. */
+epb_comm_t *epb_comm_unwrap(epb_comm_t *c);
 
 /* comm_cuda.c: device communicators. attach: picks the GPU (local_rank % visible), creates c->stream, sets
  * c->mem = EPB_MEM_DEVICE; detach undoes it. Copies H2D and D2H are complete on return; D2D is queued. */

@@ -10,6 +10,7 @@ typedef struct {
     epb_comm_t *inner;
     int own;
     epb_tally_t t;
+    int sync_calls; /* epb_comm_tally_sync_calls */
     /* this wrapper's table: tally_ops with the backend's name (so c->ops->name stays "mpi", "nccl", "self") and
      * the memory hooks exactly when the backend has them */
     epb_comm_ops_t ops;
@@ -88,37 +89,39 @@ static int t_barrier(epb_comm_t *c)
     return done(c, "barrier", epb_barrier(in(c)));
 }
 
-/* completion of queued device work: part of the open phase, not a collective of its own */
+/* completion of queued device work: part of the open phase, not a collective of its own; a call of its own only
+ * for hooks that ask (a device communicator's collectives return at once and complete here) */
 static int t_sync(epb_comm_t *c)
 {
-    int rc = epb_sync(in(c));
-    if (rc) c->err = in(c)->err;
-    return rc;
+    tally_t *t = c->impl;
+    if (!t->sync_calls) {
+        int rc = epb_sync(in(c));
+        if (rc) c->err = in(c)->err;
+        return rc;
+    }
+    if (enter(c, "sync", 0)) return EPB_ESYS;
+    return done(c, "sync", epb_sync(in(c)));
 }
 
+/* a started call returns at once: leave is told then, so the hooks never take the time until its wait as time
+ * inside the communicator */
 static int t_iallgather(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt, epb_req_t **q)
 {
     if (enter(c, "allgather", others(c) * (double)(n * epb_dtype_size(dt)))) return EPB_ESYS;
-    int rc = epb_iallgather(in(c), s, r, n, dt, q);
-    if (rc) c->err = in(c)->err;
-    return rc;
+    return done(c, "allgather", epb_iallgather(in(c), s, r, n, dt, q));
 }
 
 static int t_ireduce_scatter(epb_comm_t *c, const void *s, void *r, size_t n, epb_dtype_t dt, epb_req_t **q)
 {
     if (enter(c, "reduce_scatter", others(c) * (double)(n * epb_dtype_size(dt)))) return EPB_ESYS;
-    int rc = epb_ireduce_scatter(in(c), s, r, n, dt, q);
-    if (rc) c->err = in(c)->err;
-    return rc;
+    return done(c, "reduce_scatter", epb_ireduce_scatter(in(c), s, r, n, dt, q));
 }
 
 static int t_ialltoallv(epb_comm_t *c, const void *s, const size_t *sc, const size_t *sd, void *r, const size_t *rc,
                         const size_t *rd, epb_dtype_t dt, epb_req_t **q)
 {
     if (enter(c, "alltoallv", sent_v(c, sc, dt))) return EPB_ESYS;
-    int e = epb_ialltoallv(in(c), s, sc, sd, r, rc, rd, dt, q);
-    if (e) c->err = in(c)->err;
-    return e;
+    return done(c, "alltoallv", epb_ialltoallv(in(c), s, sc, sd, r, rc, rd, dt, q));
 }
 
 static int t_test(epb_comm_t *c, epb_req_t *q, int *is_done)
@@ -209,6 +212,12 @@ int epb_comm_tally_create(epb_comm_t *inner, int own_inner, const epb_tally_t *h
     return EPB_OK;
 }
 
+epb_comm_t *epb_comm_unwrap(epb_comm_t *c)
+{
+    while (c && c->ops->destroy == t_destroy) c = in(c);
+    return c;
+}
+
 static int t_split(epb_comm_t *c, int color, int key, epb_comm_t **out)
 {
     tally_t *t = c->impl;
@@ -224,5 +233,13 @@ static int t_split(epb_comm_t *c, int color, int key, epb_comm_t **out)
         epb_comm_destroy(part);
         return epb_fail(&c->err, EPB_ESYS, "rank %d: %s", c->rank, e.msg);
     }
+    ((tally_t *)(*out)->impl)->sync_calls = t->sync_calls;
+    return EPB_OK;
+}
+
+int epb_comm_tally_sync_calls(epb_comm_t *c)
+{
+    if (c->ops->destroy != t_destroy) return epb_fail(&c->err, EPB_EUSAGE, "not a counting wrapper");
+    ((tally_t *)c->impl)->sync_calls = 1;
     return EPB_OK;
 }

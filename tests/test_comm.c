@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "collectives.h"
+#include "comm_impl.h" /* epb_comm_unwrap */
 #include "tap.h"
 
 static int fails; /* this rank's failed checks; the TAP lines carry the sum over ranks */
@@ -126,6 +127,7 @@ typedef struct {
     double bytes;
     char last[32];
     int calls, leaves, refuse;
+    int inside; /* entered and not yet left */
 } count_t;
 
 static int count_enter(void *ctx, epb_comm_t *c, const char *coll, double bytes)
@@ -134,6 +136,7 @@ static int count_enter(void *ctx, epb_comm_t *c, const char *coll, double bytes)
     if (k->refuse) return epb_fail(&c->err, EPB_ESYS, "refused %s", coll);
     k->bytes += bytes;
     k->calls++;
+    k->inside++;
     snprintf(k->last, sizeof k->last, "%s", coll);
     return EPB_OK;
 }
@@ -142,6 +145,7 @@ static void count_leave(void *ctx, epb_comm_t *c, const char *coll)
 {
     (void)c, (void)coll;
     ((count_t *)ctx)->leaves++;
+    ((count_t *)ctx)->inside--;
 }
 
 static void test_tally(epb_comm_t *world)
@@ -177,9 +181,28 @@ static void test_tally(epb_comm_t *world)
     k.bytes = 0;
     epb_req_t *q = NULL;
     int leaves = k.leaves;
-    bad = epb_ialltoallv(t, vs, sc, sd, vr, rc, rd, EPB_DT_F32, &q) || k.bytes != want || epb_wait(t, q) ||
-          strcmp(k.last, "wait") || k.leaves != leaves + 1;
-    verdict(world, bad, "ialltoallv counts when started; its wait is a call of its own");
+    bad = epb_ialltoallv(t, vs, sc, sd, vr, rc, rd, EPB_DT_F32, &q) || k.bytes != want || k.leaves != leaves + 1 ||
+          k.inside || epb_wait(t, q) || strcmp(k.last, "wait") || k.leaves != leaves + 2 || k.inside;
+    verdict(world, bad, "ialltoallv counts when started and leaves once started; its wait is a call of its own");
+    int calls0 = k.calls;
+    bad = epb_sync(t) || k.calls != calls0;
+    verdict(world, bad, "sync is not a call of its own by default");
+    count_t ks = { 0 };
+    epb_tally_t sync_hooks = { count_enter, count_leave, &ks };
+    epb_comm_t *ts = NULL, *ts_half = NULL;
+    bad = epb_comm_tally_create(world, 0, &sync_hooks, &ts, &err) || epb_comm_tally_sync_calls(ts) ||
+          epb_comm_tally_sync_calls(world) != EPB_EUSAGE || epb_sync(ts) || ks.calls != 1 ||
+          strcmp(ks.last, "sync") || ks.leaves != 1 || ks.inside || ks.bytes != 0;
+    /* a split keeps it */
+    bad += epb_comm_split(ts, 0, me, &ts_half) || !ts_half || epb_sync(ts_half) || ks.calls != 2 || ks.inside;
+    epb_comm_destroy(ts_half);
+    epb_comm_t *tt = NULL;
+    int unwrap_bad = epb_comm_tally_create(ts, 0, &hooks, &tt, &err) || epb_comm_unwrap(tt) != world ||
+                     epb_comm_unwrap(world) != world;
+    epb_comm_destroy(tt);
+    epb_comm_destroy(ts);
+    verdict(world, bad, "epb_comm_tally_sync_calls: sync is a call named sync (enter and leave, 0 bytes), in splits too");
+    verdict(world, unwrap_bad, "the backend under two wrappers is found (the clock offset needs its MPI handle)");
     k.refuse = 1;
     int calls = k.calls;
     bad = epb_allgather(t, s, r, n, EPB_DT_F32) != EPB_ESYS || !strstr(t->err.msg, "refused allgather") || k.calls != calls;
