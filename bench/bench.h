@@ -51,6 +51,7 @@ typedef struct {
     /* launching */
     int oversubscribe;        /* --oversubscribe: more local ranks than the sane bound are meant */
     char hostfile[PATH_MAX];  /* --hostfile: passed to mpirun when bench launches itself */
+    double timeout_s;         /* --timeout: seconds one collective call may take before the job ends (0: off) */
 } bench_opts_t;
 
 /* Test-only hooks, read by every rank from its own environment (mpirun passes it on), never part of the broadcast
@@ -80,6 +81,29 @@ void bench_usage(FILE *f);
 /* When started by hand with --ranks N > 1, re-executes under mpirun (never returns on success). */
 int bench_self_launch(const bench_opts_t *o, int argc, char **argv, epb_err_t *err);
 
+/* watchdog.c: --timeout, and the per-node heartbeat table (a file in /dev/shm) in which every rank's counting
+ * wrappers record each call's entry and exit, its collective and the MoE phase open */
+enum { BENCH_WD_DATA, BENCH_WD_CTL, BENCH_WD_NCHAN }; /* the wrapped communicators ("channels") */
+typedef struct bench_watchdog bench_watchdog_t;
+/* Collective over ctl (the raw control communicator): removes this node's tables of dead jobs, sets up this job's
+ * (local rank 0 creates it), registers this rank, and starts the watchdog thread when timeout_s > 0. Without
+ * /dev/shm the rank keeps a private slot and still has its watchdog (which then cannot name the ranks missing). */
+int bench_watchdog_start(bench_watchdog_t **wd, double timeout_s, epb_comm_t *ctl, epb_err_t *err);
+/* *out: c wrapped (owned: destroying *out destroys c) so that its calls are recorded on channel chan */
+int bench_watchdog_wrap(bench_watchdog_t *wd, epb_comm_t *c, int chan, epb_comm_t **out, epb_err_t *err);
+/* Outside the measured path: what the job is doing, for the report ("--coll alltoall 1M"); the run's open phase
+ * (&run->m.open; NULL when no run); hold 1 while the calls waited in wait for one rank's long solo work (rank 0's
+ * single-device check), which is not a hang whatever its length. */
+void bench_watchdog_mode(bench_watchdog_t *wd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void bench_watchdog_phase(bench_watchdog_t *wd, const int *open_phase);
+void bench_watchdog_hold(bench_watchdog_t *wd, int on);
+/* A call that is no communicator's (the data communicator's set-up, MPI_Finalize) recorded on chan: entering 1
+ * before it, 0 after. */
+void bench_watchdog_call(bench_watchdog_t *wd, int chan, const char *what, int entering);
+/* This rank has said why it fails (before MPI_Abort). */
+void bench_watchdog_failed(bench_watchdog_t *wd);
+/* Stops the thread; this rank has ended; the node's last rank to end removes the table. NULL is a no-op. */
+void bench_watchdog_stop(bench_watchdog_t *wd);
 /* topo.c: host, nodes, CPU model and the binding in force, from hwloc */
 typedef enum { BOUND_NONE, BOUND_CORE, BOUND_NUMA, BOUND_OTHER } bound_kind_t;
 typedef struct {
@@ -108,6 +132,7 @@ typedef struct {
     epb_comm_t *ctl;  /* host control communicator: config, timings, check counts */
     epb_comm_t *data; /* the communicator under test */
     bench_topo_t topo;
+    bench_watchdog_t *wd; /* --timeout and the heartbeat table (NULL: none) */
     epb_row_t base;   /* run-wide columns filled once (run_id, utc, git_rev, host, nodes, backend, device...) */
     int failed_checks;
     /* the text base points at */

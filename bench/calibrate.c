@@ -82,6 +82,7 @@ int bench_run_calibrate(bench_ctx_t *b, epb_err_t *err)
     epb_row_t rows[2];
     int nrows = 0, rc;
     epb_stats_t st;
+    bench_watchdog_mode(b->wd, "--calibrate");
     /* memcpy: well beyond the last-level cache unless -e says otherwise */
     size_t bytes = o->max_given ? o->max_bytes : (size_t)256 << 20;
     copy_arg_t c = { malloc(bytes), malloc(bytes), bytes };

@@ -40,6 +40,9 @@ static int run_one(bench_ctx_t *b, const epb_coll_t *coll, uint64_t bytes, epb_e
     const bench_opts_t *o = b->o;
     epb_coll_ctx_t x = { .comm = b->data, .dt = o->dtype, .seed = o->seed, .imbalance = o->imbalance,
                          .bytes = bytes };
+    char sz[32];
+    epb_fmt_size(bytes, sz, sizeof sz);
+    bench_watchdog_mode(b->wd, "--coll %s %s", coll->name, sz);
     int rc = epb_coll_ctx_setup(coll, &x, err);
     double *t = malloc(sizeof(double) * 3 * (size_t)o->iters), *arr = t + o->iters, *wait = arr + o->iters;
     if (rc || !t) {
@@ -98,8 +101,6 @@ static int run_one(bench_ctx_t *b, const epb_coll_t *coll, uint64_t bytes, epb_e
         b->failed_checks++;
     }
     if (b->ctl->rank == 0) {
-        char sz[32];
-        epb_fmt_size(bytes, sz, sizeof sz);
         printf("  %-14s %10s %12zu %9.2f %9.2f %9.2f %9.2f %9.2f %9.3f %9.3f %7s\n", coll->name, sz,
                bytes / epb_dtype_size(o->dtype), st.min, st.med, st.mean, st.p95, st.max, row.algbw_gbps,
                row.busbw_gbps, o->check ? (wrong_all ? "FAIL" : "0") : "-");

@@ -109,6 +109,7 @@ int main(int argc, char **argv)
 
     if ((rc = epb_runtime_init(&argc, &argv, &err))) return fail(rc, &err);
     epb_comm_t *ctl = NULL, *data = NULL;
+    bench_watchdog_t *wd = NULL;
     if ((rc = epb_comm_create("auto", &ctl, &err))) {
         fail(rc, &err);
         epb_runtime_finalize();
@@ -150,19 +151,37 @@ int main(int argc, char **argv)
         }
         goto done;
     }
+    /* from here every call on the control and data communicators is watched (--timeout) and recorded in the
+     * node's heartbeat table */
+    epb_comm_t *wctl = NULL;
+    if ((rc = bench_watchdog_start(&wd, o.timeout_s, ctl, &err)) ||
+        (rc = bench_watchdog_wrap(wd, ctl, BENCH_WD_CTL, &wctl, &err))) {
+        rank_fail(ctl->rank, &err);
+        if (ctl->size > 1) epb_runtime_abort(rc);
+        goto done;
+    }
+    ctl = wctl;
     /* bind first (near its GPU with --device cuda), then set up the data communicator: the CUDA context, NCCL's
      * threads and the pinned staging memory then start on the CPUs this rank runs on */
     bench_topo_t topo;
     int gpu = o.device == BENCH_DEV_CUDA ? epb_gpu_pick(ctl->local_rank) : -1;
-    if ((rc = bench_topo_init(&topo, o.bind, ctl->local_rank, ctl->local_size, gpu, &err)) ||
-        (rc = epb_comm_create_mem(o.comm, o.device == BENCH_DEV_CUDA ? EPB_MEM_DEVICE : EPB_MEM_HOST, &data, &err))) {
+    epb_comm_t *raw = NULL;
+    if (!(rc = bench_topo_init(&topo, o.bind, ctl->local_rank, ctl->local_size, gpu, &err))) {
+        bench_watchdog_call(wd, BENCH_WD_CTL, "set-up", 1); /* NCCL's set-up waits for every rank */
+        rc = epb_comm_create_mem(o.comm, o.device == BENCH_DEV_CUDA ? EPB_MEM_DEVICE : EPB_MEM_HOST, &raw, &err);
+        bench_watchdog_call(wd, BENCH_WD_CTL, "set-up", 0);
+    }
+    if (!rc && (rc = bench_watchdog_wrap(wd, raw, BENCH_WD_DATA, &data, &err))) epb_comm_destroy(raw);
+    if (rc) {
         /* any rank may fail here (its binding, its GPU, NCCL); the others may be waiting in the set-up: end them all */
         rank_fail(ctl->rank, &err);
+        bench_watchdog_failed(wd);
         if (ctl->size > 1) epb_runtime_abort(rc);
         goto done;
     }
     bench_ctx_t b;
     if (!(rc = bench_ctx_init(&b, &o, ctl, data, &topo, &err))) {
+        b.wd = wd;
         if (o.mode == MODE_COLL) rc = bench_run_coll(&b, &err);
         else if (o.mode == MODE_CALIBRATE) rc = bench_run_calibrate(&b, &err);
         else if (o.mode == MODE_MOE) rc = bench_run_moe(&b, &err);
@@ -170,11 +189,15 @@ int main(int argc, char **argv)
     if (rc && rc != EPB_ECHECK) {
         /* a runtime failure on one rank may leave the others blocked in a collective: say where, end all */
         rank_fail(ctl->rank, &err);
+        bench_watchdog_failed(wd);
         if (ctl->size > 1) epb_runtime_abort(rc);
     }
 done:
     epb_comm_destroy(data);
     epb_comm_destroy(ctl);
+    bench_watchdog_call(wd, BENCH_WD_CTL, "finalize", 1); /* MPI_Finalize waits for every rank */
     epb_runtime_finalize();
+    bench_watchdog_call(wd, BENCH_WD_CTL, "finalize", 0);
+    bench_watchdog_stop(wd);
     return rc;
 }

@@ -294,14 +294,20 @@ static int run_case(bench_ctx_t *b, moe_backend_t *be, const moe_case_t *mc, epb
     int iters = o->iters, rc;
     moe_run_t run;
     be->peak_bytes = be->cur_bytes;
+    char spec[96];
+    moe_spec_format(&mc->spec, spec, sizeof spec);
+    bench_watchdog_mode(b->wd, "--strategy %s E=%d k=%d T=%ld D=%ld F=%ld", spec, mc->cfg.E, mc->cfg.k, mc->cfg.T,
+                        mc->cfg.D, mc->cfg.F);
     if ((rc = moe_run_create(&run, &mc->spec, &mc->cfg, b->data, b->ctl, be, err))) return rc;
     run.clock_offset_us = b->clock_offset_us;
     run.hooks = moe_hooks_of(&b->hooks);
     /* test-only, per rank: no tests of the collectives in flight between expert GEMMs (what progress buys) */
     const char *np = getenv("EPB_TEST_NO_PROGRESS");
     run.hooks.no_progress = np && *np && strcmp(np, "0");
+    bench_watchdog_phase(b->wd, &run.m.open); /* the watchdog names the phase a call is stuck in */
     if (o->train) {
         rc = train_case(b, &run, mc, err);
+        bench_watchdog_phase(b->wd, NULL);
         moe_run_destroy(&run);
         return rc;
     }
@@ -364,7 +370,12 @@ static int run_case(bench_ctx_t *b, moe_backend_t *be, const moe_case_t *mc, epb
     if (!rc && pr) rc = write_per_rank(b, mc, &sm, pr, iters, err);
     char line[1024] = "";
     int failed = 0;
-    if (!rc && (o->check || o->dump[0])) rc = check_and_dump(b, &run, mc, line, sizeof line, &failed, err);
+    if (!rc && (o->check || o->dump[0])) {
+        /* the other ranks wait for rank 0's single-device check (and --dump): as long as it takes, not a hang */
+        bench_watchdog_hold(b->wd, 1);
+        rc = check_and_dump(b, &run, mc, line, sizeof line, &failed, err);
+        bench_watchdog_hold(b->wd, 0);
+    }
     if (!rc) {
         epb_row_t rows[NROW];
         fill_rows(b, mc, &sm, iters, rows);
@@ -378,6 +389,7 @@ static int run_case(bench_ctx_t *b, moe_backend_t *be, const moe_case_t *mc, epb
     free(sm.h);
     free(tc);
     free(pr);
+    bench_watchdog_phase(b->wd, NULL);
     moe_run_destroy(&run);
     return rc;
 }

@@ -17,7 +17,7 @@ enum {
     OPT_COLL = 256, OPT_CALIBRATE, OPT_CSV, OPT_RANKS, OPT_BIND, OPT_IMBALANCE, OPT_DTYPE, OPT_SEED, OPT_COMM,
     OPT_VERSION, OPT_STRATEGY, OPT_EXPERTS, OPT_TOPK, OPT_TOKENS, OPT_HIDDEN, OPT_FFN, OPT_ROUTER, OPT_ROUTE_NORM,
     OPT_SKEW, OPT_BIAS_COEFF, OPT_DUMP, OPT_TRAIN, OPT_LR, OPT_LOSS_CSV, OPT_DEVICE, OPT_PER_RANK, OPT_OVERSUB,
-    OPT_HOSTFILE,
+    OPT_HOSTFILE, OPT_TIMEOUT,
 };
 
 static const struct option long_opts[] = {
@@ -54,6 +54,7 @@ static const struct option long_opts[] = {
     { "per-rank", required_argument, 0, OPT_PER_RANK },
     { "oversubscribe", no_argument, 0, OPT_OVERSUB },
     { "hostfile", required_argument, 0, OPT_HOSTFILE },
+    { "timeout", required_argument, 0, OPT_TIMEOUT },
     { "help", no_argument, 0, 'h' },
     { "version", no_argument, 0, OPT_VERSION },
     { 0, 0, 0, 0 },
@@ -108,6 +109,9 @@ void bench_usage(FILE *f)
 "                        core on this host is refused unless --oversubscribe or --hostfile says so\n"
 "  --hostfile FILE       mpirun's hostfile when bench launches itself (ranks on those hosts)\n"
 "  --oversubscribe       allow more local ranks than the bound above\n"
+"  --timeout S           end the job (exit 3) when one collective call has not completed after S seconds, naming\n"
+"                        this rank, the phase or mode, the call and the ranks of its node that have not arrived\n"
+"                        (default 600; 0 = never; a stopped rank otherwise hangs the job for ever)\n"
 "  --bind none|core|numa pin each rank to its own core / NUMA node (round-robin when oversubscribed; with\n"
 "                        --device cuda, among the CPUs near its GPU). Default, unless the launcher bound the\n"
 "                        ranks: the CPUs near the GPU with --device cuda, else a core each when ranks share a node\n"
@@ -119,7 +123,8 @@ void bench_usage(FILE *f)
 "  --seed N              seed of every input (default 42)\n"
 "  -h, --help            this text;  --version  version, git revision and what was built in\n"
 "\n"
-"Exit codes: 0 ok, 1 a check failed, 2 bad usage or input, 3 runtime failure (MPI, CUDA, NCCL, memory).\n"
+"Exit codes: 0 ok, 1 a check failed, 2 bad usage or input, 3 runtime failure (MPI, CUDA, NCCL, memory, a rank\n"
+"lost, a collective past --timeout), with the rank and phase.\n"
 "The CSV columns and units: docs/CSV.md.\n"
 "\n"
 "Examples:\n"
@@ -167,6 +172,7 @@ static void defaults(bench_opts_t *o)
     o->ffn[0] = 1024;
     o->bias_coeff = 1e-3;
     o->lr = 50;
+    o->timeout_s = 600; /* generous: a collective of a healthy run takes seconds at most */
     snprintf(o->loss_csv, sizeof o->loss_csv, "results/loss.csv");
 }
 
@@ -381,6 +387,11 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
         case OPT_PER_RANK: rc = path_opt("--per-rank", optarg, o->per_rank, sizeof o->per_rank, err); moe_opt = 1; break;
         case OPT_OVERSUB: o->oversubscribe = 1; break;
         case OPT_HOSTFILE: rc = path_opt("--hostfile", optarg, o->hostfile, sizeof o->hostfile, err); break;
+        case OPT_TIMEOUT:
+            if (epb_parse_double(optarg, 0, 604800, &o->timeout_s) || (o->timeout_s > 0 && o->timeout_s < 0.1))
+                return epb_fail(err, EPB_EUSAGE, "--timeout '%s': expected seconds, 0 (never) or from 0.1 to 604800",
+                                optarg);
+            break;
         case 'h': o->mode = MODE_HELP; return EPB_OK;
         case OPT_VERSION: o->mode = MODE_VERSION; return EPB_OK;
         case ':':
