@@ -78,12 +78,15 @@ int bench_validate_files(bench_opts_t *o, epb_err_t *err);
 void bench_usage(FILE *f);
 
 /* launch.c */
-/* When started by hand with --ranks N > 1, re-executes under mpirun (never returns on success). */
-int bench_self_launch(const bench_opts_t *o, int argc, char **argv, epb_err_t *err);
+/* When started by hand with --ranks N > 1: runs this program under mpirun with N ranks, waits, and returns the
+ * job's exit code with *launched set (err then holds bench's line when it has one to add: a rank lost, mpirun
+ * failing, an interruption). Otherwise returns EPB_OK, or the reason it cannot launch (EPB_EUSAGE...), *launched 0. */
+int bench_self_launch(const bench_opts_t *o, int argc, char **argv, int *launched, epb_err_t *err);
 
 /* watchdog.c: --timeout, and the per-node heartbeat table (a file in /dev/shm) in which every rank's counting
  * wrappers record each call's entry and exit, its collective and the MoE phase open */
 enum { BENCH_WD_DATA, BENCH_WD_CTL, BENCH_WD_NCHAN }; /* the wrapped communicators ("channels") */
+#define BENCH_LAUNCHER_ENV "EPB_LAUNCHER_ID" /* "host-pid" of a self-launching bench, set for its ranks */
 typedef struct bench_watchdog bench_watchdog_t;
 /* Collective over ctl (the raw control communicator): removes this node's tables of dead jobs, sets up this job's
  * (local rank 0 creates it), registers this rank, and starts the watchdog thread when timeout_s > 0. Without
@@ -100,10 +103,23 @@ void bench_watchdog_hold(bench_watchdog_t *wd, int on);
 /* A call that is no communicator's (the data communicator's set-up, MPI_Finalize) recorded on chan: entering 1
  * before it, 0 after. */
 void bench_watchdog_call(bench_watchdog_t *wd, int chan, const char *what, int entering);
-/* This rank has said why it fails (before MPI_Abort). */
+/* This rank has said why it fails (before MPI_Abort): the launcher need not name it. */
 void bench_watchdog_failed(bench_watchdog_t *wd);
 /* Stops the thread; this rank has ended; the node's last rank to end removes the table. NULL is a no-op. */
 void bench_watchdog_stop(bench_watchdog_t *wd);
+/* The launcher's side: its key ("host-pid" of this process), and after the job, what the table of this node says
+ * of each rank registered there (up to max; returns how many), the table then removed. */
+typedef struct {
+    int rank, pid;
+    int ended;  /* it said it ended (normally, or with its own message) */
+    int alive;  /* its process still exists */
+    int inside; /* in its last call when last seen */
+    char phase[32], coll[32], comm[32]; /* its last call: "dispatch", "alltoallv", "the data communicator" */
+} bench_hb_rank_t;
+void bench_hb_launcher_key(char *buf, size_t n);
+int bench_hb_take(const char *key, bench_hb_rank_t *out, int max);
+int bench_hb_possible(void); /* whether tables can be made here (/dev/shm is writable) */
+
 /* topo.c: host, nodes, CPU model and the binding in force, from hwloc */
 typedef enum { BOUND_NONE, BOUND_CORE, BOUND_NUMA, BOUND_OTHER } bound_kind_t;
 typedef struct {

@@ -104,7 +104,13 @@ int main(int argc, char **argv)
         if (o.mode == MODE_LIST) { bench_list_strategies(stdout, ""); return EPB_OK; }
         if (o.mode == MODE_VERSION) { print_version(); return EPB_OK; }
         if ((rc = validate(&o, o.ranks, &err))) return fail(rc, &err);
-        if ((rc = bench_self_launch(&o, argc, argv, &err))) return fail(rc, &err);
+        int launched = 0;
+        rc = bench_self_launch(&o, argc, argv, &launched, &err);
+        if (launched) { /* the job's outcome, with bench's line last when it has one */
+            if (err.msg[0]) fail(rc, &err);
+            return rc;
+        }
+        if (rc) return fail(rc, &err);
     }
 
     if ((rc = epb_runtime_init(&argc, &argv, &err))) return fail(rc, &err);

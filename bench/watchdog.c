@@ -11,8 +11,9 @@
  * nothing the main thread holds: it formats into its own buffer and write()s it. mpirun, seeing a rank exit 3,
  * ends the others and itself exits 3.
  *
- * The node's last rank to end removes the table. Files of jobs whose processes are all gone (a job killed) are
- * removed when the next job starts on the node (bench_watchdog_start), so none accumulate. */
+ * The table also tells a self-launching bench (launch.c) which rank died and where: the launcher reads it after
+ * mpirun has returned, then removes it. Files of jobs whose processes are all gone are removed when the next job
+ * starts on the node (bench_watchdog_start), so none accumulate. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -43,7 +44,7 @@ enum { HB_FREE, HB_RUNNING, HB_DONE, HB_FAILED };
 enum { SEQ_SPLIT = BENCH_WD_NCHAN, NSEQ };
 
 /* One rank's slot, a cache line of its own: ranks write theirs at every call, and neighbours must not share a
- * line. Written by its rank's main thread only; read by its watchdog and the node's other ranks. */
+ * line. Written by its rank's main thread only; read by its watchdog, the node's other ranks and the launcher. */
 typedef struct {
     int32_t pid;    /* 0: free */
     int32_t rank;   /* in the job */
@@ -56,6 +57,7 @@ typedef struct {
     uint32_t magic, version;
     int32_t nslots;       /* the node's ranks */
     int32_t reporter;     /* 0, or 1 + the rank that reports a timeout (the first one; the others stay quiet) */
+    int32_t launcher_pid; /* the self-launching bench when it runs on this node (kept while it lives), else 0 */
     hb_slot_t slot[];
 } __attribute__((aligned(64))) hb_table_t;
 
@@ -82,6 +84,7 @@ struct bench_watchdog {
     hb_slot_t *me;
     char path[256];
     char why_none[512]; /* why there is no table */
+    int leave_for_launcher; /* a launcher on this node reads the table after the job */
     const volatile int *phase; /* the run's open phase (moe_meter_t.open), or &no_phase */
     int no_phase;
     char mode[160];     /* "--coll alltoall 1M", "--strategy tp2ep E=16 k=2 T=256" */
@@ -105,15 +108,14 @@ static void short_host(char *buf, size_t n)
     snprintf(buf, n, "%s", h);
 }
 
-/* "host-pid" of this process: the key of the job whose rank 0 it is */
-static void job_key(char *buf, size_t n)
+void bench_hb_launcher_key(char *buf, size_t n)
 {
     char h[64];
     short_host(h, sizeof h);
     snprintf(buf, n, "%s-%ld", h, (long)getpid());
 }
 
-/* /dev/shm/epb-hb.<this host>.<uid>.<job key>: the key is rank 0's "host-pid", so two jobs
+/* /dev/shm/epb-hb.<this host>.<uid>.<job key>: the key is the launcher's "host-pid" (or rank 0's), so two jobs
  * never share a name while their keys' processes live; the host and uid let the cleanup look at this node's and
  * this user's files only (a container sharing /dev/shm under another host name is left alone) */
 static void table_path(const char *key, char *buf, size_t n)
@@ -182,7 +184,7 @@ static int table_dead(const char *path)
         } else {
             hb_table_t *t = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
             if (t != MAP_FAILED) {
-                int registered = 0, living = 0;
+                int registered = 0, living = alive(t->launcher_pid);
                 int n = t->magic == HB_MAGIC ? t->nslots : 0;
                 if ((size_t)n > ((size_t)st.st_size - sizeof *t) / sizeof(hb_slot_t)) n = 0;
                 for (int i = 0; i < n; i++) {
@@ -359,7 +361,7 @@ static void fire(bench_watchdog_t *wd, int ch, double waited_s)
     ssize_t rc = write(2, buf, strlen(buf));
     (void)rc;
     __atomic_store_n(&wd->me->state, HB_FAILED, __ATOMIC_RELEASE);
-    if (wd->tab) unlink(wd->path); /* nobody reads it after the job */
+    if (wd->tab && !wd->leave_for_launcher) unlink(wd->path); /* nobody reads it after the job */
     _exit(EPB_ESYS);
 }
 
@@ -431,6 +433,7 @@ static int open_table(bench_watchdog_t *wd, epb_comm_t *ctl, const char *key, ep
         if (t != MAP_FAILED) {
             t->version = HB_VERSION;
             t->nslots = wd->local_size;
+            t->launcher_pid = wd->leave_for_launcher ? atoi(strrchr(key, '-') + 1) : 0;
             __atomic_store_n(&t->magic, HB_MAGIC, __ATOMIC_RELEASE);
             wd->tab = t;
         } else {
@@ -481,14 +484,24 @@ int bench_watchdog_start(bench_watchdog_t **out, double timeout_s, epb_comm_t *c
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&wd->cv, &ca);
     pthread_condattr_destroy(&ca);
-    /* the job's key, rank 0's */
+    /* the job's key, rank 0's: the launcher's when bench launched itself (it finds the table after the job) */
     char key[160] = "";
-    if (ctl->rank == 0) job_key(key, sizeof key);
+    if (ctl->rank == 0) {
+        const char *l = getenv(BENCH_LAUNCHER_ENV);
+        if (l && *l && strlen(l) < sizeof key && !strchr(l, '/') && strrchr(l, '-')) snprintf(key, sizeof key, "%s", l);
+        else bench_hb_launcher_key(key, sizeof key);
+    }
     int rc = epb_bcast(ctl, key, sizeof key, 0);
     if (rc) {
         free(wd);
         return epb_fail(err, rc, "%s", ctl->err.msg);
     }
+    /* a launcher on this node (its key names this host) reads the table after the job: it is left to it */
+    char h[128];
+    short_host(h, sizeof h);
+    size_t hl = strlen(h);
+    const char *l = getenv(BENCH_LAUNCHER_ENV);
+    wd->leave_for_launcher = l && !strcmp(l, key) && !strncmp(key, h, hl) && key[hl] == '-';
     if ((rc = open_table(wd, ctl, key, err))) {
         free(wd);
         return rc;
@@ -564,9 +577,9 @@ void bench_watchdog_stop(bench_watchdog_t *wd)
     }
     if (wd->me->state == HB_RUNNING) __atomic_store_n(&wd->me->state, HB_DONE, __ATOMIC_RELEASE);
     if (wd->tab) {
-        /* the node's last rank to end removes the table (a rank still running or dead without a word keeps it
-         * for the next job's cleanup) */
-        int all_done = 1;
+        /* the launcher on this node reads the table and removes it; else the node's last rank to end does (a rank
+         * still running or dead without a word keeps it for the next job's cleanup) */
+        int all_done = !wd->leave_for_launcher;
         for (int i = 0; i < wd->tab->nslots; i++)
             all_done &= __atomic_load_n(&wd->tab->slot[i].state, __ATOMIC_ACQUIRE) == HB_DONE;
         munmap(wd->tab, wd->tab_bytes);
@@ -575,4 +588,43 @@ void bench_watchdog_stop(bench_watchdog_t *wd)
     pthread_cond_destroy(&wd->cv);
     pthread_mutex_destroy(&wd->mu);
     free(wd);
+}
+
+/* ---- the launcher's side ---- */
+
+int bench_hb_possible(void) { return access(HB_DIR, W_OK | X_OK) == 0; }
+
+int bench_hb_take(const char *key, bench_hb_rank_t *out, int max)
+{
+    char path[256];
+    table_path(key, path, sizeof path);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW), n = 0;
+    if (fd < 0) return 0;
+    struct stat st;
+    if (fstat(fd, &st) == 0 && (size_t)st.st_size >= sizeof(hb_table_t)) {
+        hb_table_t *t = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+        if (t != MAP_FAILED) {
+            int slots = t->magic == HB_MAGIC ? t->nslots : 0;
+            if ((size_t)slots > ((size_t)st.st_size - sizeof *t) / sizeof(hb_slot_t)) slots = 0;
+            for (int i = 0; i < slots && n < max; i++) {
+                const hb_slot_t *s = &t->slot[i];
+                if (!s->pid) continue;
+                bench_hb_rank_t *r = &out[n++];
+                r->rank = s->rank;
+                r->pid = s->pid;
+                r->ended = s->state == HB_DONE || s->state == HB_FAILED;
+                r->alive = alive(s->pid);
+                uint32_t w = s->where;
+                int phase = (int)(w & 0xffffu) - 1, coll = (int)(w >> 16 & 0xffu);
+                snprintf(r->phase, sizeof r->phase, "%s", phase_name(phase) ? phase_name(phase) : "");
+                snprintf(r->coll, sizeof r->coll, "%s", coll > 0 && coll < NCOLL ? coll_names[coll] : "");
+                snprintf(r->comm, sizeof r->comm, "%s", seq_names[seq_in(w)]);
+                r->inside = (int)(s->seq[seq_in(w)] & 1);
+            }
+            munmap(t, (size_t)st.st_size);
+        }
+    }
+    close(fd);
+    unlink(path);
+    return n;
 }

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# --timeout (DESIGN.md "Contracts": a job whose collective runs past --timeout ends with 3 and one line naming the
-# rank and the phase), on real 2-rank jobs:
+# A lost rank and --timeout (DESIGN.md "Contracts": a job whose rank dies, or whose collective runs past --timeout,
+# ends with 3 and one line naming the rank and the phase), on real 2-rank jobs:
 #   - a rank stopped with SIGSTOP: the watchdog of the rank left waiting ends the job within --timeout 5 (plus
 #     the teardown), naming the stopped rank, the collective and the mode (--coll) or the MoE phase (--strategy);
-#   - --timeout 0: no watchdog thread, a 3 s stop is survived; bad --timeout values exit 2;
+#   - a rank killed with SIGKILL: bench, which launched mpirun, exits 3 with one line naming it (no mpirun banner);
+#   - --timeout 0: no watchdog thread, a 3 s stop is survived; SIGTERM to bench is passed on to mpirun (exit 3);
+#   - bad --timeout values exit 2;
+#   - mpirun's outcomes mapped (a fake mpirun around the real one): a rank's 1 and 2 stay, mpirun's banner is
+#     hidden; a rank ended without a word, mpirun killed or failing, a job that never started: 3;
 #   - the heartbeat table of a job killed under a plain mpirun stays, and the next job removes it, never a live
 #     job's.
 # Only processes this script started are stopped, continued or killed. TAP output; skipped without MPI.
@@ -80,8 +84,8 @@ kill -STOP "$r1" && stopped+=("$r1")
 if ends_within "$job" 15; then
     [ $rc = 3 ] && (($(echo "$secs >= 4.5" | bc))); tap_ok $? "rank 1 stopped: the job ends with 3 after the timeout, within 15 s (exit $rc after $secs s)" "$work/stopc.err"
     [ "$(grep -c "has not completed" "$work/stopc.err")" = 1 ] &&
-        grep -qE "^bench: rank 0 \(pid [0-9]+\): [a-z_]+ on the (data|control) communicator has not completed after [0-9.]+ s \(--timeout 5\) in --coll alltoall 1M; waiting for rank 1 \(pid $r1, stopped\) .*ending the job \(exit 3\)$" "$work/stopc.err"
-    tap_ok $? "one line names rank 0 waiting, the collective, the mode and rank 1 stopped" "$work/stopc.err"
+        tail -1 "$work/stopc.err" | grep -qE "^bench: rank 0 \(pid [0-9]+\): [a-z_]+ on the (data|control) communicator has not completed after [0-9.]+ s \(--timeout 5\) in --coll alltoall 1M; waiting for rank 1 \(pid $r1, stopped\) .*ending the job \(exit 3\)$"
+    tap_ok $? "one line, the last, names rank 0 waiting, the collective, the mode and rank 1 stopped" "$work/stopc.err"
 else
     tap_ok 1 "rank 1 stopped: the job ends with 3 within 15 s (still running)" "$work/stopc.err"
     tap_ok 1 "one line names rank 1" "$work/stopc.err"
@@ -98,13 +102,29 @@ if ends_within "$job" 15; then
     # rank 0 may have waited up to a step's 1 s delay already when rank 1 stops
     [ $rc = 3 ] && (($(echo "$secs >= 3.5" | bc))); tap_ok $? "rank 1 stopped in a MoE step: exit 3 within 15 s (exit $rc after $secs s)" "$work/stopm.err"
     phases="route|layout|permute|dispatch|experts_fwd|unpermute|combine|gate|shared_fwd|gate_bwd|combine_bwd|unpermute_bwd|experts_bwd|permute_bwd|dispatch_bwd|shared_bwd|route_bwd|grad_sync"
-    grep -qE "^bench: rank 0 \(pid [0-9]+\): [a-z_]+ on the (data|control) communicator has not completed after [0-9.]+ s \(--timeout 5\) in phase ($phases) of --strategy tp2ep[: ].*; waiting for rank 1 \(pid $r1, stopped\) .*\(exit 3\)$" "$work/stopm.err"
+    tail -1 "$work/stopm.err" | grep -qE "^bench: rank 0 \(pid [0-9]+\): [a-z_]+ on the (data|control) communicator has not completed after [0-9.]+ s \(--timeout 5\) in phase ($phases) of --strategy tp2ep[: ].*; waiting for rank 1 \(pid $r1, stopped\) .*\(exit 3\)$"
     tap_ok $? "the line names the MoE phase rank 0 waits in and rank 1 stopped" "$work/stopm.err"
 else
     tap_ok 1 "rank 1 stopped in a MoE step: exit 3 within 15 s (still running)" "$work/stopm.err"
     tap_ok 1 "the line names the MoE phase" "$work/stopm.err"
 fi
 kill -CONT "$r1" 2>/dev/null
+
+# ---- a rank killed (self-launched) ----
+launch kill --coll alltoall -b 1M -e 1M -n 1000000 -w 1 --ranks 2
+launcher=$job
+r1=$(rank_pid "$job" 1) && started_run "$work/kill.out" "# collective"
+tap_ok $? "job started (rank 1: pid ${r1:-?})" "$work/kill.err"
+[ -n "$(tables | grep -- "-$launcher\$")" ]; tap_ok $? "the job has its heartbeat table, named after the launcher"
+kill -KILL "$r1"
+if ends_within "$job" 15; then
+    [ $rc = 3 ] && tail -1 "$work/kill.err" | grep -qE "^bench: rank 1 \(pid $r1\) died \(killed by signal 9.*\); its last collective: [a-z_]+ on the (data|control) communicator.*; the job was ended \(exit 3\)$"
+    tap_ok $? "rank 1 killed with SIGKILL: exit 3 (got $rc), the last line names rank 1, its pid and last collective" "$work/kill.err"
+    ! grep -qE "Primary job|mpirun noticed|^-----" "$work/kill.err"; tap_ok $? "mpirun's banner is not shown" "$work/kill.err"
+    [ -z "$(tables | grep -- "-$launcher\$")" ]; tap_ok $? "the launcher removed the job's heartbeat table"
+else
+    tap_ok 1 "rank 1 killed: the job ends within 15 s" "$work/kill.err"
+fi
 
 # ---- a rank killed under a plain mpirun: its table stays, the next job removes it ----
 before=$(tables)
@@ -136,10 +156,47 @@ sleep 1
 rc=$?; [ $rc = 0 ] && [ ! -e "$stale" ]; tap_ok $? "the next job (exit $rc) removed the dead job's table" "$work/q.err"
 [ "$(echo "$live" | grep -c .)" = 1 ] && [ -e "/dev/shm/$live" ]; tap_ok $? "and kept the live job's (${live:-none})"
 kill -TERM "$off"
-ends_within "$off" 15
-# mpirun ended its ranks with SIGTERM: once they are gone, its table is a dead job's, which the next job removes
-for _ in $(seq 100); do gone "$r0" && gone "$r1" && break; sleep 0.1; done
-"$BENCH" --coll alltoall -b 8K -e 8K -n 2 -w 0 --ranks 2 --csv "$work/q.csv" >"$work/q.out" 2>"$work/q.err"
+if ends_within "$off" 15; then
+    [ $rc = 3 ] && tail -1 "$work/off.err" | grep -q "^bench: interrupted (Terminated): mpirun ended the job (exit 3)$" &&
+        gone "$r1" && [ ! -e "/dev/shm/$live" ]
+    tap_ok $? "SIGTERM to bench reaches mpirun: ranks ended, exit 3 (got $rc), one line, table removed" "$work/off.err"
+else
+    tap_ok 1 "SIGTERM to bench ends the job within 15 s" "$work/off.err"
+fi
 [ "$(comm -13 <(echo "$before") <(tables) | grep -c .)" = 0 ]; tap_ok $? "no heartbeat table left by these jobs" 
 
+# ---- mpirun's outcomes, through a fake mpirun around the real one ----
+cat >"$work/mpirun" <<EOF
+#!/usr/bin/env bash
+# the real mpirun (unless the job never starts), then what FAKE says it ended with
+dash() { echo "--------------------------------------------------------------------------"; }
+[ "\$FAKE" = nostart ] || "$MPIRUN" "\$@" || exit
+case "\$FAKE" in
+rank1|rank2) dash >&2; printf 'Primary job  terminated normally, but 1 process returned\na non-zero exit code. Per user-direction, the job has been aborted.\n' >&2; dash >&2
+    dash >&2; printf 'mpirun detected that one or more processes exited with non-zero status, thus causing\nthe job to be terminated. The first process to do so was:\n\n  Process name: [[1234,1],1]\n  Exit code:    %s\n' "\${FAKE#rank}" >&2; dash >&2
+    exit "\${FAKE#rank}" ;;
+improper) dash >&2; printf 'mpirun has exited due to process rank 1 with PID 0 on\nnode x exiting improperly. There are three reasons this could occur:\n' >&2; dash >&2; exit 1 ;;
+killed) kill -KILL \$\$ ;;
+odd) exit 213 ;;
+nostart) dash >&2; echo "There are not enough slots available in the system to satisfy the 2" >&2; dash >&2; exit 1 ;;
+esac
+EOF
+chmod +x "$work/mpirun"
+fake() { # fake OUTCOME: a quick 2-rank job under the fake mpirun; its exit status in rc
+    FAKE=$1 EPB_MPIRUN=$work/mpirun "$BENCH" --coll alltoall -b 8K -e 8K -n 2 -w 0 --ranks 2 --csv "$work/f.csv" \
+        >"$work/f.out" 2>"$work/f.err"
+    rc=$?
+}
+fake rank1; [ $rc = 1 ] && ! grep -qE "Primary job|exited with non-zero|^-----" "$work/f.err"
+tap_ok $? "a rank's exit 1 (a failed check) stays 1 (got $rc), mpirun's banner hidden" "$work/f.err"
+fake rank2; [ $rc = 2 ]; tap_ok $? "a rank's exit 2 stays 2 (got $rc)" "$work/f.err"
+fake improper; [ $rc = 3 ] && tail -1 "$work/f.err" | grep -q "^bench: rank 1 (pid [0-9]*) died (ended without a word.*(exit 3)$" &&
+    ! grep -q "exiting improperly" "$work/f.err"
+tap_ok $? "a rank ended without a word: exit 3 (got $rc), one line naming rank 1" "$work/f.err"
+fake killed; [ $rc = 3 ] && tail -1 "$work/f.err" | grep -q "^bench: mpirun was killed by signal 9"
+tap_ok $? "mpirun killed: exit 3 (got $rc), said" "$work/f.err"
+fake odd; [ $rc = 3 ] && tail -1 "$work/f.err" | grep -q "^bench: mpirun failed (exit 213)"
+tap_ok $? "mpirun's own exit 213: exit 3 (got $rc)" "$work/f.err"
+fake nostart; [ $rc = 3 ] && grep -q "not enough slots" "$work/f.err" && tail -1 "$work/f.err" | grep -q "before any rank started"
+tap_ok $? "mpirun failing to start the ranks (exit 1): exit 3 (got $rc), its own message kept" "$work/f.err"
 tap_done

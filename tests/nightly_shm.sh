@@ -16,13 +16,16 @@ session=$work/tmp/ompi.$host.$uid
 jobs=()
 trap 'for p in "${jobs[@]}"; do kill -9 "$p" 2>/dev/null; done; rm -rf "$work"' EXIT
 
-# start_job NAME: a 2-rank alltoall that runs until killed; sets job (mpirun's pid: bench execs it) and segs
-# (its 2 segment files) once both ranks have mapped theirs
+# start_job NAME: a 2-rank alltoall that runs until killed; sets job (mpirun's pid: the child of bench, which
+# launched it and waits) and segs (its 2 segment files) once both ranks have mapped theirs
 start_job() {
-    local before
+    local before launcher
     before=$(ls "$work/shm")
     "$BENCH" --coll alltoall -b 1K -e 1K -n 100000000 -w 1 -c 0 --ranks 2 --csv "$work/$1.csv" >"$work/$1.log" 2>&1 &
-    job=$!
+    launcher=$!
+    jobs+=("$launcher")
+    for _ in $(seq 300); do job=$(pgrep -P "$launcher" | head -1); [ -n "$job" ] && break; sleep 0.1; done
+    [ -n "$job" ] || return 1
     jobs+=("$job")
     for _ in $(seq 300); do
         segs=$(ls "$work/shm" | grep -vxF -f <(echo "${before:-none}") | grep '^vader_segment\.')
