@@ -82,6 +82,11 @@ void bench_usage(FILE *f);
  * job's exit code with *launched set (err then holds bench's line when it has one to add: a rank lost, mpirun
  * failing, an interruption). Otherwise returns EPB_OK, or the reason it cannot launch (EPB_EUSAGE...), *launched 0. */
 int bench_self_launch(const bench_opts_t *o, int argc, char **argv, int *launched, epb_err_t *err);
+/* Under a launcher, before MPI_Init: EPB_ESYS with the reason and the hint when MPI cannot start here (Open MPI
+ * under srun without PMIx). */
+int bench_mpi_startable(epb_err_t *err);
+/* "; under Slurm use srun --mpi=pmix" when SLURM_* variables are set and no PMIX_* one, else "" */
+const char *bench_mpi_hint(void);
 
 /* watchdog.c: --timeout, and the per-node heartbeat table (a file in /dev/shm) in which every rank's counting
  * wrappers record each call's entry and exit, its collective and the MoE phase open */

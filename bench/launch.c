@@ -382,3 +382,28 @@ int bench_self_launch(const bench_opts_t *o, int argc, char **argv, int *launche
     int table_expected = !o->hostfile[0] && bench_hb_possible();
     return outcome(status, &b, interrupted, hb, nhb, table_expected, err);
 }
+
+int bench_mpi_startable(epb_err_t *err)
+{
+    /* Open MPI started without a launcher it knows becomes a singleton, and a singleton inside a Slurm allocation
+     * (SLURM_NODELIST) dies in MPI_Init with exit 1 and a page of text: plain srun, without --mpi=pmix, gives it
+     * no PMIx. Said here, in one line, before MPI_Init. */
+    if (!epb_mpi_is_openmpi() || !getenv("SLURM_NODELIST")) return EPB_OK;
+    static const char *pmi[] = { "PMIX_RANK", "PMIX_NAMESPACE", "PMI_RANK", "PMI_FD", "OMPI_COMM_WORLD_SIZE" };
+    for (size_t i = 0; i < sizeof pmi / sizeof *pmi; i++)
+        if (getenv(pmi[i])) return EPB_OK;
+    return epb_fail(err, EPB_ESYS, "MPI cannot start: srun started this process without PMIx (SLURM_NODELIST is set, "
+                    "no PMIX_* variable), and Open MPI's MPI_Init fails then; under Slurm use srun --mpi=pmix");
+}
+
+/* the hint for an MPI_Init that failed: under Slurm without PMIx */
+const char *bench_mpi_hint(void)
+{
+    extern char **environ;
+    int slurm = 0, pmix = 0;
+    for (char **e = environ; *e; e++) {
+        slurm |= !strncmp(*e, "SLURM_", 6);
+        pmix |= !strncmp(*e, "PMIX_", 5);
+    }
+    return slurm && !pmix ? "; under Slurm use srun --mpi=pmix" : "";
+}

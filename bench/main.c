@@ -111,9 +111,13 @@ int main(int argc, char **argv)
             return rc;
         }
         if (rc) return fail(rc, &err);
-    }
+    } else if ((rc = bench_mpi_startable(&err)))
+        return fail(rc, &err);
 
-    if ((rc = epb_runtime_init(&argc, &argv, &err))) return fail(rc, &err);
+    if ((rc = epb_runtime_init(&argc, &argv, &err))) {
+        fprintf(stderr, "bench: %s%s\n", err.msg, bench_mpi_hint());
+        return EPB_ESYS; /* MPI cannot start: a runtime failure, whatever the code */
+    }
     epb_comm_t *ctl = NULL, *data = NULL;
     bench_watchdog_t *wd = NULL;
     if ((rc = epb_comm_create("auto", &ctl, &err))) {

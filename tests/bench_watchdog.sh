@@ -5,7 +5,7 @@
 #     the teardown), naming the stopped rank, the collective and the mode (--coll) or the MoE phase (--strategy);
 #   - a rank killed with SIGKILL: bench, which launched mpirun, exits 3 with one line naming it (no mpirun banner);
 #   - --timeout 0: no watchdog thread, a 3 s stop is survived; SIGTERM to bench is passed on to mpirun (exit 3);
-#   - bad --timeout values exit 2;
+#   - bad --timeout values exit 2; MPI that cannot start under Slurm without PMIx exits 3 with the hint;
 #   - mpirun's outcomes mapped (a fake mpirun around the real one): a rank's 1 and 2 stay, mpirun's banner is
 #     hidden; a rank ended without a word, mpirun killed or failing, a job that never started: 3;
 #   - the heartbeat table of a job killed under a plain mpirun stays, and the next job removes it, never a live
@@ -74,6 +74,14 @@ for v in -1 abc 0.01 1e9 ""; do
     tap_ok $? "--timeout '$v': exit 2, one line naming the option (got $rc)" "$work/e"
 done
 "$BENCH" --help | grep -q -- "--timeout S .*exit 3"; tap_ok $? "--help describes --timeout"
+
+# ---- MPI that cannot start: srun without PMIx (faked: SLURM_* set, no PMIX_*, PMI_* or OMPI_* variable) ----
+unset_pmi=()
+for v in $(env | sed -n 's/^\(\(PMIX\|PMI\|OMPI\)_[A-Za-z0-9_]*\)=.*/\1/p'); do unset_pmi+=(-u "$v"); done
+env "${unset_pmi[@]}" SLURM_NODELIST="$host" SLURM_STEP_ID=0 SLURM_JOB_ID=1 SLURM_PROCID=0 SLURM_NTASKS=1 \
+    "$BENCH" --coll alltoall -b 8K -e 8K -n 1 -w 0 --ranks 1 --csv "$work/s.csv" >"$work/o" 2>"$work/e"
+rc=$?; [ $rc = 3 ] && [ "$(wc -l <"$work/e")" = 1 ] && grep -q "^bench: MPI cannot start: .*under Slurm use srun --mpi=pmix" "$work/e"
+tap_ok $? "under srun without PMIx: exit 3 (got $rc), one line with the hint, not Open MPI's page" "$work/e"
 
 # ---- a rank stopped: --coll ----
 launch stopc --coll alltoall -b 1M -e 1M -n 1000000 -w 1 --ranks 2 --timeout 5
