@@ -119,7 +119,8 @@ typedef struct {
     int ended;  /* it said it ended (normally, or with its own message) */
     int alive;  /* its process still exists */
     int inside; /* in its last call when last seen */
-    char phase[32], coll[32], comm[32]; /* its last call: "dispatch", "alltoallv", "the data communicator" */
+    char phase[32], coll[48], comm[32]; /* its last call: "dispatch", "alltoallv" or "wait (after alltoallv)", "the
+                                         * data communicator" */
 } bench_hb_rank_t;
 void bench_hb_launcher_key(char *buf, size_t n);
 int bench_hb_take(const char *key, bench_hb_rank_t *out, int max);

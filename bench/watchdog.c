@@ -49,7 +49,8 @@ typedef struct {
     int32_t pid;    /* 0: free */
     int32_t rank;   /* in the job */
     int32_t state;  /* HB_* */
-    uint32_t where; /* the last call entered: phase + 1 (bits 0-15), collective (16-23), counter (24-31) */
+    uint32_t where; /* the last call entered: phase + 1 (bits 0-11), collective (12-17), the collective entered
+                     * before a wait (18-23), counter (24-31) */
     uint64_t seq[NSEQ]; /* 2 x the calls entered, + 1 while inside one (odd: in a call) */
 } __attribute__((aligned(64))) hb_slot_t;
 
@@ -65,6 +66,7 @@ typedef struct {
 static const char *const coll_names[] = { "a call", "allgather", "reduce_scatter", "alltoall", "alltoallv",
                                           "allreduce", "bcast", "barrier", "wait", "sync", "set-up", "finalize" };
 #define NCOLL ((int)(sizeof coll_names / sizeof *coll_names))
+enum { COLL_WAIT = 8 }; /* coll_names[COLL_WAIT]: the wait of a started collective */
 static const char *const seq_names[NSEQ] = { "the data communicator", "the control communicator",
                                              "a split communicator" };
 
@@ -73,6 +75,7 @@ typedef struct {
     int idx;          /* BENCH_WD_DATA or BENCH_WD_CTL (SEQ_SPLIT for calls on its splits) */
     const char *name; /* the last collective entered, and its index: the wrapper passes string literals, so a */
     uint32_t id;      /* pointer compare finds a repeated one */
+    uint32_t before;  /* the last one entered that is not a wait: what a wait most likely completes */
 } wd_chan_t;
 
 struct bench_watchdog {
@@ -237,9 +240,10 @@ static int wd_enter(void *ctx, epb_comm_t *c, const char *coll, double bytes)
         ch->name = coll;
         ch->id = (uint32_t)coll_id(coll);
     }
+    if (ch->id != COLL_WAIT) ch->before = ch->id;
     hb_slot_t *s = ch->wd->me;
     int q = seq_of(ch, c);
-    uint32_t where = ((uint32_t)(*ch->wd->phase + 1) & 0xffffu) | ch->id << 16 | (uint32_t)q << 24;
+    uint32_t where = ((uint32_t)(*ch->wd->phase + 1) & 0xfffu) | ch->id << 12 | ch->before << 18 | (uint32_t)q << 24;
     __atomic_store_n(&s->where, where, __ATOMIC_RELAXED);
     __atomic_store_n(&s->seq[q], s->seq[q] + 1, __ATOMIC_RELEASE);
     return EPB_OK;
@@ -263,22 +267,38 @@ void bench_watchdog_call(bench_watchdog_t *wd, int chan, const char *what, int e
 
 /* ---- the report ---- */
 
-/* the counter of a where word (0 for a damaged one) */
+/* a where word's counter (0 for a damaged one), phase (-1: none) and collective (0: none) */
 static int seq_in(uint32_t where)
 {
     int q = (int)(where >> 24 & 0xffu);
     return q < NSEQ ? q : 0;
 }
 
+static int phase_in(uint32_t where) { return (int)(where & 0xfffu) - 1; }
+
+static int coll_in(uint32_t where)
+{
+    int c = (int)(where >> 12 & 0x3fu);
+    return c < NCOLL ? c : 0;
+}
+
+/* "alltoallv", or "wait (after alltoallv)" for the wait of a started call ("" for none) */
+static void coll_text(uint32_t where, char *buf, size_t n)
+{
+    int c = coll_in(where), before = (int)(where >> 18 & 0x3fu);
+    if (c == COLL_WAIT && before > 0 && before < NCOLL) snprintf(buf, n, "wait (after %s)", coll_names[before]);
+    else snprintf(buf, n, "%s", c > 0 ? coll_names[c] : "");
+}
+
 /* "alltoallv on the data communicator in phase dispatch" from a slot's where word (the phase open when the call
  * was entered) */
 static void describe_where(uint32_t where, char *buf, size_t n)
 {
-    int phase = (int)(where & 0xffffu) - 1, coll = (int)(where >> 16 & 0xffu);
-    const char *ph = phase_name(phase);
-    if (coll <= 0 || coll >= NCOLL) snprintf(buf, n, "no call yet");
-    else snprintf(buf, n, "%s on %s%s%s", coll_names[coll], seq_names[seq_in(where)], ph ? " in phase " : "",
-                  ph ? ph : "");
+    const char *ph = phase_name(phase_in(where));
+    char coll[48];
+    coll_text(where, coll, sizeof coll);
+    if (!coll[0]) snprintf(buf, n, "no call yet");
+    else snprintf(buf, n, "%s on %s%s%s", coll, seq_names[seq_in(where)], ph ? " in phase " : "", ph ? ph : "");
 }
 
 typedef struct {
@@ -321,7 +341,9 @@ static void waiting_for(const bench_watchdog_t *wd, int ch, line_t *l)
         int inside = (int)(__atomic_load_n(&s->seq[seq_in(w)], __ATOMIC_ACQUIRE) & 1);
         add(l, "%srank %d (pid %d, %s) ", named > 1 ? ", " : "waiting for ",
             __atomic_load_n(&s->rank, __ATOMIC_RELAXED), pid, st);
-        if (theirs < mine && ch != SEQ_SPLIT)
+        if (ch == SEQ_SPLIT) /* whether it has arrived is not told */
+            add(l, "which is %s (%s %s)", st, inside ? "waiting in" : "last left", where);
+        else if (theirs < mine)
             add(l, "which has not arrived (%s %s; %llu call%s behind)", inside ? "waiting in" : "last left", where,
                 (unsigned long long)(mine - theirs), mine - theirs > 1 ? "s" : "");
         else
@@ -349,10 +371,12 @@ static void fire(bench_watchdog_t *wd, int ch, double waited_s)
     char buf[2048];
     line_t l = { buf, sizeof buf, 0 };
     uint32_t w = __atomic_load_n(&wd->me->where, __ATOMIC_RELAXED);
-    int phase = (int)(w & 0xffffu) - 1, coll = (int)(w >> 16 & 0xffu);
+    const char *phase = phase_name(phase_in(w));
+    char coll[48];
+    coll_text(w, coll, sizeof coll);
     add(&l, "bench: rank %d (pid %ld): %s on %s has not completed after %.1f s (--timeout %g) in ", wd->rank,
-        (long)getpid(), coll > 0 && coll < NCOLL ? coll_names[coll] : "a call", seq_names[ch], waited_s, wd->timeout_s);
-    if (phase_name(phase)) add(&l, "phase %s of %s", phase_name(phase), wd->mode);
+        (long)getpid(), coll[0] ? coll : "a call", seq_names[ch], waited_s, wd->timeout_s);
+    if (phase) add(&l, "phase %s of %s", phase, wd->mode);
     else add(&l, "%s", wd->mode);
     add(&l, "; ");
     waiting_for(wd, ch, &l);
@@ -477,7 +501,7 @@ int bench_watchdog_start(bench_watchdog_t **out, double timeout_s, epb_comm_t *c
     wd->phase = &wd->no_phase;
     wd->me = &wd->own;
     snprintf(wd->mode, sizeof wd->mode, "the set-up");
-    for (int c = 0; c < BENCH_WD_NCHAN; c++) wd->chan[c] = (wd_chan_t){ wd, c, NULL, 0 };
+    for (int c = 0; c < BENCH_WD_NCHAN; c++) wd->chan[c] = (wd_chan_t){ .wd = wd, .idx = c };
     pthread_mutex_init(&wd->mu, NULL);
     pthread_condattr_t ca; /* its waits end at times of CLOCK_MONOTONIC, as wd_main computes them */
     pthread_condattr_init(&ca);
@@ -615,9 +639,9 @@ int bench_hb_take(const char *key, bench_hb_rank_t *out, int max)
                 r->ended = s->state == HB_DONE || s->state == HB_FAILED;
                 r->alive = alive(s->pid);
                 uint32_t w = s->where;
-                int phase = (int)(w & 0xffffu) - 1, coll = (int)(w >> 16 & 0xffu);
-                snprintf(r->phase, sizeof r->phase, "%s", phase_name(phase) ? phase_name(phase) : "");
-                snprintf(r->coll, sizeof r->coll, "%s", coll > 0 && coll < NCOLL ? coll_names[coll] : "");
+                const char *phase = phase_name(phase_in(w));
+                snprintf(r->phase, sizeof r->phase, "%s", phase ? phase : "");
+                coll_text(w, r->coll, sizeof r->coll);
                 snprintf(r->comm, sizeof r->comm, "%s", seq_names[seq_in(w)]);
                 r->inside = (int)(s->seq[seq_in(w)] & 1);
             }

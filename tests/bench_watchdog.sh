@@ -2,7 +2,8 @@
 # A lost rank and --timeout (DESIGN.md "Contracts": a job whose rank dies, or whose collective runs past --timeout,
 # ends with 3 and one line naming the rank and the phase), on real 2-rank jobs:
 #   - a rank stopped with SIGSTOP: the watchdog of the rank left waiting ends the job within --timeout 5 (plus
-#     the teardown), naming the stopped rank, the collective and the mode (--coll) or the MoE phase (--strategy);
+#     the teardown), naming the stopped rank, the collective and the mode (--coll) or the MoE phase (--strategy),
+#     also when the call waited in is on a split (hier, 2 nodes of 2 ranks);
 #   - a rank killed with SIGKILL: bench, which launched mpirun, exits 3 with one line naming it (no mpirun banner);
 #   - --timeout 0: no watchdog thread, a 3 s stop is survived; SIGTERM to bench is passed on to mpirun (exit 3);
 #   - bad --timeout values exit 2; MPI that cannot start under Slurm without PMIx exits 3 with the hint;
@@ -110,13 +111,27 @@ if ends_within "$job" 15; then
     # rank 0 may have waited up to a step's 1 s delay already when rank 1 stops
     [ $rc = 3 ] && (($(echo "$secs >= 3.5" | bc))); tap_ok $? "rank 1 stopped in a MoE step: exit 3 within 15 s (exit $rc after $secs s)" "$work/stopm.err"
     phases="route|layout|permute|dispatch|experts_fwd|unpermute|combine|gate|shared_fwd|gate_bwd|combine_bwd|unpermute_bwd|experts_bwd|permute_bwd|dispatch_bwd|shared_bwd|route_bwd|grad_sync"
-    tail -1 "$work/stopm.err" | grep -qE "^bench: rank 0 \(pid [0-9]+\): [a-z_]+ on the (data|control) communicator has not completed after [0-9.]+ s \(--timeout 5\) in phase ($phases) of --strategy tp2ep[: ].*; waiting for rank 1 \(pid $r1, stopped\) .*\(exit 3\)$"
+    tail -1 "$work/stopm.err" | grep -qE "^bench: rank 0 \(pid [0-9]+\): [a-z_ ()]+ on the (data|control) communicator has not completed after [0-9.]+ s \(--timeout 5\) in phase ($phases) of --strategy tp2ep[: ].*; waiting for rank 1 \(pid $r1, stopped\) .*\(exit 3\)$"
     tap_ok $? "the line names the MoE phase rank 0 waits in and rank 1 stopped" "$work/stopm.err"
 else
     tap_ok 1 "rank 1 stopped in a MoE step: exit 3 within 15 s (still running)" "$work/stopm.err"
     tap_ok 1 "the line names the MoE phase" "$work/stopm.err"
 fi
 kill -CONT "$r1" 2>/dev/null
+
+# ---- a rank stopped while the others wait on a split: hier, 2 nodes of 2 ranks (rank 3 slow in experts_fwd) ----
+EPB_TEST_DELAY=experts_fwd:1000:3 launch stoph --strategy hier:node_size=2 -n 100000 -w 1 --ranks 4 --timeout 3
+r3=$(rank_pid "$job" 3) && started_run "$work/stoph.out" "# epbench moe"
+tap_ok $? "--strategy hier at 4 ranks started (rank 3: pid ${r3:-?})" "$work/stoph.err"
+sleep 1.5
+kill -STOP "$r3" && stopped+=("$r3")
+if ends_within "$job" 15; then
+    [ $rc = 3 ] && tail -1 "$work/stoph.err" | grep -qE "^bench: rank [0-2] \(pid [0-9]+\): [a-z_ ()]+ on (a split|the data) communicator has not completed .* in phase [a-z_]+ of --strategy hier:.*; waiting for rank 3 \(pid $r3, stopped\) .*\(exit 3\)$"
+    tap_ok $? "a rank stopped under hier: exit 3 (got $rc), the line names rank 3 stopped" "$work/stoph.err"
+else
+    tap_ok 1 "a rank stopped under hier: the job ends within 15 s" "$work/stoph.err"
+fi
+kill -CONT "$r3" 2>/dev/null
 
 # ---- a rank killed (self-launched) ----
 launch kill --coll alltoall -b 1M -e 1M -n 1000000 -w 1 --ranks 2
