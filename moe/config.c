@@ -9,7 +9,27 @@
 moe_config_t moe_config_default(void)
 {
     return (moe_config_t){ .T = 2048, .D = 1024, .F = 2048, .E = 16, .k = 2, .router = MOE_SOFTMAX,
-                           .route_norm = false, .skew = 0, .bias_coeff = 1e-3, .seed = 1, .dtype = MOE_F32 };
+                           .route_norm = false, .skew = 0, .bias_coeff = 1e-3, .seed = 1, .dtype = MOE_F32,
+                           .route_scale = 1, .groups = 1, .topk_groups = 1, .gate_before = false, .shared = 0,
+                           .Fs = 0 };
+}
+
+moe_route_t moe_route_of(const moe_config_t *c)
+{
+    return (moe_route_t){ .router = c->router, .norm = c->route_norm, .skew = c->skew, .scale = c->route_scale,
+                          .groups = c->groups, .topk_groups = c->topk_groups };
+}
+
+void moe_config_params(const moe_config_t *c, char *buf, size_t n)
+{
+    size_t u = 0;
+    buf[0] = 0;
+#define ADD(...) do { if (u < n) u += (size_t)snprintf(buf + u, n - u, __VA_ARGS__); } while (0)
+    if (c->shared > 0) ADD("%sshared=%d;shared_ffn=%ld", u ? ";" : "", c->shared, c->Fs);
+    if (c->gate_before) ADD("%sgate_before=1", u ? ";" : "");
+    if (c->route_scale != 1) ADD("%sroute_scale=%g", u ? ";" : "", c->route_scale);
+    if (c->groups > 1) ADD("%sgroups=%d;topk_groups=%d", u ? ";" : "", c->groups, c->topk_groups);
+#undef ADD
 }
 
 int moe_router_parse(const char *s, moe_router_t *out)
@@ -69,21 +89,46 @@ int moe_config_validate(const moe_config_t *c, epb_err_t *err)
         return epb_fail(err, EPB_EUSAGE, "--bias-coeff %g must be finite and >= 0", c->bias_coeff);
     if (c->dtype != MOE_F32 && c->dtype != MOE_BF16)
         return epb_fail(err, EPB_EUSAGE, "--dtype: unknown dtype (%d)", (int)c->dtype);
+    if (!(c->route_scale > 0) || !isfinite(c->route_scale))
+        return epb_fail(err, EPB_EUSAGE, "--route-scale %g must be a positive finite number", c->route_scale);
+    if (c->groups < 1) return epb_fail(err, EPB_EUSAGE, "--groups %d must be at least 1", c->groups);
+    if (c->groups > MOE_MAX_GROUPS)
+        return epb_fail(err, EPB_EUSAGE, "--groups %d: at most %d groups", c->groups, MOE_MAX_GROUPS);
+    if (c->E % c->groups)
+        return epb_fail(err, EPB_EUSAGE, "--groups %d does not divide --experts %d", c->groups, c->E);
+    if (c->topk_groups < 1) return epb_fail(err, EPB_EUSAGE, "--topk-groups %d must be at least 1", c->topk_groups);
+    if (c->topk_groups > c->groups)
+        return epb_fail(err, EPB_EUSAGE, "--topk-groups %d exceeds --groups %d", c->topk_groups, c->groups);
+    if ((long)c->k > (long)c->topk_groups * (c->E / c->groups))
+        return epb_fail(err, EPB_EUSAGE, "--top-k %d exceeds the %d experts of the --topk-groups %d best groups "
+                        "(--groups %d of %d experts each)", c->k, c->topk_groups * (c->E / c->groups), c->topk_groups,
+                        c->groups, c->E / c->groups);
+    if (c->shared < 0) return epb_fail(err, EPB_EUSAGE, "--shared %d must be >= 0", c->shared);
+    if (c->shared == 0 && c->Fs != 0)
+        return epb_fail(err, EPB_EUSAGE, "--shared-ffn %ld needs shared experts (--shared S, S >= 1)", c->Fs);
+    if (c->shared > 0 && c->Fs < 1) return epb_fail(err, EPB_EUSAGE, "--shared-ffn %ld must be positive", c->Fs);
     /* row indices are int32 in the ops; GEMM sizes are int in cblas */
     if ((double)c->T * c->k > 2147483647.0 || (double)c->D * c->F > 2147483647.0)
         return epb_fail(err, EPB_EUSAGE, "--tokens %ld x --top-k %d or --hidden x --ffn exceed 2^31-1", c->T, c->k);
+    if ((double)c->D * c->shared * c->Fs > 2147483647.0)
+        return epb_fail(err, EPB_EUSAGE, "--hidden %ld x --shared %d x --shared-ffn %ld exceed 2^31-1", c->D, c->shared,
+                        c->Fs);
     return EPB_OK;
 }
 
-uint64_t moe_mem_estimate(const moe_config_t *c, int P)
+uint64_t moe_mem_estimate(const moe_config_t *c, int P) { return moe_mem_estimate_rank(c, P, c->E); }
+
+uint64_t moe_mem_estimate_rank(const moe_config_t *c, int P, int El)
 {
     double b = (double)moe_dtype_size(c->dtype), N = (double)P * c->T, R = N * c->k, D = c->D, F = c->F,
-           E = c->E;
+           E = El;
     double weights = 3 * E * D * F * b * 2;               /* w1 w3 w2 and their gradients */
-    double router = (D * E * 2 + 2 * E) * 4;              /* Wr, dWr, expert_bias, counts */
-    double tokens = 4 * N * D * b + N * E * 4 + 3 * N * c->k * 4; /* x y dy dx, scores, topk_idx/w, d_gate */
+    double router = (D * c->E * 2 + 2.0 * c->E) * 4;      /* Wr, dWr, expert_bias, counts */
+    double tokens = 4 * N * D * b + N * c->E * 4 + 3 * N * c->k * 4; /* x y dy dx, scores, topk_idx/w, d_gate */
     double rows = 4 * R * D * b + R * 4 + 5 * R * F * b;  /* xp ep_out d_ep_out d_xp, pos; a1 a3 s, work x2 */
-    return (uint64_t)(weights + router + tokens + rows);
+    double SF = (double)c->shared * (double)c->Fs;         /* the shared experts: one SwiGLU of FFN S*Fs */
+    double shared = 3 * D * SF * b * 2 + N * D * b + 5 * N * SF * b; /* weights, grads; output; a1 a3 s, work x2 */
+    return (uint64_t)(weights + router + tokens + rows + shared);
 }
 
 uint64_t moe_mem_available(void)
@@ -105,13 +150,21 @@ uint64_t moe_mem_available(void)
 
 int moe_mem_check(const moe_config_t *c, int P, uint64_t avail_bytes, epb_err_t *err)
 {
+    return moe_mem_check_job(c, P, 0, c->E, avail_bytes, err);
+}
+
+int moe_mem_check_job(const moe_config_t *c, int P, int local, int El, uint64_t avail_bytes, epb_err_t *err)
+{
     if (!avail_bytes) avail_bytes = moe_mem_available();
-    uint64_t need = moe_mem_estimate(c, P);
+    uint64_t need = moe_mem_estimate(c, P) + (uint64_t)local * moe_mem_estimate_rank(c, P, El);
+    char sh[64] = "", here[64] = "";
+    if (c->shared > 0) snprintf(sh, sizeof sh, " --shared %d --shared-ffn %ld", c->shared, c->Fs);
+    if (local > 0) snprintf(here, sizeof here, ", %d of them on this host with the reference check", local);
     if (avail_bytes && need > avail_bytes)
         return epb_fail(err, EPB_EUSAGE,
-                        "layer too large for memory: needs %.2f GiB (%llu bytes) for %d rank(s) (--tokens %ld "
-                        "--hidden %ld --ffn %ld --experts %d --top-k %d) but %.2f GiB (%llu bytes) are available",
-                        need / 1073741824.0, (unsigned long long)need, P, c->T, c->D, c->F, c->E, c->k,
+                        "layer too large for memory: needs %.2f GiB (%llu bytes) for %d rank(s)%s (--tokens %ld "
+                        "--hidden %ld --ffn %ld --experts %d --top-k %d%s) but %.2f GiB (%llu bytes) are available",
+                        need / 1073741824.0, (unsigned long long)need, P, here, c->T, c->D, c->F, c->E, c->k, sh,
                         avail_bytes / 1073741824.0, (unsigned long long)avail_bytes);
     return EPB_OK;
 }
@@ -134,6 +187,17 @@ void moe_init_weights(float *Wr, float *w1, float *w3, float *w2, const moe_conf
         if (w1) w1[i] = (float)(sD * epb_uniform(c->seed, MOE_STREAM_W1, base + i));
         if (w3) w3[i] = (float)(sD * epb_uniform(c->seed, MOE_STREAM_W3, base + i));
         if (w2) w2[i] = (float)(sF * epb_uniform(c->seed, MOE_STREAM_W2, base + i));
+    }
+}
+
+void moe_init_shared(float *sw1, float *sw3, float *sw2, const moe_config_t *c)
+{
+    double sD = 1.0 / sqrt((double)c->D), sF = c->Fs > 0 ? 1.0 / sqrt((double)c->Fs) : 0;
+    uint64_t n = (uint64_t)c->D * (uint64_t)c->shared * (uint64_t)(c->Fs > 0 ? c->Fs : 0);
+    for (uint64_t i = 0; i < n; i++) {
+        if (sw1) sw1[i] = (float)(sD * epb_uniform(c->seed, MOE_STREAM_SW1, i));
+        if (sw3) sw3[i] = (float)(sD * epb_uniform(c->seed, MOE_STREAM_SW3, i));
+        if (sw2) sw2[i] = (float)(sF * epb_uniform(c->seed, MOE_STREAM_SW2, i));
     }
 }
 

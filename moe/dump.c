@@ -85,7 +85,7 @@ int moe_dump_write(const char *dir, const moe_dump_t *d, epb_err_t *err)
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
         return epb_fail(err, EPB_EUSAGE, "--dump %s: not a directory", dir);
     const moe_config_t *c = d->cfg;
-    long N = (long)d->ranks * c->T, D = c->D, F = c->F, E = c->E, k = c->k;
+    long N = (long)d->ranks * c->T, D = c->D, F = c->F, E = c->E, k = c->k, SF = (long)c->shared * c->Fs;
     struct {
         const char *name, *descr;
         const void *data;
@@ -109,9 +109,17 @@ int moe_dump_write(const char *dir, const moe_dump_t *d, epb_err_t *err)
         { "dw2", "<f4", d->dw2, 3, { E, F, D } },
         { "tokens_per_expert", "<i8", d->tokens_per_expert, 1, { E } },
         { "expert_bias_after", "<f4", d->expert_bias_after, 1, { E } },
+        /* the shared experts side by side (moe_init_shared): expert s is columns (rows of w2) s*Fs..(s+1)*Fs-1 */
+        { "shared_w1", "<f4", d->shared_w1, 2, { D, SF } },
+        { "shared_w3", "<f4", d->shared_w3, 2, { D, SF } },
+        { "shared_w2", "<f4", d->shared_w2, 2, { SF, D } },
+        { "d_shared_w1", "<f4", d->d_shared_w1, 2, { D, SF } },
+        { "d_shared_w3", "<f4", d->d_shared_w3, 2, { D, SF } },
+        { "d_shared_w2", "<f4", d->d_shared_w2, 2, { SF, D } },
     };
     char path[4200];
-    for (size_t i = 0; i < sizeof t / sizeof *t; i++) {
+    size_t nt = sizeof t / sizeof *t - (c->shared > 0 ? 0 : 6); /* the shared experts' files only when there are some */
+    for (size_t i = 0; i < nt; i++) {
         if (!t[i].data) return epb_fail(err, EPB_EUSAGE, "--dump %s: tensor %s missing", dir, t[i].name);
         snprintf(path, sizeof path, "%s/%s.npy", dir, t[i].name);
         int rc = moe_npy_write(path, t[i].data, t[i].descr, t[i].ndim, t[i].shape, err);
@@ -122,10 +130,12 @@ int moe_dump_write(const char *dir, const moe_dump_t *d, epb_err_t *err)
                      "{\n  \"strategy\": \"%s\",\n  \"ranks\": %d,\n  \"tokens\": %ld,\n  \"hidden\": %ld,\n"
                      "  \"ffn\": %ld,\n  \"experts\": %d,\n  \"top_k\": %d,\n  \"router\": \"%s\",\n"
                      "  \"skew\": %.17g,\n  \"route_norm\": %s,\n  \"bias_coeff\": %.17g,\n  \"seed\": %llu,\n"
-                     "  \"dtype\": \"%s\"\n}\n",
+                     "  \"dtype\": \"%s\",\n  \"route_scale\": %.17g,\n  \"groups\": %d,\n  \"topk_groups\": %d,\n"
+                     "  \"gate_before\": %s,\n  \"shared\": %d,\n  \"shared_ffn\": %ld\n}\n",
                      d->strategy, d->ranks, c->T, c->D, c->F, c->E, c->k, moe_router_name(c->router), c->skew,
                      c->route_norm ? "true" : "false", c->bias_coeff, (unsigned long long)c->seed,
-                     moe_dtype_name(c->dtype));
+                     moe_dtype_name(c->dtype), c->route_scale, c->groups, c->topk_groups,
+                     c->gate_before ? "true" : "false", c->shared, c->Fs);
     snprintf(path, sizeof path, "%s/config.json", dir);
     return write_atomic(path, json, (size_t)n, NULL, 0, err);
 }

@@ -45,18 +45,17 @@ static int g_event_elapsed_us(moe_backend_t *be, const moe_event_t *a, const moe
 static void g_destroy(moe_backend_t *be) { be->real->destroy(be); }
 
 static int g_route_forward(moe_backend_t *be, float *scores, int32_t *idx, float *w, int64_t *counts, const void *x,
-                           const float *Wr, const float *bias, long N, long D, int E, int k, moe_router_t router,
-                           int norm, double skew)
+                           const float *Wr, const float *bias, long N, long D, int E, int k, moe_route_t rt)
 {
     GUARD(be, MOE_FORBID_COMPUTE, "route_forward");
-    return be->real->route_forward(be, scores, idx, w, counts, x, Wr, bias, N, D, E, k, router, norm, skew);
+    return be->real->route_forward(be, scores, idx, w, counts, x, Wr, bias, N, D, E, k, rt);
 }
 static int g_route_backward(moe_backend_t *be, void *dx, float *dWr, float *work, const float *d_gate,
                             const float *scores, const int32_t *idx, const float *w, const void *x, const float *Wr,
-                            long N, long D, int E, int k, moe_router_t router, int norm)
+                            long N, long D, int E, int k, moe_route_t rt)
 {
     GUARD(be, MOE_FORBID_COMPUTE, "route_backward");
-    return be->real->route_backward(be, dx, dWr, work, d_gate, scores, idx, w, x, Wr, N, D, E, k, router, norm);
+    return be->real->route_backward(be, dx, dWr, work, d_gate, scores, idx, w, x, Wr, N, D, E, k, rt);
 }
 static int g_permute_forward(moe_backend_t *be, void *xp, int32_t *pos, int64_t *offsets, const void *x,
                              const int32_t *assign, long N, int k, long D, int e0, int El)
@@ -95,6 +94,23 @@ static int g_experts_backward(moe_backend_t *be, void *d_xp, void *dw1, void *dw
     return be->real->experts_backward(be, d_xp, dw1, dw3, dw2, work, d_out, a1, a3, s, xp, w1, w3, w2, offsets, El, D,
                                       F);
 }
+static int g_scale_rows_forward(moe_backend_t *be, void *out, const void *in, const int32_t *pos, const float *w,
+                                long N, int k, long D)
+{
+    GUARD(be, MOE_FORBID_COMPUTE, "scale_rows_forward");
+    return be->real->scale_rows_forward(be, out, in, pos, w, N, k, D);
+}
+static int g_scale_rows_backward(moe_backend_t *be, void *d_in, float *d_w, const void *d_out, const void *in,
+                                 const int32_t *pos, const float *w, long N, int k, long D)
+{
+    GUARD(be, MOE_FORBID_COMPUTE, "scale_rows_backward");
+    return be->real->scale_rows_backward(be, d_in, d_w, d_out, in, pos, w, N, k, D);
+}
+static int g_add(moe_backend_t *be, void *y, const void *a, size_t n)
+{
+    GUARD(be, MOE_FORBID_COMPUTE, "add");
+    return be->real->add(be, y, a, n);
+}
 static int g_combine_forward(moe_backend_t *be, void *y, const void *ep_out, const int32_t *pos, const float *w, long N,
                              int k, long D)
 {
@@ -130,6 +146,9 @@ static const moe_ops_t guard_ops = {
     .unpermute_backward = g_unpermute_backward,
     .experts_forward = g_experts_forward,
     .experts_backward = g_experts_backward,
+    .scale_rows_forward = g_scale_rows_forward,
+    .scale_rows_backward = g_scale_rows_backward,
+    .add = g_add,
     .combine_forward = g_combine_forward,
     .combine_backward = g_combine_backward,
 };

@@ -23,12 +23,48 @@ typedef struct {
     double bias_coeff; /* aux-loss-free bias update step */
     uint64_t seed;
     moe_dtype_t dtype;
+    /* the features of published models (DESIGN.md "The MoE layer"); the defaults leave the layer as above */
+    double route_scale; /* > 0: the gate weights, after renormalisation, times this (DeepSeek-V3: 2.5); 1 */
+    int groups;         /* group-limited routing: E/groups consecutive experts per group (1: none) */
+    int topk_groups;    /* a token chooses among the experts of its topk_groups best groups only (1 with groups 1) */
+    bool gate_before;   /* the expert sees gate*x instead of its output being scaled (torchtitan's
+                         * score_before_experts, Llama 4); false */
+    int shared;         /* S shared SwiGLU experts every token passes through, added to y (0: none) */
+    long Fs;            /* their FFN size each (0 when S is 0) */
 } moe_config_t;
 
-/* T=2048 D=1024 F=2048 E=16 k=2 softmax, no renormalisation, skew 0, bias_coeff 1e-3, seed 1, f32 */
+/* T=2048 D=1024 F=2048 E=16 k=2 softmax, no renormalisation, skew 0, bias_coeff 1e-3, seed 1, f32; route_scale 1,
+ * groups 1 (topk_groups 1), gate after the experts, no shared experts */
 moe_config_t moe_config_default(void);
 /* EPB_EUSAGE with a one-line message naming the option ("--top-k 5 exceeds --experts 4"). */
 int moe_config_validate(const moe_config_t *c, epb_err_t *err);
+/* The router's rule of c (ops.h) */
+moe_route_t moe_route_of(const moe_config_t *c);
+/* The layer features of c that are not default, "key=val;..." in this order: shared, shared_ffn, gate_before,
+ * route_scale, groups, topk_groups ("" when none): the CSV's params column after the strategy's parameters. */
+void moe_config_params(const moe_config_t *c, char *buf, size_t n);
+
+/* ---- published configurations (--model NAME) ---- */
+/* The routed-expert layer of a model as its published configuration gives it. T is not here (--tokens stays the
+ * user's); nor skew, bias_coeff, seed, dtype. */
+typedef struct {
+    const char *name;   /* "deepseek-v3" */
+    const char *source; /* where the numbers come from: the model card / config.json */
+    long D, F;          /* hidden size, routed-expert FFN size */
+    int E, k;
+    moe_router_t router;
+    bool route_norm;
+    double route_scale;
+    int groups, topk_groups;
+    bool gate_before;
+    int shared;         /* shared experts, FFN size Fs each */
+    long Fs;
+} moe_model_t;
+extern const moe_model_t moe_models[];
+extern const int moe_nmodels;
+const moe_model_t *moe_model_find(const char *name); /* NULL when unknown */
+/* "mixtral-8x7b, qwen3-30b-a3b, ..." into buf; returns buf */
+const char *moe_model_names(char *buf, size_t n);
 int moe_router_parse(const char *s, moe_router_t *out); /* "softmax" | "sigmoid"; 0 or -1 */
 const char *moe_router_name(moe_router_t r);
 const char *moe_dtype_name(moe_dtype_t dt);            /* "f32" | "bf16" */
@@ -36,22 +72,36 @@ size_t moe_dtype_size(moe_dtype_t dt);
 
 /* ---- memory ---- */
 /* Bytes one process needs to hold the single-device layer over P*T tokens (all weights, their gradients, the
- * activations of P*T*k rows and the scratch): an upper bound of any strategy's per-rank footprint, and exactly
- * what the reference check over the global batch needs. */
+ * activations of P*T*k rows, the shared experts' over P*T tokens, and the scratch): an upper bound of any
+ * strategy's per-rank footprint, and exactly what the reference check over the global batch needs. */
 uint64_t moe_mem_estimate(const moe_config_t *c, int P);
+/* The same with the weights (and gradients) of El routed experts: a bound of one rank's own footprint when it holds
+ * El of them (E/P under expert parallelism, E when they are replicated). */
+uint64_t moe_mem_estimate_rank(const moe_config_t *c, int P, int El);
 /* MemAvailable from /proc/meminfo, else sysconf(_SC_AVPHYS_PAGES)*page size; 0 when unknown. */
 uint64_t moe_mem_available(void);
 /* EPB_EUSAGE ("layer needs 12.3 GiB (12345678 bytes) for 4 ranks but 8.0 GiB are available ...") when the
  * estimate exceeds avail_bytes; avail_bytes 0 means "ask moe_mem_available()". */
 int moe_mem_check(const moe_config_t *c, int P, uint64_t avail_bytes, epb_err_t *err);
+/* The same for a job: the reference check (moe_mem_estimate) plus `local` ranks on this host holding El experts
+ * each (moe_mem_estimate_rank); local 0 is moe_mem_check. */
+int moe_mem_check_job(const moe_config_t *c, int P, int local, int El, uint64_t avail_bytes, epb_err_t *err);
 
 /* ---- seeded values by global index (identical whatever the rank count) ---- */
-enum { MOE_STREAM_X = 1, MOE_STREAM_WR, MOE_STREAM_W1, MOE_STREAM_W3, MOE_STREAM_W2, MOE_STREAM_DY };
+enum {
+    MOE_STREAM_X = 1, MOE_STREAM_WR, MOE_STREAM_W1, MOE_STREAM_W3, MOE_STREAM_W2, MOE_STREAM_DY,
+    MOE_STREAM_TEACHER, /* --train's target output */
+    MOE_STREAM_SW1, MOE_STREAM_SW3, MOE_STREAM_SW2,
+};
 /* x[t,:] for global tokens t0..t0+N-1 ~ U(-1,1); dy likewise from its own stream. */
 void moe_init_tokens(float *x, const moe_config_t *c, uint64_t stream, long t0, long N);
 /* Wr (D,E) ~ U(-1,1)/sqrt(D); w1, w3 (El,D,F) ~ U(-1,1)/sqrt(D); w2 (El,F,D) ~ U(-1,1)/sqrt(F), for global
  * experts e0..e0+El-1. Any pointer may be NULL. */
 void moe_init_weights(float *Wr, float *w1, float *w3, float *w2, const moe_config_t *c, int e0, int El);
+/* The S shared experts side by side along the FFN dimension (shared expert s is columns, or rows of sw2,
+ * s*Fs..(s+1)*Fs-1): one SwiGLU of FFN size S*Fs computes their sum exactly. sw1, sw3 (D, S*Fs) ~ U(-1,1)/sqrt(D);
+ * sw2 (S*Fs, D) ~ U(-1,1)/sqrt(Fs), each from its own stream by element index. Any pointer may be NULL. */
+void moe_init_shared(float *sw1, float *sw3, float *sw2, const moe_config_t *c);
 
 /* ---- load balancing ---- */
 /* delta = coeff*sign(mean(tpe) - tpe); delta -= mean(delta); bias += delta  (tpe: global counts) */
@@ -86,9 +136,12 @@ typedef struct {
     const float *topk_w, *y, *dy, *dx, *d_router_w, *dw1, *dw3, *dw2;
     const int64_t *tokens_per_expert;
     const float *expert_bias_after;
+    /* with cfg->shared > 0: the shared experts (moe_init_shared's layout) and their gradients */
+    const float *shared_w1, *shared_w3, *shared_w2, *d_shared_w1, *d_shared_w3, *d_shared_w2;
 } moe_dump_t;
-/* Creates dir if missing and writes the 17 .npy files and config.json, each to a temporary name renamed into
- * place. EPB_EUSAGE naming the directory/file when it cannot be created or written. */
+/* Creates dir if missing and writes the 17 .npy files (23 with shared experts) and config.json (every option that
+ * changes the math), each to a temporary name renamed into place. EPB_EUSAGE naming the directory/file when it
+ * cannot be created or written. */
 int moe_dump_write(const char *dir, const moe_dump_t *d, epb_err_t *err);
 /* One NumPy v1.0 file: descr "<f4", "<i4" or "<i8", C order; header padded so the data starts at a multiple
  * of 64 bytes. Writes path.tmp then renames. */

@@ -22,6 +22,19 @@
 typedef enum { MOE_F32, MOE_BF16 } moe_dtype_t;
 typedef enum { MOE_SOFTMAX, MOE_SIGMOID } moe_router_t;
 
+/* The router's rule (DESIGN.md "The MoE layer"), passed by value to route_forward/route_backward and to the
+ * per-token functions of route_row.h. */
+#define MOE_MAX_GROUPS 64 /* a token's allowed groups are one 64-bit mask */
+typedef struct {
+    moe_router_t router; /* softmax | sigmoid over all E experts */
+    int norm;            /* renormalise the k gate weights to sum 1 */
+    double skew;         /* logits get -skew*ln(e+1) */
+    double scale;        /* the gate weights (after renormalisation) times this: --route-scale, 1 = off */
+    int groups;          /* G equal groups of consecutive experts; a token chooses among the experts of its */
+    int topk_groups;     /* topk_groups best groups only (a group's score: the sum of its two best biased scores);
+                          * 1 and 1 = no groups */
+} moe_route_t;
+
 typedef struct moe_backend moe_backend_t;
 typedef struct moe_event moe_event_t; /* a point on the backend's timeline (a clock reading or a cudaEvent) */
 
@@ -45,8 +58,9 @@ typedef struct {
 
     /* ---- router ----
      * scores = softmax|sigmoid(x @ Wr - skew*ln(e+1)); choice j of token t = the j-th largest of scores+bias
-     * (ties to the lower expert index); topk_w = the unbiased scores of the choices, renormalised to sum 1
-     * when route_norm. counts[e] = number of choices of expert e (written, not added). */
+     * among the experts of the token's rt.topk_groups best groups (ties to the lower expert, and group, index);
+     * topk_w = the unbiased scores of the choices, renormalised to sum 1 when rt.norm, times rt.scale.
+     * counts[e] = number of choices of expert e (written, not added). */
     int (*route_forward)(moe_backend_t *be,
                          float *scores,       /* (N,E) backend, saved for backward */
                          int32_t *topk_idx,   /* (N,k) backend */
@@ -55,9 +69,9 @@ typedef struct {
                          const void *x,       /* (N,D) backend (act) */
                          const float *Wr,     /* (D,E) backend */
                          const float *bias,   /* (E)   backend, expert_bias */
-                         long N, long D, int E, int k, moe_router_t router, int route_norm, double skew);
-    /* d_gate -> dx += dlogits @ Wr^T and dWr += x^T @ dlogits (through renormalisation and softmax|sigmoid).
-     * work holds N*E floats of scratch. */
+                         long N, long D, int E, int k, moe_route_t rt);
+    /* d_gate -> dx += dlogits @ Wr^T and dWr += x^T @ dlogits (through the scale, renormalisation and
+     * softmax|sigmoid; the selection, groups included, is not differentiated). work holds N*E floats of scratch. */
     int (*route_backward)(moe_backend_t *be,
                           void *dx,             /* (N,D) backend (act), added into */
                           float *dWr,           /* (D,E) backend, added into */
@@ -66,7 +80,7 @@ typedef struct {
                           const float *scores,  /* (N,E) saved */
                           const int32_t *topk_idx, const float *topk_w, /* (N,k) saved */
                           const void *x, const float *Wr,
-                          long N, long D, int E, int k, moe_router_t router, int route_norm);
+                          long N, long D, int E, int k, moe_route_t rt);
 
     /* ---- permutation ----
      * Stable counting sort of the N*k pairs by local expert a = assign[i] - e0 (pairs with a outside [0,El) are
@@ -112,16 +126,39 @@ typedef struct {
                             const void *xp, const void *w1, const void *w3, const void *w2,
                             const int64_t *offsets, int El, long D, long F);
 
+    /* ---- gate weights on rows placed by pair (--gate-before: the expert sees gate * x) ----
+     * out[pos[i]] = w[i] * in[i / k] for the N*k pairs i with pos[i] >= 0 (w NULL: weight 1, a plain scatter);
+     * other rows of out untouched. pos == NULL means out is laid out per pair (row i). */
+    int (*scale_rows_forward)(moe_backend_t *be,
+                              void *out,           /* (rows,D) backend (act), written */
+                              const void *in,      /* (N,D) */
+                              const int32_t *pos,  /* (N*k) or NULL */
+                              const float *w,      /* (N*k) or NULL */
+                              long N, int k, long D);
+    /* d_in[t] += sum_j w[t*k+j] * d_out[pos[t*k+j]] (j in order); d_w[i] += dot(d_out[pos[i]], in[t]) (d_w may be
+     * NULL: not computed) */
+    int (*scale_rows_backward)(moe_backend_t *be,
+                               void *d_in,          /* (N,D) added into */
+                               float *d_w,          /* (N*k) added into, or NULL */
+                               const void *d_out,   /* (rows,D) */
+                               const void *in,      /* (N,D) */
+                               const int32_t *pos, const float *w,
+                               long N, int k, long D);
+    /* y[i] += a[i] over n elements (act): the shared experts' output into the layer's */
+    int (*add)(moe_backend_t *be, void *y, const void *a, size_t n);
+
     /* ---- unpermute + combine (gate weights applied on the token's side) ----
      * y[t] = sum_{j=0..k-1} topk_w[t,j] * ep_out[pos[t*k+j]], in that order, pairs with pos -1 skipped.
-     * pos == NULL means ep_out is laid out per pair (row t*k+j). y is written. */
+     * pos == NULL means ep_out is laid out per pair (row t*k+j); topk_w == NULL means weight 1 (the gates were
+     * applied before the experts). y is written. */
     int (*combine_forward)(moe_backend_t *be,
                            void *y,               /* (N,D) backend (act) */
                            const void *ep_out,    /* (rows,D) */
                            const int32_t *pos,    /* (N*k) or NULL */
                            const float *topk_w,   /* (N,k) */
                            long N, int k, long D);
-    /* d_ep_out[pos[i]] += topk_w[i] * dy[t]; d_gate[i] += dot(dy[t], ep_out[pos[i]]) */
+    /* d_ep_out[pos[i]] += topk_w[i] * dy[t]; d_gate[i] += dot(dy[t], ep_out[pos[i]]). topk_w == NULL: weight 1;
+     * d_gate == NULL: not computed (ep_out unused) */
     int (*combine_backward)(moe_backend_t *be,
                             void *d_ep_out,        /* (rows,D) */
                             float *d_gate,         /* (N,k) */
@@ -130,8 +167,8 @@ typedef struct {
                             long N, int k, long D);
 } moe_ops_t;
 
-/* What a phase forbids (moe_backend_guard): the compute ops (route, permute, unpermute, experts, combine), and
- * the memory ops that move data (zero, copy, to_backend, to_host) */
+/* What a phase forbids (moe_backend_guard): the compute ops (route, permute, unpermute, experts, scale_rows, add,
+ * combine), and the memory ops that move data (zero, copy, to_backend, to_host) */
 enum { MOE_FORBID_COMPUTE = 1, MOE_FORBID_MEMOPS = 2 };
 
 struct moe_backend {

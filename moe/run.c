@@ -264,10 +264,26 @@ static int alloc_seed(moe_run_t *r, epb_err_t *err)
         !(r->dw2 = moe_alloc(r, wn * ab, err)) || !(r->scores = moe_alloc(r, T * E * 4, err)) ||
         !(r->rwork = moe_alloc(r, T * E * 4, err)) || !(r->d_gate = moe_alloc(r, T * k * 4, err)))
         return EPB_ESYS;
+    size_t SF = (size_t)c->shared * (size_t)c->Fs, sn = D * SF;
+    if (SF && (!(r->sw1 = moe_alloc(r, sn * ab, err)) || !(r->sw3 = moe_alloc(r, sn * ab, err)) ||
+               !(r->sw2 = moe_alloc(r, sn * ab, err)) || !(r->dsw1 = moe_alloc(r, sn * ab, err)) ||
+               !(r->dsw3 = moe_alloc(r, sn * ab, err)) || !(r->dsw2 = moe_alloc(r, sn * ab, err)) ||
+               !(r->ys = moe_alloc(r, T * D * ab, err)) || !(r->sa1 = moe_alloc(r, T * SF * ab, err)) ||
+               !(r->sa3 = moe_alloc(r, T * SF * ab, err)) || !(r->ss = moe_alloc(r, T * SF * ab, err)) ||
+               !(r->swork = moe_alloc(r, 2 * T * SF * ab, err))))
+        return EPB_ESYS;
     size_t big = wn > T * D ? wn : T * D;
+    big = big > sn ? big : sn;
     float *h = malloc((big > D * E ? big : D * E) * 4);
     if (!h) return epb_fail(err, EPB_ESYS, "rank %d: out of memory", r->rank);
     int rc = EPB_OK;
+    void *sdst[3] = { r->sw1, r->sw3, r->sw2 };
+    for (int i = 0; i < 3 && SF && !rc; i++) { /* replicated: the same on every rank */
+        float *sw[3] = { NULL, NULL, NULL };
+        sw[i] = h;
+        moe_init_shared(sw[0], sw[1], sw[2], c);
+        rc = moe_act_to_backend(be, sdst[i], h, sn);
+    }
     float *w[3] = { NULL, NULL, NULL };
     void *dst[3] = { r->w1, r->w3, r->w2 };
     for (int i = 0; i < 3 && !rc; i++) {
@@ -387,6 +403,10 @@ int moe_run_zero_grad(moe_run_t *r, epb_err_t *err)
         be->ops->zero(be, r->dWr, (size_t)c->D * (size_t)c->E * 4) || be->ops->zero(be, r->dw1, wn * ab) ||
         be->ops->zero(be, r->dw3, wn * ab) || be->ops->zero(be, r->dw2, wn * ab) || be->ops->sync(be))
         return epb_fail(err, EPB_ESYS, "rank %d: zeroing gradients: %s", r->rank, be->err.msg);
+    size_t sn = (size_t)c->D * (size_t)c->shared * (size_t)c->Fs * ab;
+    if (sn && (be->ops->zero(be, r->dsw1, sn) || be->ops->zero(be, r->dsw3, sn) || be->ops->zero(be, r->dsw2, sn) ||
+               be->ops->sync(be)))
+        return epb_fail(err, EPB_ESYS, "rank %d: zeroing gradients: %s", r->rank, be->err.msg);
     return EPB_OK;
 }
 
@@ -461,6 +481,28 @@ static void drain(moe_run_t *r)
         }
 }
 
+/* The S shared experts on this rank's T tokens, as one SwiGLU of FFN size S*Fs (moe_init_shared's layout): forward
+ * adds their output into y (phase shared_fwd), backward adds their input gradient into dx and their weight
+ * gradients into dsw (phase shared_bwd). Nothing without shared experts: the phases stay empty. */
+static int shared_experts(moe_run_t *r, int backward, epb_err_t *err)
+{
+    const moe_config_t *c = &r->cfg;
+    moe_backend_t *be = r->be;
+    long SF = (long)c->shared * c->Fs;
+    if (!SF) return EPB_OK;
+    int64_t off[2] = { 0, c->T }; /* every token through the one (merged) expert */
+    PHASE(backward ? MOE_PH_SHARED_BWD : MOE_PH_SHARED_FWD);
+    if (!backward) {
+        DO(be->ops->experts_forward(be, r->ys, r->sa1, r->sa3, r->ss, r->swork, r->x, r->sw1, r->sw3, r->sw2, off, 1,
+                                    c->D, SF));
+        DO(be->ops->add(be, r->y, r->ys, (size_t)c->T * (size_t)c->D));
+    } else
+        DO(be->ops->experts_backward(be, r->dx, r->dsw1, r->dsw3, r->dsw2, r->swork, r->dy, r->sa1, r->sa3, r->ss, r->x,
+                                     r->sw1, r->sw3, r->sw2, off, 1, c->D, SF));
+    r->m.flop[backward ? MOE_PH_SHARED_BWD : MOE_PH_SHARED_FWD] = (backward ? 12.0 : 6.0) * (double)c->T * (double)c->D * (double)SF;
+    return EPB_OK;
+}
+
 int moe_run_forward(moe_run_t *r, epb_err_t *err)
 {
     const moe_config_t *c = &r->cfg;
@@ -470,7 +512,7 @@ int moe_run_forward(moe_run_t *r, epb_err_t *err)
     double t0 = epb_now_us();
     PHASE(MOE_PH_ROUTE);
     DO(be->ops->route_forward(be, r->scores, r->topk_idx, r->topk_w, r->counts, r->x, r->Wr, r->bias, c->T, c->D, c->E,
-                              c->k, c->router, c->route_norm, c->skew));
+                              c->k, moe_route_of(c)));
     r->m.flop[MOE_PH_ROUTE] = 2.0 * (double)c->T * (double)c->D * (double)c->E;
     memcpy(r->tpe, r->counts, (size_t)c->E * sizeof *r->tpe);
     /* layout: the global tokens_per_expert (the bias update and the owners' row counts need it) */
@@ -479,6 +521,7 @@ int moe_run_forward(moe_run_t *r, epb_err_t *err)
     int rc = r->st->dispatch(r, err);
     if (!rc) rc = r->st->pipe_fwd ? pipeline(r, r->st->pipe_fwd, 0, err) : experts_chunk(r, 0, 0, err);
     if (!rc) rc = r->st->combine(r, err);
+    if (!rc) rc = shared_experts(r, 0, err);
     if (!rc) rc = phase_close(r, err);
     if (rc) {
         drain(r);
@@ -496,13 +539,14 @@ int moe_run_backward(moe_run_t *r, epb_err_t *err)
     int rc = r->st->combine_backward(r, err);
     if (!rc) rc = r->st->pipe_bwd ? pipeline(r, r->st->pipe_bwd, 1, err) : experts_chunk(r, 0, 1, err);
     if (!rc) rc = r->st->dispatch_backward(r, err);
+    if (!rc) rc = shared_experts(r, 1, err);
     if (rc) {
         drain(r);
         return rc;
     }
     PHASE(MOE_PH_ROUTE_BWD);
     DO(be->ops->route_backward(be, r->dx, r->dWr, r->rwork, r->d_gate, r->scores, r->topk_idx, r->topk_w, r->x, r->Wr,
-                               c->T, c->D, c->E, c->k, c->router, c->route_norm));
+                               c->T, c->D, c->E, c->k, moe_route_of(c)));
     r->m.flop[MOE_PH_ROUTE_BWD] = 4.0 * (double)c->T * (double)c->D * (double)c->E;
     /* the replicated router sees sharded tokens: its gradient is summed over the group; replicated experts too */
     PHASE(MOE_PH_GRAD_SYNC);
@@ -512,6 +556,12 @@ int moe_run_backward(moe_run_t *r, epb_err_t *err)
         DO(epb_allreduce(r->comm, r->dw1, r->dw1, wn, r->comm_dt, EPB_SUM));
         DO(epb_allreduce(r->comm, r->dw3, r->dw3, wn, r->comm_dt, EPB_SUM));
         DO(epb_allreduce(r->comm, r->dw2, r->dw2, wn, r->comm_dt, EPB_SUM));
+    }
+    size_t sn = (size_t)c->D * (size_t)c->shared * (size_t)c->Fs; /* the shared experts see sharded tokens too */
+    if (sn) {
+        DO(epb_allreduce(r->comm, r->dsw1, r->dsw1, sn, r->comm_dt, EPB_SUM));
+        DO(epb_allreduce(r->comm, r->dsw3, r->dsw3, sn, r->comm_dt, EPB_SUM));
+        DO(epb_allreduce(r->comm, r->dsw2, r->dsw2, sn, r->comm_dt, EPB_SUM));
     }
     DO(epb_sync(r->comm));
     if ((rc = phase_close(r, err))) return rc;
@@ -579,8 +629,11 @@ int moe_run_sgd(moe_run_t *r, double lr, epb_err_t *err)
     const moe_config_t *c = &r->cfg;
     if (c->dtype != MOE_F32) return epb_fail(err, EPB_EUSAGE, "--train: only f32 is implemented");
     size_t wn = (size_t)r->El * (size_t)c->D * (size_t)c->F;
+    size_t sn = (size_t)c->D * (size_t)c->shared * (size_t)c->Fs;
     if (sgd_update(r->be, r->Wr, r->dWr, (size_t)c->D * (size_t)c->E, lr) || sgd_update(r->be, r->w1, r->dw1, wn, lr) ||
         sgd_update(r->be, r->w3, r->dw3, wn, lr) || sgd_update(r->be, r->w2, r->dw2, wn, lr) ||
+        (sn && (sgd_update(r->be, r->sw1, r->dsw1, sn, lr) || sgd_update(r->be, r->sw3, r->dsw3, sn, lr) ||
+                sgd_update(r->be, r->sw2, r->dsw2, sn, lr))) ||
         r->be->ops->to_backend(r->be, r->bias, r->bias_after, (size_t)c->E * 4))
         return epb_fail(err, EPB_ESYS, "rank %d: SGD update failed: %s", r->rank, r->be->err.msg);
     return EPB_OK;
@@ -603,7 +656,7 @@ int moe_run_mse_grad(moe_run_t *r, double *loss, epb_err_t *err)
     double sum = 0, scale = 2.0 / ((double)r->P * (double)n);
     if (!rc) {
         /* the teacher: a fixed seeded output of the same scale as the layer's, by global token */
-        moe_init_tokens(t, c, MOE_STREAM_DY + 1, (long)r->rank * c->T, c->T);
+        moe_init_tokens(t, c, MOE_STREAM_TEACHER, (long)r->rank * c->T, c->T);
         for (size_t i = 0; i < n; i++) {
             double d = (double)y[i] - 0.1 * (double)t[i];
             sum += d * d;
@@ -645,7 +698,8 @@ static int copy_host(moe_run_t *r, void *host_out, const void *src, size_t bytes
 void moe_global_free(moe_global_t *g)
 {
     float **f[] = { &g->x, &g->router_w, &g->expert_bias, &g->w1, &g->w3, &g->w2, &g->y, &g->dy, &g->dx,
-                    &g->d_router_w, &g->dw1, &g->dw3, &g->dw2, &g->topk_w, &g->expert_bias_after };
+                    &g->d_router_w, &g->dw1, &g->dw3, &g->dw2, &g->topk_w, &g->expert_bias_after, &g->shared_w1,
+                    &g->shared_w3, &g->shared_w2, &g->d_shared_w1, &g->d_shared_w3, &g->d_shared_w2 };
     for (size_t i = 0; i < sizeof f / sizeof *f; i++) { free(*f[i]); *f[i] = NULL; }
     free(g->topk_idx);
     free(g->tokens_per_expert);
@@ -692,6 +746,14 @@ int moe_run_gather(moe_run_t *r, moe_global_t *g, epb_err_t *err)
         memcpy(g->expert_bias_after, r->bias_after, E * 4);
         memcpy(g->tokens_per_expert, r->tpe, E * 8);
     }
+    /* the shared experts are replicated (their gradients all-reduced): this rank's copy is the global one */
+    size_t sn = D * (size_t)c->shared * (size_t)c->Fs;
+    float **sh[] = { &g->shared_w1, &g->shared_w3, &g->shared_w2, &g->d_shared_w1, &g->d_shared_w3, &g->d_shared_w2 };
+    void *ssrc[] = { r->sw1, r->sw3, r->sw2, r->dsw1, r->dsw3, r->dsw2 };
+    for (int i = 0; i < 6 && sn && !rc; i++) {
+        if (!(*sh[i] = malloc(sn * 4))) rc = epb_fail(err, EPB_ESYS, "rank %d: out of memory gathering the global tensors", r->rank);
+        else rc = copy_host(r, *sh[i], ssrc[i], sn * 4, 1, err);
+    }
     if (rc) moe_global_free(g);
     return rc;
 }
@@ -722,21 +784,32 @@ int moe_check_global(const moe_global_t *g, const moe_config_t *cfg, int P, doub
         moe_round_bf16(w3, E * D * F);
         moe_round_bf16(w2, E * F * D);
     }
+    size_t sn = D * (size_t)c.shared * (size_t)c.Fs;
+    if (cfg->dtype == MOE_BF16 && sn) {
+        moe_round_bf16(L.sw1, sn);
+        moe_round_bf16(L.sw3, sn);
+        moe_round_bf16(L.sw2, sn);
+    }
     int inputs_differ = memcmp(x, g->x, T * D * 4) || memcmp(dy, g->dy, T * D * 4) ||
                         memcmp(L.Wr, g->router_w, D * E * 4) || memcmp(w1, g->w1, E * D * F * 4) ||
-                        memcmp(w3, g->w3, E * D * F * 4) || memcmp(w2, g->w2, E * F * D * 4);
+                        memcmp(w3, g->w3, E * D * F * 4) || memcmp(w2, g->w2, E * F * D * 4) ||
+                        (sn && (!g->shared_w1 || memcmp(L.sw1, g->shared_w1, sn * 4) ||
+                                memcmp(L.sw3, g->shared_w3, sn * 4) || memcmp(L.sw2, g->shared_w2, sn * 4)));
     if (moe_run_step(&L, err)) goto out;
     bad = inputs_differ;
     struct { const char *name; const float *a, *ref; size_t n; } t[] = {
         { "y", g->y, L.y, T * D }, { "dx", g->dx, L.dx, T * D }, { "d_router_w", g->d_router_w, L.dWr, D * E },
         { "dw1", g->dw1, L.dw1, E * D * F }, { "dw3", g->dw3, L.dw3, E * D * F }, { "dw2", g->dw2, L.dw2, E * F * D },
         { "topk_w", g->topk_w, L.topk_w, T * k }, { "expert_bias_after", g->expert_bias_after, L.bias_after, E },
+        /* the shared experts' gradients, when there are shared experts */
+        { "d_shared_w1", g->d_shared_w1, L.dsw1, sn }, { "d_shared_w3", g->d_shared_w3, L.dsw3, sn },
+        { "d_shared_w2", g->d_shared_w2, L.dsw2, sn },
     };
-    size_t used = 0;
+    size_t used = 0, nt = sizeof t / sizeof *t - (sn ? 0 : 3);
     if (report && report_len) report[0] = 0;
     if (report && report_len && cfg->dtype == MOE_BF16)
         used += (size_t)snprintf(report, report_len, "(bf16, norm-wise) ");
-    for (size_t i = 0; i < sizeof t / sizeof *t; i++) {
+    for (size_t i = 0; i < nt; i++) {
         double e = moe_rel_err_dt(cfg->dtype, t[i].a, t[i].ref, t[i].n); /* bf16: norm-wise (moe.h) */
         int ok = e <= tol; /* NaN fails */
         bad += !ok;

@@ -1,7 +1,9 @@
 /* agrs: all-gather / reduce-scatter expert parallelism (torchtitan PR #731, Megatron's "allgather" dispatcher).
  * Each rank routes its T tokens, all-gathers the tokens with their top-k indices and gate weights, runs its E/P
  * experts on the gathered rows routed to them, applies the gates there, and reduce-scatters the partial outputs
- * back to their shards. Backward mirrors it. Per-rank volume, fwd+bwd: about 4(P-1)*T*D*b bytes, whatever k. */
+ * back to their shards. Backward mirrors it. Per-rank volume, fwd+bwd: about 4(P-1)*T*D*b bytes, whatever k.
+ * With --gate-before the gates scale the gathered rows as they are placed and the partial outputs are summed
+ * unweighted; the gate gradients come from the expert inputs. */
 #include <stdlib.h>
 
 #include "strategy.h"
@@ -52,6 +54,8 @@ static int dispatch(moe_run_t *r, epb_err_t *err)
     for (int e = r->e0; e < r->e0 + r->El; e++) rows += (long)r->tpe[e];
     if (moe_rows_reserve(r, rows, err)) return EPB_ESYS;
     DO(r->be->ops->permute_forward(r->be, r->xp, a->pos_g, r->offsets, a->xg, a->idx_g, G, c->k, c->D, r->e0, r->El));
+    if (c->gate_before)
+        DO(r->be->ops->scale_rows_forward(r->be, r->xp, a->xg, a->pos_g, a->w_g, G, c->k, c->D));
     return EPB_OK;
 }
 
@@ -62,7 +66,7 @@ static int combine(moe_run_t *r, epb_err_t *err)
     long G = (long)r->P * c->T;
     /* the gates applied where the expert outputs are: each gathered token's partial sum over its local experts */
     PHASE(MOE_PH_GATE);
-    DO(r->be->ops->combine_forward(r->be, a->yg, r->ep_out, a->pos_g, a->w_g, G, c->k, c->D));
+    DO(r->be->ops->combine_forward(r->be, a->yg, r->ep_out, a->pos_g, c->gate_before ? NULL : a->w_g, G, c->k, c->D));
     PHASE(MOE_PH_COMBINE);
     DO(epb_reduce_scatter(r->comm, a->yg, r->y, (size_t)(c->T * c->D), r->comm_dt));
     DO(epb_sync(r->comm));
@@ -81,7 +85,10 @@ static int combine_backward(moe_run_t *r, epb_err_t *err)
     PHASE(MOE_PH_GATE_BWD);
     DO(be->ops->zero(be, r->d_ep_out, (size_t)r->rows * (size_t)c->D * moe_dtype_size(c->dtype)));
     DO(be->ops->zero(be, a->d_gate_g, (size_t)(G * c->k) * 4));
-    DO(be->ops->combine_backward(be, r->d_ep_out, a->d_gate_g, a->dyg, r->ep_out, a->pos_g, a->w_g, G, c->k, c->D));
+    if (c->gate_before)
+        DO(be->ops->combine_backward(be, r->d_ep_out, NULL, a->dyg, r->ep_out, a->pos_g, NULL, G, c->k, c->D));
+    else
+        DO(be->ops->combine_backward(be, r->d_ep_out, a->d_gate_g, a->dyg, r->ep_out, a->pos_g, a->w_g, G, c->k, c->D));
     return EPB_OK;
 }
 
@@ -93,7 +100,10 @@ static int dispatch_backward(moe_run_t *r, epb_err_t *err)
     long G = (long)r->P * c->T;
     PHASE(MOE_PH_PERMUTE_BWD);
     DO(be->ops->zero(be, a->dxg, (size_t)(G * c->D) * moe_dtype_size(c->dtype)));
-    DO(be->ops->permute_backward(be, a->dxg, r->d_xp, a->pos_g, G, c->k, c->D));
+    if (c->gate_before)
+        DO(be->ops->scale_rows_backward(be, a->dxg, a->d_gate_g, r->d_xp, a->xg, a->pos_g, a->w_g, G, c->k, c->D));
+    else
+        DO(be->ops->permute_backward(be, a->dxg, r->d_xp, a->pos_g, G, c->k, c->D));
     /* dx is the sum of every rank's partial input gradient of this rank's tokens (the router adds to it later) */
     PHASE(MOE_PH_DISPATCH_BWD);
     DO(epb_reduce_scatter(r->comm, a->dxg, r->dx, (size_t)(c->T * c->D), r->comm_dt));

@@ -160,12 +160,17 @@ struct moe_run {
     float *Wr;                   /* (D,E) replicated */
     float *bias;                 /* (E) replicated expert_bias this step routes with */
     void *w1, *w3, *w2;          /* (El,D,F) (El,D,F) (El,F,D) */
+    void *sw1, *sw3, *sw2;       /* the S shared experts, replicated: (D,S*Fs) (D,S*Fs) (S*Fs,D) (moe_init_shared);
+                                  * NULL without shared experts */
     /* outputs of a step */
     int32_t *topk_idx;           /* (T,k) */
     float *topk_w;               /* (T,k) */
     void *y, *dy, *dx;           /* (T,D) */
     float *dWr;                  /* (D,E) */
     void *dw1, *dw3, *dw2;       /* like w1, w3, w2 */
+    void *dsw1, *dsw3, *dsw2;    /* like sw1, sw3, sw2, all-reduced in grad_sync */
+    void *ys;                    /* (T,D) the shared experts' output */
+    void *sa1, *sa3, *ss, *swork; /* (T,S*Fs) x3 saved, (2,T,S*Fs) scratch */
     int64_t *counts;             /* (E) host: this rank's selections */
     int64_t *tpe;                /* (E) host: tokens_per_expert, all-reduced over the group */
     float *bias_after;           /* (E) host: bias after this step's update */
@@ -229,6 +234,7 @@ typedef struct {
         *expert_bias_after;
     int32_t *topk_idx;
     int64_t *tokens_per_expert;
+    float *shared_w1, *shared_w3, *shared_w2, *d_shared_w1, *d_shared_w3, *d_shared_w2; /* NULL without shared */
 } moe_global_t;
 int moe_run_gather(moe_run_t *r, moe_global_t *g, epb_err_t *err);
 void moe_global_free(moe_global_t *g);

@@ -2,7 +2,12 @@
  * are computed from the routing and the exchanged counts; the rows move with the backend's gather ops
  * (unpermute_forward: out[i] = rows[idx[i]]) and sums (permute_backward: out[t] += rows of t), so one code path
  * serves the CPU and the CUDA backend, float32 and bf16. Index arrays hold absolute rows of the whole buffers;
- * per chunk only the destination pointer and the splits move. */
+ * per chunk only the destination pointer and the splits move.
+ *
+ * --gate-before: whoever holds the gates before the experts (the source without stage A, else the relay) scales
+ * the rows as it places them (scale_rows_forward instead of a gather) and sums what comes back unweighted; the
+ * gate gradients come from the expert-input gradients, against the unscaled rows, where the rows were scaled (the
+ * relay keeps its received rows for that and takes dy in a buffer of its own). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +25,7 @@ typedef struct {
     int N, El, k;
     long T, D;
     size_t ab;
+    int gb;                    /* --gate-before */
     /* routing on the host */
     int32_t *idx_h;            /* (T*k) */
     float *w_h;                /* (T*k) */
@@ -34,6 +40,7 @@ typedef struct {
     /* the relay: received rows (A) or the source's tokens, ordered (chunk, source group) */
     long bR[MOE_MAXCHUNKS + 1];
     buf_t xR, yR, idxR, gateR, dgR;
+    buf_t dyR;                 /* --gate-before: dy at the relay (xR is still needed) */
     int32_t *idxR_h;           /* (R*k) */
     int64_t *pairs;            /* (N*gs*El) the relay's pairs per chunk, owner index and local expert */
     /* stage B: pairs ordered (chunk, owner index, local expert, relay row) */
@@ -127,6 +134,7 @@ int xchg_setup(moe_run_t *r, int group_size, epb_err_t *err)
     x->A = x->ng > 1, x->B = x->gs > 1;
     x->N = r->chunks, x->El = r->El, x->k = c->k, x->T = c->T, x->D = c->D;
     x->ab = moe_dtype_size(c->dtype);
+    x->gb = c->gate_before;
     if (x->A && x->B) {
         if (epb_comm_split(r->comm, x->li, x->g, &x->own_inter) || epb_comm_split(r->comm, x->g, x->li, &x->own_intra))
             return epb_fail(err, EPB_ESYS, "rank %d: split: %s", r->rank, r->comm->err.msg);
@@ -255,6 +263,7 @@ static void *xR(moe_run_t *r, xchg_t *x) { return x->A ? x->xR.p : r->x; }
 static void *yR(moe_run_t *r, xchg_t *x) { return x->A ? x->yR.p : r->y; }
 static float *gateR(moe_run_t *r, xchg_t *x) { return x->A ? x->gateR.p : r->topk_w; }
 static float *dgR(moe_run_t *r, xchg_t *x) { return x->A ? x->dgR.p : r->d_gate; }
+static void *dyR(xchg_t *x) { return x->gb ? x->dyR.p : x->xR.p; } /* the relay's dy (stage A) */
 static long nR(const xchg_t *x, int ch) { return x->bR[ch + 1] - x->bR[ch]; }
 static int key_of(const xchg_t *x, int32_t e) { return x->li_of[e / x->El] * x->El + e % x->El; } /* B's order */
 
@@ -459,7 +468,8 @@ int xchg_dispatch(moe_run_t *r, epb_err_t *err)
                  bgrow(r, &x->dgAs, (size_t)nsA * k * 4, err) || bgrow(r, &x->xsA, (size_t)nsA * D * ab, err) ||
                  bgrow(r, &x->ysA, (size_t)nsA * D * ab, err) || bgrow(r, &x->xR, (size_t)R * D * ab, err) ||
                  bgrow(r, &x->yR, (size_t)R * D * ab, err) || bgrow(r, &x->idxR, (size_t)R * k * 4, err) ||
-                 bgrow(r, &x->gateR, (size_t)R * k * 4, err) || bgrow(r, &x->dgR, (size_t)R * k * 4, err)))
+                 bgrow(r, &x->gateR, (size_t)R * k * 4, err) || bgrow(r, &x->dgR, (size_t)R * k * 4, err) ||
+                 (x->gb && bgrow(r, &x->dyR, (size_t)R * D * ab, err))))
         return EPB_ESYS;
     if (x->B && (bgrow(r, &x->gB, (size_t)nsB * 4, err) || bgrow(r, &x->posB, (size_t)R * k * 4, err) ||
                  bgrow(r, &x->xsB, (size_t)nsB * D * ab, err) || bgrow(r, &x->outB, (size_t)nsB * D * ab, err) ||
@@ -497,7 +507,10 @@ int xchg_dispatch(moe_run_t *r, epb_err_t *err)
     if (!x->A && x->B) {
         DO(upload(r, &x->gB, x->gB_h, 0, nsB));
         DO(upload(r, &x->posB, x->posB_h, 0, (long)Tk));
-        DO(gather(r, x->xsB.p, r->x, &x->gB, 0, nsB));
+        if (x->gb) /* tp2ep: each pair leaves its source as gate * x */
+            DO(be->ops->scale_rows_forward(be, x->xsB.p, r->x, x->posB.p, r->topk_w, x->T, k, x->D));
+        else
+            DO(gather(r, x->xsB.p, r->x, &x->gB, 0, nsB));
     }
     if (!x->A && !x->B) DO(upload(r, &x->poso, x->poso_h, 0, (long)Tk));
     return EPB_OK;
@@ -550,7 +563,11 @@ static int fwd_in_finish(moe_run_t *r, int ch, epb_err_t *err)
             if (rc) return rc;
             DO(upload(r, &x->gB, x->gB_h, x->bsB[ch], x->bsB[ch + 1] - x->bsB[ch]));
             DO(upload(r, &x->posB, x->posB_h, lo * k, n * k));
-            DO(gather(r, x->xsB.p, x->xR.p, &x->gB, x->bsB[ch], x->bsB[ch + 1] - x->bsB[ch]));
+            if (x->gb && n) /* the relay's pairs leave as gate * x */
+                DO(be->ops->scale_rows_forward(be, x->xsB.p, at(x->xR.p, lo, x->D, x->ab), (const int32_t *)x->posB.p + lo * k,
+                                               (const float *)x->gateR.p + lo * k, n, (int)k, x->D));
+            else if (!x->gb)
+                DO(gather(r, x->xsB.p, x->xR.p, &x->gB, x->bsB[ch], x->bsB[ch + 1] - x->bsB[ch]));
             PHASE(MOE_PH_DISPATCH);
             if (a2av(r, x->intra, &x->sBD[ch], 0, x->xsB.p, x->bsB[ch], x->xo.p, x->brB[ch], x->D, r->comm_dt, NULL, err))
                 return EPB_ESYS;
@@ -562,7 +579,12 @@ static int fwd_in_finish(moe_run_t *r, int ch, epb_err_t *err)
             DO(upload(r, &x->poso, x->poso_h, lo * k, n * k));
         }
     }
-    DO(gather(r, r->xp, x->B ? x->xo.p : xR(r, x), &x->go, xlo, xn));
+    if (x->gb && !x->B) { /* the relay is the owner: its rows become expert rows as gate * x */
+        if (n)
+            DO(be->ops->scale_rows_forward(be, r->xp, at(xR(r, x), lo, x->D, x->ab), (const int32_t *)x->poso.p + lo * k,
+                                           gateR(r, x) + lo * k, n, (int)k, x->D));
+    } else
+        DO(gather(r, r->xp, x->B ? x->xo.p : xR(r, x), &x->go, xlo, xn));
     return EPB_OK;
 }
 
@@ -588,8 +610,8 @@ static int fwd_out_start(moe_run_t *r, int ch, epb_err_t *err)
     PHASE(MOE_PH_GATE);
     if (n)
         DO(be->ops->combine_forward(be, at(yR(r, x), lo, x->D, ab), x->B ? x->outB.p : r->ep_out,
-                                    (const int32_t *)(x->B ? x->posB.p : x->poso.p) + lo * k, gateR(r, x) + lo * k, n,
-                                    (int)k, x->D));
+                                    (const int32_t *)(x->B ? x->posB.p : x->poso.p) + lo * k,
+                                    x->gb ? NULL : gateR(r, x) + lo * k, n, (int)k, x->D));
     if (!x->A) return EPB_OK;
     PHASE(MOE_PH_COMBINE);
     return a2av(r, x->inter, &x->sAD[ch], 1, x->yR.p, x->brA[ch], x->ysA.p, x->bsA[ch], x->D, r->comm_dt,
@@ -615,7 +637,7 @@ int xchg_combine(moe_run_t *r, epb_err_t *err)
         DO(be->ops->permute_backward(be, r->y, x->ysA.p, x->posA.p, c->T, c->k, c->D));
     } else if (x->B) { /* tp2ep: the gates applied on the source, y[t] = sum_j w[t,j] out[pair t,j] */
         PHASE(MOE_PH_GATE);
-        DO(be->ops->combine_forward(be, r->y, x->outB.p, x->posB.p, r->topk_w, c->T, c->k, c->D));
+        DO(be->ops->combine_forward(be, r->y, x->outB.p, x->posB.p, x->gb ? NULL : r->topk_w, c->T, c->k, c->D));
     }
     return EPB_OK;
 }
@@ -634,10 +656,12 @@ int xchg_combine_backward(moe_run_t *r, epb_err_t *err)
         DO(gather(r, x->xsA.p, r->dy, &x->gA, 0, x->bsA[x->N]));
     else if (x->B) {
         DO(be->ops->zero(be, x->doutB.p, (size_t)x->bsB[x->N] * (size_t)c->D * ab));
-        DO(be->ops->combine_backward(be, x->doutB.p, r->d_gate, r->dy, x->outB.p, x->posB.p, r->topk_w, c->T, c->k, c->D));
+        DO(be->ops->combine_backward(be, x->doutB.p, x->gb ? NULL : r->d_gate, r->dy, x->outB.p, x->posB.p,
+                                     x->gb ? NULL : r->topk_w, c->T, c->k, c->D));
     } else {
         DO(be->ops->zero(be, r->d_ep_out, (size_t)r->rows * (size_t)c->D * ab));
-        DO(be->ops->combine_backward(be, r->d_ep_out, r->d_gate, r->dy, r->ep_out, x->poso.p, r->topk_w, c->T, c->k, c->D));
+        DO(be->ops->combine_backward(be, r->d_ep_out, x->gb ? NULL : r->d_gate, r->dy, r->ep_out, x->poso.p,
+                                     x->gb ? NULL : r->topk_w, c->T, c->k, c->D));
     }
     return EPB_OK;
 }
@@ -649,8 +673,8 @@ static int bwd_in_start(moe_run_t *r, int ch, epb_err_t *err)
     if (!x->A && !x->B) return EPB_OK;
     PHASE(MOE_PH_COMBINE_BWD);
     x->nin[ch] = 1;
-    if (x->A) /* dy rows to the relays, into xR's place */
-        return a2av(r, x->inter, &x->sAD[ch], 0, x->xsA.p, x->bsA[ch], x->xR.p, x->brA[ch], x->D, r->comm_dt,
+    if (x->A) /* dy rows to the relays, into xR's place (with --gate-before a place of their own) */
+        return a2av(r, x->inter, &x->sAD[ch], 0, x->xsA.p, x->bsA[ch], dyR(x), x->brA[ch], x->D, r->comm_dt,
                     &x->hin[ch][0], err);
     return a2av(r, x->intra, &x->sBD[ch], 0, x->doutB.p, x->bsB[ch], x->douto.p, x->brB[ch], x->D, r->comm_dt,
                 &x->hin[ch][0], err);
@@ -666,16 +690,17 @@ static int bwd_in_finish(moe_run_t *r, int ch, epb_err_t *err)
     if (!x->nin[ch]) return EPB_OK;
     PHASE(MOE_PH_COMBINE_BWD);
     if (wait_all(r, x->hin[ch], x->nin[ch], err)) return EPB_ESYS;
-    if (x->A) { /* the relay: the gates' backward on its rows (dy in xR) */
+    if (x->A) { /* the relay: the gates' backward on its rows (dy in xR, or dyR) */
         PHASE(MOE_PH_GATE_BWD);
         void *dout = x->B ? x->doutB.p : r->d_ep_out;
         long plo = x->B ? x->bsB[ch] : xlo, pn = x->B ? x->bsB[ch + 1] - x->bsB[ch] : xn;
         if (pn) DO(be->ops->zero(be, at(dout, plo, x->D, ab), (size_t)pn * D * ab));
         if (n) {
             DO(be->ops->zero(be, dgR(r, x) + lo * k, (size_t)(n * k) * 4));
-            DO(be->ops->combine_backward(be, dout, dgR(r, x) + lo * k, at(x->xR.p, lo, x->D, ab), x->B ? x->outB.p : r->ep_out,
-                                         (const int32_t *)(x->B ? x->posB.p : x->poso.p) + lo * k, gateR(r, x) + lo * k, n,
-                                         (int)k, x->D));
+            DO(be->ops->combine_backward(be, dout, x->gb ? NULL : dgR(r, x) + lo * k, at(dyR(x), lo, x->D, ab),
+                                         x->B ? x->outB.p : r->ep_out,
+                                         (const int32_t *)(x->B ? x->posB.p : x->poso.p) + lo * k,
+                                         x->gb ? NULL : gateR(r, x) + lo * k, n, (int)k, x->D));
         }
         if (!x->B) return EPB_OK;
         PHASE(MOE_PH_COMBINE_BWD);
@@ -710,7 +735,11 @@ static int bwd_out_start(moe_run_t *r, int ch, epb_err_t *err)
     PHASE(MOE_PH_PERMUTE_BWD);
     void *dxr = x->A ? x->yR.p : r->dx;
     if (x->A && n) DO(be->ops->zero(be, at(dxr, lo, x->D, ab), (size_t)n * (size_t)x->D * ab));
-    if (n)
+    if (n && x->gb) /* dx += gate * d(input), the gate gradients against the unscaled rows */
+        DO(be->ops->scale_rows_backward(be, at(dxr, lo, x->D, ab), dgR(r, x) + lo * k, x->B ? x->dB.p : r->d_xp,
+                                        at(xR(r, x), lo, x->D, ab), (const int32_t *)(x->B ? x->posB.p : x->poso.p) + lo * k,
+                                        gateR(r, x) + lo * k, n, (int)k, x->D));
+    else if (n)
         DO(be->ops->permute_backward(be, at(dxr, lo, x->D, ab), x->B ? x->dB.p : r->d_xp,
                                      (const int32_t *)(x->B ? x->posB.p : x->poso.p) + lo * k, n, (int)k, x->D));
     if (!x->A) return EPB_OK;
@@ -751,7 +780,10 @@ int xchg_dispatch_backward(moe_run_t *r, epb_err_t *err)
         DO(be->ops->to_backend(be, r->d_gate, x->dg_h, (size_t)(c->T * k) * 4));
     } else if (x->B) {
         PHASE(MOE_PH_PERMUTE_BWD); /* on the source: each pair's gradient into its token */
-        DO(be->ops->permute_backward(be, r->dx, x->dB.p, x->posB.p, c->T, k, c->D));
+        if (x->gb)
+            DO(be->ops->scale_rows_backward(be, r->dx, r->d_gate, x->dB.p, r->x, x->posB.p, r->topk_w, c->T, k, c->D));
+        else
+            DO(be->ops->permute_backward(be, r->dx, x->dB.p, x->posB.p, c->T, k, c->D));
     }
     return EPB_OK;
 }

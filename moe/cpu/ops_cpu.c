@@ -70,7 +70,7 @@ static void cpu_destroy(moe_backend_t *be) { free(be); }
 
 static int cpu_route_forward(moe_backend_t *be, float *scores, int32_t *topk_idx, float *topk_w, int64_t *counts,
                              const void *xv, const float *Wr, const float *bias, long N, long D, int E, int k,
-                             moe_router_t router, int route_norm, double skew)
+                             moe_route_t rt)
 {
     (void)be;
     const float *x = xv;
@@ -78,8 +78,7 @@ static int cpu_route_forward(moe_backend_t *be, float *scores, int32_t *topk_idx
                 scores, E);
     memset(counts, 0, (size_t)E * sizeof *counts);
     for (long t = 0; t < N; t++) {
-        moe_route_row_forward(scores + t * E, topk_idx + t * k, topk_w + t * k, bias, E, k, router == MOE_SIGMOID,
-                              route_norm, skew);
+        moe_route_row_forward(scores + t * E, topk_idx + t * k, topk_w + t * k, bias, E, k, rt);
         for (int j = 0; j < k; j++) counts[topk_idx[t * k + j]]++;
     }
     return EPB_OK;
@@ -87,7 +86,7 @@ static int cpu_route_forward(moe_backend_t *be, float *scores, int32_t *topk_idx
 
 static int cpu_route_backward(moe_backend_t *be, void *dxv, float *dWr, float *work, const float *d_gate,
                               const float *scores, const int32_t *topk_idx, const float *topk_w, const void *xv,
-                              const float *Wr, long N, long D, int E, int k, moe_router_t router, int route_norm)
+                              const float *Wr, long N, long D, int E, int k, moe_route_t rt)
 {
     (void)be;
     float *dx = dxv;
@@ -95,7 +94,7 @@ static int cpu_route_backward(moe_backend_t *be, void *dxv, float *dWr, float *w
     float *dlogits = work; // (N,E)
     for (long t = 0; t < N; t++)
         moe_route_row_backward(dlogits + t * E, d_gate + t * k, scores + t * E, topk_idx + t * k, topk_w + t * k, E, k,
-                               router == MOE_SIGMOID, route_norm);
+                               rt);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)D, E, 1.0f, dlogits, E, Wr, E, 1.0f, dx,
                 (int)D);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)D, E, (int)N, 1.0f, x, (int)D, dlogits, E, 1.0f,
@@ -269,6 +268,57 @@ static int cpu_experts_backward(moe_backend_t *be, void *d_xpv, void *dw1v, void
     return EPB_OK;
 }
 
+/* ---------------------------------------------------------------- gate weights on rows placed by pair */
+
+static int cpu_scale_rows_forward(moe_backend_t *be, void *outv, const void *inv, const int32_t *pos, const float *w,
+                                  long N, int k, long D)
+{
+    (void)be;
+    float *out = outv;
+    const float *in = inv;
+    for (long i = 0; i < N * k; i++) {
+        long r = pos ? pos[i] : i;
+        if (r < 0) continue;
+        const float *x = in + (i / k) * D;
+        float *o = out + r * D, g = w ? w[i] : 1.0f;
+        for (long d = 0; d < D; d++) o[d] = g * x[d];
+    }
+    return EPB_OK;
+}
+
+static int cpu_scale_rows_backward(moe_backend_t *be, void *d_inv, float *d_w, const void *d_outv, const void *inv,
+                                   const int32_t *pos, const float *w, long N, int k, long D)
+{
+    (void)be;
+    float *d_in = d_inv;
+    const float *d_out = d_outv, *in = inv;
+    for (long t = 0; t < N; t++) {
+        float *o = d_in + t * D;
+        const float *x = in + t * D;
+        for (int j = 0; j < k; j++) {
+            long i = t * k + j, r = pos ? pos[i] : i;
+            if (r < 0) continue;
+            const float *g = d_out + r * D, c = w ? w[i] : 1.0f;
+            float dot = 0;
+            for (long d = 0; d < D; d++) {
+                o[d] += c * g[d];
+                dot += g[d] * x[d];
+            }
+            if (d_w) d_w[i] += dot;
+        }
+    }
+    return EPB_OK;
+}
+
+static int cpu_add(moe_backend_t *be, void *yv, const void *av, size_t n)
+{
+    (void)be;
+    float *y = yv;
+    const float *a = av;
+    for (size_t i = 0; i < n; i++) y[i] += a[i];
+    return EPB_OK;
+}
+
 /* ---------------------------------------------------------------- unpermute + combine */
 
 static int cpu_combine_forward(moe_backend_t *be, void *yv, const void *ep_outv, const int32_t *pos,
@@ -283,7 +333,7 @@ static int cpu_combine_forward(moe_backend_t *be, void *yv, const void *ep_outv,
         for (int j = 0; j < k; j++) {
             long i = t * k + j, r = pos ? pos[i] : i;
             if (r < 0) continue;
-            const float *e = ep_out + r * D, w = topk_w[i];
+            const float *e = ep_out + r * D, w = topk_w ? topk_w[i] : 1.0f;
             for (long d = 0; d < D; d++) o[d] += w * e[d];
         }
     }
@@ -301,8 +351,12 @@ static int cpu_combine_backward(moe_backend_t *be, void *d_ep_outv, float *d_gat
         for (int j = 0; j < k; j++) {
             long i = t * k + j, r = pos ? pos[i] : i;
             if (r < 0) continue;
-            const float *e = ep_out + r * D, w = topk_w[i];
+            const float *e = ep_out + r * D, w = topk_w ? topk_w[i] : 1.0f;
             float *de = d_ep_out + r * D, dot = 0;
+            if (!d_gate) {
+                for (long d = 0; d < D; d++) de[d] += w * g[d];
+                continue;
+            }
             for (long d = 0; d < D; d++) {
                 de[d] += w * g[d];
                 dot += g[d] * e[d];
@@ -335,6 +389,9 @@ static const moe_ops_t cpu_ops = {
     .unpermute_backward = cpu_unpermute_backward,
     .experts_forward = cpu_experts_forward,
     .experts_backward = cpu_experts_backward,
+    .scale_rows_forward = cpu_scale_rows_forward,
+    .scale_rows_backward = cpu_scale_rows_backward,
+    .add = cpu_add,
     .combine_forward = cpu_combine_forward,
     .combine_backward = cpu_combine_backward,
 };

@@ -106,23 +106,23 @@ static unsigned blocks_for(long n, int threads) { return (unsigned)((n + threads
  * (moe/route_row.h); counts are atomic (zeroed before). */
 static __global__ void route_topk_kernel(float *scores, int32_t *topk_idx, float *topk_w,
                                          unsigned long long *counts, const float *bias, long N, int E, int k,
-                                         int sigmoid, int route_norm, double skew)
+                                         moe_route_t rt)
 {
     long t = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= N) return;
-    moe_route_row_forward(scores + t * E, topk_idx + t * k, topk_w + t * k, bias, E, k, sigmoid, route_norm, skew);
+    moe_route_row_forward(scores + t * E, topk_idx + t * k, topk_w + t * k, bias, E, k, rt);
     for (int j = 0; j < k; j++) atomicAdd(&counts[topk_idx[t * k + j]], 1ull);
 }
 
 /* dlogits (N,E) from d_gate, one thread per token, by moe/route_row.h as the CPU. */
 static __global__ void route_bwd_kernel(float *dlogits, const float *d_gate, const float *scores,
                                         const int32_t *topk_idx, const float *topk_w, long N, int E, int k,
-                                        int sigmoid, int route_norm)
+                                        moe_route_t rt)
 {
     long t = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= N) return;
     moe_route_row_backward(dlogits + t * E, d_gate + t * k, scores + t * E, topk_idx + t * k, topk_w + t * k, E, k,
-                           sigmoid, route_norm);
+                           rt);
 }
 
 template <typename T> static __global__ void to_f32_kernel(float *out, const T *in, long n)
@@ -338,7 +338,7 @@ template <typename T> static __global__ void combine_fwd_kernel(T *y, const T *e
         for (int j = 0; j < k; j++) {
             long i = t * k + j, r = pos ? pos[i] : i;
             if (r < 0) continue;
-            acc += topk_w[i] * ld(ep_out + r * D, d);
+            acc += (topk_w ? topk_w[i] : 1.0f) * ld(ep_out + r * D, d);
         }
         st(y + t * D, d, acc);
     }
@@ -358,7 +358,11 @@ template <typename T> static __global__ void combine_bwd_kernel(T *d_ep_out, flo
     if (r < 0) return; /* uniform over the block: no thread reaches the barrier */
     const T *g = dy + t * D, *e = ep_out + r * D;
     T *de = d_ep_out + r * D;
-    float w = topk_w[i], dot = 0;
+    float w = topk_w ? topk_w[i] : 1.0f, dot = 0;
+    if (!d_gate) { /* uniform over the block: no thread reaches the barrier */
+        for (long d = threadIdx.x; d < D; d += blockDim.x) st(de, d, ld(de, d) + w * ld(g, d));
+        return;
+    }
     for (long d = threadIdx.x; d < D; d += blockDim.x) {
         float gd = ld(g, d);
         st(de, d, ld(de, d) + w * gd);
@@ -371,6 +375,68 @@ template <typename T> static __global__ void combine_bwd_kernel(T *d_ep_out, flo
         __syncthreads();
     }
     if (threadIdx.x == 0) d_gate[i] += part[0];
+}
+
+/* ---------------------------------------------------------------- kernels: gate weights on rows placed by pair */
+
+/* out[pos[i]] = w[i] * in[i / k] (w NULL: 1; pos NULL: row i): one block per pair */
+template <typename T> static __global__ void scale_rows_fwd_kernel(T *out, const T *in, const int32_t *pos, const float *w,
+                                                                   long n, int k, long D)
+{
+    long i = blockIdx.x;
+    if (i >= n) return;
+    long r = pos ? pos[i] : i;
+    if (r < 0) return;
+    float g = w ? w[i] : 1.0f;
+    const T *src = in + (i / k) * D;
+    T *dst = out + r * D;
+    for (long d = threadIdx.x; d < D; d += blockDim.x) st(dst, d, g * ld(src, d));
+}
+
+/* d_in[t] += sum_j w[t*k+j] * d_out[r(t,j)], j in order, fp32 accumulation from d_in's value: one block per token */
+template <typename T> static __global__ void scale_rows_bwd_in_kernel(T *d_in, const T *d_out, const int32_t *pos,
+                                                                      const float *w, long N, int k, long D)
+{
+    long t = blockIdx.x;
+    if (t >= N) return;
+    T *o = d_in + t * D;
+    for (long d = threadIdx.x; d < D; d += blockDim.x) {
+        float acc = ld(o, d);
+        for (int j = 0; j < k; j++) {
+            long i = t * k + j, r = pos ? pos[i] : i;
+            if (r < 0) continue;
+            acc += (w ? w[i] : 1.0f) * ld(d_out + r * D, d);
+        }
+        st(o, d, acc);
+    }
+}
+
+/* d_w[i] += dot(d_out[r(i)], in[i / k]): one block per pair, shared-memory tree reduction */
+template <typename T> static __global__ void scale_rows_bwd_w_kernel(float *d_w, const T *d_out, const T *in,
+                                                                     const int32_t *pos, long N, int k, long D)
+{
+    __shared__ float part[COMBINE_BWD_THREADS];
+    long i = blockIdx.x;
+    if (i >= N * k) return;
+    long t = i / k, r = pos ? pos[i] : i;
+    if (r < 0) return; /* uniform over the block */
+    const T *g = d_out + r * D, *x = in + t * D;
+    float dot = 0;
+    for (long d = threadIdx.x; d < D; d += blockDim.x) dot += ld(g, d) * ld(x, d);
+    part[threadIdx.x] = dot;
+    __syncthreads();
+    for (int s = COMBINE_BWD_THREADS / 2; s > 0; s >>= 1) {
+        if ((int)threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) d_w[i] += part[0];
+}
+
+/* y += a, elementwise, one rounding */
+template <typename T> static __global__ void add_kernel(T *y, const T *a, long n)
+{
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) st(y, i, ld(y, i) + ld(a, i));
 }
 
 /* ---------------------------------------------------------------- memory, copies, timing */
@@ -705,7 +771,7 @@ static int gemm_group(moe_backend_t *be, const gemm_t *g, int n, moe_dtype_t dt)
 
 static int cu_route_forward(moe_backend_t *be, float *scores, int32_t *topk_idx, float *topk_w, int64_t *counts,
                             const void *x, const float *Wr, const float *bias, long N, long D, int E, int k,
-                            moe_router_t router, int route_norm, double skew)
+                            moe_route_t rt)
 {
     cu_impl_t *m = impl(be);
     const float *xf = (const float *)x;
@@ -724,7 +790,7 @@ static int cu_route_forward(moe_backend_t *be, float *scores, int32_t *topk_idx,
     CK(cudaMemsetAsync(dc, 0, (size_t)E * 8, m->stream));
     if (N > 0) {
         EPB_LAUNCH(route_topk_kernel, blocks_for(N, 128), 128, 0, m->stream, scores, topk_idx, topk_w, dc, bias, N,
-                   E, k, router == MOE_SIGMOID, route_norm, skew);
+                   E, k, rt);
         CK_LAUNCH(route_topk);
     }
     CK(cudaMemcpyAsync(hc, dc, (size_t)E * 8, cudaMemcpyDeviceToHost, m->stream));
@@ -735,13 +801,13 @@ static int cu_route_forward(moe_backend_t *be, float *scores, int32_t *topk_idx,
 
 static int cu_route_backward(moe_backend_t *be, void *dx, float *dWr, float *work, const float *d_gate,
                              const float *scores, const int32_t *topk_idx, const float *topk_w, const void *x,
-                             const float *Wr, long N, long D, int E, int k, moe_router_t router, int route_norm)
+                             const float *Wr, long N, long D, int E, int k, moe_route_t rt)
 {
     cu_impl_t *m = impl(be);
     if (N == 0) return EPB_OK;
     float *dlogits = work; // (N,E)
     EPB_LAUNCH(route_bwd_kernel, blocks_for(N, 128), 128, 0, m->stream, dlogits, d_gate, scores, topk_idx, topk_w, N,
-               E, k, router == MOE_SIGMOID, route_norm);
+               E, k, rt);
     CK_LAUNCH(route_bwd);
     if (be->dtype == MOE_F32) {
         gemm_t gx = { 0, 1, (int)N, (int)D, E, dlogits, E, Wr, E, dx, (int)D, 1.0f };   /* dx += dl Wr^T */
@@ -993,6 +1059,61 @@ static int cu_combine_backward(moe_backend_t *be, void *d_ep_out, float *d_gate,
     return EPB_OK;
 }
 
+/* ---------------------------------------------------------------- gate weights on rows placed by pair */
+
+static int cu_scale_rows_forward(moe_backend_t *be, void *out, const void *in, const int32_t *pos, const float *w,
+                                 long N, int k, long D)
+{
+    long n = N * k;
+    if (n == 0) return EPB_OK;
+    cudaStream_t s = impl(be)->stream;
+    int th = row_threads(D, 4, 0);
+    if (be->dtype == MOE_BF16)
+        EPB_LAUNCH(scale_rows_fwd_kernel<bf16>, (unsigned)n, th, 0, s, (bf16 *)out, (const bf16 *)in, pos, w, n, k, D);
+    else
+        EPB_LAUNCH(scale_rows_fwd_kernel<float>, (unsigned)n, th, 0, s, (float *)out, (const float *)in, pos, w, n, k, D);
+    CK_LAUNCH(scale_rows_fwd);
+    return EPB_OK;
+}
+
+static int cu_scale_rows_backward(moe_backend_t *be, void *d_in, float *d_w, const void *d_out, const void *in,
+                                  const int32_t *pos, const float *w, long N, int k, long D)
+{
+    if (N == 0) return EPB_OK;
+    cudaStream_t s = impl(be)->stream;
+    int th = row_threads(D, 4, 0);
+    unsigned nb = (unsigned)(N * k);
+    if (be->dtype == MOE_BF16) {
+        EPB_LAUNCH(scale_rows_bwd_in_kernel<bf16>, (unsigned)N, th, 0, s, (bf16 *)d_in, (const bf16 *)d_out, pos, w, N,
+                   k, D);
+        CK_LAUNCH(scale_rows_bwd_in);
+        if (d_w)
+            EPB_LAUNCH(scale_rows_bwd_w_kernel<bf16>, nb, COMBINE_BWD_THREADS, 0, s, d_w, (const bf16 *)d_out,
+                       (const bf16 *)in, pos, N, k, D);
+    } else {
+        EPB_LAUNCH(scale_rows_bwd_in_kernel<float>, (unsigned)N, th, 0, s, (float *)d_in, (const float *)d_out, pos, w,
+                   N, k, D);
+        CK_LAUNCH(scale_rows_bwd_in);
+        if (d_w)
+            EPB_LAUNCH(scale_rows_bwd_w_kernel<float>, nb, COMBINE_BWD_THREADS, 0, s, d_w, (const float *)d_out,
+                       (const float *)in, pos, N, k, D);
+    }
+    CK_LAUNCH(scale_rows_bwd_w);
+    return EPB_OK;
+}
+
+static int cu_add(moe_backend_t *be, void *y, const void *a, size_t n)
+{
+    if (n == 0) return EPB_OK;
+    cudaStream_t s = impl(be)->stream;
+    if (be->dtype == MOE_BF16)
+        EPB_LAUNCH(add_kernel<bf16>, blocks_for((long)n, 256), 256, 0, s, (bf16 *)y, (const bf16 *)a, (long)n);
+    else
+        EPB_LAUNCH(add_kernel<float>, blocks_for((long)n, 256), 256, 0, s, (float *)y, (const float *)a, (long)n);
+    CK_LAUNCH(add);
+    return EPB_OK;
+}
+
 /* ---------------------------------------------------------------- the table */
 
 static moe_ops_t make_ops(void)
@@ -1020,6 +1141,9 @@ static moe_ops_t make_ops(void)
     o.unpermute_backward = cu_unpermute_backward;
     o.experts_forward = cu_experts_forward;
     o.experts_backward = cu_experts_backward;
+    o.scale_rows_forward = cu_scale_rows_forward;
+    o.scale_rows_backward = cu_scale_rows_backward;
+    o.add = cu_add;
     o.combine_forward = cu_combine_forward;
     o.combine_backward = cu_combine_backward;
     return o;

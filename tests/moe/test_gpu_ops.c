@@ -104,23 +104,28 @@ static float *rnd(size_t n, uint64_t stream, double scale, int act)
 static void test_perm_experts(moe_backend_t *cpu, moe_backend_t *g2, const float *x, void *dx_, const int32_t *idx,
                               int32_t *didx, const float *tw, float *dtw, long N, long D, long F, int E, int k);
 
-static void test_ops(moe_backend_t *cpu, moe_backend_t *g2, long N, long D, long F, int E, int k, moe_router_t router,
-                     int route_norm, double skew)
+static moe_route_t rt_of(moe_router_t router, int norm, double skew, double scale, int groups, int topk_groups)
+{
+    return (moe_route_t){ .router = router, .norm = norm, .skew = skew, .scale = scale, .groups = groups,
+                          .topk_groups = topk_groups };
+}
+
+static void test_ops(moe_backend_t *cpu, moe_backend_t *g2, long N, long D, long F, int E, int k, moe_route_t rt)
 {
     const moe_ops_t *c = cpu->ops, *o = G->ops;
     size_t n = (size_t)N * k;
-    printf("# N=%ld D=%ld F=%ld E=%d k=%d %s%s skew %g\n", N, D, F, E, k, moe_router_name(router),
-           route_norm ? "+norm" : "", skew);
+    printf("# N=%ld D=%ld F=%ld E=%d k=%d %s%s skew %g scale %g groups %d/%d\n", N, D, F, E, k,
+           moe_router_name(rt.router), rt.norm ? "+norm" : "", rt.skew, rt.scale, rt.topk_groups, rt.groups);
     /* router */
     float *x = rnd((size_t)N * D, 1, 1, 1), *Wr = rnd((size_t)D * E, 2, 1 / sqrt((double)D), 0), *bias = rnd((size_t)E, 3, 0.05, 0);
     float *sc = malloc((size_t)N * E * 4), *tw = malloc(n * 4);
     int32_t *idx = malloc(n * 4);
     int64_t cnt[MAX_E], gcnt[MAX_E];
-    c->route_forward(cpu, sc, idx, tw, cnt, x, Wr, bias, N, D, E, k, router, route_norm, skew);
+    c->route_forward(cpu, sc, idx, tw, cnt, x, Wr, bias, N, D, E, k, rt);
     void *dx_ = up_act(x, (size_t)N * D), *dWr_ = up(Wr, (size_t)D * E * 4), *dbias = up(bias, (size_t)E * 4);
     float *dsc = scratch((size_t)N * E * 4), *dtw = scratch(n * 4);
     int32_t *didx = scratch(n * 4);
-    ok_call(o->route_forward(G, dsc, didx, dtw, gcnt, dx_, dWr_, dbias, N, D, E, k, router, route_norm, skew), "route_forward");
+    ok_call(o->route_forward(G, dsc, didx, dtw, gcnt, dx_, dWr_, dbias, N, D, E, k, rt), "route_forward");
     float *h;
     int32_t *hi;
     cmp("route_forward scores", h = down(dsc, (size_t)N * E * 4), sc, (size_t)N * E, F32); free(h);
@@ -132,11 +137,11 @@ static void test_ops(moe_backend_t *cpu, moe_backend_t *g2, long N, long D, long
     float *work = malloc((size_t)N * E * 4);
     void *ddx = up_act(dxr, (size_t)N * D);
     float *ddWr = up(dWrr, (size_t)D * E * 4), *ddg = up(dg, n * 4), *dwork = scratch((size_t)N * E * 4);
-    c->route_backward(cpu, dxr, dWrr, work, dg, sc, idx, tw, x, Wr, N, D, E, k, router, route_norm);
+    c->route_backward(cpu, dxr, dWrr, work, dg, sc, idx, tw, x, Wr, N, D, E, k, rt);
     /* the GPU gets the CPU's scores/top-k so that both differentiate the same selection */
     ok_call(o->to_backend(G, dsc, sc, (size_t)N * E * 4) || o->to_backend(G, didx, idx, n * 4) ||
             o->to_backend(G, dtw, tw, n * 4), "upload");
-    ok_call(o->route_backward(G, ddx, ddWr, dwork, ddg, dsc, didx, dtw, dx_, dWr_, N, D, E, k, router, route_norm),
+    ok_call(o->route_backward(G, ddx, ddWr, dwork, ddg, dsc, didx, dtw, dx_, dWr_, N, D, E, k, rt),
             "route_backward");
     cmp("route_backward dx (added)", h = down_act(ddx, (size_t)N * D), dxr, (size_t)N * D, ACT); free(h);
     cmp("route_backward dWr (added)", h = down(ddWr, (size_t)D * E * 4), dWrr, (size_t)D * E, F32); free(h);
@@ -214,6 +219,39 @@ static void test_perm_experts(moe_backend_t *cpu, moe_backend_t *g2, const float
         ok_call(o->combine_backward(G, ddep, ddgate, dgy, dxp, dpos, dtw, N, k, D), "combine_backward");
         cmp("combine_backward d_ep_out (added)", h = down_act(ddep, (size_t)rows * D), dep, (size_t)rows * D, ACT); free(h);
         cmp("combine_backward d_gate (added)", h = down(ddgate, n * 4), dgate, n, F32); free(h);
+        /* combine with the gates applied before the experts: unweighted, and its backward without d_gate */
+        c->combine_forward(cpu, y, ep, pos, NULL, N, k, D);
+        ok_call(o->combine_forward(G, dy_, dep_, dpos, NULL, N, k, D), "combine_forward (no weights)");
+        cmp("combine_forward (no weights)", h = down_act(dy_, (size_t)N * D), y, (size_t)N * D, ACT); free(h);
+        c->combine_backward(cpu, dep, NULL, gy, xp, pos, NULL, N, k, D);
+        ok_call(o->combine_backward(G, ddep, NULL, dgy, dxp, dpos, NULL, N, k, D), "combine_backward (no weights)");
+        cmp("combine_backward (no weights, no d_gate) d_ep_out (added)", h = down_act(ddep, (size_t)rows * D), dep,
+            (size_t)rows * D, ACT); free(h);
+        /* --gate-before's ops: rows placed as gate * x, and their backward into non-zero gradients */
+        float *sr = calloc(n * D + 1, 4), *sd_in = rnd((size_t)N * D, 26, 0.5, 1), *sd_w = rnd(n, 27, 0.5, 0),
+              *sd_out = rnd(n * D, 28, 1, 1);
+        void *dsr = scratch(n * D * es + es), *dsd_in = up_act(sd_in, (size_t)N * D), *dsd_out = up_act(sd_out, n * D);
+        float *dsd_w = up(sd_w, n * 4);
+        c->scale_rows_forward(cpu, sr, x, pos, tw, N, k, D);
+        ok_call(o->scale_rows_forward(G, dsr, dx_, dpos, dtw, N, k, D), "scale_rows_forward");
+        cmp("scale_rows_forward (gate * x)", h = down_act(dsr, (size_t)rows * D), sr, (size_t)rows * D, ACT); free(h);
+        c->scale_rows_forward(cpu, sr, x, pos, NULL, N, k, D);
+        ok_call(o->scale_rows_forward(G, dsr, dx_, dpos, NULL, N, k, D), "scale_rows_forward (no weights)");
+        cmp("scale_rows_forward (no weights) = a copy", h = down_act(dsr, (size_t)rows * D), xp, (size_t)rows * D, EXACT);
+        free(h);
+        c->scale_rows_backward(cpu, sd_in, sd_w, sd_out, x, pos, tw, N, k, D);
+        ok_call(o->scale_rows_backward(G, dsd_in, dsd_w, dsd_out, dx_, dpos, dtw, N, k, D), "scale_rows_backward");
+        cmp("scale_rows_backward d_in (added)", h = down_act(dsd_in, (size_t)N * D), sd_in, (size_t)N * D, ACT); free(h);
+        cmp("scale_rows_backward d_w (added)", h = down(dsd_w, n * 4), sd_w, n, F32); free(h);
+        c->scale_rows_backward(cpu, sd_in, NULL, sd_out, x, pos, tw, N, k, D);
+        ok_call(o->scale_rows_backward(G, dsd_in, NULL, dsd_out, dx_, dpos, dtw, N, k, D), "scale_rows_backward");
+        cmp("scale_rows_backward (no d_w) d_in (added)", h = down_act(dsd_in, (size_t)N * D), sd_in, (size_t)N * D, ACT);
+        free(h);
+        /* add: y += a */
+        c->add(cpu, sd_out, ep, n * D);
+        ok_call(o->add(G, dsd_out, dep_, n * D), "add");
+        cmp("add (y += a)", h = down_act(dsd_out, n * D), sd_out, n * D, ACT); free(h);
+        free(sr); free(sd_in); free(sd_w); free(sd_out);
 
         /* experts over the permuted rows, grouped and per-expert GEMMs */
         size_t wn = (size_t)El * D * F;
@@ -282,7 +320,7 @@ static void test_many_experts(moe_backend_t *cpu, moe_backend_t *g2, long N, lon
 
 /* Exact ties: Wr = 0 makes every logit 0, so every score is the same (1/E, or 0.5 for sigmoid) on both devices,
  * and the bias takes three values: the choice among equals must go to the lower expert index, as on the CPU. */
-static void test_route_ties(moe_backend_t *cpu, long N, long D, int E, int k, moe_router_t router, int route_norm)
+static void test_route_ties(moe_backend_t *cpu, long N, long D, int E, int k, moe_route_t rt)
 {
     const moe_ops_t *c = cpu->ops, *o = G->ops;
     size_t n = (size_t)N * k;
@@ -291,11 +329,11 @@ static void test_route_ties(moe_backend_t *cpu, long N, long D, int E, int k, mo
     float *sc = malloc((size_t)N * E * 4), *tw = malloc(n * 4), *h;
     int32_t *idx = malloc(n * 4), *hi;
     int64_t cnt[MAX_E], gcnt[MAX_E];
-    c->route_forward(cpu, sc, idx, tw, cnt, x, Wr, bias, N, D, E, k, router, route_norm, 0);
+    c->route_forward(cpu, sc, idx, tw, cnt, x, Wr, bias, N, D, E, k, rt);
     void *dx_ = up_act(x, (size_t)N * D), *dWr_ = up(Wr, (size_t)D * E * 4), *dbias = up(bias, (size_t)E * 4);
     float *dsc = scratch((size_t)N * E * 4), *dtw = scratch(n * 4);
     int32_t *didx = scratch(n * 4);
-    ok_call(o->route_forward(G, dsc, didx, dtw, gcnt, dx_, dWr_, dbias, N, D, E, k, router, route_norm, 0),
+    ok_call(o->route_forward(G, dsc, didx, dtw, gcnt, dx_, dWr_, dbias, N, D, E, k, rt),
             "route_forward (ties)");
     /* bias 0.02 goes to e = 2, 5, 8, ...: the CPU's first choice is expert 2 */
     TAP_OK(idx[0] == 2, "%s route_forward ties: the CPU picks the lowest index among equals (%d)", bf ? "bf16" : "f32",
@@ -307,11 +345,12 @@ static void test_route_ties(moe_backend_t *cpu, long N, long D, int E, int k, mo
 }
 
 /* ---- the whole layer, forward and backward ---- */
+/* feat: the layer features (route_scale, groups, gate_before, shared experts) to run with */
 static void test_layer(moe_backend_t *cpu, long N, long D, long F, int E, int k, moe_router_t router, int route_norm,
-                       double skew)
+                       double skew, const moe_config_t *feat)
 {
     epb_err_t err;
-    moe_config_t c = moe_config_default();
+    moe_config_t c = *feat;
     c.T = N, c.D = D, c.F = F, c.E = E, c.k = k, c.router = router, c.route_norm = route_norm, c.skew = skew;
     c.seed = 11;
     moe_config_t cr = c; /* the reference runs fp32 on the bf16-rounded inputs */
@@ -324,20 +363,27 @@ static void test_layer(moe_backend_t *cpu, long N, long D, long F, int E, int k,
         moe_run_destroy(&R);
         return;
     }
-    size_t nD = (size_t)N * D, wn = (size_t)E * D * F;
+    size_t nD = (size_t)N * D, wn = (size_t)E * D * F, sn = (size_t)D * c.shared * c.Fs;
     if (bf) {
         moe_round_bf16(R.x, nD);
         moe_round_bf16(R.dy, nD);
         moe_round_bf16(R.w1, wn);
         moe_round_bf16(R.w3, wn);
         moe_round_bf16(R.w2, wn);
+        if (sn) {
+            moe_round_bf16(R.sw1, sn);
+            moe_round_bf16(R.sw3, sn);
+            moe_round_bf16(R.sw2, sn);
+        }
     }
     int rc = moe_run_step(&R, &err);
     double ph[MOE_NPHASES] = { 0 };
     rc = rc || moe_run_step(&L, &err);
     memcpy(ph, L.m.us, sizeof ph);
-    TAP_OK(!rc, "%s layer N=%ld D=%ld F=%ld E=%d k=%d %s%s skew %g: forward+backward ran%s%s", bf ? "bf16" : "f32", N,
-           D, F, E, k, moe_router_name(router), route_norm ? "+norm" : "", skew, rc ? ": " : "", rc ? err.msg : "");
+    char feats[128];
+    moe_config_params(&c, feats, sizeof feats);
+    TAP_OK(!rc, "%s layer N=%ld D=%ld F=%ld E=%d k=%d %s%s skew %g %s: forward+backward ran%s%s", bf ? "bf16" : "f32", N,
+           D, F, E, k, moe_router_name(router), route_norm ? "+norm" : "", skew, feats, rc ? ": " : "", rc ? err.msg : "");
     if (!rc) {
         float *h;
         int32_t *hi;
@@ -352,6 +398,13 @@ static void test_layer(moe_backend_t *cpu, long N, long D, long F, int E, int k,
         cmp("layer dw1", h = down_act(L.dw1, wn), R.dw1, wn, LAYER); free(h);
         cmp("layer dw3", h = down_act(L.dw3, wn), R.dw3, wn, LAYER); free(h);
         cmp("layer dw2", h = down_act(L.dw2, wn), R.dw2, wn, LAYER); free(h);
+        if (sn) {
+            cmp("layer d_shared_w1", h = down_act(L.dsw1, sn), R.dsw1, sn, LAYER); free(h);
+            cmp("layer d_shared_w3", h = down_act(L.dsw3, sn), R.dsw3, sn, LAYER); free(h);
+            cmp("layer d_shared_w2", h = down_act(L.dsw2, sn), R.dsw2, sn, LAYER); free(h);
+            TAP_OK(L.m.us[MOE_PH_SHARED_FWD] > 0 && L.m.us[MOE_PH_SHARED_BWD] > 0, "%s shared_fwd and shared_bwd timed",
+                   bf ? "bf16" : "f32");
+        }
         double tot = 0;
         for (int p = 0; p < MOE_NPHASES; p++) tot += ph[p];
         TAP_OK(tot > 0 && ph[MOE_PH_EXPERTS_FWD] > 0, "cudaEvent phase times are positive (total %.1f us)", tot);
@@ -391,17 +444,25 @@ int main(void)
         unsetenv("EPB_CUDA_GROUPED");
         if (rc) { printf("Bail out! %s\n", err.msg); return 1; }
         /* 600 pairs: three permutation blocks; D=96 rows copy as 16-byte words, D=50 element by element */
-        test_ops(cpu, g2, 300, 96, 80, 8, 2, MOE_SOFTMAX, 0, 0);
-        test_ops(cpu, g2, 130, 50, 36, 16, 4, MOE_SIGMOID, 1, 1.0);
-        test_ops(cpu, g2, 77, 64, 40, 4, 1, MOE_SOFTMAX, 1, 4.0); /* skew 4: some experts get no rows */
+        test_ops(cpu, g2, 300, 96, 80, 8, 2, rt_of(MOE_SOFTMAX, 0, 0, 1, 1, 1));
+        test_ops(cpu, g2, 130, 50, 36, 16, 4, rt_of(MOE_SIGMOID, 1, 1.0, 1, 1, 1));
+        test_ops(cpu, g2, 77, 64, 40, 4, 1, rt_of(MOE_SOFTMAX, 1, 4.0, 1, 1, 1)); /* skew 4: some experts get no rows */
         /* D > 2 x 256: every thread of combine_backward's 256-thread reduction holds a partial dot, and the
          * row kernels' loops over D go round more than once */
-        test_ops(cpu, g2, 40, 600, 72, 4, 2, MOE_SOFTMAX, 0, 0);
+        test_ops(cpu, g2, 40, 600, 72, 4, 2, rt_of(MOE_SOFTMAX, 0, 0, 1, 1, 1));
+        /* DeepSeek-V3's router: sigmoid, renormalised, scaled by 2.5, 4 of 8 groups; and softmax in groups of 2 */
+        test_ops(cpu, g2, 130, 50, 36, 32, 4, rt_of(MOE_SIGMOID, 1, 0.5, 2.5, 8, 4));
+        test_ops(cpu, g2, 96, 40, 24, 16, 3, rt_of(MOE_SOFTMAX, 0, 0, 0.7, 8, 2));
         test_many_experts(cpu, g2, 2100, 24, 16, 300, 4);          /* 8400 pairs: 33 blocks; 300 experts */
-        test_route_ties(cpu, 64, 32, 16, 4, MOE_SOFTMAX, 1);
-        test_route_ties(cpu, 64, 32, 16, 4, MOE_SIGMOID, 0);
-        test_layer(cpu, 256, 96, 80, 8, 2, MOE_SOFTMAX, 0, 0);
-        test_layer(cpu, 200, 64, 48, 16, 4, MOE_SIGMOID, 1, 0.5);
+        test_route_ties(cpu, 64, 32, 16, 4, rt_of(MOE_SOFTMAX, 1, 0, 1, 1, 1));
+        test_route_ties(cpu, 64, 32, 16, 4, rt_of(MOE_SIGMOID, 0, 0, 1, 1, 1));
+        test_route_ties(cpu, 64, 32, 16, 4, rt_of(MOE_SIGMOID, 1, 0, 2.5, 4, 2)); /* tied group scores too */
+        moe_config_t lc = moe_config_default();
+        test_layer(cpu, 256, 96, 80, 8, 2, MOE_SOFTMAX, 0, 0, &lc);
+        test_layer(cpu, 200, 64, 48, 16, 4, MOE_SIGMOID, 1, 0.5, &lc);
+        /* every feature of issue 14 at once: gate before the experts, route scale, groups, two shared experts */
+        lc.gate_before = true, lc.route_scale = 2.5, lc.groups = 4, lc.topk_groups = 2, lc.shared = 2, lc.Fs = 40;
+        test_layer(cpu, 200, 64, 48, 16, 4, MOE_SIGMOID, 1, 0.5, &lc);
         moe_backend_destroy(g2);
         moe_backend_destroy(G);
     }

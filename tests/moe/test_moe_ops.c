@@ -1,6 +1,7 @@
-/* The CPU ops one by one and the module's edges: routing ties and corner cases, the permutation and its
- * inverse (whole and for a subset of experts), the bias update on known histograms, seeded initialisation by
- * global index, bad configurations, the memory refusal, the .npy writer and the dump directory. */
+/* The CPU ops one by one and the module's edges: routing ties and corner cases, group-limited routing and the route
+ * scale on hand-made scores, the permutation and its inverse (whole and for a subset of experts), the gate-before
+ * ops (scale_rows) and add, the bias update on known histograms, seeded initialisation by global index, bad
+ * configurations, the presets, the params text, the memory refusal, the .npy writer and the dump directory. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -13,6 +14,12 @@
 
 static char dir[] = "/tmp/epb_test_moe_XXXXXX";
 
+/* the router's rule without the features of issue 14 (scale 1, no groups) */
+static moe_route_t rt_plain(moe_router_t router, int norm, double skew)
+{
+    return (moe_route_t){ .router = router, .norm = norm, .skew = skew, .scale = 1, .groups = 1, .topk_groups = 1 };
+}
+
 static void test_routing(moe_backend_t *be)
 {
     const moe_ops_t *o = be->ops;
@@ -22,18 +29,18 @@ static void test_routing(moe_backend_t *be)
     int64_t cnt[E];
     for (int i = 0; i < N * D; i++) x[i] = (float)epb_uniform(1, 0, (uint64_t)i);
     /* Wr = 0: every score equal, so the choices are the lowest indices in order */
-    o->route_forward(be, scores, idx, w, cnt, x, Wr, bias, N, D, E, 2, MOE_SOFTMAX, 0, 0);
+    o->route_forward(be, scores, idx, w, cnt, x, Wr, bias, N, D, E, 2, rt_plain(MOE_SOFTMAX, 0, 0));
     TAP_OK(idx[0] == 0 && idx[1] == 1 && idx[4] == 0 && idx[5] == 1, "all-equal scores: ties go to experts 0, 1");
     TAP_OK(fabsf(w[0] - 0.2f) < 1e-7f && cnt[0] == N && cnt[1] == N && cnt[2] == 0, "gate = 1/E, counts 3 3 0 0 0");
     /* a bias tie between experts 3 and 1: lower index first */
     bias[1] = bias[3] = 0.5f;
-    o->route_forward(be, scores, idx, w, cnt, x, Wr, bias, N, D, E, 2, MOE_SOFTMAX, 1, 0);
+    o->route_forward(be, scores, idx, w, cnt, x, Wr, bias, N, D, E, 2, rt_plain(MOE_SOFTMAX, 1, 0));
     TAP_OK(idx[0] == 1 && idx[1] == 3, "bias tie between 1 and 3: order 1, 3 (got %d %d)", idx[0], idx[1]);
     TAP_OK(w[0] == 0.5f && w[1] == 0.5f, "gate weights unbiased and renormalised (%g %g)", w[0], w[1]);
     bias[1] = bias[3] = 0;
     /* k = E: every expert once, in score order; counts N each */
     for (int i = 0; i < D * E; i++) Wr[i] = (float)epb_uniform(2, 0, (uint64_t)i);
-    o->route_forward(be, scores, idx, w, cnt, x, Wr, bias, N, D, E, E, MOE_SIGMOID, 0, 0);
+    o->route_forward(be, scores, idx, w, cnt, x, Wr, bias, N, D, E, E, rt_plain(MOE_SIGMOID, 0, 0));
     int perm_ok = 1, sorted = 1;
     for (int t = 0; t < N; t++) {
         int seen = 0;
@@ -45,11 +52,123 @@ static void test_routing(moe_backend_t *be)
     for (int e = 0; e < E; e++) total += cnt[e];
     TAP_OK(perm_ok && sorted && total == N * E && cnt[0] == N, "k=E: every expert once per token, by score");
     /* k = 1 with a large skew: expert 0 always */
-    o->route_forward(be, scores, idx, w, cnt, x, Wr, bias, N, D, E, 1, MOE_SOFTMAX, 0, 30.0);
+    o->route_forward(be, scores, idx, w, cnt, x, Wr, bias, N, D, E, 1, rt_plain(MOE_SOFTMAX, 0, 30.0));
     TAP_OK(cnt[0] == N && idx[0] == 0 && idx[1] == 0 && idx[2] == 0, "k=1, skew 30: all tokens to expert 0");
     /* T = 1 */
-    o->route_forward(be, scores, idx, w, cnt, x, Wr, bias, 1, D, E, 2, MOE_SOFTMAX, 0, 0);
+    o->route_forward(be, scores, idx, w, cnt, x, Wr, bias, 1, D, E, 2, rt_plain(MOE_SOFTMAX, 0, 0));
     TAP_OK(cnt[0] + cnt[1] + cnt[2] + cnt[3] + cnt[4] == 2 && idx[0] != idx[1], "T=1: two distinct choices");
+}
+
+/* Group-limited routing and the route scale with known scores: Wr = 0 makes every score equal (sigmoid: 0.5), so
+ * the bias alone decides. E=8 in 4 groups of 2: group 0 holds the single best expert (0) but a weak second one, so
+ * its score (the sum of its two best) loses to groups 2 and 3. */
+static void test_route_groups(moe_backend_t *be)
+{
+    const moe_ops_t *o = be->ops;
+    enum { N = 2, D = 3, E = 8 };
+    float x[N * D], Wr[D * E] = { 0 }, scores[N * E], w[N * E], w1[N * E];
+    float bias[E] = { 0.9f, -0.5f, 0.1f, 0.1f, 0.3f, 0.2f, 0.3f, 0.25f };
+    int32_t idx[N * E], idx1[N * E];
+    int64_t cnt[E];
+    for (int i = 0; i < N * D; i++) x[i] = (float)epb_uniform(1, 0, (uint64_t)i);
+    moe_route_t rt = rt_plain(MOE_SIGMOID, 0, 0);
+    o->route_forward(be, scores, idx1, w1, cnt, x, Wr, bias, N, D, E, 2, rt);
+    TAP_OK(idx1[0] == 0 && idx1[1] == 4, "no groups: experts 0 and 4 (got %d %d)", idx1[0], idx1[1]);
+    /* biased scores 1.4 0 | 0.6 0.6 | 0.8 0.7 | 0.8 0.75: group scores 1.4, 1.2, 1.5, 1.55; the best two g3, g2 */
+    rt.groups = 4, rt.topk_groups = 2;
+    o->route_forward(be, scores, idx, w, cnt, x, Wr, bias, N, D, E, 2, rt);
+    TAP_OK(idx[0] == 4 && idx[1] == 6 && cnt[0] == 0 && cnt[4] == N && cnt[6] == N,
+           "groups 2 of 4: expert 0 (best alone, weak group) is out; 4 and 6 of groups 2 and 3 (got %d %d)", idx[0], idx[1]);
+    rt.topk_groups = 3;
+    o->route_forward(be, scores, idx, w, cnt, x, Wr, bias, N, D, E, 3, rt);
+    TAP_OK(idx[0] == 0 && idx[1] == 4 && idx[2] == 6, "groups 3 of 4: group 0 is back (got %d %d %d)", idx[0], idx[1],
+           idx[2]);
+    /* ties between groups go to the lower group index: all biases equal */
+    float flat[E] = { 0 };
+    rt.topk_groups = 1;
+    o->route_forward(be, scores, idx, w, cnt, x, Wr, flat, N, D, E, 2, rt);
+    TAP_OK(idx[0] == 0 && idx[1] == 1, "tied groups: group 0, experts 0 and 1 (got %d %d)", idx[0], idx[1]);
+    /* route scale: the gate weights (after renormalisation) times the scale, the selection unchanged */
+    rt = rt_plain(MOE_SIGMOID, 1, 0);
+    o->route_forward(be, scores, idx1, w1, cnt, x, Wr, bias, N, D, E, 2, rt);
+    rt.scale = 2.5;
+    o->route_forward(be, scores, idx, w, cnt, x, Wr, bias, N, D, E, 2, rt);
+    TAP_OK(!memcmp(idx, idx1, sizeof(int32_t) * N * 2) && w1[0] == 0.5f && w[0] == 1.25f && w[1] == 1.25f,
+           "route-scale 2.5 after renormalisation: gates 0.5 -> %g %g, same choices", w[0], w[1]);
+    /* and its backward: d(gate) = g, through the scale: dlogits = 2.5 x the unscaled one */
+    float dg[N * 2] = { 1, -2, 0.5f, 3 }, dx1[N * D] = { 0 }, dx2[N * D] = { 0 }, dW1[D * E] = { 0 }, dW2[D * E] = { 0 },
+          work[N * E];
+    float Wr2[D * E];
+    for (int i = 0; i < D * E; i++) Wr2[i] = (float)epb_uniform(2, 0, (uint64_t)i);
+    rt.scale = 1;
+    o->route_forward(be, scores, idx1, w1, cnt, x, Wr2, bias, N, D, E, 2, rt);
+    o->route_backward(be, dx1, dW1, work, dg, scores, idx1, w1, x, Wr2, N, D, E, 2, rt);
+    rt.scale = 2.5;
+    o->route_forward(be, scores, idx, w, cnt, x, Wr2, bias, N, D, E, 2, rt);
+    o->route_backward(be, dx2, dW2, work, dg, scores, idx, w, x, Wr2, N, D, E, 2, rt);
+    double worst = 0;
+    for (int i = 0; i < D * E; i++) worst = fmax(worst, fabs(dW2[i] - 2.5 * dW1[i]));
+    TAP_OK(worst < 1e-6 && fabs(dW1[0]) + fabs(dW1[1]) > 0, "route-scale 2.5: router gradient 2.5x (max diff %.1e)", worst);
+}
+
+/* --gate-before's ops and add on hand-checkable values, and their agreement with combine's */
+static void test_scale_rows(moe_backend_t *be)
+{
+    const moe_ops_t *o = be->ops;
+    enum { N = 3, k = 2, D = 4, R = 5 };
+    float x[N * D], w[N * k] = { 0.5f, -2, 1, 3, 0.25f, 4 }, out[R * D], out2[R * D];
+    int32_t pos[N * k] = { 4, 0, -1, 2, 1, 3 }; /* pair (1,0) is not here; rows 0..4 in another order */
+    for (int i = 0; i < N * D; i++) x[i] = (float)(i + 1);
+    for (int i = 0; i < R * D; i++) out[i] = out2[i] = -7;
+    o->scale_rows_forward(be, out, x, pos, w, N, k, D);
+    int ok = 1;
+    for (int i = 0; i < N * k; i++)
+        for (int d = 0; d < D && pos[i] >= 0; d++) ok &= out[pos[i] * D + d] == w[i] * x[(i / k) * D + d];
+    TAP_OK(ok, "scale_rows_forward: out[pos[i]] = w[i] x[i/k]");
+    /* the same as combine_backward into zeros without the gate gradient */
+    memset(out2, 0, sizeof out2);
+    o->combine_backward(be, out2, NULL, x, NULL, pos, w, N, k, D);
+    TAP_OK(!memcmp(out, out2, sizeof out), "scale_rows_forward = combine_backward(d_gate NULL) into zeros");
+    o->scale_rows_forward(be, out2, x, pos, NULL, N, k, D);
+    ok = 1;
+    for (int i = 0; i < N * k; i++)
+        for (int d = 0; d < D && pos[i] >= 0; d++) ok &= out2[pos[i] * D + d] == x[(i / k) * D + d];
+    TAP_OK(ok, "scale_rows_forward without weights: a plain scatter");
+    /* backward: d_in[t] += sum_j w d_out[pos], d_w[i] += <d_out[pos], x[t]> (adding into what was there) */
+    float g[R * D], din[N * D], dw[N * k];
+    for (int i = 0; i < R * D; i++) g[i] = (float)epb_uniform(3, 0, (uint64_t)i);
+    for (int i = 0; i < N * D; i++) din[i] = 1;
+    for (int i = 0; i < N * k; i++) dw[i] = 10;
+    o->scale_rows_backward(be, din, dw, g, x, pos, w, N, k, D);
+    double e_in = 0, e_w = 0;
+    for (int t = 0; t < N; t++)
+        for (int d = 0; d < D; d++) {
+            double want = 1;
+            for (int j = 0; j < k; j++)
+                if (pos[t * k + j] >= 0) want += (double)w[t * k + j] * g[pos[t * k + j] * D + d];
+            e_in = fmax(e_in, fabs(din[t * D + d] - want));
+        }
+    for (int i = 0; i < N * k; i++) {
+        double want = 10;
+        for (int d = 0; d < D && pos[i] >= 0; d++) want += (double)g[pos[i] * D + d] * x[(i / k) * D + d];
+        e_w = fmax(e_w, fabs(dw[i] - want));
+    }
+    TAP_OK(e_in < 1e-5 && e_w < 1e-4 && dw[2] == 10, "scale_rows_backward: d_in and d_w added (errors %.1e %.1e), "
+           "a pair not here untouched", e_in, e_w);
+    float dw2[N * k];
+    memcpy(dw2, dw, sizeof dw);
+    o->scale_rows_backward(be, din, NULL, g, x, pos, w, N, k, D);
+    TAP_OK(!memcmp(dw, dw2, sizeof dw), "scale_rows_backward with d_w NULL leaves the gate gradients alone");
+    /* combine with no weights = combine with weights 1 */
+    float ones[N * k], y1[N * D], y2[N * D];
+    for (int i = 0; i < N * k; i++) ones[i] = 1;
+    o->combine_forward(be, y1, g, pos, ones, N, k, D);
+    o->combine_forward(be, y2, g, pos, NULL, N, k, D);
+    TAP_OK(!memcmp(y1, y2, sizeof y1), "combine_forward without weights = with weights 1");
+    float a[N * D], b[N * D];
+    for (int i = 0; i < N * D; i++) a[i] = (float)i, b[i] = 0.5f;
+    o->add(be, b, a, N * D);
+    TAP_OK(b[0] == 0.5f && b[N * D - 1] == N * D - 0.5f, "add: y += a");
 }
 
 static void test_permute(moe_backend_t *be)
@@ -153,7 +272,7 @@ static void test_init(void)
 static void test_bad_input(void)
 {
     epb_err_t err;
-    struct { const char *want; moe_config_t c; } cases[8];
+    struct { const char *want; moe_config_t c; } cases[20];
     int n = 0;
     moe_config_t d = moe_config_default();
     d.E = 4;
@@ -165,6 +284,19 @@ static void test_bad_input(void)
     cases[n].want = "--ffn 0", cases[n].c = d, cases[n++].c.F = 0;
     cases[n].want = "--router", cases[n].c = d, cases[n++].c.router = (moe_router_t)7;
     cases[n].want = "--skew", cases[n].c = d, cases[n++].c.skew = -1;
+    /* the features of issue 14: groups, route scale, shared experts */
+    moe_config_t g8 = d;
+    g8.E = 8, g8.k = 2;
+    cases[n].want = "--groups 3 does not divide --experts 8", cases[n].c = g8, cases[n].c.groups = 3, cases[n++].c.topk_groups = 1;
+    cases[n].want = "--topk-groups 5 exceeds --groups 4", cases[n].c = g8, cases[n].c.groups = 4, cases[n++].c.topk_groups = 5;
+    cases[n].want = "--top-k 3 exceeds the 2 experts of the --topk-groups 1 best groups (--groups 4 of 2 experts each)",
+    cases[n].c = g8, cases[n].c.groups = 4, cases[n].c.topk_groups = 1, cases[n++].c.k = 3;
+    cases[n].want = "--groups 128: at most 64", cases[n].c = g8, cases[n].c.E = 128, cases[n].c.groups = 128,
+    cases[n++].c.topk_groups = 1;
+    cases[n].want = "--route-scale 0 must be a positive", cases[n].c = g8, cases[n++].c.route_scale = 0;
+    cases[n].want = "--shared-ffn 64 needs shared experts", cases[n].c = g8, cases[n++].c.Fs = 64;
+    cases[n].want = "--shared-ffn 0 must be positive", cases[n].c = g8, cases[n++].c.shared = 2;
+    cases[n].want = "--shared -1 must be >= 0", cases[n].c = g8, cases[n++].c.shared = -1;
     for (int i = 0; i < n; i++) {
         memset(&err, 0, sizeof err);
         int rc = moe_config_validate(&cases[i].c, &err);
@@ -184,9 +316,51 @@ static void test_bad_input(void)
            (unsigned long long)need);
     TAP_OK(moe_mem_check(&d, 1, 1 << 20, &err) == EPB_EUSAGE && strstr(err.msg, fig), "refused: %s", err.msg);
     TAP_OK(moe_mem_check(&d, 1, need, &err) == EPB_OK, "accepted when exactly enough is available");
+    moe_config_t sh = d;
+    sh.shared = 2, sh.Fs = 512;
+    uint64_t need_sh = moe_mem_estimate(&sh, 1);
+    TAP_OK(need_sh >= need + 3ull * 1024 * 2 * 512 * 4 * 2 && strstr((moe_mem_check(&sh, 1, need, &err), err.msg),
+           "--shared 2 --shared-ffn 512"), "shared experts add to the estimate (%llu > %llu) and to the message",
+           (unsigned long long)need_sh, (unsigned long long)need);
+    TAP_OK(moe_mem_check_job(&d, 4, 4, d.E / 4, moe_mem_estimate(&d, 4), &err) == EPB_EUSAGE &&
+           strstr(err.msg, "4 of them on this host"), "4 ranks on one host need more than the reference alone: %s",
+           err.msg);
     d.E = 1 << 16;
     TAP_OK(moe_mem_available() > 0 && moe_mem_check(&d, 64, 0, &err) == EPB_EUSAGE && strstr(err.msg, "available"),
            "65536 experts over 64 ranks refused against MemAvailable: %s", err.msg);
+}
+
+/* The presets: unique names, each a valid layer as published, found by name; the params text of the features */
+static void test_models(void)
+{
+    epb_err_t err;
+    int ok = moe_nmodels >= 4, names_ok = 1;
+    for (int i = 0; i < moe_nmodels; i++) {
+        const moe_model_t *m = &moe_models[i];
+        moe_config_t c = moe_config_default();
+        c.T = 16, c.D = m->D, c.F = m->F, c.E = m->E, c.k = m->k, c.router = m->router, c.route_norm = m->route_norm;
+        c.route_scale = m->route_scale, c.groups = m->groups, c.topk_groups = m->topk_groups;
+        c.gate_before = m->gate_before, c.shared = m->shared, c.Fs = m->Fs;
+        if (moe_config_validate(&c, &err)) ok = 0, printf("# %s: %s\n", m->name, err.msg);
+        ok &= moe_model_find(m->name) == m && m->source && strstr(m->source, "config.json");
+        for (int j = 0; j < i; j++) names_ok &= strcmp(moe_models[j].name, m->name) != 0;
+    }
+    TAP_OK(ok && names_ok, "%d presets, each valid as published, with its source; unique names", moe_nmodels);
+    const char *want[] = { "mixtral-8x7b", "qwen3-30b-a3b", "llama4-scout", "deepseek-v3" };
+    int found = 1;
+    for (int i = 0; i < 4; i++) found &= moe_model_find(want[i]) != NULL;
+    const moe_model_t *ds = moe_model_find("deepseek-v3");
+    TAP_OK(found && !moe_model_find("gpt-5") && ds && ds->E == 256 && ds->k == 8 && ds->D == 7168 && ds->F == 2048 &&
+           ds->groups == 8 && ds->topk_groups == 4 && ds->shared == 1 && ds->route_scale == 2.5 &&
+           ds->router == MOE_SIGMOID && ds->route_norm, "the four required presets; DeepSeek-V3 as its config.json");
+    moe_config_t c = moe_config_default();
+    char buf[256];
+    moe_config_params(&c, buf, sizeof buf);
+    TAP_OK(buf[0] == 0, "the default layer has no feature params");
+    c.shared = 1, c.Fs = 128, c.gate_before = true, c.route_scale = 2.5, c.groups = 8, c.topk_groups = 4;
+    moe_config_params(&c, buf, sizeof buf);
+    TAP_OK(!strcmp(buf, "shared=1;shared_ffn=128;gate_before=1;route_scale=2.5;groups=8;topk_groups=4"),
+           "params in canonical order: %s", buf);
 }
 
 static void test_npy_and_dump(void)
@@ -231,7 +405,8 @@ static void test_npy_and_dump(void)
     float z[64] = { 0 };
     int32_t zi[8] = { 0 };
     int64_t zl[8] = { 0 };
-    moe_dump_t dm = { "local", 2, &c, z, z, z, z, z, z, zi, z, z, z, z, z, z, z, z, zl, z };
+    moe_dump_t dm = { "local", 2, &c, z, z, z, z, z, z, zi, z, z, z, z, z, z, z, z, zl, z, NULL, NULL, NULL, NULL, NULL,
+                      NULL };
     snprintf(path, sizeof path, "%s/dump/new", dir);
     TAP_OK(moe_dump_write(path, &dm, &err) == EPB_OK || (printf("# %s\n", err.msg), 0), "dump into a new directory (parents created)");
     mkdir(path, 0777);
@@ -253,6 +428,34 @@ static void test_npy_and_dump(void)
         all &= access(path, F_OK) == 0;
     }
     TAP_OK(all, "all 17 .npy files written");
+    snprintf(path, sizeof path, "%s/dump/shared_w1.npy", dir);
+    TAP_OK(access(path, F_OK) != 0, "no shared-expert files without shared experts");
+    /* with shared experts: their weights and gradients too, and config.json names every feature */
+    c.shared = 2, c.Fs = 3, c.gate_before = true, c.route_scale = 2.5, c.groups = 2, c.topk_groups = 1;
+    snprintf(path, sizeof path, "%s/dump_sh", dir);
+    TAP_OK(moe_dump_write(path, &dm, &err) == EPB_EUSAGE && strstr(err.msg, "shared_w1 missing"),
+           "shared experts without their tensors: %s", err.msg);
+    dm.shared_w1 = dm.shared_w3 = dm.shared_w2 = dm.d_shared_w1 = dm.d_shared_w3 = dm.d_shared_w2 = z;
+    TAP_OK(moe_dump_write(path, &dm, &err) == EPB_OK, "dump with 2 shared experts");
+    const char *sn[] = { "shared_w1", "shared_w3", "shared_w2", "d_shared_w1", "d_shared_w3", "d_shared_w2" };
+    all = 1;
+    for (size_t i = 0; i < 6; i++) {
+        snprintf(path, sizeof path, "%s/dump_sh/%s.npy", dir, sn[i]);
+        all &= access(path, F_OK) == 0;
+    }
+    snprintf(path, sizeof path, "%s/dump_sh/shared_w2.npy", dir);
+    f = fopen(path, "rb");
+    memset(buf, 0, sizeof buf);
+    got = f ? fread(buf, 1, sizeof buf, f) : 0;
+    if (f) fclose(f);
+    TAP_OK(all && strstr((char *)buf + 10, "'shape': (6, 3)"), "23 files: the shared experts' (S*Fs, D) = (6, 3)");
+    snprintf(path, sizeof path, "%s/dump_sh/config.json", dir);
+    f = fopen(path, "r");
+    memset(js, 0, sizeof js);
+    if (f) fread(js, 1, sizeof js - 1, f), fclose(f);
+    TAP_OK(strstr(js, "\"route_scale\": 2.5") && strstr(js, "\"groups\": 2") && strstr(js, "\"topk_groups\": 1") &&
+           strstr(js, "\"gate_before\": true") && strstr(js, "\"shared\": 2") && strstr(js, "\"shared_ffn\": 3"),
+           "config.json names every feature");
     snprintf(path, sizeof path, "%s/dump/x.npy/sub", dir); /* parent is a regular file */
     TAP_OK(moe_dump_write(path, &dm, &err) == EPB_EUSAGE && strstr(err.msg, path), "unwritable: %s", err.msg);
     TAP_OK(moe_dump_write("/proc/epb-no-such-dir", &dm, &err) == EPB_EUSAGE && strstr(err.msg, "/proc/epb-no-such-dir"),
@@ -269,10 +472,13 @@ int main(void)
         return tap_done();
     }
     test_routing(be);
+    test_route_groups(be);
+    test_scale_rows(be);
     test_permute(be);
     test_bias_update();
     test_init();
     test_bad_input();
+    test_models();
     test_npy_and_dump();
     char info[512];
     epb_blas_info(info, sizeof info);
