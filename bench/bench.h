@@ -48,6 +48,16 @@ typedef struct {
     char dump[PATH_MAX];
     char loss_csv[PATH_MAX];
     char per_rank[PATH_MAX];  /* every rank's own phase times per iteration, CSV ("" = none) */
+    /* published models and their layer features (issue 14); a preset fills what was not given */
+    char model[32];           /* --model: a moe_models[] name ("" = none) */
+    int list_models;          /* --model list: MODE_LIST prints the presets */
+    int scale_down;           /* --scale-down: D, F and the shared FFN divided by it (1 = none) */
+    int router_given, route_scale_given, shared_given, shared_ffn_given;
+    double route_scale;
+    int groups, topk_groups;  /* 0 = not given */
+    int gate_before;
+    int shared;
+    long shared_ffn;          /* 0 = the expert FFN size (after --scale-down) */
     /* launching */
     int oversubscribe;        /* --oversubscribe: more local ranks than the sane bound are meant */
     char hostfile[PATH_MAX];  /* --hostfile: passed to mpirun when bench launches itself */
@@ -180,6 +190,8 @@ int bench_waits(bench_ctx_t *b, const double *arr, double *wait, size_t n, epb_e
 int bench_critical(bench_ctx_t *b, double *t, double *wait, size_t n, epb_err_t *err);
 /* The strategy registry for --help and --strategy list: name, description, parameters. */
 void bench_list_strategies(FILE *f, const char *indent);
+/* What MODE_LIST prints: the presets with their parameters (--model list) or the strategies (--strategy list). */
+void bench_list(FILE *f, const bench_opts_t *o);
 /* Busy-waits the test-only slowdown for `phase` when EPB_TEST_SLOWDOWN names it; elapsed_us is the phase's
  * own measured time so far. */
 void bench_maybe_slow(const bench_ctx_t *b, const char *phase, double elapsed_us);

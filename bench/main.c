@@ -101,7 +101,7 @@ int main(int argc, char **argv)
     if (!epb_under_launcher()) { /* started by hand: fail fast, then launch the ranks */
         if (rc) return fail(rc, &err);
         if (o.mode == MODE_HELP) { bench_usage(stdout); return EPB_OK; }
-        if (o.mode == MODE_LIST) { bench_list_strategies(stdout, ""); return EPB_OK; }
+        if (o.mode == MODE_LIST) { bench_list(stdout, &o); return EPB_OK; }
         if (o.mode == MODE_VERSION) { print_version(); return EPB_OK; }
         if ((rc = validate(&o, o.ranks, &err))) return fail(rc, &err);
         int launched = 0;
@@ -157,7 +157,7 @@ int main(int argc, char **argv)
         if (ctl->rank == 0) {
             if (o.mode == MODE_HELP) bench_usage(stdout);
             else if (o.mode == MODE_VERSION) print_version();
-            else bench_list_strategies(stdout, "");
+            else bench_list(stdout, &o);
         }
         goto done;
     }

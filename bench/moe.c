@@ -19,6 +19,7 @@
 typedef struct {
     moe_spec_t spec;
     moe_config_t cfg;
+    long D0, F0, Fs0; /* the sizes before --scale-down */
 } moe_case_t;
 
 /* Every combination of the sweep, in a fixed order (strategy outermost). */
@@ -41,14 +42,25 @@ static int enumerate(const bench_opts_t *o, moe_case_t *cases, int max, epb_err_
                             c.E = (int)o->experts[e];
                             c.k = (int)o->top_k[k];
                             c.T = o->tokens[t];
-                            c.D = o->hidden[d];
-                            c.F = o->ffn[f];
+                            /* --scale-down divides the sizes, not the routing (E, k, groups stay) */
+                            c.D = o->hidden[d] / o->scale_down;
+                            c.F = o->ffn[f] / o->scale_down;
                             c.router = (moe_router_t)o->router;
                             c.route_norm = o->route_norm;
                             c.skew = o->skew;
                             c.bias_coeff = o->bias_coeff;
                             c.seed = o->seed;
                             c.dtype = o->dtype == EPB_DT_BF16 ? MOE_BF16 : MOE_F32;
+                            c.route_scale = o->route_scale;
+                            c.groups = o->groups;
+                            c.topk_groups = o->topk_groups;
+                            c.gate_before = o->gate_before;
+                            c.shared = o->shared;
+                            /* the shared experts' FFN: given (or the preset's), else the expert FFN's */
+                            c.Fs = !o->shared ? 0 : o->shared_ffn ? o->shared_ffn / o->scale_down : c.F;
+                            cases[n].D0 = o->hidden[d];
+                            cases[n].F0 = o->ffn[f];
+                            cases[n].Fs0 = o->shared_ffn ? o->shared_ffn : o->ffn[f];
                             cases[n].spec = spec;
                             cases[n++].cfg = c;
                         }
@@ -58,13 +70,39 @@ static int enumerate(const bench_opts_t *o, moe_case_t *cases, int max, epb_err_
 
 #define MAX_CASES 4096
 
+/* After a memory refusal: the smallest --scale-down (a power of two times the one given) that fits, appended */
+static void mem_hint(const bench_opts_t *o, const moe_case_t *mc, int P, int local, int El, epb_err_t *err)
+{
+    uint64_t avail = moe_mem_available();
+    for (long s = 2L * o->scale_down; avail && s <= (1L << 20); s *= 2) {
+        moe_config_t t = mc->cfg;
+        t.D = mc->D0 / s, t.F = mc->F0 / s, t.Fs = t.shared ? mc->Fs0 / s : 0;
+        if (t.D < 1 || t.F < 1 || (t.shared && t.Fs < 1)) return;
+        if (moe_mem_estimate(&t, P) + (uint64_t)local * moe_mem_estimate_rank(&t, P, El) <= avail) {
+            size_t u = strlen(err->msg);
+            snprintf(err->msg + u, sizeof err->msg - u, "; --scale-down %ld fits", s);
+            return;
+        }
+    }
+}
+
 int bench_moe_plan(const bench_opts_t *o, int P, epb_err_t *err)
 {
     moe_case_t *cases = malloc(sizeof *cases * MAX_CASES);
     if (!cases) return epb_fail(err, EPB_ESYS, "out of memory");
     int n = enumerate(o, cases, MAX_CASES, err), rc = n < 0 ? EPB_EUSAGE : EPB_OK;
+    /* started by hand without a hostfile, every rank runs on this host; under a launcher only rank 0's check is
+     * known to be here */
+    int local = epb_under_launcher() || o->hostfile[0] ? 0 : P;
     for (int i = 0; i < n && !rc; i++) {
         const moe_config_t *c = &cases[i].cfg;
+        const moe_case_t *mc = &cases[i];
+        int El = cases[i].spec.st->replicated ? c->E : c->E / P;
+        if (c->D < 1 || c->F < 1 || (c->shared && c->Fs < 1)) {
+            rc = epb_fail(err, EPB_EUSAGE, "--scale-down %d leaves nothing of --hidden %ld, --ffn %ld%s: sizes must stay "
+                          ">= 1", o->scale_down, mc->D0, mc->F0, c->shared ? " or --shared-ffn" : "");
+            break;
+        }
         if ((rc = moe_config_validate(c, err))) break;
         if (c->dtype != MOE_F32 && o->device != BENCH_DEV_CUDA)
             rc = epb_fail(err, EPB_EUSAGE, "--dtype bf16: the CPU backend runs f32 (bf16 needs the CUDA backend)");
@@ -72,12 +110,26 @@ int bench_moe_plan(const bench_opts_t *o, int P, epb_err_t *err)
             rc = epb_fail(err, EPB_EUSAGE, "--train: the SGD update is implemented for --dtype f32 only");
         else if (c->E % P) rc = epb_fail(err, EPB_EUSAGE, "--experts %d cannot be divided over %d ranks (E %% ranks must be 0)", c->E, P);
         else if (cases[i].spec.st->validate && (rc = cases[i].spec.st->validate(&cases[i].spec, c, P, err))) break;
-        else rc = moe_mem_check(c, P, 0, err); /* rank 0's reference check holds the whole global batch */
+        else if ((rc = moe_mem_check_job(c, P, local, El, 0, err))) /* and rank 0's check holds the global batch */
+            mem_hint(o, mc, P, local, El, err);
     }
     if (!rc && o->train && o->dump[0]) rc = epb_fail(err, EPB_EUSAGE, "--dump describes one benchmark step; not with --train");
     if (!rc && o->train && o->per_rank[0]) rc = epb_fail(err, EPB_EUSAGE, "--per-rank records benchmark steps; not with --train");
     free(cases);
     return rc;
+}
+
+/* The CSV's params column: the strategy's parameters, then --model and --scale-down, then the layer features that
+ * are not default (moe_config_params), each key=val, ';'-joined */
+static void case_params(const bench_opts_t *o, const moe_case_t *mc, char *buf, size_t n)
+{
+    char feat[160]; /* the six features at most: well under 160 characters */
+    moe_spec_params(&mc->spec, buf, n);
+    size_t u = strlen(buf);
+    if (o->model[0] && u < n) u += (size_t)snprintf(buf + u, n - u, "%smodel=%s", u ? ";" : "", o->model);
+    if (o->scale_down > 1 && u < n) u += (size_t)snprintf(buf + u, n - u, "%sscale_down=%d", u ? ";" : "", o->scale_down);
+    moe_config_params(&mc->cfg, feat, sizeof feat);
+    if (feat[0] && u < n) snprintf(buf + u, n - u, "%s%s", u ? ";" : "", feat);
 }
 
 /* ---- the human table ---- */
@@ -87,10 +139,13 @@ static void print_case(const bench_ctx_t *b, const moe_case_t *mc, const epb_row
 {
     const moe_config_t *c = &mc->cfg;
     const epb_row_t *step = &rows[MOE_NPHASES];
-    char spec[96];
+    char spec[96], feat[EPB_PARAMS], model[64] = "";
     moe_spec_format(&mc->spec, spec, sizeof spec);
-    printf("\n# %s | %d ranks | E=%d k=%d T=%ld/rank D=%ld F=%ld | %s skew %g | %s\n", spec, b->ctl->size, c->E, c->k,
-           c->T, c->D, c->F, moe_router_label(c->router, c->route_norm), c->skew, b->base.device_name);
+    moe_config_params(c, feat, sizeof feat);
+    if (b->o->model[0]) snprintf(model, sizeof model, " | %s/%d", b->o->model, b->o->scale_down);
+    printf("\n# %s | %d ranks | E=%d k=%d T=%ld/rank D=%ld F=%ld | %s skew %g%s%s%s | %s\n", spec, b->ctl->size, c->E,
+           c->k, c->T, c->D, c->F, moe_router_label(c->router, c->route_norm), c->skew, feat[0] ? " " : "", feat, model,
+           b->base.device_name);
     printf("  %-13s %-7s %10s %10s %10s %10s %6s %12s %9s %9s  %s\n", "phase", "kind", "med_us", "wait_us", "hidden_us",
            "p95_us", "share", "bytes/rank", "GB/s", "GFLOP/s", "collectives");
     for (int p = 0; p < NROW; p++) {
@@ -211,7 +266,8 @@ static int check_and_dump(bench_ctx_t *b, moe_run_t *run, const moe_case_t *mc, 
         if (!verdict[1] && b->o->dump[0]) {
             moe_dump_t d = { mc->spec.st->name, b->ctl->size, &mc->cfg, g.x, g.router_w, g.expert_bias, g.w1, g.w3,
                              g.w2, g.topk_idx, g.topk_w, g.y, g.dy, g.dx, g.d_router_w, g.dw1, g.dw3, g.dw2,
-                             g.tokens_per_expert, g.expert_bias_after };
+                             g.tokens_per_expert, g.expert_bias_after, g.shared_w1, g.shared_w3, g.shared_w2,
+                             g.d_shared_w1, g.d_shared_w3, g.d_shared_w2 };
             int drc = moe_dump_write(b->o->dump, &d, err);
             if (drc) verdict[1] = drc == EPB_EUSAGE ? 2 : 3;
             else printf("  dump: %s (%d ranks' global tensors, step with %s)\n", b->o->dump, b->ctl->size, mc->spec.st->name);
@@ -234,7 +290,7 @@ static int train_case(bench_ctx_t *b, moe_run_t *run, const moe_case_t *mc, epb_
     size_t cap = 64 + (size_t)o->train * 160, len = 0;
     char *out = malloc(cap), params[EPB_PARAMS];
     if (!out) return epb_fail(err, EPB_ESYS, "out of memory");
-    moe_spec_params(&mc->spec, params, sizeof params);
+    case_params(o, mc, params, sizeof params);
     int rc = EPB_OK;
     if (b->ctl->rank == 0) printf("\n# train %s | %d ranks | E=%d k=%d T=%ld/rank D=%ld F=%ld | lr %g\n", mc->spec.st->name,
                                   b->ctl->size, mc->cfg.E, mc->cfg.k, mc->cfg.T, mc->cfg.D, mc->cfg.F, o->lr);
@@ -352,7 +408,7 @@ static int run_case(bench_ctx_t *b, moe_backend_t *be, const moe_case_t *mc, epb
         memcpy(sm.bytes, run.m.bytes, sizeof sm.bytes);
         memcpy(sm.flop, run.m.flop, sizeof sm.flop);
         memcpy(sm.coll, run.m.coll, sizeof sm.coll); /* every rank makes the same calls */
-        moe_spec_params(&mc->spec, sm.params, sizeof sm.params);
+        case_params(o, mc, sm.params, sizeof sm.params);
     }
     int64_t peak = (int64_t)be->peak_bytes;
     /* the critical path: each iteration's phase time is the max over ranks, with that rank's wait; bytes and

@@ -17,7 +17,8 @@ enum {
     OPT_COLL = 256, OPT_CALIBRATE, OPT_CSV, OPT_RANKS, OPT_BIND, OPT_IMBALANCE, OPT_DTYPE, OPT_SEED, OPT_COMM,
     OPT_VERSION, OPT_STRATEGY, OPT_EXPERTS, OPT_TOPK, OPT_TOKENS, OPT_HIDDEN, OPT_FFN, OPT_ROUTER, OPT_ROUTE_NORM,
     OPT_SKEW, OPT_BIAS_COEFF, OPT_DUMP, OPT_TRAIN, OPT_LR, OPT_LOSS_CSV, OPT_DEVICE, OPT_PER_RANK, OPT_OVERSUB,
-    OPT_HOSTFILE, OPT_TIMEOUT,
+    OPT_HOSTFILE, OPT_TIMEOUT, OPT_MODEL, OPT_SCALE_DOWN, OPT_SHARED, OPT_SHARED_FFN, OPT_GATE_BEFORE, OPT_ROUTE_SCALE,
+    OPT_GROUPS, OPT_TOPK_GROUPS,
 };
 
 static const struct option long_opts[] = {
@@ -55,10 +56,38 @@ static const struct option long_opts[] = {
     { "oversubscribe", no_argument, 0, OPT_OVERSUB },
     { "hostfile", required_argument, 0, OPT_HOSTFILE },
     { "timeout", required_argument, 0, OPT_TIMEOUT },
+    { "model", required_argument, 0, OPT_MODEL },
+    { "scale-down", required_argument, 0, OPT_SCALE_DOWN },
+    { "shared", required_argument, 0, OPT_SHARED },
+    { "shared-ffn", required_argument, 0, OPT_SHARED_FFN },
+    { "gate-before", no_argument, 0, OPT_GATE_BEFORE },
+    { "route-scale", required_argument, 0, OPT_ROUTE_SCALE },
+    { "groups", required_argument, 0, OPT_GROUPS },
+    { "topk-groups", required_argument, 0, OPT_TOPK_GROUPS },
     { "help", no_argument, 0, 'h' },
     { "version", no_argument, 0, OPT_VERSION },
     { 0, 0, 0, 0 },
 };
+
+static void list_models(FILE *f, const char *indent)
+{
+    for (int i = 0; i < moe_nmodels; i++) {
+        const moe_model_t *m = &moe_models[i];
+        fprintf(f, "%s%-16s E=%d k=%d D=%ld F=%ld %s", indent, m->name, m->E, m->k, m->D, m->F,
+                moe_router_label(m->router, m->route_norm));
+        if (m->route_scale != 1) fprintf(f, " route-scale=%g", m->route_scale);
+        if (m->groups > 1) fprintf(f, " groups=%d/%d", m->topk_groups, m->groups);
+        if (m->gate_before) fprintf(f, " gate-before");
+        if (m->shared) fprintf(f, " shared=%dx%ld", m->shared, m->Fs);
+        fprintf(f, " (%s)\n", m->source);
+    }
+}
+
+void bench_list(FILE *f, const bench_opts_t *o)
+{
+    if (o->list_models) list_models(f, "");
+    else bench_list_strategies(f, "");
+}
 
 void bench_usage(FILE *f)
 {
@@ -82,6 +111,17 @@ void bench_usage(FILE *f)
 "  --router softmax|sigmoid  (default softmax);  --route-norm  renormalise the k gate weights to sum 1\n"
 "  --skew S              hot low-index experts: logits - S*ln(e+1), S >= 0 (default 0)\n"
 "  --bias-coeff C        aux-loss-free bias update step (default 0.001)\n"
+"  --route-scale X       gate weights (after --route-norm) times X > 0 (DeepSeek-V3: 2.5; default 1)\n"
+"  --groups G --topk-groups M  group-limited routing: E/G consecutive experts per group, a group's score the sum\n"
+"                        of its two best biased scores; each token chooses among its M best groups only\n"
+"  --gate-before         the expert sees gate*x instead of its output being scaled (Llama 4; torchtitan's\n"
+"                        score_before_experts)\n"
+"  --shared S            S shared SwiGLU experts every token passes through, added to y (default 0)\n"
+"  --shared-ffn F        their FFN size each (default: the expert FFN size); needs --shared\n"
+"  --model NAME|list     a published configuration (E, k, router, route-norm/scale, groups, gate-before, shared\n"
+"                        experts, D, F; below); --tokens stays yours and any option given overrides it\n"
+"  --scale-down N        divide D, F and the shared FFN by N (E, k, groups and routing stay): a preset too big\n"
+"                        for this machine's memory (refused, exit 2, with the estimate) runs here\n"
 "  --dump DIR            write the global tensors of one step as .npy + config.json (DESIGN.md contract)\n"
 "  --train N             N SGD steps on an MSE loss instead of the benchmark; loss curve to --loss-csv\n"
 "  --lr R                SGD learning rate for --train (default 50: the MSE is a mean over all P*T*D outputs)\n"
@@ -130,12 +170,15 @@ void bench_usage(FILE *f)
 "Examples:\n"
 "  bench --strategy tp2ep --experts 16\n"
 "  bench --strategy all --top-k 1,2,4 --tokens 1024 --hidden 1024 --ffn 1024 --ranks 2\n"
+"  bench --model deepseek-v3 --scale-down 16 --strategy all --ranks 2\n"
 "  bench --coll alltoall -b 64K -e 16M --ranks 2\n"
 "  bench --coll alltoallv --imbalance 1.5 --ranks 4 --csv a2av.csv\n"
 "  mpirun -np 8 --hostfile hosts bench --coll all -b 1M -e 256M -n 50\n"
 "  bench --calibrate --csv results/peak.csv\n");
     fprintf(f, "\nStrategies (--strategy NAME[:key=val,...]):\n");
     bench_list_strategies(f, "  ");
+    fprintf(f, "\nModels (--model NAME):\n");
+    list_models(f, "  ");
 }
 
 void bench_list_strategies(FILE *f, const char *indent)
@@ -171,6 +214,8 @@ static void defaults(bench_opts_t *o)
     o->hidden[0] = 512;
     o->ffn[0] = 1024;
     o->bias_coeff = 1e-3;
+    o->route_scale = 1;
+    o->scale_down = 1;
     o->lr = 50;
     o->timeout_s = 600; /* generous: a collective of a healthy run takes seconds at most */
     snprintf(o->loss_csv, sizeof o->loss_csv, "results/loss.csv");
@@ -281,6 +326,37 @@ static int size_opt(const char *name, const char *v, uint64_t *out, epb_err_t *e
     return EPB_OK;
 }
 
+/* --model's preset into what was not given (each option given overrides its part), then the features' own rules:
+ * --groups and --topk-groups go together, --shared-ffn needs shared experts */
+static int apply_model(bench_opts_t *o, epb_err_t *err)
+{
+    const moe_model_t *m = o->model[0] ? moe_model_find(o->model) : NULL;
+    if (m) {
+        if (!o->nexperts) o->experts[0] = m->E, o->nexperts = 1;
+        if (!o->ntop_k) o->top_k[0] = m->k, o->ntop_k = 1;
+        if (!o->nhidden) o->hidden[0] = m->D, o->nhidden = 1;
+        if (!o->nffn) o->ffn[0] = m->F, o->nffn = 1;
+        if (!o->router_given) o->router = (int)m->router;
+        if (m->route_norm) o->route_norm = 1;
+        if (!o->route_scale_given) o->route_scale = m->route_scale;
+        if (!o->groups && m->groups > 1) o->groups = m->groups;
+        if (!o->topk_groups && m->groups > 1) o->topk_groups = m->topk_groups;
+        if (m->gate_before) o->gate_before = 1;
+        if (!o->shared_given) o->shared = m->shared;
+        if (!o->shared_ffn_given && o->shared) o->shared_ffn = m->Fs;
+    }
+    if (o->groups > 1 && !o->topk_groups)
+        return epb_fail(err, EPB_EUSAGE, "--groups %d needs --topk-groups M (the groups each token may choose from)",
+                        o->groups);
+    if (o->topk_groups && !o->groups)
+        return epb_fail(err, EPB_EUSAGE, "--topk-groups %d needs --groups G", o->topk_groups);
+    if (!o->groups) o->groups = 1;
+    if (!o->topk_groups) o->topk_groups = 1; /* groups 1 (none) */
+    if (o->shared_ffn_given && !o->shared)
+        return epb_fail(err, EPB_EUSAGE, "--shared-ffn %ld needs shared experts (--shared S, S >= 1)", o->shared_ffn);
+    return EPB_OK;
+}
+
 int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
 {
     defaults(o);
@@ -288,7 +364,7 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
     optind = 1;
     int c, rc = EPB_OK, moe_opt = 0;
     long l;
-    char names[256], snames[256];
+    char names[256], snames[256], mnames[256];
     while (rc == EPB_OK && (c = getopt_long(argc, argv, ":b:e:f:n:w:c:h", long_opts, NULL)) != -1) {
         switch (c) {
         case OPT_COLL:
@@ -362,9 +438,37 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
             if (moe_router_parse(optarg, &rt))
                 return epb_fail(err, EPB_EUSAGE, "--router '%s': expected softmax or sigmoid", optarg);
             o->router = (int)rt;
+            o->router_given = 1;
             moe_opt = 1;
             break;
         }
+        case OPT_MODEL:
+            if (!strcmp(optarg, "list")) {
+                o->mode = MODE_LIST;
+                o->list_models = 1;
+                return EPB_OK;
+            }
+            if (!moe_model_find(optarg))
+                return epb_fail(err, EPB_EUSAGE, "--model '%s': unknown model (accepted: %s, list)", optarg,
+                                moe_model_names(mnames, sizeof mnames));
+            snprintf(o->model, sizeof o->model, "%s", optarg);
+            moe_opt = 1;
+            break;
+        case OPT_SCALE_DOWN: rc = int_opt("--scale-down", optarg, 1, 1 << 20, &o->scale_down, err); moe_opt = 1; break;
+        case OPT_SHARED: rc = int_opt("--shared", optarg, 0, 1024, &o->shared, err); o->shared_given = moe_opt = 1; break;
+        case OPT_SHARED_FFN:
+            if (epb_parse_int(optarg, 1, 1L << 20, &o->shared_ffn))
+                return epb_fail(err, EPB_EUSAGE, "--shared-ffn '%s': expected an integer from 1 to %ld", optarg, 1L << 20);
+            o->shared_ffn_given = moe_opt = 1;
+            break;
+        case OPT_GATE_BEFORE: o->gate_before = 1; moe_opt = 1; break;
+        case OPT_ROUTE_SCALE:
+            if (epb_parse_double(optarg, 0, 1e6, &o->route_scale) || !(o->route_scale > 0))
+                return epb_fail(err, EPB_EUSAGE, "--route-scale '%s': expected a positive number", optarg);
+            o->route_scale_given = moe_opt = 1;
+            break;
+        case OPT_GROUPS: rc = int_opt("--groups", optarg, 1, MOE_MAX_GROUPS, &o->groups, err); moe_opt = 1; break;
+        case OPT_TOPK_GROUPS: rc = int_opt("--topk-groups", optarg, 1, MOE_MAX_GROUPS, &o->topk_groups, err); moe_opt = 1; break;
         case OPT_ROUTE_NORM: o->route_norm = 1; moe_opt = 1; break;
         case OPT_SKEW:
             if (epb_parse_double(optarg, 0, 100, &o->skew))
@@ -421,6 +525,7 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
         return epb_fail(err, EPB_EUSAGE, "nothing to run: give --strategy LIST (%s, all), --coll NAME (%s, all) or "
                         "--calibrate (see bench --help)", moe_strategy_names(snames, sizeof snames),
                         epb_coll_names(names, sizeof names));
+    if ((rc = apply_model(o, err))) return rc;
     if (!o->nexperts) o->nexperts = 1;
     if (!o->ntop_k) o->ntop_k = 1;
     if (!o->ntokens) o->ntokens = 1;

@@ -79,6 +79,27 @@ case_ "--skew '0x10': expected a number from 0 to 100" --strategy tp2ep --skew 0
 case_ "--ranks 1048576: more than 16 ranks per core" --coll alltoall --ranks 1048576 --csv "$csv"
 cp "$csv" "$work/torn.csv"; printf '2,run' >> "$work/torn.csv" # a row cut short
 case_ "torn.csv: its last row is torn" --coll allreduce -b 1K -e 1K -n 1 -w 0 --ranks 1 --csv "$work/torn.csv"
+# issue 14: the layer features and the presets
+case_ "--topk-groups 5 exceeds --groups 4" --strategy tp2ep --experts 8 --groups 4 --topk-groups 5 --ranks 1 --csv "$csv"
+case_ "--groups 3 does not divide --experts 8" --strategy tp2ep --experts 8 --groups 3 --topk-groups 1 --ranks 1 --csv "$csv"
+case_ "--top-k 3 exceeds the 2 experts of the --topk-groups 1 best groups (--groups 4 of 2 experts each)" \
+    --strategy dedup --experts 8 --groups 4 --topk-groups 1 --top-k 3 --ranks 1 --csv "$csv"
+case_ "--groups 4 needs --topk-groups M" --strategy tp2ep --experts 8 --groups 4 --ranks 1 --csv "$csv"
+case_ "--topk-groups 2 needs --groups G" --strategy tp2ep --experts 8 --topk-groups 2 --ranks 1 --csv "$csv"
+case_ "--groups '65': expected an integer from 1 to 64" --strategy tp2ep --experts 130 --groups 65 --topk-groups 1 --ranks 1 --csv "$csv"
+case_ "--shared-ffn 64 needs shared experts (--shared S, S >= 1)" --strategy tp2ep --shared-ffn 64 --ranks 1 --csv "$csv"
+case_ "--shared-ffn 64 needs shared experts" --strategy tp2ep --model deepseek-v3 --shared 0 --shared-ffn 64 --ranks 1 --csv "$csv"
+case_ "--shared '-1': expected an integer from 0" --strategy tp2ep --shared -1 --ranks 1 --csv "$csv"
+case_ "--route-scale '0': expected a positive number" --strategy tp2ep --route-scale 0 --ranks 1 --csv "$csv"
+models=$("$BENCH" --model list | awk '{printf "%s%s", n++ ? ", " : "", $1}') # the presets' own list
+case_ "--model 'gpt-5': unknown model (accepted: $models, list)" --strategy tp2ep --model gpt-5 --ranks 1 --csv "$csv"
+case_ "--scale-down '0': expected an integer from 1" --model deepseek-v3 --scale-down 0 --ranks 1 --csv "$csv"
+case_ "--scale-down 'x4': expected an integer" --model deepseek-v3 --scale-down x4 --ranks 1 --csv "$csv"
+case_ "--scale-down 4096 leaves nothing of --hidden 7168, --ffn 2048 or --shared-ffn" --model deepseek-v3 --scale-down 4096 \
+    --ranks 1 --csv "$csv"
+case_ "layer too large for memory: needs .* GiB .*--experts 256 --top-k 8 --shared 1 --shared-ffn 2048) .*; --scale-down [0-9]* fits" \
+    --model deepseek-v3 --strategy all --ranks 2 --csv "$csv"
+case_ "--topk-groups 4 exceeds --groups 1" --model deepseek-v3 --scale-down 16 --groups 1 --ranks 2 --csv "$csv"
 [ -f "$work/foreign.csv" ] && [ "$(cat "$work/foreign.csv")" = "$(printf 'a,b\n1,2')" ]
 tap_ok $? "a CSV with a foreign header is left unchanged by every case"
 # a full disk (the file size limit stands in for it; SIGXFSZ ignored so that the write fails instead): a runtime
