@@ -2,7 +2,9 @@
 """PyTorch reference for the GPU job (ci/gpu); torch is installed on the device machine.
 
   torch_ref.py check DUMP_DIR        recompute one bench --dump step in float64 with PyTorch autograd (DESIGN.md's
-                                     layer, written independently of moe/) and compare y, dx and every gradient,
+                                     layer, written independently of moe/, with every feature config.json names:
+                                     route scale, group-limited routing, gate before the experts, shared experts)
+                                     and compare y, dx and every gradient (the shared experts' too),
                                      tokens_per_expert and the updated bias. Exit 1 on a mismatch.
   torch_ref.py time T D F E K [DEV]  time the same layer forward+backward in bf16, PyTorch eager on DEV (default
                                      cuda; cpu only to try the script where there is no GPU), looping over
@@ -18,26 +20,50 @@ import numpy as np
 import torch
 
 
-def layer(x, Wr, bias, w1, w3, w2, k, router, route_norm, skew):
-    """y (N,D) and the top-k of DESIGN.md's MoE layer; selection is not differentiated (as in every stack)."""
-    E = Wr.shape[1]
+def swiglu(h, w1, w3, w2):
+    return (torch.nn.functional.silu(h @ w1) * (h @ w3)) @ w2
+
+
+def layer(x, Wr, bias, w1, w3, w2, k, router, route_norm, skew, route_scale=1.0, groups=1, topk_groups=1,
+          gate_before=False, shared=None):
+    """y (N,D) and the top-k of DESIGN.md's MoE layer; selection is not differentiated (as in every stack).
+    groups G > 1: a group's score is the sum of its two best biased scores (DeepSeek-V3's n_group/topk_group), a
+    token chooses among the experts of its topk_groups best groups. gate_before: the expert sees gate * x (Llama 4,
+    torchtitan's score_before_experts). shared: (sw1 (D,S*Fs), sw3, sw2 (S*Fs,D), S): S experts every token passes
+    through, expert s being columns (rows of sw2) s*Fs..(s+1)*Fs-1, added to y."""
+    N, E = x.shape[0], Wr.shape[1]
     logits = x.to(Wr.dtype) @ Wr - skew * torch.log(torch.arange(E, dtype=Wr.dtype, device=Wr.device) + 1)
     scores = torch.softmax(logits, dim=-1) if router == "softmax" else torch.sigmoid(logits)
     biased = (scores + bias).detach()
+    if groups > 1:
+        gsz = E // groups
+        gscore = biased.view(N, groups, gsz).topk(min(2, gsz), dim=-1).values.sum(dim=-1)
+        # ties to the lower group: a stable descending sort
+        keep = torch.sort(gscore, dim=-1, descending=True, stable=True).indices[:, :topk_groups]
+        mask = torch.zeros(N, groups, dtype=torch.bool, device=x.device).scatter(1, keep, True)
+        biased = biased.masked_fill(~mask.repeat_interleave(gsz, dim=1), float("-inf"))
     # ties to the lower index: a stable descending sort
     idx = torch.sort(biased, dim=-1, descending=True, stable=True).indices[:, :k]
     gate = torch.gather(scores, 1, idx)
     if route_norm:
         gate = gate / gate.sum(dim=-1, keepdim=True)
+    gate = gate * route_scale
     y = torch.zeros_like(x)
     for e in range(E):
         tok, j = torch.nonzero(idx == e, as_tuple=True)
         if tok.numel() == 0:
             continue
-        h = x[tok]
-        a1 = h @ w1[e]
-        out = (torch.nn.functional.silu(a1) * (h @ w3[e])) @ w2[e]
-        y = y.index_add(0, tok, out * gate[tok, j].unsqueeze(1).to(out.dtype))
+        g = gate[tok, j].unsqueeze(1).to(x.dtype)
+        if gate_before:
+            y = y.index_add(0, tok, swiglu(x[tok] * g, w1[e], w3[e], w2[e]))
+        else:
+            y = y.index_add(0, tok, swiglu(x[tok], w1[e], w3[e], w2[e]) * g)
+    if shared is not None:
+        sw1, sw3, sw2, S = shared
+        Fs = sw1.shape[1] // S
+        for s in range(S):
+            c = slice(s * Fs, (s + 1) * Fs)
+            y = y + swiglu(x, sw1[:, c], sw3[:, c], sw2[c, :])
     return y, idx, gate
 
 
@@ -47,7 +73,14 @@ def check(d):
     f64 = lambda n: ld(n).double().requires_grad_(n in ("x", "router_w", "w1", "w3", "w2"))
     x, Wr, w1, w3, w2 = (f64(n) for n in ("x", "router_w", "w1", "w3", "w2"))
     bias, dy = ld("expert_bias").double(), ld("dy").double()
-    y, idx, gate = layer(x, Wr, bias, w1, w3, w2, cfg["top_k"], cfg["router"], cfg["route_norm"], cfg["skew"])
+    S = cfg.get("shared", 0)  # dumps before issue 14 have none of the features
+    shared = None
+    if S:
+        sw1, sw3, sw2 = (ld(n).double().requires_grad_() for n in ("shared_w1", "shared_w3", "shared_w2"))
+        shared = (sw1, sw3, sw2, S)
+    y, idx, gate = layer(x, Wr, bias, w1, w3, w2, cfg["top_k"], cfg["router"], cfg["route_norm"], cfg["skew"],
+                         cfg.get("route_scale", 1.0), cfg.get("groups", 1), cfg.get("topk_groups", 1),
+                         cfg.get("gate_before", False), shared)
     y.backward(dy)
     E = cfg["experts"]
     tpe = torch.bincount(idx.flatten(), minlength=E)
@@ -56,6 +89,9 @@ def check(d):
     bias_after = bias + (delta - delta.mean())
     tol = 1e-2 if cfg["dtype"] == "bf16" else 1e-4
     bad = 0
+    if S and tuple(sw1.shape) != (cfg["hidden"], S * cfg["shared_ffn"]):
+        print(f"  shared_w1          shape {tuple(sw1.shape)} is not (hidden, shared * shared_ffn) FAIL")
+        bad += 1
 
     def cmp(name, ref):
         nonlocal bad
@@ -71,7 +107,10 @@ def check(d):
     n_idx = int((ld("topk_idx").long() != idx).sum())
     n_tpe = int((ld("tokens_per_expert").long() != tpe).sum())
     metric = "norm-wise" if cfg["dtype"] == "bf16" else "largest element"
-    print(f"dump {d}: {cfg['strategy']} x{cfg['ranks']} {cfg['dtype']} E={E} k={cfg['top_k']} (tolerance {tol:g}, {metric})")
+    feats = " ".join(f"{n}={cfg[n]}" for n in ("route_scale", "groups", "topk_groups", "gate_before", "shared",
+                                                "shared_ffn") if n in cfg)
+    print(f"dump {d}: {cfg['strategy']} x{cfg['ranks']} {cfg['dtype']} E={E} k={cfg['top_k']} {feats} "
+          f"(tolerance {tol:g}, {metric})")
     print(f"  topk_idx           {n_idx} differ {'ok' if n_idx == 0 else 'FAIL'}")
     print(f"  tokens_per_expert  {n_tpe} differ {'ok' if n_tpe == 0 else 'FAIL'}")
     bad += (n_idx != 0) + (n_tpe != 0)
@@ -82,6 +121,10 @@ def check(d):
     cmp("dw1", w1.grad)
     cmp("dw3", w3.grad)
     cmp("dw2", w2.grad)
+    if S:
+        cmp("d_shared_w1", sw1.grad)
+        cmp("d_shared_w3", sw3.grad)
+        cmp("d_shared_w2", sw2.grad)
     cmp("expert_bias_after", bias_after)
     print("torch check:", "ok" if bad == 0 else f"{bad} FAILED")
     return 1 if bad else 0

@@ -6,9 +6,14 @@
 #        stages), both routers, skew, route-norm, k up to E, on the CPU; then three
 #        planted faults that the reference must catch (a y off by 1e-3 of its range, one top-k choice changed, a
 #        NaN in a gradient), and the eager timing of tests/torch_ref.py once (on the CPU).
-#   gpu: tp2ep at 1 rank, agrs, dedup and hier (chunked) at 2 ranks sharing the GPU, f32 and bf16. Exit 77 (skipped) when no GPU is
-#        visible, 1 instead when EPB_REQUIRE_GPU is set (ci/gpu).
-# Usage: torch_ref.sh BENCH TORCH_REF_PY cpu|gpu. Exit 77 (skipped) when no Python here imports torch and numpy, 1
+#   gpu: tp2ep at 1 rank, agrs, dedup and hier (chunked) at 2 ranks sharing the GPU, f32 and bf16, and every feature
+#        of published models at once. Exit 77 (skipped) when no GPU is visible, 1 instead when EPB_REQUIRE_GPU is set
+#        (ci/gpu).
+#   features: the features of published models (issue 14) on the CPU: each alone (gate before the experts, route
+#        scale, group-limited routing, shared experts) on a different strategy, all together on every registered
+#        strategy (the pipelined ones chunked), the deepseek-v3 and llama4-scout presets scaled down; then planted
+#        faults in config.json (each feature's setting changed) that the reference must catch.
+# Usage: torch_ref.sh BENCH TORCH_REF_PY cpu|gpu|features. Exit 77 (skipped) when no Python here imports torch and numpy, 1
 # instead when EPB_REQUIRE_TORCH is set (ci/test sets it: its bootstrap installs python3-torch; so does ci/gpu).
 set -u
 BENCH=$(realpath "$1") REF=$(realpath "$2") MODE=$3
@@ -31,12 +36,16 @@ if [ "$MODE" = gpu ] && [ "$(bench_gpus "$BENCH")" -eq 0 ]; then
 fi
 echo "# $py: torch $("$py" -c 'import torch; print(torch.__version__)')"
 small=(--tokens 96 --hidden 64 --ffn 128 --experts 8 -n 1 -w 0 -c 0)
+base=("${small[@]}") # what check puts first: the small layer, or (presets) only the step's size
 cpu=(--device cpu) # the CPU checks stay on the CPU where a GPU is visible (the default device then)
+# every feature of issue 14 at once (E=8: 4 groups of 2, the tokens' 2 best kept, k=3 of those 4 experts)
+feats=(--router sigmoid --route-norm --route-scale 2.5 --groups 4 --topk-groups 2 --gate-before --shared 2 --shared-ffn 48
+       --top-k 3)
 # check NAME BENCH-ARGS...: dump one step, then the reference must agree
 check() {
     local what=$1; shift
     rm -rf "$work/d"
-    if ! "$BENCH" "${small[@]}" "$@" --dump "$work/d" --csv "$work/r.csv" >"$work/out" 2>&1; then
+    if ! "$BENCH" "${base[@]}" "$@" --dump "$work/d" --csv "$work/r.csv" >"$work/out" 2>&1; then
         tap_ok 1 "$what: bench --dump failed" "$work/out"; return
     fi
     "$py" "$REF" check "$work/d" >"$work/ref" 2>&1
@@ -52,13 +61,61 @@ if [ "$MODE" = gpu ]; then
             --strategy dedup --top-k 4
         check "GPU $dt: hier:node_size=1,chunks=2, 2 ranks (mpi, staged) k=2" --device cuda --dtype "$dt" --comm mpi \
             --ranks 2 --strategy hier:node_size=1,chunks=2 --top-k 2
+        check "GPU $dt: tp2ep:chunks=2, 2 ranks (mpi, staged), every feature" --device cuda --dtype "$dt" --comm mpi \
+            --ranks 2 --strategy tp2ep:chunks=2 "${feats[@]}"
     done
     tap_done
     exit
 fi
-# every registered strategy (the registry's list), at 2 ranks; the pipelined ones in 3 chunks too
 mapfile -t strats < <("$BENCH" --strategy list | awk '/^[a-z]/ {print $1}')
 mapfile -t piped < <("$BENCH" --strategy list | awk '/^[a-z]/ {s=$1} /^  :chunks=/ {print s}')
+if [ "$MODE" = features ]; then
+    check "gate-before alone: tp2ep:chunks=2, 2 ranks, softmax k=2" "${cpu[@]}" --ranks 2 --strategy tp2ep:chunks=2 \
+        --top-k 2 --gate-before
+    check "route-scale alone: agrs, 2 ranks, sigmoid + route-norm, scale 2.5, k=2" "${cpu[@]}" --ranks 2 --strategy agrs \
+        --top-k 2 --router sigmoid --route-norm --route-scale 2.5
+    check "groups alone: dedup, 4 ranks (2 experts each = one group each), 2 of 4 groups, k=3" "${cpu[@]}" --ranks 4 \
+        --strategy dedup --top-k 3 --groups 4 --topk-groups 2
+    check "shared experts alone: hier:node_size=2, 4 ranks, 3 shared of FFN 32, k=2" "${cpu[@]}" --ranks 4 \
+        --strategy hier:node_size=2 --top-k 2 --shared 3 --shared-ffn 32
+    # all together on every registered strategy (the registry's list); the pipelined ones in 2 chunks
+    for s in "${strats[@]}"; do
+        spec=$s
+        for p in "${piped[@]}"; do [ "$p" = "$s" ] && spec="$s:chunks=2"; done
+        check "every feature: $spec, 2 ranks" "${cpu[@]}" --ranks 2 --strategy "$spec" "${feats[@]}"
+    done
+    check "every feature: hier:node_size=2,chunks=2, 4 ranks (both stages)" "${cpu[@]}" --ranks 4 \
+        --strategy hier:node_size=2,chunks=2 "${feats[@]}"
+    base=(--tokens 32 -n 1 -w 0 -c 0)
+    check "--model deepseek-v3 --scale-down 64 (E=256 k=8, 4 of 8 groups, scale 2.5, 1 shared): tp2ep, 2 ranks" \
+        "${cpu[@]}" --ranks 2 --strategy tp2ep --model deepseek-v3 --scale-down 64
+    check "--model llama4-scout --scale-down 64 (E=16 k=1 sigmoid, gate-before, 1 shared): local, 1 rank" "${cpu[@]}" \
+        --ranks 1 --strategy local --model llama4-scout --scale-down 64
+    # planted faults: a dump of every feature with one of them said otherwise in config.json: the reference must
+    # fail (exit 1) and name what differs, so each setting is really read and applied
+    base=("${small[@]}")
+    rm -rf "$work/good"
+    "$BENCH" "${small[@]}" "${cpu[@]}" --ranks 2 --strategy tp2ep "${feats[@]}" --dump "$work/good" --csv "$work/r.csv" \
+        >/dev/null 2>&1
+    plant_cfg() {
+        local what=$1 code=$2 want=$3
+        rm -rf "$work/bad" && cp -r "$work/good" "$work/bad"
+        "$py" -c "import json, sys; c = json.load(open(sys.argv[1])); $code; json.dump(c, open(sys.argv[1], 'w'))" \
+            "$work/bad/config.json"
+        "$py" "$REF" check "$work/bad" >"$work/ref" 2>&1
+        local rc=$?
+        [ $rc = 1 ] && grep -q "^  $want .*FAIL" "$work/ref"
+        tap_ok $? "planted fault caught: $what (exit $rc, $want differs)" "$work/ref"
+    }
+    plant_cfg "config.json says gate after the experts" 'c["gate_before"] = False' y
+    plant_cfg "config.json says route_scale 2.4" 'c["route_scale"] = 2.4' topk_w
+    plant_cfg "config.json says 3 of 4 groups" 'c["topk_groups"] = 3' topk_idx
+    plant_cfg "config.json says no shared experts" 'c["shared"] = 0; c["shared_ffn"] = 0' y
+    plant_cfg "config.json says shared experts of FFN 40" 'c["shared_ffn"] = 40' shared_w1
+    tap_done
+    exit
+fi
+# every registered strategy (the registry's list), at 2 ranks; the pipelined ones in 3 chunks too
 for s in "${strats[@]}"; do
     check "$s, 2 ranks, softmax skew 1.5 k=4" "${cpu[@]}" --ranks 2 --strategy "$s" --top-k 4 --skew 1.5
 done

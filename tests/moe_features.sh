@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The features of published MoE models (issue 14) at N ranks, every registered strategy checked against the
+# single-device computation (-c 1: exit 0 only when every configuration agrees):
+# - each feature alone (gate before the experts, route scale, group-limited routing, shared experts) and all of them
+#   together, on every strategy, the pipelined ones also in 2 chunks, hier on nodes of 2 ranks where N allows;
+# - group-limited routing with groups aligned to ranks (G = N, and G = 2N: groups of experts owned by whole ranks):
+#   on the real routing (a --dump's topk_idx) no token reaches more than M ranks, while without groups some token
+#   does; dedup's measured dispatch rows stay within the bound T x min(M, N-1) and tp2ep's and dedup's bytes equal
+#   their formulas on that routing (tests/moe_volume.py);
+# - at 2 ranks, every preset (--model, tests/moe/models.c's list via `bench --model list`) scaled down with
+#   --strategy all, checked, its name and features in the CSV's params column.
+# Strategy and model names come from bench, never from this file. TAP output.
+set -u
+BENCH=$(realpath "$1") N=$2 HERE=$(cd "$(dirname "$0")" && pwd)
+source "$HERE/tap.sh"
+run() { # description, then bench arguments
+    local what=$1; shift
+    "$BENCH" --ranks "$N" -n 1 -w 0 -c 1 --csv "$work/r.csv" "$@" >"$work/out" 2>"$work/err"
+    local rc=$?
+    tap_ok $rc "$N ranks: $what"
+    [ $rc = 0 ] || grep -E "check:|FAIL|bench:" "$work/out" "$work/err" | sed 's/^/# /' | head -20
+}
+mapfile -t PIPED < <("$BENCH" --strategy list | awk '/^[a-z]/ {s=$1} /^  :chunks=/ {print s}')
+SPECS=all
+for s in "${PIPED[@]}"; do SPECS+=",$s:chunks=2"; done
+[ $((N % 2)) = 0 ] && [ "$N" -gt 2 ] && SPECS+=",hier:node_size=2,hier:node_size=2,chunks=2" # both of hier's stages
+E=$((N == 3 ? 6 : 8)) G=$((E / 2)) # groups of 2 experts
+small=(--tokens 24 --hidden 32 --ffn 48 --experts $E --strategy "$SPECS")
+run "every strategy, gate-before, softmax k=1,3" "${small[@]}" --top-k 1,3 --gate-before
+run "every strategy, route-scale 2.5, sigmoid + route-norm k=2" "${small[@]}" --top-k 2 --router sigmoid --route-norm \
+    --route-scale 2.5
+run "every strategy, groups 2 of $G, k=1,3, skew 1" "${small[@]}" --top-k 1,3 --groups $G --topk-groups 2 --skew 1
+run "every strategy, 2 shared experts of FFN 24, k=2" "${small[@]}" --top-k 2 --shared 2 --shared-ffn 24
+run "every strategy, all together (sigmoid + route-norm, scale 2.5, groups 2 of $G, gate-before, 2 shared), k=3" \
+    "${small[@]}" --top-k 3 --router sigmoid --route-norm --route-scale 2.5 --groups $G --topk-groups 2 --gate-before \
+    --shared 2 --shared-ffn 24 --skew 0.5
+bad=$(python3 -c 'import csv,sys; print(sum(r["check"] != "ok" for r in csv.DictReader(open(sys.argv[1]))))' "$work/r.csv")
+[ "$bad" -eq 0 ]; tap_ok $? "every row of the feature runs check=ok ($bad not)"
+python3 - "$work/r.csv" <<'PY'
+import csv, sys
+ps = {r["params"] for r in csv.DictReader(open(sys.argv[1]))}
+want = ["gate_before=1", "route_scale=2.5", "groups=", "shared=2;shared_ffn=24",
+        "shared=2;shared_ffn=24;gate_before=1;route_scale=2.5;groups="]
+sys.exit(0 if all(any(w in p for p in ps) for w in want) else 1)
+PY
+tap_ok $? "each feature's configuration is set apart in the params column"
+
+# groups aligned to ranks: each group's experts on one rank, so a token reaches at most M of them
+if [ "$N" -gt 1 ]; then
+    for mult in 1 2; do
+        GA=$((N * mult)) EA=$((N * mult * 2)) M=$((N > 2 ? 2 : 1)) K=$((N > 2 ? 3 : 2))
+        cfg=(--tokens 64 --hidden 32 --ffn 48 --experts $EA --top-k $K --skew 0.5 -n 1 -w 0)
+        rm -rf "$work/bd$K" "$work/free" "$work/b.csv"
+        "$BENCH" --ranks "$N" "${cfg[@]}" -c 0 --strategy local --groups $GA --topk-groups $M --dump "$work/bd$K" \
+            --csv "$work/dump.csv" >/dev/null 2>"$work/err"
+        "$BENCH" --ranks "$N" "${cfg[@]}" -c 0 --strategy local --dump "$work/free" --csv "$work/dump.csv" >/dev/null \
+            2>>"$work/err"
+        "$BENCH" --ranks "$N" "${cfg[@]}" -c 1 --strategy tp2ep,dedup --groups $GA --topk-groups $M --csv "$work/b.csv" \
+            >"$work/out" 2>>"$work/err"
+        tap_ok $? "$N ranks, $GA groups of $((EA / GA)) experts (whole ranks), $M kept, k=$K: tp2ep and dedup checked" \
+            "$work/err"
+        python3 - "$work" "$N" "$M" <<'PY' >"$work/vol" 2>&1
+import csv, json, struct, sys
+work, P, M = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def routing(d):
+    c = json.load(open(d + "/config.json"))
+    T, k, E = c["tokens"], c["top_k"], c["experts"]
+    b = open(d + "/topk_idx.npy", "rb").read()
+    hl = struct.unpack("<H", b[8:10])[0]
+    return c, struct.unpack("<%di" % (P * T * k), b[10 + hl:10 + hl + 4 * P * T * k])
+c, idx = routing(work + "/bd%d" % json.load(open(work + "/free/config.json"))["top_k"])
+T, k, E, D = c["tokens"], c["top_k"], c["experts"], c["hidden"]
+El = E // P
+reach = lambda idx: [len({e // El for e in idx[t * k:(t + 1) * k]}) for t in range(P * T)]
+limited, free = max(reach(idx)), max(reach(routing(work + "/free")[1]))
+rows = {r["op"]: float(r["bytes"]) for r in csv.DictReader(open(work + "/b.csv")) if r["phase"] == "dispatch"}
+bound = T * min(M, P - 1) * (D * 4 + 8 * k)  # rows of D floats plus k indices and k gates each
+print("ranks a token reaches: at most %d with groups, %d without; dedup dispatch %d bytes, bound %d; tp2ep %d"
+      % (limited, free, rows["dedup"], bound, rows["tp2ep"]))
+ok = limited <= M and free > M and rows["dedup"] <= bound and 0 < rows["tp2ep"] <= T * k * D * 4
+sys.exit(0 if ok else 1)
+PY
+        tap_ok $? "$N ranks, $GA groups, $M kept: no token reaches more than $M ranks (without groups some do), dedup's rows within T x min(M, P-1)" "$work/vol"
+        sed 's/^/# /' "$work/vol"
+        python3 "$HERE/moe_volume.py" "$work/b.csv" "$work" "$N" >"$work/vol" 2>&1
+        tap_ok $? "$N ranks, $GA groups: tp2ep's and dedup's bytes per phase equal their formulas on the limited routing" "$work/vol"
+    done
+fi
+
+# every preset at 2 ranks, scaled down, with every strategy
+if [ "$N" = 2 ]; then
+    mapfile -t MODELS < <("$BENCH" --model list | awk '{print $1}')
+    [ "${#MODELS[@]}" -ge 4 ]; tap_ok $? "bench --model list names ${#MODELS[@]} presets (${MODELS[*]})"
+    rm -f "$work/m.csv"
+    for m in "${MODELS[@]}"; do
+        "$BENCH" --model "$m" --scale-down 16 --strategy all --ranks 2 --tokens 16 -n 1 -w 0 --csv "$work/m.csv" \
+            >"$work/out" 2>"$work/err"
+        tap_ok $? "--model $m --scale-down 16 --strategy all --ranks 2 (--tokens 16): every strategy checked" "$work/err"
+        [ $? = 0 ] || grep -E "check:|FAIL" "$work/out" | sed 's/^/# /' | head -10
+    done
+    python3 - "$work/m.csv" "${MODELS[@]}" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+names = {p.split("model=")[1].split(";")[0] for r in rows for p in [r["params"]] if "model=" in p}
+ds = [r for r in rows if "model=deepseek-v3;" in r["params"]]
+ok = names == set(sys.argv[2:]) and all(r["check"] == "ok" for r in rows) and ds and all(
+    r["experts"] == "256" and r["top_k"] == "8" and r["hidden"] == "448" and r["ffn"] == "128" and
+    r["params"].endswith("model=deepseek-v3;scale_down=16;shared=1;shared_ffn=128;route_scale=2.5;groups=8;topk_groups=4")
+    for r in ds)
+sys.exit(0 if ok else 1)
+PY
+    tap_ok $? "every preset's rows name it and its features in params; deepseek-v3/16 is E=256 k=8 D=448 F=128" "$work/m.csv"
+fi
+tap_done
