@@ -2,7 +2,8 @@
 # The features of published MoE models (issue 14) at N ranks, every registered strategy checked against the
 # single-device computation (-c 1: exit 0 only when every configuration agrees):
 # - each feature alone (gate before the experts, route scale, group-limited routing, shared experts) and all of them
-#   together, on every strategy, the pipelined ones also in 2 chunks, hier on nodes of 2 ranks where N allows;
+#   together, on every strategy, the pipelined ones also in 2 chunks, hier on nodes of 2 ranks where N allows; and
+#   10 training steps with all of them, every strategy's loss curve equal to local's;
 # - group-limited routing with groups aligned to ranks (G = N, and G = 2N: groups of experts owned by whole ranks):
 #   on the real routing (a --dump's topk_idx) no token reaches more than M ranks, while without groups some token
 #   does; dedup's measured dispatch rows stay within the bound T x min(M, N-1) and tp2ep's and dedup's bytes equal
@@ -44,6 +45,23 @@ want = ["gate_before=1", "route_scale=2.5", "groups=", "shared=2;shared_ffn=24",
 sys.exit(0 if all(any(w in p for p in ps) for w in want) else 1)
 PY
 tap_ok $? "each feature's configuration is set apart in the params column"
+
+# training with every feature: each strategy's loss curve equals local's (the shared experts' updates included)
+"$BENCH" --ranks "$N" --strategy "$SPECS" --tokens 24 --hidden 32 --ffn 48 --experts $E --top-k 3 --router sigmoid \
+    --route-norm --route-scale 2.5 --groups $G --topk-groups 2 --gate-before --shared 2 --shared-ffn 24 --train 10 \
+    --loss-csv "$work/loss.csv" >/dev/null 2>"$work/err"
+python3 - "$work/loss.csv" <<'PY'
+import csv, sys
+c = {}
+for r in csv.DictReader(open(sys.argv[1])):
+    c.setdefault((r["strategy"], r["params"]), []).append(float(r["loss"]))
+ref = [v for (s, p), v in c.items() if s == "local"][0]
+worst = max(abs(a - b) / abs(b) for v in c.values() for a, b in zip(v, ref))
+print("# %d curves of %d steps; worst relative difference from local's %.2e" % (len(c), len(ref), worst))
+sys.exit(0 if len(c) > 1 and all(len(v) == 10 for v in c.values()) and ref[-1] < ref[0] and worst <= 1e-6 else 1)
+PY
+tap_ok $? "$N ranks: --train 10 with every feature: every strategy's loss curve equals local's within 1e-6 and decreases" \
+    "$work/loss.csv" "$work/err"
 
 # groups aligned to ranks: each group's experts on one rank, so a token reaches at most M of them
 if [ "$N" -gt 1 ]; then
