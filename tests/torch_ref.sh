@@ -74,10 +74,10 @@ if [ "$MODE" = features ]; then
         --top-k 2 --gate-before
     check "route-scale alone: agrs, 2 ranks, sigmoid + route-norm, scale 2.5, k=2" "${cpu[@]}" --ranks 2 --strategy agrs \
         --top-k 2 --router sigmoid --route-norm --route-scale 2.5
-    check "groups alone: dedup, 4 ranks (2 experts each = one group each), 2 of 4 groups, k=3" "${cpu[@]}" --ranks 4 \
+    check "groups alone: dedup, 2 ranks (two groups of 2 experts each), 2 of 4 groups, k=3" "${cpu[@]}" --ranks 2 \
         --strategy dedup --top-k 3 --groups 4 --topk-groups 2
-    check "shared experts alone: hier:node_size=2, 4 ranks, 3 shared of FFN 32, k=2" "${cpu[@]}" --ranks 4 \
-        --strategy hier:node_size=2 --top-k 2 --shared 3 --shared-ffn 32
+    check "shared experts alone: hier:node_size=1, 2 ranks, 3 shared of FFN 32, k=2" "${cpu[@]}" --ranks 2 \
+        --strategy hier:node_size=1 --top-k 2 --shared 3 --shared-ffn 32
     # all together on every registered strategy (the registry's list); the pipelined ones in 2 chunks
     for s in "${strats[@]}"; do
         spec=$s
