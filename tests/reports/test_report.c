@@ -90,33 +90,25 @@ static void test_numbers(void)
     int rc = rp_load(&d, paths, 1, &err);
     TAP_OK(rc == EPB_OK, "fixture moe.csv loads (%s)", err.msg);
     if (rc) return;
-    const rp_cell_t *step = rp_find(&d, d.cells[0].cfg, "tp2ep", "step");
+    const rp_cell_t *step = rp_step(&d, d.cells[0].cfg, "tp2ep");
     TAP_OK(step && step->n == 3 && NEAR(step->med, 500), "tp2ep step: 3 repetitions, median 500 us");
     const char *cfg = step ? step->cfg : "";
-    TAP_OK(NEAR(rp_speedup_over_agrs(&d, cfg, "tp2ep"), 2.0), "speedup tp2ep over agrs = 2.00");
-    TAP_OK(NEAR(rp_speedup_over_agrs(&d, cfg, "local"), 1.25), "speedup local over agrs = 1.25");
-    TAP_OK(NEAR(rp_speedup_over_agrs(&d, cfg, "agrs"), 1.0), "speedup agrs over agrs = 1");
+    TAP_OK(NEAR(rp_vs_fastest(&d, cfg, "tp2ep"), 1.0), "tp2ep is the fastest: step / fastest = 1");
+    TAP_OK(NEAR(rp_vs_fastest(&d, cfg, "agrs"), 2.0), "agrs step / fastest = 1000/500 = 2.00");
+    TAP_OK(NEAR(rp_vs_fastest(&d, cfg, "local"), 1.6), "local step / fastest = 800/500 = 1.60");
     TAP_OK(NEAR(rp_comm_share(&d, cfg, "tp2ep"), 0.6), "tp2ep comm share = 300/500 = 0.60 (got %g)",
            rp_comm_share(&d, cfg, "tp2ep"));
     TAP_OK(NEAR(rp_comm_share(&d, cfg, "agrs"), 0.81), "agrs comm share = 810/1000");
     TAP_OK(NEAR(rp_comm_bytes(&d, cfg, "tp2ep"), 524288), "tp2ep comm bytes per rank = 512K");
-    const rp_cell_t *disp = rp_find(&d, cfg, "tp2ep", "dispatch");
-    double ref = 0;
-    TAP_OK(disp && NEAR(rp_busbw_eff(&d, disp, &ref), 0.5) && ref == 1048576,
-           "tp2ep dispatch busbw 5 GB/s over alltoallv at nearest size 1M (10 GB/s) = 0.50");
-    const rp_cell_t *ad = rp_find(&d, cfg, "agrs", "dispatch");
-    TAP_OK(ad && NEAR(rp_busbw_eff(&d, ad, &ref), 0.25) && ref == 2097152,
-           "agrs dispatch maps to allgather: 8 over 32 GB/s at 2M = 0.25");
+    /* schema 1: kinds from the schema-1 names; no collective named, so no busbw comparison */
+    const rp_cell_t *disp = rp_find(&d, cfg, "tp2ep", "dispatch"), *sc = rp_find(&d, cfg, "tp2ep", "sync_counts");
+    TAP_OK(disp && disp->kind == RP_COMM && sc && sc->kind == RP_SYNC && step->kind == RP_TOTAL,
+           "schema 1: dispatch comm, sync_counts sync, step total (from the names)");
+    TAP_OK(disp && rp_busbw_eff(&d, disp, NULL) < 0, "schema 1: a comm phase names no collective: no busbw comparison");
+    TAP_OK(d.nderived == d.nrows, "schema 1: every row's kind derived (%zu of %zu)", d.nderived, d.nrows);
     const rp_cell_t *ef = rp_find(&d, cfg, "tp2ep", "experts_fwd");
     TAP_OK(NEAR(rp_peak_tflops(&d, ef ? ef->hclass : ""), 0.2), "gemm ceiling = highest peak row, 0.2 TFLOP/s");
     TAP_OK(ef && NEAR(rp_flops_eff(&d, ef), 0.25), "experts_fwd 0.05 over 0.2 TFLOP/s = 0.25");
-    const rp_cell_t *lc = rp_find(&d, cfg, "local", "dispatch");
-    TAP_OK(lc && rp_busbw_eff(&d, lc, NULL) < 0, "local dispatch (no communication) has no busbw efficiency");
-    TAP_OK(!strcmp(rp_phase_collective("agrs", "combine"), "reduce_scatter") &&
-               !strcmp(rp_phase_collective("tp2ep", "combine"), "alltoallv") &&
-               !strcmp(rp_phase_collective("local", "grad_sync"), "allreduce") &&
-               rp_phase_collective("tp2ep", "experts_fwd") == NULL,
-           "phase -> collective mapping");
     rp_family_t f;
     rp_largest_family(&d, "top_k", &f, &err);
     TAP_OK(f.n == 3 && f.x[0] == 1 && f.x[2] == 4, "top_k family: k = 1, 2, 4");
@@ -125,10 +117,11 @@ static void test_numbers(void)
     TAP_OK(f.n == 2 && NEAR(rp_weak_eff(&d, &f, 1, "tp2ep"), 0.8) && NEAR(rp_weak_eff(&d, &f, 1, "agrs"), 0.5),
            "weak scaling 2 -> 4 ranks: tp2ep 500/625 = 0.80, agrs 1000/2000 = 0.50");
     rp_family_free(&f);
-    const char *st[8];
-    int ns = rp_strategies(&d, cfg, st, 8);
-    TAP_OK(ns == 3 && !strcmp(st[0], "local") && !strcmp(st[1], "agrs") && !strcmp(st[2], "tp2ep"),
-           "strategies in order local, agrs, tp2ep");
+    const rp_conf_t *conf = rp_conf(&d, cfg);
+    TAP_OK(conf && conf->nstrat == 3 && !strcmp(conf->strat[0]->strategy, "local") &&
+               !strcmp(conf->strat[1]->strategy, "agrs") && !strcmp(conf->strat[2]->strategy, "tp2ep") &&
+               conf->nphase == 12 && !strcmp(conf->phase[0], "route") && !strcmp(conf->phase[11], "grad_sync"),
+           "strategies and phases in the order of the data (local, agrs, tp2ep; 12 phases route .. grad_sync)");
     rp_free(&d);
 
     epb_row_t r;
@@ -144,6 +137,74 @@ static void test_numbers(void)
     r.device_name = "AMD EPYC; 2 cores; bind=core";
     rp_host_class(&r, hc, sizeof hc);
     TAP_OK(!strcmp(hc, "gpu-node/AMD EPYC; 2 cores"), "host class drops the rank binding (%s)", hc);
+}
+
+/* ---- unit: schema 2 (moe2.csv): kinds, collectives, wait, params and hosts from the CSV ---- */
+
+static void test_schema2(void)
+{
+    char path[1024], *paths[1] = { path };
+    snprintf(path, sizeof path, "%s/moe2.csv", fix);
+    rp_data_t d;
+    epb_err_t err = { "" };
+    int rc = rp_load(&d, paths, 1, &err);
+    TAP_OK(rc == EPB_OK, "fixture moe2.csv loads (%s)", err.msg);
+    if (rc) return;
+    const rp_conf_t *f = &d.confs[0];
+    const char *cfg = f->cfg;
+    TAP_OK(d.nderived == 0, "schema 2: no kind derived from a name");
+    TAP_OK(f->nstrat == 5 && !strcmp(f->strat[0]->strategy, "agrs") && !strcmp(f->strat[1]->strategy, "tp2ep") &&
+               !strcmp(f->strat[2]->strategy, "local") && !strcmp(f->strat[3]->strategy, "tp2ep:chunks=4") &&
+               !strcmp(f->strat[4]->strategy, "dedup"),
+           "strategies by first appearance, strategy parameters a strategy of their own (agrs, tp2ep, local, "
+           "tp2ep:chunks=4, dedup)");
+    TAP_OK(f->nphase == 18 && !strcmp(f->phase[1], "layout") && !strcmp(f->phase[17], "grad_sync"),
+           "18 phases besides the step, in the data's order");
+    const rp_cell_t *lay = rp_find(&d, cfg, "tp2ep", "layout"), *gate = rp_find(&d, cfg, "tp2ep", "gate");
+    TAP_OK(lay && lay->kind == RP_SYNC && gate && gate->kind == RP_COMPUTE,
+           "kinds from the kind column: layout sync (its name alone would say compute), gate compute");
+    const rp_cell_t *s1 = rp_step(&d, cfg, "tp2ep"), *s4 = rp_step(&d, cfg, "tp2ep:chunks=4");
+    TAP_OK(s1 && s4 && s1 != s4 && NEAR(s1->med, 500) && NEAR(s4->med, 450), "tp2ep and tp2ep:chunks=4: two steps");
+    TAP_OK(NEAR(rp_vs_fastest(&d, cfg, "tp2ep:chunks=4"), 1) && NEAR(rp_vs_fastest(&d, cfg, "agrs"), 1000.0 / 450),
+           "the fastest is tp2ep:chunks=4; agrs 1000/450");
+    TAP_OK(NEAR(rp_comm_share(&d, cfg, "tp2ep"), 0.6), "tp2ep comm share (comm + sync kinds) = 300/500");
+    double ref = 0;
+    const rp_cell_t *disp = rp_find(&d, cfg, "tp2ep", "dispatch");
+    TAP_OK(disp && NEAR(rp_busbw_eff(&d, disp, &ref), 0.5) && ref == 1048576,
+           "tp2ep dispatch (coll alltoallv) 5 GB/s over the best alltoallv at 1M (10 GB/s, not imbalance=2's 4) = 0.50");
+    const rp_cell_t *ad = rp_find(&d, cfg, "agrs", "dispatch");
+    TAP_OK(ad && NEAR(rp_busbw_eff(&d, ad, &ref), 0.25) && ref == 2097152,
+           "agrs dispatch's coll column says allgather: 8 over 32 GB/s at 2M = 0.25");
+    const rp_cell_t *dd = rp_find(&d, cfg, "dedup", "dispatch"), *ld = rp_find(&d, cfg, "local", "dispatch");
+    TAP_OK(dd && rp_busbw_eff(&d, dd, NULL) < 0 && ld && rp_busbw_eff(&d, ld, NULL) < 0,
+           "no busbw comparison for a phase that ran two collectives, nor for one that ran none");
+    TAP_OK(disp && NEAR(disp->wait, 20), "wait_us: the median of the rows' (20)");
+    size_t n1 = 0, ni = 0;
+    for (size_t i = 0; i < d.ncells; i++) {
+        const epb_row_t *r = d.cells[i].row;
+        if (strcmp(r->mode, "coll") || strcmp(r->op, "alltoallv") || r->bytes != 1048576) continue;
+        if (*r->params) ni += d.cells[i].n; else n1 += d.cells[i].n;
+    }
+    TAP_OK(n1 == 3 && ni == 3, "alltoallv 1M even and imbalance=2: separate measurements (3 + 3 repetitions)");
+    TAP_OK(d.nconfs == 3, "3 moe configurations (k = 2, 1, 4)");
+    rp_free(&d);
+
+    /* an unknown kind is bad input, named */
+    char bad[1024];
+    snprintf(bad, sizeof bad, "%s/badkind.csv", tmp);
+    FILE *in = fopen(path, "rb"), *out = fopen(bad, "wb");
+    char line[4096];
+    for (int i = 0; in && out && fgets(line, sizeof line, in); i++) {
+        char *k = i == 2 ? strstr(line, ",sync,") : NULL;
+        if (k) { *k = 0; fprintf(out, "%s,bogus,%s", line, k + 6); }
+        else fputs(line, out);
+    }
+    if (in) fclose(in);
+    if (out) fclose(out);
+    paths[0] = bad;
+    rc = rp_load(&d, paths, 1, &err);
+    TAP_OK(rc == EPB_EUSAGE && strstr(err.msg, "badkind.csv: data row 2: kind 'bogus'"), "unknown kind: exit 2, "
+           "named (%s)", err.msg);
 }
 
 /* ---- unit: the regression statistics ---- */
@@ -273,9 +334,9 @@ static void test_cli(void)
     snprintf(cmd, sizeof cmd, "%s --no-plots %s -o %s", exe, good, out);
     rc = run(cmd, NULL);
     old = read_file(p);
-    TAP_OK(rc == 0 && old && strstr(old, "| tp2ep | 500.0 | 550.0 | 60.0% | 512K | 2.00x | 3 |") &&
+    TAP_OK(rc == 0 && old && strstr(old, "| tp2ep | 500.0 | 550.0 | 60.0% | 512K | 1.00 (fastest) | 3 | ok |") &&
                count_prefix(tmp, ".keep") == 0,
-           "good run replaces the previous report; report.md has tp2ep's line (speedup 2.00x, share 60%%)");
+           "good run replaces the previous report; report.md has tp2ep's line (the fastest, share 60%%)");
     free(old);
     /* a directory that is not a report is never replaced */
     snprintf(out, sizeof out, "%s/notreport", tmp);
@@ -388,6 +449,7 @@ int main(int argc, char **argv)
     int rc;
     if (!strcmp(argv[1], "unit")) {
         test_numbers();
+        test_schema2();
         test_stats();
         rc = tap_done();
     } else if (!strcmp(argv[1], "cli")) {
