@@ -45,6 +45,18 @@ static char *read_file(const char *path)
     return s;
 }
 
+/* A TAP line is one line: text from a program's stderr (error messages end in '\n') is flattened before it goes
+ * into a description. Returns s. */
+static char *one_line(char *s)
+{
+    if (!s) return NULL;
+    for (char *c = s; *c; c++)
+        if (*c == '\n' || *c == '\r') *c = ' ';
+    size_t l = strlen(s);
+    while (l > 0 && s[l - 1] == ' ') s[--l] = 0;
+    return s;
+}
+
 static int exists(const char *p)
 {
     struct stat st;
@@ -288,6 +300,7 @@ static void bad_case(const char *name, const char *text, int line)
     snprintf(cmd, sizeof cmd, "%s %s -o %s", exe, p, out);
     char *err = NULL;
     int rc = run(cmd, &err);
+    one_line(err);
     snprintf(want, sizeof want, "%s:%d:", p, line);
     TAP_OK(rc == 2, "%s: exit 2 (got %d)", name, rc);
     TAP_OK(err && strstr(err, want), "%s: stderr names %s (%s)", name, want, err ? err : "");
