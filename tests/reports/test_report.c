@@ -405,6 +405,127 @@ static void test_cli(void)
     TAP_OK(run(cmd, NULL) == 2, "no -o and no --baseline: exit 2");
 }
 
+/* ---- plots: text from a CSV never runs anything ---- */
+
+enum { NPAY = 9 };
+static char pay[NPAY][EPB_STR + 1], mark[NPAY][40]; /* tmp is 27 characters */
+
+/* Payload i: gnuplot code after a way out of each kind of quoting, each touching its own marker file. */
+static void payloads(void)
+{
+    for (int i = 0; i < NPAY; i++) snprintf(mark[i], sizeof mark[i], "%s/pwned_%d", tmp, i);
+    snprintf(pay[0], sizeof pay[0], "x'; system \"touch %s\"; y='", mark[0]);   /* out of -e's single quotes */
+    snprintf(pay[1], sizeof pay[1], "`touch %s`", mark[1]);                      /* gnuplot's backquote substitution */
+    snprintf(pay[2], sizeof pay[2], "x\"; system \"touch %s\"; y=\"", mark[2]); /* out of double quotes */
+    snprintf(pay[3], sizeof pay[3], "x'\nsystem \"touch %s\"\ny='", mark[3]);  /* a newline ends a command */
+    snprintf(pay[4], sizeof pay[4], "x'.system(\"touch %s\").'", mark[4]);     /* an expression in a string */
+    snprintf(pay[5], sizeof pay[5], "x\\'; system \"touch %s\"; #", mark[5]);  /* a backslash before the quote */
+    snprintf(pay[6], sizeof pay[6], "$(touch %s)<script>", mark[6]);             /* a shell, and HTML */
+    snprintf(pay[7], sizeof pay[7], "@m; system \"touch %s\"", mark[7]);       /* a macro */
+    snprintf(pay[8], sizeof pay[8], "'' system \"touch %s\" ''", mark[8]);     /* doubled quotes */
+}
+
+/* A schema-2 file, written by the CSV writer, whose every text field that reaches a plot holds a payload: two
+ * strategies over a top_k family with phases (phases, sweep, crossover and history plots), coll rows on two host
+ * classes (busbw with host labels). */
+static int write_hostile(const char *path)
+{
+    epb_row_t rows[256];
+    size_t n = 0;
+    char utc[3][32];
+    epb_err_t err;
+    for (int rep = 0; rep < 3; rep++) {
+        snprintf(utc[rep], sizeof utc[rep], "2026-04-0%dT22:00:00Z", rep + 1);
+        for (int k = 1; k <= 4; k *= 2)
+            for (int s = 0; s < 2; s++)
+                for (int ph = 0; ph < 4; ph++) {
+                    epb_row_t *r = &rows[n++];
+                    memset(r, 0, sizeof *r);
+                    r->schema = 2;
+                    r->run_id = pay[(ph + 1) % NPAY];
+                    r->utc = utc[rep];
+                    r->git_rev = pay[2];
+                    r->host = "node01";
+                    r->nodes = 1;
+                    r->hosts = pay[3];
+                    r->backend = "mpi";
+                    r->device = "cpu";
+                    r->device_name = pay[6];
+                    r->mode = "moe";
+                    r->op = s ? pay[1] : pay[8];
+                    r->ranks = 2;
+                    r->experts = 8;
+                    r->top_k = k;
+                    r->tokens = r->hidden = r->ffn = 64;
+                    r->dtype = pay[7];
+                    r->router = pay[0];
+                    r->params = s ? pay[2] : pay[4];
+                    static const char *const kinds[] = { "compute", "compute", "comm", "total" };
+                    r->phase = ph == 0 ? "route" : ph == 1 ? pay[3] : ph == 2 ? pay[5] : "step";
+                    r->kind = kinds[ph];
+                    r->coll = ph == 2 ? pay[6] : "";
+                    r->iters = 10;
+                    r->t_med_us = r->t_min_us = r->t_mean_us = r->t_p95_us = r->t_max_us = 100.0 * (1 + s) * k + ph;
+                    r->wait_us = 1;
+                    r->check = "ok";
+                }
+        for (int h = 0; h < 2; h++)
+            for (int b = 0; b < 2; b++) {
+                epb_row_t *r = &rows[n++];
+                memset(r, 0, sizeof *r);
+                r->schema = 2;
+                r->run_id = r->git_rev = r->hosts = pay[4];
+                r->utc = utc[rep];
+                r->host = h ? pay[5] : "node01";
+                r->nodes = 1;
+                r->backend = r->device = "cpu";
+                r->device_name = h ? pay[0] : pay[7];
+                r->mode = "coll";
+                r->op = pay[2];
+                r->ranks = 2;
+                r->dtype = pay[1];
+                r->router = "";
+                r->params = pay[3];
+                r->phase = "total";
+                r->kind = "comm";
+                r->coll = pay[2];
+                r->bytes = 1024u << (4 * b);
+                r->iters = 10;
+                r->t_med_us = 10.0 * (b + 1);
+                r->busbw_gbps = 1.0 + b + h;
+                r->check = "ok";
+            }
+    }
+    return epb_csv_append(path, rows, n, &err);
+}
+
+static void test_injection(void)
+{
+    char csv[1024], out[1024], cmd[4096], p[1200];
+    payloads();
+    snprintf(csv, sizeof csv, "%s/hostile.csv", tmp);
+    TAP_OK(write_hostile(csv) == EPB_OK, "hostile CSV written by the CSV writer");
+    snprintf(out, sizeof out, "%s/hostile", tmp);
+    snprintf(cmd, sizeof cmd, "%s %s -o %s", exe, csv, out);
+    char *err = NULL;
+    int rc = run(cmd, &err);
+    TAP_OK(rc == 0, "report on the hostile CSV: exit 0 (%s)", one_line(err) ? err : "");
+    free(err);
+    int ran = 0;
+    for (int i = 0; i < NPAY; i++)
+        if (exists(mark[i])) { ran++; printf("# payload %d ran: %s\n", i, mark[i]); }
+    TAP_OK(ran == 0, "no payload ran (%d of %d did)", ran, NPAY);
+    static const char *const names[] = { "phases_0", "topk", "crossover", "busbw", "history" };
+    for (int i = 0; i < 5; i++) {
+        snprintf(p, sizeof p, "%s/plots/%s.svg", out, names[i]);
+        TAP_OK(fsize(p) > 2000, "hostile CSV: %s.svg rendered", names[i]);
+    }
+    snprintf(p, sizeof p, "%s/report.html", out);
+    char *h = read_file(p);
+    TAP_OK(h && !strstr(h, "<script>") && strstr(h, "&lt;script&gt;"), "report.html shows '<script>' as text");
+    free(h);
+}
+
 static int test_plots(void)
 {
     char gp[1024];
@@ -447,6 +568,7 @@ static int test_plots(void)
         if (sscanf(l, "%lf %lf", &kk, &ratio) == 2 && kk > prev && ratio > 0) rows++, prev = kk;
     TAP_OK(x && rows == 3, "crossover.dat: one family, k = 1, 2, 4 with positive ratios (%d rows)", rows);
     free(x);
+    test_injection();
     return tap_done();
 }
 
