@@ -4,7 +4,8 @@
  *   cli:   malformed inputs through the program (exit 2, FILE:LINE, nothing written), regression exit codes,
  *          a report without gnuplot;
  *   plots: every plot rendered and non-empty as SVG and PNG, inlined in report.html (skipped: the plan "1..0 # SKIP",
- *          without gnuplot). */
+ *          without gnuplot); a hostile CSV runs nothing;
+ *   scale: time(20 MB) < 3 x time(10 MB) on generated histories (test_report scale ... GEN_CSV). */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
 #include <math.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "report.h"
@@ -572,10 +574,62 @@ static int test_plots(void)
     return tap_done();
 }
 
+/* ---- scale: the report's time grows linearly with its input ---- */
+
+static double wall_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* The fastest of three runs of the report on csv (seconds: a short burst of load elsewhere on the machine spoils
+ * one run, not the minimum), or -1 when it fails or passes limit_s. */
+static double time_report(const char *csv, double limit_s)
+{
+    char cmd[4096];
+    double best = -1;
+    snprintf(cmd, sizeof cmd, "timeout %.0f %s --no-plots %s -o %s/scale_out", limit_s, exe, csv, tmp);
+    for (int i = 0; i < 3; i++) {
+        double t0 = wall_s();
+        if (run(cmd, NULL) != 0) return -1;
+        double t = wall_s() - t0;
+        if (best < 0 || t < best) best = t;
+    }
+    return best;
+}
+
+/* For each mix of gen_csv (a year of nightly runs: few measurements, many repetitions; a tuning sweep: every
+ * row its own measurement), the report on 20 MB must take less than 3x its time on 10 MB (linear: 2x; the old
+ * quadratic grouping and cell scans: 4x and more), and no run more than 30 s. */
+static int test_scale(const char *gen)
+{
+    static const char *const mixes[] = { "nightly", "sweep" };
+    for (int m = 0; m < 2; m++) {
+        double t[2];
+        for (int i = 0; i < 2; i++) {
+            int mb = 10 * (i + 1);
+            char csv[1024], cmd[4096];
+            snprintf(csv, sizeof csv, "%s/%s%d.csv", tmp, mixes[m], mb);
+            snprintf(cmd, sizeof cmd, "%s --mix %s %s %d", gen, mixes[m], csv, mb);
+            int rc = run(cmd, NULL);
+            TAP_OK(rc == 0 && fsize(csv) >= (long)mb << 20, "gen_csv --mix %s: %d MB (%ld bytes)", mixes[m], mb,
+                   fsize(csv));
+            t[i] = time_report(csv, 30);
+            TAP_OK(t[i] > 0, "report on %d MB (%s): exit 0 within 30 s (%.2f s)", mb, mixes[m], t[i]);
+            unlink(csv);
+        }
+        TAP_OK(t[0] > 0 && t[1] > 0 && t[1] < 3 * t[0], "%s: time(20 MB) %.2f s < 3 x time(10 MB) %.2f s (ratio %.2f)",
+               mixes[m], t[1], t[0], t[0] > 0 ? t[1] / t[0] : 0);
+    }
+    return tap_done();
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 4) {
-        fprintf(stderr, "usage: test_report unit|cli|plots FIXTURES_DIR REPORT_EXE\n");
+    if (argc != 4 && !(argc == 5 && !strcmp(argv[1], "scale"))) {
+        fprintf(stderr, "usage: test_report unit|cli|plots FIXTURES_DIR REPORT_EXE\n"
+                        "       test_report scale FIXTURES_DIR REPORT_EXE GEN_CSV\n");
         return 2;
     }
     fix = argv[2];
@@ -590,6 +644,8 @@ int main(int argc, char **argv)
     } else if (!strcmp(argv[1], "cli")) {
         test_cli();
         rc = tap_done();
+    } else if (!strcmp(argv[1], "scale")) {
+        rc = test_scale(argv[4]);
     } else {
         rc = test_plots();
     }
