@@ -93,7 +93,8 @@ static int night_rows(const char *out, enum mix mix, long night, epb_row_t *rows
     char utc[REPS][48], run[REPS][32], host[REPS][24];
     size_t n = 0;
     for (int rep = 0; rep < REPS; rep++) {
-        snprintf(utc[rep], sizeof utc[rep], "%04ld-%02ld-%02ldT22:%02d:00Z", y, m + 1, d + 1, rep * 7);
+        snprintf(utc[rep], sizeof utc[rep], "%04d-%02d-%02dT22:%02d:00Z", (int)y % 10000, (int)m + 1, (int)d + 1,
+                 rep * 7);
         snprintf(run[rep], sizeof run[rep], "n%ld-r%d", night, rep);
         snprintf(host[rep], sizeof host[rep], "node%02ld", (night * REPS + rep) % 16 + 1);
         epb_row_t base = { .schema = 2, .run_id = run[rep], .utc = utc[rep], .git_rev = "0123456789ab",
