@@ -210,6 +210,13 @@ static int phases_plots(const rp_data_t *d, const char *dir, const rp_plot_opts_
     return rc;
 }
 
+/* A point a plot can draw: gnuplot fails on a column without one ("all points y value undefined"), and the log x
+ * axes of the ranks and experts sweeps and of busbw take no x <= 0. 0 is a value (busbw on one rank). */
+static int drawable(double x, double y)
+{
+    return x > 0 && y >= 0 && y < 1e300;
+}
+
 static int sweep_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_t *o, const char *dim,
                       const char *name, char names[][64], int max, int *nn, epb_err_t *err)
 {
@@ -217,20 +224,32 @@ static int sweep_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_t 
     int rc = rp_largest_family(d, dim, &f, err);
     if (rc || f.n < 2) { rp_family_free(&f); return rc; }
     const rp_conf_t *c0 = rp_conf(d, f.cfg[0]);
-    size_t ns = c0->gs;
+    /* the strategies of the first member that have a step somewhere in the family (a column of NaN fails) */
+    const char *st[RP_MAXS];
+    size_t ns = 0;
+    for (size_t s = 0; s < c0->gs; s++) {
+        int any = 0;
+        for (size_t i = 0; i < f.n && !any; i++) {
+            const rp_cell_t *c = rp_step(d, f.cfg[i], c0->strat[s]->strategy);
+            any = c && drawable(f.x[i], c->med);
+        }
+        if (any) st[ns++] = c0->strat[s]->strategy;
+    }
+    if (!ns) { rp_family_free(&f); return EPB_OK; }
     FILE *fp = open_dat(dir, name, err, &rc);
     if (!fp) { rp_family_free(&f); return rc; }
     dat_text(fp, dim);
     for (size_t s = 0; s < ns; s++) {
         fputc(' ', fp);
-        dat_text(fp, c0->strat[s]->strategy);
+        dat_text(fp, st[s]);
     }
     fprintf(fp, "\n");
     for (size_t i = 0; i < f.n; i++) {
+        if (f.x[i] <= 0) continue;
         fprintf(fp, "%g", f.x[i]);
         for (size_t s = 0; s < ns; s++) {
-            const rp_cell_t *c = rp_step(d, f.cfg[i], c0->strat[s]->strategy);
-            if (c) fprintf(fp, " %.6g", c->med); else fprintf(fp, " NaN");
+            const rp_cell_t *c = rp_step(d, f.cfg[i], st[s]);
+            if (c && drawable(f.x[i], c->med)) fprintf(fp, " %.6g", c->med); else fprintf(fp, " NaN");
         }
         fprintf(fp, "\n");
     }
@@ -372,6 +391,7 @@ static int busbw_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_t 
         multi_params |= strcmp(first[s]->row->params, first[0]->row->params) != 0;
     }
     FILE *f = NULL;
+    size_t drawn = 0;
     if (!rc && nser) f = open_dat(dir, "busbw", err, &rc);
     /* blocks one after another: the cells of series s, in data order (one pass per series; MAXSER bounds it) */
     for (size_t s = 0; f && s < nser; s++) {
@@ -382,20 +402,25 @@ static int busbw_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_t 
             k += snprintf(t + k, sizeof t - (size_t)k, " %s", r->params);
         if (multi_host && k > 0 && (size_t)k < sizeof t)
             snprintf(t + k, sizeof t - (size_t)k, " on %s", first[s]->hclass);
-        fprintf(f, "%s\"bytes\" ", s ? "\n\n" : "");
+        size_t pts = 0;
+        for (size_t i = 0; i < d->ncells; i++)
+            pts += ser[i] == s && drawable((double)d->cells[i].row->bytes, d->cells[i].busbw);
+        if (!pts) continue;
+        fprintf(f, "%s\"bytes\" ", drawn ? "\n\n" : "");
         dat_text(f, t);
         fprintf(f, "\n");
         for (size_t i = 0; i < d->ncells; i++)
-            if (ser[i] == s)
+            if (ser[i] == s && drawable((double)d->cells[i].row->bytes, d->cells[i].busbw))
                 fprintf(f, "%llu %.6g\n", (unsigned long long)d->cells[i].row->bytes, d->cells[i].busbw);
+        drawn++;
     }
     if (f) rc = close_dat(f, err);
     free(ser);
     rp_map_free(map);
     epb_rows_free(&pool);
-    if (rc || !nser || !o->gnuplot) return rc;
+    if (rc || !drawn || !o->gnuplot) return rc;
     gp_vars_t v = { .len = 0 };
-    gv_int(&v, "nblocks", (long)nser);
+    gv_int(&v, "nblocks", (long)drawn);
     rc = run_gnuplot(o, "busbw.gp", dir, "busbw", &v, err);
     if (rc == EPB_OK) add_name(names, max, nn, "busbw");
     return rc;

@@ -528,6 +528,47 @@ static void test_injection(void)
     free(h);
 }
 
+/* Data gnuplot cannot draw must be left out of a plot, not fail the report (exit 3): a ranks family whose only
+ * strategy has no step anywhere (its column would be all NaN), and coll rows of 0 bytes (on a log axis). */
+static void test_degenerate(void)
+{
+    epb_row_t rows[16];
+    size_t n = 0;
+    for (int P = 1; P <= 2; P++)
+        for (int ph = 0; ph < 2; ph++) {
+            epb_row_t *r = &rows[n++];
+            memset(r, 0, sizeof *r);
+            *r = (epb_row_t){ .schema = 2, .run_id = "r", .utc = P == 1 ? "2026-05-01T22:00:00Z" : "2026-05-02T22:00:00Z",
+                              .git_rev = "", .host = "n1", .nodes = 1, .hosts = "n1", .backend = "mpi", .device = "cpu",
+                              .device_name = "", .mode = "moe", .op = "agrs", .ranks = P, .experts = 8, .top_k = 2,
+                              .tokens = 64, .hidden = 64, .ffn = 64, .dtype = "f32", .router = "softmax", .params = "",
+                              .phase = ph ? "dispatch" : "route", .kind = ph ? "comm" : "compute", .coll = "",
+                              .iters = 10, .t_med_us = 5, .check = "ok" };
+        }
+    for (int b = 0; b < 2; b++) {
+        epb_row_t *r = &rows[n++];
+        *r = rows[0];
+        r->mode = "coll";
+        r->op = r->coll = "alltoall";
+        r->experts = r->top_k = 0;
+        r->phase = "total";
+        r->kind = "comm";
+        r->bytes = 0;
+        r->busbw_gbps = b;
+    }
+    char csv[1024], out[1024], cmd[4096];
+    snprintf(csv, sizeof csv, "%s/degenerate.csv", tmp);
+    epb_err_t e;
+    TAP_OK(epb_csv_append(csv, rows, n, &e) == EPB_OK, "degenerate CSV written");
+    snprintf(out, sizeof out, "%s/degenerate", tmp);
+    snprintf(cmd, sizeof cmd, "%s %s -o %s", exe, csv, out);
+    char *err = NULL;
+    int rc = run(cmd, &err);
+    TAP_OK(rc == 0, "a family without steps and 0-byte coll rows: exit 0, undrawable points left out (%s)",
+           one_line(err) ? err : "");
+    free(err);
+}
+
 static int test_plots(void)
 {
     char gp[1024];
@@ -571,6 +612,7 @@ static int test_plots(void)
     TAP_OK(x && rows == 3, "crossover.dat: one family, k = 1, 2, 4 with positive ratios (%d rows)", rows);
     free(x);
     test_injection();
+    test_degenerate();
     return tap_done();
 }
 
