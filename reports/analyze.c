@@ -69,8 +69,14 @@ static double phase_busbw(const rp_cell_t *c)
 
 double rp_busbw_eff(const rp_data_t *d, const rp_cell_t *ph, double *ref_bytes)
 {
+    return rp_busbw_ref(d, ph, ref_bytes, NULL);
+}
+
+double rp_busbw_ref(const rp_data_t *d, const rp_cell_t *ph, double *ref_bytes, const rp_cell_t **ref)
+{
     const epb_row_t *r = ph->row;
     if (ref_bytes) *ref_bytes = 0;
+    if (ref) *ref = NULL;
     /* one named collective: a phase that ran several (or none, schema 1) has no single ceiling */
     const char *coll = r->coll;
     if (ph->kind != RP_COMM || !coll || !*coll || strchr(coll, '+') || ph->bytes <= 0 || ph->med <= 0 ||
@@ -94,6 +100,7 @@ double rp_busbw_eff(const rp_data_t *d, const rp_cell_t *ph, double *ref_bytes)
     }
     if (!best) return -1;
     if (ref_bytes) *ref_bytes = (double)best->row->bytes;
+    if (ref) *ref = best;
     return phase_busbw(ph) / best->busbw;
 }
 

@@ -229,11 +229,12 @@ static int cell_stats(rp_data_t *d)
 {
     size_t n = d->nrows, nc = d->ncells;
     size_t *off = calloc(nc + 1, sizeof *off), *fill = calloc(nc, sizeof *fill);
-    double *s = malloc(6 * (n ? n : 1) * sizeof *s);
+    double *s = malloc(7 * (n ? n : 1) * sizeof *s);
     int rc = (!off || !fill || !s) ? -1 : 0;
     if (!rc) {
         for (size_t c = 0; c < nc; c++) off[c + 1] = off[c] + d->cells[c].n;
-        double *tm = s, *p95 = s + n, *by = s + 2 * n, *bw = s + 3 * n, *tf = s + 4 * n, *wt = s + 5 * n;
+        double *tm = s, *p95 = s + n, *by = s + 2 * n, *bw = s + 3 * n, *tf = s + 4 * n, *wt = s + 5 * n,
+               *hd = s + 6 * n;
         for (size_t i = 0; i < n; i++) {
             size_t c = d->row_cell[i], k = off[c] + fill[c]++;
             const epb_row_t *r = &d->rows[i];
@@ -244,6 +245,7 @@ static int cell_stats(rp_data_t *d)
             /* gflop / us = 1e9 flop / 1e-6 s = 1e15 flop/s = 1e3 TFLOP/s */
             tf[k] = r->tflops > 0 ? r->tflops : (r->gflop > 0 && r->t_med_us > 0 ? r->gflop / r->t_med_us * 1e3 : 0);
             wt[k] = r->wait_us;
+            hd[k] = r->hidden_us;
             d->cells[c].nfail += r->check && !strcmp(r->check, "fail");
         }
         for (size_t c = 0; c < nc; c++) {
@@ -256,6 +258,7 @@ static int cell_stats(rp_data_t *d)
             cl->busbw = median_of(bw + o, cl->n);
             cl->tflops = median_of(tf + o, cl->n);
             cl->wait = median_of(wt + o, cl->n);
+            cl->hidden = median_of(hd + o, cl->n);
         }
         if (nc) {
             /* keep only the t_med block (the cells' samples); the rest was scratch */

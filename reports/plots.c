@@ -512,9 +512,16 @@ static int history_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_
         p->utc = d->rows[i].utc;
         p->v = moe ? d->rows[i].t_med_us : d->rows[i].busbw_gbps;
     }
+    /* a history needs two moments in the series drawn (other rows may have other times) */
+    const char *u0 = NULL;
+    int spread = 0;
+    for (size_t j = 0; !rc && j < off[nser] && !spread; j++) {
+        if (!u0) u0 = pts[j].utc;
+        else spread = strcmp(u0, pts[j].utc) != 0;
+    }
     FILE *f = NULL;
     size_t drawn = 0;
-    for (size_t s = 0; !rc && s < nser; s++) {
+    for (size_t s = 0; !rc && spread && s < nser; s++) {
         if (!cnt[s]) continue;
         if (!f && !(f = open_dat(dir, "history", err, &rc))) break;
         qsort(pts + off[s], cnt[s], sizeof *pts, cmp_hpoint);

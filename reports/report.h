@@ -47,6 +47,7 @@ typedef struct {
     double busbw;          /* median busbw_gbps, GB/s */
     double tflops;         /* median tflops (or gflop / time when the row has no tflops) */
     double wait;           /* median wait_us (schema 2; 0 for schema 1 rows), us */
+    double hidden;         /* median hidden_us: a comm phase's time in flight behind compute, not in med, us */
 } rp_cell_t;
 
 /* A moe configuration: the strategies run on it and the phases they reported, both in order of first
@@ -141,6 +142,8 @@ double rp_comm_bytes(const rp_data_t *d, const char *cfg, const char *strategy);
  * equivalent buffer bytes*P/(P-1) (the best such row at that size). -1 when there is nothing to compare with
  * (schema-1 rows name no collective); *ref_bytes gets the coll size used. */
 double rp_busbw_eff(const rp_data_t *d, const rp_cell_t *phase, double *ref_bytes);
+/* The same, and *ref (may be NULL) gets the coll cell compared with (its params say which run it was). */
+double rp_busbw_ref(const rp_data_t *d, const rp_cell_t *phase, double *ref_bytes, const rp_cell_t **ref);
 /* The mode=peak op=gemm ceiling (highest median TFLOP/s) on a host class, or 0. */
 double rp_peak_tflops(const rp_data_t *d, const char *hclass);
 /* A compute phase's TFLOP/s over the gemm ceiling, or -1. */

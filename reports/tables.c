@@ -184,9 +184,12 @@ static void moe_config(rp_doc_t *doc, const rp_data_t *d, const rp_conf_t *f, in
     /* wait vs transfer: a rank that reaches a collective early waits for the last one (imbalance, not network) */
     if (waits) {
         static const char *const hw[] = { "strategy", "phase", "collective", "time us", "wait us", "transfer us",
-                                          "wait share" };
+                                          "wait share", "hidden us" };
         rp_doc_heading(doc, 4, "Wait vs transfer per comm phase");
-        rp_doc_table(doc, 7, hw);
+        rp_doc_para(doc, "time: the phase's exposed time (what the step waits for); wait: from the critical rank's "
+                         "arrival to the last rank's (load imbalance, not network); transfer = time - wait; hidden: "
+                         "time the collective was in flight behind compute (overlapped strategies), not in time.");
+        rp_doc_table(doc, 8, hw);
         for (size_t s = 0; s < f->gs; s++)
             for (size_t p = 0; p < f->gp; p++) {
                 const rp_cell_t *c = f->grid[s * f->gp + p];
@@ -200,6 +203,7 @@ static void moe_config(rp_doc_t *doc, const rp_data_t *d, const rp_conf_t *f, in
                 rp_doc_cell(doc, "%.1f", tr > 0 ? tr : 0);
                 if (c->med > 0) rp_doc_cell(doc, "%.0f%%", 100 * (c->wait < c->med ? c->wait : c->med) / c->med);
                 else rp_doc_cell(doc, "-");
+                rp_doc_cell(doc, "%.1f", c->hidden);
             }
     }
 
@@ -210,7 +214,8 @@ static void moe_config(rp_doc_t *doc, const rp_data_t *d, const rp_conf_t *f, in
         for (size_t p = 0; p < f->gp; p++) {
             const rp_cell_t *c = f->grid[s * f->gp + p];
             if (!c) continue;
-            double ref = 0, e = rp_busbw_eff(d, c, &ref), fe = rp_flops_eff(d, c);
+            const rp_cell_t *rc = NULL;
+            double ref = 0, e = rp_busbw_ref(d, c, &ref, &rc), fe = rp_flops_eff(d, c);
             if (e < 0 && fe < 0) continue;
             if (!started) { rp_doc_table(doc, 6, h3); started = 1; }
             size_str(c->bytes, b1, sizeof b1);
@@ -222,7 +227,8 @@ static void moe_config(rp_doc_t *doc, const rp_data_t *d, const rp_conf_t *f, in
                 size_str(ref, b2, sizeof b2);
                 double bw = c->busbw > 0 ? c->busbw : epb_gbps(c->bytes, c->med);
                 rp_doc_cell(doc, "%.2f GB/s busbw", bw);
-                rp_doc_cell(doc, "%s %s: %.2f GB/s", c->row->coll, b2, bw / e);
+                rp_doc_cell(doc, "%s %s%s%s: %.2f GB/s", c->row->coll, b2, *rc->row->params ? " " : "",
+                            rc->row->params, bw / e);
                 rp_doc_cell(doc, "%.0f%%", e * 100);
             } else {
                 rp_doc_cell(doc, "%.3f TFLOP/s", c->tflops);

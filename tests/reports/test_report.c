@@ -193,6 +193,9 @@ static void test_schema2(void)
     TAP_OK(dd && rp_busbw_eff(&d, dd, NULL) < 0 && ld && rp_busbw_eff(&d, ld, NULL) < 0,
            "no busbw comparison for a phase that ran two collectives, nor for one that ran none");
     TAP_OK(disp && NEAR(disp->wait, 20), "wait_us: the median of the rows' (20)");
+    const rp_cell_t *d4 = rp_find(&d, cfg, "tp2ep:chunks=4", "dispatch");
+    TAP_OK(d4 && NEAR(d4->hidden, 30) && NEAR(d4->med, 60) && disp && disp->hidden == 0,
+           "hidden_us: tp2ep:chunks=4's dispatch 60 us exposed, 30 us hidden behind compute");
     size_t n1 = 0, ni = 0;
     for (size_t i = 0; i < d.ncells; i++) {
         const epb_row_t *r = d.cells[i].row;
