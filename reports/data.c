@@ -157,8 +157,8 @@ void rp_config_key(const epb_row_t *r, char *buf, size_t n)
     l = key_text(buf, n, l, hc);
     if (strcmp(r->mode, "moe")) l = key_text(buf, n, l, r->params ? r->params : "");
     if (l < n)
-        snprintf(buf + l, n - l, "P%d|N%d|E%d|k%d|T%ld|D%ld|F%ld|s%.17g", r->ranks, r->nodes, r->experts, r->top_k,
-                 r->tokens, r->hidden, r->ffn, r->skew);
+        snprintf(buf + l, n - l, "P%d|N%d|E%d|k%d|T%ld|D%ld|F%ld|s%.17g|S%" PRIu64, r->ranks, r->nodes, r->experts,
+                 r->top_k, r->tokens, r->hidden, r->ffn, r->skew, r->seed);
 }
 
 void rp_cell_key(const epb_row_t *r, char *buf, size_t n)
@@ -447,12 +447,23 @@ const size_t *rp_peak_cells(const rp_data_t *d, const char *hclass, size_t *n)
     return group_cells(d, buf, n);
 }
 
+/* Rows a caller built may leave text NULL (the writer's convention for empty); the reader never does. */
+static void empty_text(epb_row_t *r)
+{
+    const char **t[] = { &r->run_id, &r->utc, &r->git_rev, &r->host, &r->hosts, &r->backend, &r->device,
+                         &r->device_name, &r->mode, &r->op, &r->dtype, &r->router, &r->params, &r->phase, &r->kind,
+                         &r->coll, &r->check };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (!*t[i]) *t[i] = "";
+}
+
 int rp_group(rp_data_t *d, epb_err_t *err)
 {
     size_t n = d->nrows, cap = 0;
     d->cells = NULL;
     d->ncells = 0;
     if (n == 0) return EPB_OK;
+    for (size_t i = 0; i < n; i++) empty_text(&d->rows[i]);
     if (!(d->row_cell = malloc(n * sizeof *d->row_cell))) return epb_fail(err, EPB_ESYS, "out of memory");
     char key[RP_KEY];
     for (size_t i = 0; i < n; i++) {

@@ -94,7 +94,7 @@ typedef struct {
  * when there is one: "node07" + "NVIDIA H100" -> "node/NVIDIA H100". */
 void rp_host_class(const epb_row_t *r, char *buf, size_t n);
 /* Configuration key: mode, ranks, nodes, backend, device, experts, top_k, tokens, hidden, ffn, dtype, router,
- * skew, host class; for coll and peak rows also params (an uneven --imbalance run is its own configuration).
+ * skew, seed, host class; for coll and peak rows also params (an uneven --imbalance run is its own configuration).
  * Text fields are length-prefixed, so no two different rows share a key. */
 void rp_config_key(const epb_row_t *r, char *buf, size_t n);
 /* Cell key: configuration key + op + params + phase (+ bytes for coll and peak rows). */
@@ -105,8 +105,8 @@ void rp_strategy_label(const epb_row_t *r, char *buf, size_t n);
 /* Reads every file (all or nothing) into d; errors are "FILE:LINE: reason" or "FILE: row N: reason" with
  * EPB_EUSAGE (an unknown kind among them). */
 int rp_load(rp_data_t *d, char *const *paths, int npaths, epb_err_t *err);
-/* Groups d->rows into cells and configurations (called by rp_load; exposed for tests that build rows in memory).
- * Linear in the rows: one key and one hash lookup per row. */
+/* Groups d->rows into cells and configurations (called by rp_load; exposed for tests that build rows in memory:
+ * their NULL text fields become ""). Linear in the rows: one key and one hash lookup per row. */
 int rp_group(rp_data_t *d, epb_err_t *err);
 void rp_free(rp_data_t *d);
 /* The moe configuration whose key is cfg, or NULL. O(1). */

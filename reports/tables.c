@@ -149,7 +149,9 @@ static void moe_config(rp_doc_t *doc, const rp_data_t *d, const rp_conf_t *f, in
         share_cell(doc, share);
         size_str(f->comm_bytes[s], b1, sizeof b1);
         rp_doc_cell(doc, "%s", f->ncomm[s] ? b1 : "-");
-        if (vf > 0) rp_doc_cell(doc, vf == 1 ? "%.2f (fastest)" : "%.2f", vf); else rp_doc_cell(doc, "-");
+        if (vf == 1) rp_doc_cell(doc, "1.00 (fastest)");
+        else if (vf > 0) rp_doc_cell(doc, "%.2f", vf);
+        else rp_doc_cell(doc, "-");
         rp_doc_cell(doc, "%zu", c ? c->n : f->strat[s]->n);
         check_cell(doc, c ? c : f->strat[s]);
     }

@@ -206,6 +206,24 @@ static void test_schema2(void)
     TAP_OK(d.nconfs == 3, "3 moe configurations (k = 2, 1, 4)");
     rp_free(&d);
 
+    /* rows built in memory (rp_group's callers): NULL text is empty text; the seed is part of the configuration */
+    epb_row_t mem[3];
+    memset(mem, 0, sizeof mem);
+    for (int i = 0; i < 3; i++) {
+        mem[i].schema = 2;
+        mem[i].mode = "moe";
+        mem[i].op = "x";
+        mem[i].phase = "step";
+        mem[i].kind = "total";
+        mem[i].t_med_us = 1 + i;
+        mem[i].seed = i == 2 ? 7 : 1;
+    }
+    rp_data_t dm = { .rows = mem, .nrows = 3 };
+    rc = rp_group(&dm, &err);
+    TAP_OK(rc == EPB_OK && dm.ncells == 2 && dm.nconfs == 2 && dm.cells[0].n == 2 && !strcmp(mem[0].check, ""),
+           "in-memory rows with NULL text group (2 cells: the seed tells two configurations apart)");
+    rp_free(&dm);
+
     /* an unknown kind is bad input, named */
     char bad[1024];
     snprintf(bad, sizeof bad, "%s/badkind.csv", tmp);
