@@ -13,9 +13,12 @@ static int has_plot(const char *const *plots, const char *name)
     return 0;
 }
 
+/* A byte count from the statistics (a median or a sum of uint64 bytes, as a double): a double at or past 2^64
+ * (the CSV's largest bytes rounds up to it) has no uint64 value, so it is shown as the largest one. */
 static void size_str(double bytes, char *buf, size_t n)
 {
-    epb_fmt_size((uint64_t)(bytes + 0.5), buf, n);
+    uint64_t b = !(bytes > 0) ? 0 : bytes + 0.5 >= 18446744073709551616.0 ? UINT64_MAX : (uint64_t)(bytes + 0.5);
+    epb_fmt_size(b, buf, n);
 }
 
 /* "a;b;c;d;e;f" -> "a, b, c, d and 2 more": a job's host list can be long. */

@@ -383,6 +383,31 @@ static void test_cli(void)
     rc = run(cmd, NULL);
     TAP_OK(rc == 2 && exists(p) && count_prefix(tmp, ".notreport") == 0, "-o on a non-report directory: exit 2, kept");
 
+    /* the largest bytes a row can hold: its median, 2^64 as a double, has no uint64 value (found by the fuzzer:
+     * UBSan 'outside the range of representable values'; x86 gcc showed 0) */
+    {
+        epb_row_t big[2];
+        memset(big, 0, sizeof big);
+        for (int i = 0; i < 2; i++)
+            big[i] = (epb_row_t){ .schema = 2, .run_id = "r", .utc = "2026-06-01T22:00:00Z", .host = "n1", .nodes = 1,
+                                  .backend = "mpi", .device = "cpu", .mode = "moe", .op = "s", .ranks = 2,
+                                  .experts = 2, .top_k = 1, .tokens = 1, .hidden = 1, .ffn = 1, .dtype = "f32",
+                                  .router = "softmax", .phase = i ? "step" : "dispatch", .kind = i ? "total" : "comm",
+                                  .coll = i ? "" : "alltoallv", .bytes = i ? 0 : UINT64_MAX, .iters = 1,
+                                  .t_med_us = 10, .check = "ok" };
+        char csv[1024];
+        epb_err_t e;
+        snprintf(csv, sizeof csv, "%s/bigbytes.csv", tmp);
+        snprintf(out, sizeof out, "%s/bigbytes", tmp);
+        snprintf(cmd, sizeof cmd, "%s --no-plots %s -o %s", exe, csv, out);
+        rc = epb_csv_append(csv, big, 2, &e) == EPB_OK ? run(cmd, NULL) : -1;
+        snprintf(p, sizeof p, "%s/report.md", out);
+        char *md = read_file(p);
+        TAP_OK(rc == 0 && md && strstr(md, "| s | 10.0 | 0.0 | 100.0% | 18446744073709551615 |"),
+               "bytes = 2^64-1: exit 0, shown as 18446744073709551615 (not 0)");
+        free(md);
+    }
+
     /* without gnuplot on PATH: tables written, one line on stderr */
     snprintf(out, sizeof out, "%s/nognuplot", tmp);
     snprintf(cmd, sizeof cmd, "PATH=/nonexistent %s %s -o %s", exe, good, out);
