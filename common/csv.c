@@ -409,7 +409,8 @@ typedef struct {
 static char *next_record(reader_t *r, int *nul, int *rc, epb_err_t *err, long line)
 {
     for (;;) {
-        char *e = record_end(r->buf + r->start, r->buf + r->len, nul);
+        *nul = 0;
+        char *e = r->buf ? record_end(r->buf + r->start, r->buf + r->len, nul) : NULL; /* NULL + 0 is undefined */
         if (e) return e;
         if (r->eof) {
             if (r->start < r->len)

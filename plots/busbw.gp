@@ -1,8 +1,8 @@
-# Bus bandwidth against message size per collective, log x. Variables: datafile (one block per
-# collective, separated by two blank lines, columns: bytes busbw_gbps), names (space-separated block
-# titles), outfile, fmt.
+# Bus bandwidth against message size per collective, log x. Variables: datafile (nblocks blocks separated by two
+# blank lines, each a header line "bytes" "TITLE" then columns: bytes busbw_gbps), nblocks, outfile, fmt. Titles
+# are read from the data (columnheader), never from the command line.
 if (!exists("fmt")) fmt = 'svg'
-if (fmt eq 'png') { set terminal pngcairo size 900,560 font ",10" } else { set terminal svg size 900,560 dynamic font ",10" background rgb 'white' }
+if (fmt eq 'png') { set terminal pngcairo noenhanced size 900,560 font ",10" } else { set terminal svg noenhanced size 900,560 dynamic font ",10" background rgb 'white' }
 set output outfile
 set title "busbw per collective (nccl-tests convention)"
 set xlabel "message size (bytes per rank)"
@@ -12,4 +12,4 @@ set format x "%.0b%B"
 set key top left noenhanced
 set grid
 set yrange [0:*]
-plot for [i=1:words(names)] datafile index (i-1) using 1:2 with linespoints lw 2 pt 7 title word(names, i)
+plot for [i=1:nblocks] datafile index (i-1) using 1:2 with linespoints lw 2 pt 7 title columnheader(2)

@@ -1,7 +1,7 @@
-# A metric over the nightly history. Variables: datafile (one block per series, columns: utc metric),
-# names (space-separated series titles), ylab, outfile, fmt.
+# A metric over the nightly history. Variables: datafile (nblocks blocks, each a header line "utc" "TITLE" then
+# columns: utc metric), nblocks, ylab, outfile, fmt.
 if (!exists("fmt")) fmt = 'svg'
-if (fmt eq 'png') { set terminal pngcairo size 900,560 font ",10" } else { set terminal svg size 900,560 dynamic font ",10" background rgb 'white' }
+if (fmt eq 'png') { set terminal pngcairo noenhanced size 900,560 font ",10" } else { set terminal svg noenhanced size 900,560 dynamic font ",10" background rgb 'white' }
 set output outfile
 set title "history" noenhanced
 set xdata time
@@ -12,4 +12,4 @@ set ylabel ylab noenhanced
 set key outside right top noenhanced
 set grid
 set yrange [0:*]
-plot for [i=1:words(names)] datafile index (i-1) using 1:2 with linespoints pt 7 title word(names, i)
+plot for [i=1:nblocks] datafile index (i-1) using 1:2 with linespoints pt 7 title columnheader(2)

@@ -1,7 +1,7 @@
 # Step time against one dimension (top_k, experts, ranks) per strategy. Variables: datafile (header: the
 # dimension then one column per strategy, median step us), outfile, fmt, ncols, xlab, title_.
 if (!exists("fmt")) fmt = 'svg'
-if (fmt eq 'png') { set terminal pngcairo size 900,560 font ",10" } else { set terminal svg size 900,560 dynamic font ",10" background rgb 'white' }
+if (fmt eq 'png') { set terminal pngcairo noenhanced size 900,560 font ",10" } else { set terminal svg noenhanced size 900,560 dynamic font ",10" background rgb 'white' }
 set output outfile
 set title title_ noenhanced
 set xlabel xlab noenhanced

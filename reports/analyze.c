@@ -1,72 +1,62 @@
-/* The comparisons of the report: speedup over agrs, communication share, bytes, busbw efficiency against the
- * collective microbenchmark, TFLOP/s efficiency against the gemm ceiling, and weak scaling. */
+/* The comparisons of the report: step time against the fastest strategy, communication share, bytes, busbw
+ * efficiency against the collective microbenchmark, TFLOP/s efficiency against the gemm ceiling, and weak
+ * scaling. Phases are told apart by their kind and the collective they ran (the CSV's kind and coll columns),
+ * strategies by the names the CSV gives: nothing here lists a strategy or a phase. */
 #include "report.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-const char *const rp_moe_phases[] = {
-    "route", "sync_counts", "dispatch", "permute", "experts_fwd", "unpermute", "combine",
-    "combine_bwd", "experts_bwd", "dispatch_bwd", "route_bwd", "grad_sync", "step", NULL,
-};
-
-static const char *const comm_phases[] = { "sync_counts", "dispatch", "combine", "combine_bwd",
-                                           "dispatch_bwd", "grad_sync", NULL };
-
-int rp_is_comm_phase(const char *phase)
+int rp_is_comm_kind(rp_kind_t k)
 {
-    for (int i = 0; comm_phases[i]; i++)
-        if (!strcmp(comm_phases[i], phase)) return 1;
+    return k == RP_COMM || k == RP_SYNC;
+}
+
+const rp_cell_t *rp_fastest(const rp_data_t *d, const char *cfg)
+{
+    const rp_conf_t *f = rp_conf(d, cfg);
+    const rp_cell_t *best = NULL;
+    for (size_t s = 0; f && s < f->nstrat; s++)
+        if (f->step[s] && f->step[s]->med > 0 && (!best || f->step[s]->med < best->med)) best = f->step[s];
+    return best;
+}
+
+double rp_vs_fastest(const rp_data_t *d, const char *cfg, const char *strategy)
+{
+    const rp_cell_t *b = rp_fastest(d, cfg), *s = rp_step(d, cfg, strategy);
+    if (!b || !s || s->med <= 0) return 0;
+    return s->med / b->med;
+}
+
+/* The comm and sync sums of a strategy (build_confs adds them up over every phase of its configuration). */
+static int comm_sums(const rp_data_t *d, const char *cfg, const char *strategy, double *t, double *bytes)
+{
+    const rp_conf_t *f = rp_conf(d, cfg);
+    *t = *bytes = 0;
+    for (size_t s = 0; f && s < f->nstrat; s++) {
+        if (strcmp(f->strat[s]->strategy, strategy)) continue;
+        *t = f->comm_us[s];
+        *bytes = f->comm_bytes[s];
+        return f->ncomm[s] > 0;
+    }
     return 0;
-}
-
-const char *rp_phase_collective(const char *strategy, const char *phase)
-{
-    if (!strcmp(phase, "grad_sync")) return "allreduce";
-    if (!strcmp(strategy, "agrs")) {
-        /* forward: gather tokens, reduce-scatter outputs; backward mirrors it */
-        if (!strcmp(phase, "dispatch") || !strcmp(phase, "combine_bwd")) return "allgather";
-        if (!strcmp(phase, "combine") || !strcmp(phase, "dispatch_bwd")) return "reduce_scatter";
-        return NULL;
-    }
-    if (!strncmp(strategy, "tp2ep", 5)) {
-        if (!strcmp(phase, "dispatch") || !strcmp(phase, "combine") || !strcmp(phase, "combine_bwd") ||
-            !strcmp(phase, "dispatch_bwd"))
-            return "alltoallv";
-        return NULL;
-    }
-    return NULL;
-}
-
-double rp_speedup_over_agrs(const rp_data_t *d, const char *cfg, const char *strategy)
-{
-    const rp_cell_t *a = rp_find(d, cfg, "agrs", "step"), *s = rp_find(d, cfg, strategy, "step");
-    if (!a || !s || a->med <= 0 || s->med <= 0) return 0;
-    return a->med / s->med;
 }
 
 double rp_comm_share(const rp_data_t *d, const char *cfg, const char *strategy)
 {
-    const rp_cell_t *s = rp_find(d, cfg, strategy, "step");
-    if (!s || s->med <= 0) return -1;
-    double sum = 0;
-    int found = 0;
-    for (int i = 0; comm_phases[i]; i++) {
-        const rp_cell_t *c = rp_find(d, cfg, strategy, comm_phases[i]);
-        if (c) { sum += c->med; found = 1; }
-    }
-    return found ? sum / s->med : -1; /* step-only rows: unknown, not zero */
+    const rp_cell_t *st = rp_step(d, cfg, strategy);
+    double t, b;
+    if (!st || st->med <= 0) return -1;
+    /* step-only rows: unknown, not zero */
+    return comm_sums(d, cfg, strategy, &t, &b) ? t / st->med : -1;
 }
 
 double rp_comm_bytes(const rp_data_t *d, const char *cfg, const char *strategy)
 {
-    double sum = 0;
-    for (int i = 0; comm_phases[i]; i++) {
-        const rp_cell_t *c = rp_find(d, cfg, strategy, comm_phases[i]);
-        if (c) sum += c->bytes;
-    }
-    return sum;
+    double t, b;
+    comm_sums(d, cfg, strategy, &t, &b);
+    return b;
 }
 
 /* A moe phase's bus bandwidth: the CSV's busbw when the bench filled it, else bytes sent over time (the bytes
@@ -79,77 +69,56 @@ static double phase_busbw(const rp_cell_t *c)
 
 double rp_busbw_eff(const rp_data_t *d, const rp_cell_t *ph, double *ref_bytes)
 {
+    return rp_busbw_ref(d, ph, ref_bytes, NULL);
+}
+
+double rp_busbw_ref(const rp_data_t *d, const rp_cell_t *ph, double *ref_bytes, const rp_cell_t **ref)
+{
     const epb_row_t *r = ph->row;
-    const char *coll = rp_phase_collective(r->op, r->phase);
     if (ref_bytes) *ref_bytes = 0;
-    if (!coll || ph->bytes <= 0 || ph->med <= 0 || r->ranks < 2) return -1;
+    if (ref) *ref = NULL;
+    /* one named collective: a phase that ran several (or none, schema 1) has no single ceiling */
+    const char *coll = r->coll;
+    if (ph->kind != RP_COMM || !coll || !*coll || strchr(coll, '+') || ph->bytes <= 0 || ph->med <= 0 ||
+        r->ranks < 2)
+        return -1;
     /* nccl-tests counts the whole per-rank buffer, the moe rows count what leaves the rank */
     double equiv = ph->bytes * r->ranks / (r->ranks - 1);
     const rp_cell_t *best = NULL;
     double bestd = INFINITY;
-    for (size_t i = 0; i < d->ncells; i++) {
-        const rp_cell_t *c = &d->cells[i];
+    size_t n;
+    const size_t *g = rp_coll_cells(d, coll, ph->hclass, r->ranks, r->nodes, &n);
+    for (size_t i = 0; i < n; i++) {
+        const rp_cell_t *c = &d->cells[g[i]];
         const epb_row_t *q = c->row;
-        if (strcmp(q->mode, "coll") || strcmp(q->op, coll) || q->ranks != r->ranks || q->nodes != r->nodes ||
-            strcmp(c->hclass, ph->hclass) || q->bytes == 0 || c->busbw <= 0)
-            continue;
         double dist = fabs(log((double)q->bytes / equiv));
-        if (dist < bestd) { bestd = dist; best = c; }
+        /* at the nearest size, the best row (an even and an --imbalance run of one size): the ceiling */
+        if (dist < bestd - 1e-12 || (dist < bestd + 1e-12 && c->busbw > best->busbw)) {
+            bestd = dist;
+            best = c;
+        }
     }
     if (!best) return -1;
     if (ref_bytes) *ref_bytes = (double)best->row->bytes;
+    if (ref) *ref = best;
     return phase_busbw(ph) / best->busbw;
 }
 
 double rp_peak_tflops(const rp_data_t *d, const char *hclass)
 {
     double best = 0;
-    for (size_t i = 0; i < d->ncells; i++) {
-        const rp_cell_t *c = &d->cells[i];
-        if (!strcmp(c->row->mode, "peak") && !strcmp(c->row->op, "gemm") && !strcmp(c->hclass, hclass) &&
-            c->tflops > best)
-            best = c->tflops;
-    }
+    size_t n;
+    const size_t *g = rp_peak_cells(d, hclass, &n);
+    for (size_t i = 0; i < n; i++)
+        if (d->cells[g[i]].tflops > best) best = d->cells[g[i]].tflops;
     return best;
 }
 
 double rp_flops_eff(const rp_data_t *d, const rp_cell_t *ph)
 {
-    if (ph->tflops <= 0) return -1;
+    if (ph->tflops <= 0 || ph->kind != RP_COMPUTE) return -1;
     double peak = rp_peak_tflops(d, ph->hclass);
     return peak > 0 ? ph->tflops / peak : -1;
-}
-
-int rp_has_phases(const rp_data_t *d, const char *cfg)
-{
-    for (size_t i = 0; i < d->ncells; i++)
-        if (!strcmp(d->cells[i].cfg, cfg) && strcmp(d->cells[i].row->phase, "step")) return 1;
-    return 0;
-}
-
-int rp_strategies(const rp_data_t *d, const char *cfg, const char **out, int max)
-{
-    static const char *const known[] = { "local", "agrs", "tp2ep", NULL };
-    int n = 0;
-    for (int k = 0; known[k] && n < max; k++)
-        if (rp_find(d, cfg, known[k], "step")) out[n++] = known[k];
-    for (size_t i = 0; i < d->ncells && n < max; i++) {
-        const rp_cell_t *c = &d->cells[i];
-        if (strcmp(c->cfg, cfg) || strcmp(c->row->phase, "step")) continue;
-        int dup = 0;
-        for (int j = 0; j < n; j++) dup |= !strcmp(out[j], c->row->op);
-        if (!dup) out[n++] = c->row->op;
-    }
-    return n;
-}
-
-int rp_config_head(const rp_data_t *d, size_t i)
-{
-    const rp_cell_t *c = &d->cells[i];
-    if (strcmp(c->row->mode, "moe") || strcmp(c->row->phase, "step")) return 0;
-    for (size_t j = 0; j < i; j++)
-        if (!strcmp(d->cells[j].cfg, c->cfg) && !strcmp(d->cells[j].row->phase, "step")) return 0;
-    return 1;
 }
 
 /* ---- families: configurations differing in one dimension only ---- */
@@ -183,62 +152,109 @@ void rp_family_free(rp_family_t *f)
     f->n = 0;
 }
 
-/* The family of configurations whose family key is fk[key] (cells' keys in fk, "" for non-step cells), sorted
- * by the dimension's value; f->cfg and f->x hold nc entries. */
-static void family_members(const rp_data_t *d, const char *dim, char (*fk)[RP_KEY], size_t key, rp_family_t *f)
+typedef struct {
+    double x;
+    size_t conf;
+} member_t;
+
+static int cmp_member(const void *a, const void *b)
 {
-    f->n = 0;
-    for (size_t j = 0; j < d->ncells; j++) {
-        if (strcmp(fk[j], fk[key])) continue;
-        double v = dim_value(d->cells[j].row, dim);
-        int dup = 0;
-        for (size_t k = 0; k < f->n; k++) dup |= f->x[k] == v;
-        if (dup) continue;
-        /* insertion sort by value */
-        size_t p = f->n++;
-        while (p > 0 && f->x[p - 1] > v) {
-            f->x[p] = f->x[p - 1];
-            memcpy(f->cfg[p], f->cfg[p - 1], RP_KEY);
-            p--;
-        }
-        f->x[p] = v;
-        memcpy(f->cfg[p], d->cells[j].cfg, RP_KEY);
-    }
+    const member_t *p = a, *q = b;
+    if (p->x != q->x) return p->x < q->x ? -1 : 1;
+    return (p->conf > q->conf) - (p->conf < q->conf);
+}
+
+static int cmp_size(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Sorting the configurations by family key gathers every family in one pass (n log n, not n^2). */
+typedef struct {
+    const char *key;
+    size_t conf;
+} fk_t;
+
+static int cmp_fk(const void *a, const void *b)
+{
+    const fk_t *p = a, *q = b;
+    int c = strcmp(p->key, q->key);
+    return c ? c : (p->conf > q->conf) - (p->conf < q->conf);
 }
 
 int rp_families(const rp_data_t *d, const char *dim, rp_family_t *out, int max, int *n, epb_err_t *err)
 {
     *n = 0;
-    size_t nc = d->ncells;
-    if (nc == 0 || max <= 0) return EPB_OK;
-    char(*fk)[RP_KEY] = malloc(nc * sizeof *fk);
-    if (!fk) return epb_fail(err, EPB_ESYS, "out of memory");
-    /* step cells stand for their configuration */
-    for (size_t i = 0; i < nc; i++) {
-        const rp_cell_t *c = &d->cells[i];
-        fk[i][0] = 0;
-        if (!strcmp(c->row->mode, "moe") && !strcmp(c->row->phase, "step")) family_key(c->row, dim, fk[i], RP_KEY);
-    }
+    size_t nc = d->nconfs;
+    if (nc < 2 || max <= 0) return EPB_OK;
+    fk_t *fk = malloc(nc * sizeof *fk);
+    member_t *mem = malloc(nc * sizeof *mem);
+    size_t *first = malloc(nc * sizeof *first), *start = malloc(nc * sizeof *start), *len = malloc(nc * sizeof *len);
+    epb_rows_t pool = { 0 };
     int rc = EPB_OK;
-    for (size_t i = 0; i < nc && *n < max; i++) {
-        int seen = !fk[i][0];
-        for (size_t j = 0; j < i && !seen; j++) seen = !strcmp(fk[j], fk[i]);
-        if (seen) continue;
+    if (!fk || !mem || !first || !start || !len) { rc = epb_fail(err, EPB_ESYS, "out of memory"); goto out; }
+    char buf[RP_KEY];
+    for (size_t k = 0; k < nc; k++) {
+        family_key(d->confs[k].head->row, dim, buf, sizeof buf);
+        if (!(fk[k].key = epb_strpool_add(&pool.pool, buf, strlen(buf)))) {
+            rc = epb_fail(err, EPB_ESYS, "out of memory");
+            goto out;
+        }
+        fk[k].conf = k;
+    }
+    qsort(fk, nc, sizeof *fk, cmp_fk);
+    /* groups of equal keys; a group's first member (in data order) orders the families */
+    size_t ng = 0;
+    for (size_t i = 0; i < nc;) {
+        size_t j = i;
+        while (j < nc && fk[j].key == fk[i].key) j++; /* interned: equal keys share a pointer */
+        if (j - i >= 2) {
+            start[ng] = i;
+            len[ng] = j - i;
+            first[ng] = fk[i].conf; /* sorted by conf within the key */
+            ng++;
+        }
+        i = j;
+    }
+    /* order the groups by their first configuration: sort (first << 32 | group) would limit sizes; use pairs */
+    size_t *order = malloc((ng ? ng : 1) * 2 * sizeof *order);
+    if (!order) { rc = epb_fail(err, EPB_ESYS, "out of memory"); goto out; }
+    for (size_t g = 0; g < ng; g++) order[2 * g] = first[g], order[2 * g + 1] = g;
+    qsort(order, ng, 2 * sizeof *order, cmp_size);
+    for (size_t o = 0; o < ng && *n < max && !rc; o++) {
+        size_t g = order[2 * o + 1];
         rp_family_t *f = &out[*n];
         memset(f, 0, sizeof *f);
         f->dim = dim;
-        f->cfg = malloc(nc * sizeof *f->cfg);
-        f->x = malloc(nc * sizeof *f->x);
+        f->cfg = malloc(len[g] * sizeof *f->cfg);
+        f->x = malloc(len[g] * sizeof *f->x);
         if (!f->cfg || !f->x) { rp_family_free(f); rc = epb_fail(err, EPB_ESYS, "out of memory"); break; }
-        family_members(d, dim, fk, i, f);
-        if (f->n >= 2) (*n)++;
-        else rp_family_free(f);
+        for (size_t m = 0; m < len[g]; m++) {
+            size_t k = fk[start[g] + m].conf;
+            mem[m].x = dim_value(d->confs[k].head->row, dim);
+            mem[m].conf = k;
+        }
+        qsort(mem, len[g], sizeof *mem, cmp_member);
+        for (size_t m = 0; m < len[g]; m++) {
+            f->x[m] = mem[m].x;
+            f->cfg[m] = d->confs[mem[m].conf].cfg;
+        }
+        f->n = len[g];
+        (*n)++;
     }
+    free(order);
     if (rc) {
         for (int k = 0; k < *n; k++) rp_family_free(&out[k]);
         *n = 0;
     }
+out:
     free(fk);
+    free(mem);
+    free(first);
+    free(start);
+    free(len);
+    epb_rows_free(&pool);
     return rc;
 }
 
@@ -263,7 +279,7 @@ double rp_weak_eff(const rp_data_t *d, const rp_family_t *f, size_t i, const cha
 {
     if (!f->n || i >= f->n) return -1;
     /* tokens are per rank, so a ranks family is weak scaling: ideal time stays flat */
-    const rp_cell_t *b = rp_find(d, f->cfg[0], strategy, "step"), *c = rp_find(d, f->cfg[i], strategy, "step");
+    const rp_cell_t *b = rp_step(d, f->cfg[0], strategy), *c = rp_step(d, f->cfg[i], strategy);
     if (!b || !c || c->med <= 0) return -1;
     return b->med / c->med;
 }

@@ -137,8 +137,14 @@ static void md_cell(FILE *f, const char *s)
 {
     for (; *s; s++) {
         if (*s == '|') fputc('\\', f);
-        fputc(*s == '\n' ? ' ' : *s, f);
+        fputc(*s == '\n' || *s == '\r' ? ' ' : *s, f);
     }
+}
+
+/* Text from a CSV in a heading or paragraph stays on its line (a newline would end a heading or start a block). */
+static void md_line(FILE *f, const char *s)
+{
+    for (; *s; s++) fputc(*s == '\n' || *s == '\r' ? ' ' : *s, f);
 }
 
 static int finish(FILE *f, const char *path, epb_err_t *err)
@@ -156,9 +162,20 @@ int rp_doc_write_md(const rp_doc_t *doc, const char *path, epb_err_t *err)
     for (size_t i = 0; i < doc->n; i++) {
         const block_t *b = &doc->b[i];
         switch (b->type) {
-        case B_HEAD: fprintf(f, "%.*s %s\n\n", b->level, "######", b->text); break;
-        case B_PARA: fprintf(f, "%s\n\n", b->text); break;
-        case B_IMAGE: fprintf(f, "![%s](plots/%s.svg)\n\n", b->text, b->name); break;
+        case B_HEAD:
+            fprintf(f, "%.*s ", b->level, "######");
+            md_line(f, b->text);
+            fputs("\n\n", f);
+            break;
+        case B_PARA:
+            md_line(f, b->text);
+            fputs("\n\n", f);
+            break;
+        case B_IMAGE:
+            fputs("![", f);
+            md_line(f, b->text);
+            fprintf(f, "](plots/%s.svg)\n\n", b->name);
+            break;
         case B_TABLE:
             for (size_t j = 0; j < b->ncells; j++) {
                 int col = (int)(j % (size_t)b->ncols);
@@ -192,6 +209,7 @@ static void html_text(FILE *f, const char *s)
         case '>': fputs("&gt;", f); break;
         case '&': fputs("&amp;", f); break;
         case '"': fputs("&quot;", f); break;
+        case '\'': fputs("&#39;", f); break;
         default: fputc(*s, f);
         }
     }

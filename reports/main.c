@@ -1,4 +1,4 @@
-/* report: turns epbench schema-1 CSV files into report.md, report.html and plots, and (with --baseline)
+/* report: turns epbench CSV files (schema 1 or 2) into report.md, report.html and plots, and (with --baseline)
  * into regression verdicts. Exit codes: 0 ok, 1 regression found, 2 bad usage or input, 3 system failure. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -35,7 +35,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: report [options] FILE.csv... -o DIR\n"
             "       report --baseline BASE.csv [--baseline MORE.csv] NEW.csv... [-o DIR] [--min-effect 0.05]\n"
-            "Reads epbench schema-1 CSV files and writes DIR/report.md, DIR/report.html and DIR/plots/*.{svg,png}.\n"
+            "Reads epbench CSV files (schema 1 or 2) and writes DIR/report.md, DIR/report.html and DIR/plots/*.{svg,png}.\n"
             "With --baseline, compares every measurement of NEW with the same one in BASE and exits 1 when one\n"
             "is slower (rule: reports/REGRESSION.md).\n"
             "  -o, --output DIR     output directory (replaced whole; an existing one must hold a report.md)\n"
@@ -173,7 +173,7 @@ static void print_verdicts(const rp_match_t *m, size_t n, size_t nslower)
         if (c->verdict == RP_SAME || c->verdict == RP_TOO_SMALL) continue; /* the summary line counts them */
         const epb_row_t *r = m[i].now->row;
         printf("%-8s %s %s %s P=%d", c->verdict == RP_INSUFFICIENT ? "n/a" : rp_verdict_name(c->verdict), r->mode,
-               r->op, r->phase, r->ranks);
+               m[i].now->strategy, r->phase, r->ranks);
         if (!strcmp(r->mode, "moe"))
             printf(" E=%d k=%d T=%ld D=%ld F=%ld", r->experts, r->top_k, r->tokens, r->hidden, r->ffn);
         else

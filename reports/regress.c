@@ -113,10 +113,9 @@ int rp_regress(const rp_data_t *base, const rp_data_t *now, const rp_rule_t *rul
     for (size_t i = 0; i < now->ncells; i++) {
         const rp_cell_t *c = &now->cells[i];
         if (!strcmp(c->row->mode, "peak")) continue; /* calibration is context, not a result to guard */
-        const rp_cell_t *b = NULL;
-        for (size_t j = 0; j < base->ncells && !b; j++)
-            if (!strcmp(base->cells[j].key, c->key)) b = &base->cells[j];
-        if (!b) continue;
+        size_t j = rp_map_get(base->by_key, c->key);
+        if (j == RP_NONE) continue;
+        const rp_cell_t *b = &base->cells[j];
         m[n].base = b;
         m[n].now = c;
         /* the stream is the cell key, so a verdict does not depend on which other cells are in the files */

@@ -1,5 +1,6 @@
-/* epbench report module: reads schema-1 CSV files, groups repetitions into cells, computes the comparisons a
- * design review reads (speedup over agrs, communication share, busbw and TFLOP/s efficiency, weak scaling),
+/* epbench report module: reads schema-1 and schema-2 CSV files, groups repetitions into cells and moe
+ * configurations, computes the comparisons a design review reads (step time against the fastest strategy,
+ * communication share, wait against transfer, busbw and TFLOP/s efficiency, weak scaling),
  * the regression verdicts against a baseline, and renders report.md, report.html and gnuplot plots.
  * main.c is the only caller that prints or exits; everything here returns an EPB_* code up. */
 #ifndef EPB_REPORT_H
@@ -10,69 +11,139 @@
 
 #include "epb.h"
 
-#define RP_KEY 512
+/* Longest key (configuration, cell): every text field of a row can be EPB_STR long and params EPB_PARAMS. */
+#define RP_KEY 4096
+/* Most strategies and phases one configuration's tables and plots show (the rest are counted, not drawn). */
+#define RP_MAXS 32
+#define RP_MAXP 48
 
 /* ---- data: load and group (data.c) ---- */
 
-/* One cell: every row (repetition, distinguished by run_id) of one configuration x op x phase, and for coll
- * rows x bytes. Statistics are over repetitions of the per-row values. */
+/* A phase's kind (DESIGN.md "Phases"): from the CSV's kind column; rows without one (schema 1) get it from the
+ * schema-1 phase names (rp_kind_of_v1). */
+typedef enum { RP_COMPUTE, RP_COMM, RP_SYNC, RP_TOTAL } rp_kind_t;
+const char *rp_kind_name(rp_kind_t k);
+/* The kind of a schema-1 phase name: route compute, sync_counts sync, dispatch/combine/combine_bwd/dispatch_bwd/
+ * grad_sync comm, step total, any other compute. Fixed: schema 1 will never gain a phase. */
+rp_kind_t rp_kind_of_v1(const char *phase);
+
+/* One cell: every row (repetition, distinguished by run_id) of one configuration x op x params x phase, and for
+ * coll and peak rows x bytes. Statistics are over repetitions of the per-row values. Strings are interned in the
+ * data's key pool (or the table's), equal texts share one pointer. */
 typedef struct {
-    char key[RP_KEY];      /* rp_cell_key() */
-    char cfg[RP_KEY];      /* rp_config_key(): the configuration without op and phase */
-    char hclass[2 * EPB_STR];
+    const char *key;       /* rp_cell_key() */
+    const char *cfg;       /* rp_config_key(): the configuration without op, params and phase */
+    const char *hclass;    /* rp_host_class() */
+    const char *strategy;  /* the label: op, or op:params with ';' shown as ',' (as --strategy NAME:k=v,... reads) */
+    rp_kind_t kind;
+    size_t conf;           /* moe: index in confs; (size_t)-1 for other modes */
     const epb_row_t *row;  /* first row: the configuration fields */
     size_t n;              /* repetitions */
+    size_t nfail;          /* repetitions whose check is "fail" */
     double *t_med;         /* per-repetition t_med_us [n] */
     double med;            /* median over repetitions of t_med_us, us */
     double p95;            /* median over repetitions of t_p95_us, us */
     double bytes;          /* median bytes */
     double busbw;          /* median busbw_gbps, GB/s */
     double tflops;         /* median tflops (or gflop / time when the row has no tflops) */
+    double wait;           /* median wait_us (schema 2; 0 for schema 1 rows), us */
+    double hidden;         /* median hidden_us: a comm phase's time in flight behind compute, not in med, us */
 } rp_cell_t;
+
+/* A moe configuration: the strategies run on it and the phases they reported, both in order of first
+ * appearance in the data (names come from the CSV only). */
+typedef struct {
+    const char *cfg;
+    const rp_cell_t *head;  /* its first cell in data order: the configuration fields for titles */
+    size_t nstrat, nphase;  /* all of them; tables and plots show the first RP_MAXS / RP_MAXP */
+    const rp_cell_t **strat; /* [nstrat] a cell of each strategy (its op, params and label) */
+    const char **phase;      /* [nphase] phase names, the total phase (step) excluded */
+    const rp_cell_t **step;  /* [nstrat] the strategy's total (step) cell, or NULL */
+    size_t gs, gp;           /* grid dimensions: min(nstrat, RP_MAXS), min(nphase, RP_MAXP) */
+    const rp_cell_t **grid;  /* [gs * gp]: strategy s, phase p at s * gp + p; NULL where not measured */
+    double *comm_us;         /* [nstrat] sum of the medians of the strategy's comm and sync phases, us */
+    double *comm_bytes;      /* [nstrat] sum of their median bytes */
+    size_t *ncomm;           /* [nstrat] how many such phases */
+} rp_conf_t;
+
+/* A string -> index hash map; keys are not copied (they must outlive the map). */
+typedef struct rp_map rp_map_t;
+#define RP_NONE ((size_t)-1)
+size_t rp_map_get(const rp_map_t *m, const char *key); /* RP_NONE when absent */
+int rp_map_put(rp_map_t **m, const char *key, size_t val); /* key absent; creates *m; -1 out of memory */
+void rp_map_free(rp_map_t *m);
 
 typedef struct {
     epb_row_t *rows;   /* = table.rows */
     size_t nrows;
     epb_rows_t table;  /* the rows read, with the strings they point at */
-    rp_cell_t *cells; /* in order of first appearance */
+    rp_cell_t *cells;  /* in order of first appearance */
     size_t ncells;
+    rp_conf_t *confs;  /* moe configurations, in order of first appearance */
+    size_t nconfs;
+    size_t *row_cell;  /* [nrows] the cell of each row */
+    size_t nderived;   /* rows whose kind came from the schema-1 phase names */
+    epb_rows_t keys;   /* no rows: its pool holds the keys and labels the cells point at */
+    rp_map_t *by_key;  /* cell key -> cell */
+    rp_map_t *by_cfg;  /* configuration key -> conf */
+    rp_map_t *by_group; /* rp_coll_cells / rp_peak_cells keys -> group */
+    size_t *grp_off, *grp_cell; /* group g's cells: grp_cell[grp_off[g] .. grp_off[g+1]) */
 } rp_data_t;
 
 /* Host class: host name without trailing digits (and separators before them), joined with the device name
  * when there is one: "node07" + "NVIDIA H100" -> "node/NVIDIA H100". */
 void rp_host_class(const epb_row_t *r, char *buf, size_t n);
 /* Configuration key: mode, ranks, nodes, backend, device, experts, top_k, tokens, hidden, ffn, dtype, router,
- * skew, host class. */
+ * skew, seed, host class; for coll and peak rows also params (an uneven --imbalance run is its own configuration).
+ * Text fields are length-prefixed, so no two different rows share a key. */
 void rp_config_key(const epb_row_t *r, char *buf, size_t n);
-/* Cell key: configuration key + op + phase (+ bytes for coll rows). */
+/* Cell key: configuration key + op + params + phase (+ bytes for coll and peak rows). */
 void rp_cell_key(const epb_row_t *r, char *buf, size_t n);
+/* A strategy's label: op, or op:params with the params' ';' written ',' ("tp2ep:chunks=4,x=1"). */
+void rp_strategy_label(const epb_row_t *r, char *buf, size_t n);
 
-/* Reads every file (all or nothing) into d; errors are "FILE:LINE: reason" with EPB_EUSAGE. */
+/* Reads every file (all or nothing) into d; errors are "FILE:LINE: reason" or "FILE: row N: reason" with
+ * EPB_EUSAGE (an unknown kind among them). */
 int rp_load(rp_data_t *d, char *const *paths, int npaths, epb_err_t *err);
-/* Groups rows into cells (called by rp_load; exposed for tests that build rows in memory). */
+/* Groups d->rows into cells and configurations (called by rp_load; exposed for tests that build rows in memory:
+ * their NULL text fields become ""). Linear in the rows: one key and one hash lookup per row. */
 int rp_group(rp_data_t *d, epb_err_t *err);
 void rp_free(rp_data_t *d);
-/* The cell of configuration cfg, op and phase (first such cell; coll cells also need bytes, use rp_find_bytes). */
-const rp_cell_t *rp_find(const rp_data_t *d, const char *cfg, const char *op, const char *phase);
+/* The moe configuration whose key is cfg, or NULL. O(1). */
+const rp_conf_t *rp_conf(const rp_data_t *d, const char *cfg);
+/* The cell of configuration cfg, strategy label and phase (moe), or NULL. */
+const rp_cell_t *rp_find(const rp_data_t *d, const char *cfg, const char *strategy, const char *phase);
+/* The total (step) cell of a strategy label in configuration cfg, or NULL. */
+const rp_cell_t *rp_step(const rp_data_t *d, const char *cfg, const char *strategy);
+
+/* The mode=coll cells of collective coll (coll column, else op) on ranks, nodes and host class hclass with bytes
+ * and busbw (any params, any size), in data order; *n gets their count. O(1). */
+const size_t *rp_coll_cells(const rp_data_t *d, const char *coll, const char *hclass, int ranks, int nodes, size_t *n);
+/* The mode=peak op=gemm cells of a host class. */
+const size_t *rp_peak_cells(const rp_data_t *d, const char *hclass, size_t *n);
 
 /* ---- analysis (analyze.c) ---- */
 
-extern const char *const rp_moe_phases[]; /* the 13 phases in DESIGN.md order, NULL-terminated */
-int rp_is_comm_phase(const char *phase);
-/* The collective a strategy's communication phase corresponds to, or NULL (local, compute phases). */
-const char *rp_phase_collective(const char *strategy, const char *phase);
+/* Whether a kind moves data between ranks (comm or sync): what the communication share adds up. */
+int rp_is_comm_kind(rp_kind_t k);
 
-/* Step time of strategy over step time of agrs in the same configuration: >1 means faster than agrs.
- * Returns 0 when either is missing. */
-double rp_speedup_over_agrs(const rp_data_t *d, const char *cfg, const char *strategy);
-/* Sum of the communication phases' medians over the step median, in [0, 1+]; -1 when there is no step. */
+/* The strategy's step time over the fastest strategy's in the same configuration: 1 for the winner; 0 when
+ * either is missing. */
+double rp_vs_fastest(const rp_data_t *d, const char *cfg, const char *strategy);
+/* The fastest strategy's step cell of a configuration, or NULL. */
+const rp_cell_t *rp_fastest(const rp_data_t *d, const char *cfg);
+/* Sum of the comm and sync phases' medians over the step median (not capped: the caller shows at most 100%);
+ * -1 when there is no step or no such phase. */
 double rp_comm_share(const rp_data_t *d, const char *cfg, const char *strategy);
-/* Sum of the communication phases' bytes (per rank, max over ranks as the CSV holds them). */
+/* Sum of the comm and sync phases' bytes (per rank, max over ranks as the CSV holds them). */
 double rp_comm_bytes(const rp_data_t *d, const char *cfg, const char *strategy);
-/* A communication phase's busbw over the busbw mode=coll rows reached for the matching collective, same host
- * class and ranks, at the size nearest (in log scale) to the phase's equivalent buffer bytes*P/(P-1).
- * Returns -1 when there is nothing to compare with; *ref_bytes gets the coll size used. */
+/* A comm phase's busbw over the busbw the mode=coll rows of the collective it ran (its coll column, one
+ * collective) reached, same host class, ranks and nodes, at the size nearest (in log scale) to the phase's
+ * equivalent buffer bytes*P/(P-1) (the best such row at that size). -1 when there is nothing to compare with
+ * (schema-1 rows name no collective); *ref_bytes gets the coll size used. */
 double rp_busbw_eff(const rp_data_t *d, const rp_cell_t *phase, double *ref_bytes);
+/* The same, and *ref (may be NULL) gets the coll cell compared with (its params say which run it was). */
+double rp_busbw_ref(const rp_data_t *d, const rp_cell_t *phase, double *ref_bytes, const rp_cell_t **ref);
 /* The mode=peak op=gemm ceiling (highest median TFLOP/s) on a host class, or 0. */
 double rp_peak_tflops(const rp_data_t *d, const char *hclass);
 /* A compute phase's TFLOP/s over the gemm ceiling, or -1. */
@@ -82,7 +153,7 @@ double rp_flops_eff(const rp_data_t *d, const rp_cell_t *phase);
 typedef struct {
     const char *dim;
     size_t n;            /* distinct configurations */
-    char (*cfg)[RP_KEY]; /* sorted by the dimension's value */
+    const char **cfg;    /* sorted by the dimension's value (interned configuration keys) */
     double *x;           /* the dimension's value per configuration */
 } rp_family_t;
 /* The largest family over dim among moe configurations (n >= 2), or n = 0. Free with rp_family_free. */
@@ -92,14 +163,6 @@ int rp_families(const rp_data_t *d, const char *dim, rp_family_t *out, int max, 
 void rp_family_free(rp_family_t *f);
 /* Weak-scaling efficiency t_step(smallest P) / t_step(P) of a strategy along a ranks family, or -1. */
 double rp_weak_eff(const rp_data_t *d, const rp_family_t *f, size_t i, const char *strategy);
-
-/* Whether cell i is the first step cell of its moe configuration: the one that stands for it, in data order
- * (the report's sections and the phases_N plots are numbered by these). */
-int rp_config_head(const rp_data_t *d, size_t i);
-/* Whether configuration cfg has per-phase rows (not just step). */
-int rp_has_phases(const rp_data_t *d, const char *cfg);
-/* Strategies present in configuration cfg, ordered local, agrs, tp2ep, then others; returns count (<= max). */
-int rp_strategies(const rp_data_t *d, const char *cfg, const char **out, int max);
 
 /* ---- regression (regress.c) ---- */
 

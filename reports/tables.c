@@ -1,11 +1,10 @@
-/* The report's content: every section as headings, tables and plots of the document model. */
+/* The report's content: every section as headings, tables and plots of the document model. Strategy, phase and
+ * collective names are the CSV's; a phase's kind and collective come from its kind and coll columns. */
 #include "report.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define MAXS 16
 
 static int has_plot(const char *const *plots, const char *name)
 {
@@ -14,15 +13,43 @@ static int has_plot(const char *const *plots, const char *name)
     return 0;
 }
 
+/* A byte count from the statistics (a median or a sum of uint64 bytes, as a double): a double at or past 2^64
+ * (the CSV's largest bytes rounds up to it) has no uint64 value, so it is shown as the largest one. */
 static void size_str(double bytes, char *buf, size_t n)
 {
-    epb_fmt_size((uint64_t)(bytes + 0.5), buf, n);
+    uint64_t b = !(bytes > 0) ? 0 : bytes + 0.5 >= 18446744073709551616.0 ? UINT64_MAX : (uint64_t)(bytes + 0.5);
+    epb_fmt_size(b, buf, n);
+}
+
+/* "a;b;c;d;e;f" -> "a, b, c, d and 2 more": a job's host list can be long. */
+static void hosts_str(const char *hosts, char *buf, size_t n)
+{
+    size_t l = 0, shown = 0, total = 0;
+    buf[0] = 0;
+    for (const char *h = hosts; h && *h;) {
+        const char *e = strchr(h, ';');
+        size_t hl = e ? (size_t)(e - h) : strlen(h);
+        if (hl) {
+            total++;
+            if (shown < 4 && l < n) {
+                int k = snprintf(buf + l, n - l, "%s%.*s", shown ? ", " : "", (int)hl, h);
+                if (k > 0) l += (size_t)k;
+                shown++;
+            }
+        }
+        h = e ? e + 1 : h + hl;
+    }
+    if (total > shown && l < n) snprintf(buf + l, n - l, " and %zu more", total - shown);
 }
 
 static void cfg_title(const epb_row_t *r, const char *hclass, char *buf, size_t n)
 {
-    snprintf(buf, n, "P=%d E=%d k=%d T=%ld D=%ld F=%ld %s %s skew=%g, %s %s on %s", r->ranks, r->experts, r->top_k,
-             r->tokens, r->hidden, r->ffn, r->dtype, r->router, r->skew, r->backend, r->device, hclass);
+    char hosts[512];
+    hosts_str(r->hosts, hosts, sizeof hosts);
+    snprintf(buf, n, "P=%d E=%d k=%d T=%ld D=%ld F=%ld %s %s skew=%g, %s %s on %s, %d node%s%s%s", r->ranks,
+             r->experts, r->top_k, r->tokens, r->hidden, r->ffn, r->dtype, r->router, r->skew, r->backend, r->device,
+             hclass, r->nodes, r->nodes == 1 ? "" : "s", hosts[0] ? " (hosts " : "", hosts[0] ? hosts : "");
+    if (hosts[0] && strlen(buf) + 1 < n) strcat(buf, ")");
 }
 
 static void regression_section(rp_doc_t *doc, const rp_regress_view_t *rv)
@@ -58,11 +85,12 @@ static void regression_section(rp_doc_t *doc, const rp_regress_view_t *rv)
                 cfg_title(r, m->now->hclass, cfg, sizeof cfg);
             } else {
                 size_str((double)r->bytes, sz, sizeof sz);
-                snprintf(cfg, sizeof cfg, "P=%d %s, %s on %s", r->ranks, sz, r->backend, m->now->hclass);
+                snprintf(cfg, sizeof cfg, "P=%d %s%s%s, %s on %s", r->ranks, sz, *r->params ? " " : "", r->params,
+                         r->backend, m->now->hclass);
             }
             rp_doc_cell(doc, "%s", rp_verdict_name(m->cmp.verdict));
             rp_doc_cell(doc, "%s", r->mode);
-            rp_doc_cell(doc, "%s", r->op);
+            rp_doc_cell(doc, "%s", m->now->strategy);
             rp_doc_cell(doc, "%s", r->phase);
             rp_doc_cell(doc, "%s", cfg);
             rp_doc_cell(doc, "%zu/%zu", m->cmp.nb, m->cmp.nn);
@@ -79,67 +107,133 @@ static void regression_section(rp_doc_t *doc, const rp_regress_view_t *rv)
         }
 }
 
-static void moe_config(rp_doc_t *doc, const rp_data_t *d, const rp_cell_t *step, int idx,
-                       const char *const *plots)
+/* A share of the step: never above 100% (phase times are each the max over ranks and may overlap, so their sum
+ * can pass the step; the text says so). */
+static void share_cell(rp_doc_t *doc, double share)
 {
-    const char *cfg = step->cfg;
-    const char *st[MAXS];
-    int ns = rp_strategies(d, cfg, st, MAXS);
+    if (share < 0) rp_doc_cell(doc, "-");
+    else if (share > 1) rp_doc_cell(doc, "100%% (sum %.2fx step)", share);
+    else rp_doc_cell(doc, "%.1f%%", share * 100);
+}
+
+static void check_cell(rp_doc_t *doc, const rp_cell_t *c)
+{
+    if (!c) rp_doc_cell(doc, "-");
+    else if (c->nfail) rp_doc_cell(doc, "FAILED (%zu of %zu)", c->nfail, c->n);
+    else if (!strcmp(c->row->check, "skipped")) rp_doc_cell(doc, "skipped");
+    else rp_doc_cell(doc, "ok");
+}
+
+static void moe_config(rp_doc_t *doc, const rp_data_t *d, const rp_conf_t *f, int idx, const char *const *plots)
+{
+    const char *cfg = f->cfg;
     char title[1024], b1[32];
-    cfg_title(step->row, step->hclass, title, sizeof title);
+    cfg_title(f->head->row, f->head->hclass, title, sizeof title);
     rp_doc_heading(doc, 3, "%s", title);
+    if (f->nstrat > f->gs || f->nphase > f->gp)
+        rp_doc_para(doc, "%zu strategies and %zu phases: the tables show the first %zu and %zu.", f->nstrat, f->nphase,
+                    f->gs, f->gp);
 
     static const char *const h1[] = { "strategy", "step median us", "step p95 us", "comm share", "comm bytes/rank",
-                                      "speedup over agrs", "repetitions" };
-    rp_doc_table(doc, 7, h1);
-    for (int s = 0; s < ns; s++) {
-        const rp_cell_t *c = rp_find(d, cfg, st[s], "step");
-        double share = rp_comm_share(d, cfg, st[s]), sp = rp_speedup_over_agrs(d, cfg, st[s]);
-        size_str(rp_comm_bytes(d, cfg, st[s]), b1, sizeof b1);
-        if (share < 0) snprintf(b1, sizeof b1, "-");
-        rp_doc_cell(doc, "%s", st[s]);
-        rp_doc_cell(doc, "%.1f", c->med);
-        rp_doc_cell(doc, "%.1f", c->p95);
-        if (share >= 0) rp_doc_cell(doc, "%.1f%%", share * 100); else rp_doc_cell(doc, "-");
-        rp_doc_cell(doc, "%s", b1);
-        if (sp > 0) rp_doc_cell(doc, "%.2fx", sp); else rp_doc_cell(doc, "-");
-        rp_doc_cell(doc, "%zu", c->n);
+                                      "step / fastest", "repetitions", "check" };
+    rp_doc_table(doc, 8, h1);
+    for (size_t s = 0; s < f->gs; s++) {
+        const char *st = f->strat[s]->strategy;
+        const rp_cell_t *c = f->step[s];
+        double share = rp_comm_share(d, cfg, st), vf = rp_vs_fastest(d, cfg, st);
+        rp_doc_cell(doc, "%s", st);
+        if (c) {
+            rp_doc_cell(doc, "%.1f", c->med);
+            rp_doc_cell(doc, "%.1f", c->p95);
+        } else {
+            rp_doc_cell(doc, "-");
+            rp_doc_cell(doc, "-");
+        }
+        share_cell(doc, share);
+        size_str(f->comm_bytes[s], b1, sizeof b1);
+        rp_doc_cell(doc, "%s", f->ncomm[s] ? b1 : "-");
+        if (vf == 1) rp_doc_cell(doc, "1.00 (fastest)");
+        else if (vf > 0) rp_doc_cell(doc, "%.2f", vf);
+        else rp_doc_cell(doc, "-");
+        rp_doc_cell(doc, "%zu", c ? c->n : f->strat[s]->n);
+        check_cell(doc, c ? c : f->strat[s]);
     }
 
-    if (!rp_has_phases(d, cfg)) return;
+    if (!f->nphase) return;
     /* phase breakdown: phases as rows so the table stays narrow whatever the number of strategies */
-    const char *h2[MAXS + 1];
+    const char *h2[RP_MAXS + 2];
     h2[0] = "phase (median us)";
-    for (int s = 0; s < ns; s++) h2[s + 1] = st[s];
-    rp_doc_table(doc, ns + 1, h2);
-    for (int p = 0; rp_moe_phases[p]; p++) {
-        rp_doc_cell(doc, "%s%s", rp_moe_phases[p], rp_is_comm_phase(rp_moe_phases[p]) ? " (comm)" : "");
-        for (int s = 0; s < ns; s++) {
-            const rp_cell_t *c = rp_find(d, cfg, st[s], rp_moe_phases[p]);
-            if (c) rp_doc_cell(doc, "%.1f", c->med); else rp_doc_cell(doc, "-");
+    h2[1] = "kind";
+    for (size_t s = 0; s < f->gs; s++) h2[s + 2] = f->strat[s]->strategy;
+    rp_doc_table(doc, (int)f->gs + 2, h2);
+    int waits = 0;
+    for (size_t p = 0; p < f->gp; p++) {
+        rp_kind_t kind = RP_COMPUTE;
+        for (size_t s = 0; s < f->gs; s++)
+            if (f->grid[s * f->gp + p]) { kind = f->grid[s * f->gp + p]->kind; break; }
+        rp_doc_cell(doc, "%s", f->phase[p]);
+        rp_doc_cell(doc, "%s", rp_kind_name(kind));
+        for (size_t s = 0; s < f->gs; s++) {
+            const rp_cell_t *c = f->grid[s * f->gp + p];
+            if (!c) rp_doc_cell(doc, "-");
+            else if (c->kind == RP_COMM && c->row->schema >= 2) {
+                rp_doc_cell(doc, "%.1f (wait %.1f)", c->med, c->wait);
+                waits = 1;
+            } else rp_doc_cell(doc, "%.1f", c->med);
         }
+    }
+    rp_doc_para(doc, "Each phase's time is the median over repetitions of its per-iteration maximum over ranks, so "
+                     "the phases need not add up to the step; comm share adds up the comm and sync phases and is "
+                     "shown at most 100%%.");
+
+    /* wait vs transfer: a rank that reaches a collective early waits for the last one (imbalance, not network) */
+    if (waits) {
+        static const char *const hw[] = { "strategy", "phase", "collective", "time us", "wait us", "transfer us",
+                                          "wait share", "hidden us" };
+        rp_doc_heading(doc, 4, "Wait vs transfer per comm phase");
+        rp_doc_para(doc, "time: the phase's exposed time (what the step waits for); wait: from the critical rank's "
+                         "arrival to the last rank's (load imbalance, not network); transfer = time - wait; hidden: "
+                         "time the collective was in flight behind compute (overlapped strategies), not in time.");
+        rp_doc_table(doc, 8, hw);
+        for (size_t s = 0; s < f->gs; s++)
+            for (size_t p = 0; p < f->gp; p++) {
+                const rp_cell_t *c = f->grid[s * f->gp + p];
+                if (!c || c->kind != RP_COMM || c->row->schema < 2) continue;
+                double tr = c->med - c->wait;
+                rp_doc_cell(doc, "%s", f->strat[s]->strategy);
+                rp_doc_cell(doc, "%s", f->phase[p]);
+                rp_doc_cell(doc, "%s", *c->row->coll ? c->row->coll : "-");
+                rp_doc_cell(doc, "%.1f", c->med);
+                rp_doc_cell(doc, "%.1f", c->wait);
+                rp_doc_cell(doc, "%.1f", tr > 0 ? tr : 0);
+                if (c->med > 0) rp_doc_cell(doc, "%.0f%%", 100 * (c->wait < c->med ? c->wait : c->med) / c->med);
+                else rp_doc_cell(doc, "-");
+                rp_doc_cell(doc, "%.1f", c->hidden);
+            }
     }
 
     /* efficiency: comm phases against the collective benchmark, compute phases against the gemm ceiling */
     static const char *const h3[] = { "strategy", "phase", "bytes/rank", "measure", "reference", "efficiency" };
     int started = 0;
-    for (int s = 0; s < ns; s++)
-        for (int p = 0; rp_moe_phases[p]; p++) {
-            const rp_cell_t *c = rp_find(d, cfg, st[s], rp_moe_phases[p]);
+    for (size_t s = 0; s < f->gs; s++)
+        for (size_t p = 0; p < f->gp; p++) {
+            const rp_cell_t *c = f->grid[s * f->gp + p];
             if (!c) continue;
-            double ref = 0, e = rp_busbw_eff(d, c, &ref), fe = rp_flops_eff(d, c);
+            const rp_cell_t *rc = NULL;
+            double ref = 0, e = rp_busbw_ref(d, c, &ref, &rc), fe = rp_flops_eff(d, c);
             if (e < 0 && fe < 0) continue;
             if (!started) { rp_doc_table(doc, 6, h3); started = 1; }
             size_str(c->bytes, b1, sizeof b1);
-            rp_doc_cell(doc, "%s", st[s]);
-            rp_doc_cell(doc, "%s", rp_moe_phases[p]);
+            rp_doc_cell(doc, "%s", f->strat[s]->strategy);
+            rp_doc_cell(doc, "%s", f->phase[p]);
             rp_doc_cell(doc, "%s", c->bytes > 0 ? b1 : "-");
             if (e >= 0) {
                 char b2[32];
                 size_str(ref, b2, sizeof b2);
                 double bw = c->busbw > 0 ? c->busbw : epb_gbps(c->bytes, c->med);
                 rp_doc_cell(doc, "%.2f GB/s busbw", bw);
-                rp_doc_cell(doc, "%s %s: %.2f GB/s", rp_phase_collective(st[s], rp_moe_phases[p]), b2, bw / e);
+                rp_doc_cell(doc, "%s %s%s%s: %.2f GB/s", c->row->coll, b2, *rc->row->params ? " " : "",
+                            rc->row->params, bw / e);
                 rp_doc_cell(doc, "%.0f%%", e * 100);
             } else {
                 rp_doc_cell(doc, "%.3f TFLOP/s", c->tflops);
@@ -148,8 +242,9 @@ static void moe_config(rp_doc_t *doc, const rp_data_t *d, const rp_cell_t *step,
             }
         }
     if (!started)
-        rp_doc_para(doc, "No efficiency columns: no mode=coll rows for the matching collectives at %d ranks and no "
-                         "mode=peak gemm ceiling on this host class.", step->row->ranks);
+        rp_doc_para(doc, "No efficiency columns: no comm phase names one collective with mode=coll rows at %d ranks "
+                         "(schema-1 rows name none), and no mode=peak gemm ceiling on this host class.",
+                    f->head->row->ranks);
     char name[64];
     snprintf(name, sizeof name, "phases_%d", idx);
     if (has_plot(plots, name)) rp_doc_image(doc, name, "Phase breakdown per strategy (median us, stacked)");
@@ -160,63 +255,64 @@ static void family_section(rp_doc_t *doc, const rp_data_t *d, const char *dim, c
 {
     rp_family_t f;
     if (rp_largest_family(d, dim, &f, NULL) || f.n < 2) { rp_family_free(&f); return; }
-    const char *st[MAXS];
-    int ns = rp_strategies(d, f.cfg[0], st, MAXS);
+    const rp_conf_t *c0 = rp_conf(d, f.cfg[0]);
+    /* the strategies of the family's first member, in its order */
+    size_t ns = c0->gs;
     int weak = !strcmp(dim, "ranks");
     rp_doc_heading(doc, 2, "Step time against %s%s", dim, weak ? " (weak scaling: tokens per rank fixed)" : "");
-    const rp_cell_t *c0 = ns ? rp_find(d, f.cfg[0], st[0], "step") : NULL;
-    if (c0) {
-        char cfg[1024];
-        cfg_title(c0->row, c0->hclass, cfg, sizeof cfg);
-        rp_doc_para(doc, "The largest family over %s in the inputs; the other parameters as in its first member: %s.", dim, cfg);
-    }
-    const char *h[2 * MAXS + 2];
+    char cfg[1024];
+    cfg_title(c0->head->row, c0->head->hclass, cfg, sizeof cfg);
+    rp_doc_para(doc, "The largest family over %s in the inputs; the other parameters as in its first member: %s.", dim,
+                cfg);
+    const char *h[2 * RP_MAXS + 2];
     int nh = 0;
     h[nh++] = dim;
-    char labels[2 * MAXS][64];
-    for (int s = 0; s < ns; s++) {
-        snprintf(labels[s], 64, "%s step us", st[s]);
+    char labels[2 * RP_MAXS][EPB_STR + EPB_PARAMS + 32];
+    for (size_t s = 0; s < ns; s++) {
+        const char *st = c0->strat[s]->strategy;
+        snprintf(labels[s], sizeof labels[s], "%s step us", st);
         h[nh++] = labels[s];
         if (weak) {
-            snprintf(labels[MAXS + s], 64, "%s weak-scaling eff.", st[s]);
-            h[nh++] = labels[MAXS + s];
+            snprintf(labels[RP_MAXS + s], sizeof labels[0], "%s weak-scaling eff.", st);
+            h[nh++] = labels[RP_MAXS + s];
         }
     }
-    if (!weak) h[nh++] = "tp2ep/agrs";
+    h[nh++] = "fastest";
     rp_doc_table(doc, nh, h);
     for (size_t i = 0; i < f.n; i++) {
         rp_doc_cell(doc, "%g", f.x[i]);
-        for (int s = 0; s < ns; s++) {
-            const rp_cell_t *c = rp_find(d, f.cfg[i], st[s], "step");
+        for (size_t s = 0; s < ns; s++) {
+            const char *st = c0->strat[s]->strategy;
+            const rp_cell_t *c = rp_step(d, f.cfg[i], st);
             if (c) rp_doc_cell(doc, "%.1f", c->med); else rp_doc_cell(doc, "-");
             if (weak) {
-                double e = rp_weak_eff(d, &f, i, st[s]);
+                double e = rp_weak_eff(d, &f, i, st);
                 if (e >= 0) rp_doc_cell(doc, "%.0f%%", e * 100); else rp_doc_cell(doc, "-");
             }
         }
-        if (!weak) {
-            const rp_cell_t *a = rp_find(d, f.cfg[i], "agrs", "step"), *t = rp_find(d, f.cfg[i], "tp2ep", "step");
-            if (a && t && a->med > 0) rp_doc_cell(doc, "%.2f", t->med / a->med); else rp_doc_cell(doc, "-");
-        }
+        const rp_cell_t *b = rp_fastest(d, f.cfg[i]);
+        rp_doc_cell(doc, "%s", b ? b->strategy : "-");
     }
-    if (!weak)
-        rp_doc_para(doc, "tp2ep/agrs below 1: tp2ep is faster. The volume model predicts the ratio k/P; the measured "
-                         "crossover is where the column passes 1.");
     if (has_plot(plots, plot)) rp_doc_image(doc, plot, weak ? "Step time against ranks" : "Step time per strategy");
     if (!strcmp(dim, "top_k") && has_plot(plots, "crossover"))
-        rp_doc_image(doc, "crossover", "tp2ep/agrs step-time ratio against top_k, one line per family of configurations");
+        rp_doc_image(doc, "crossover", "Each strategy's step time over the fastest one's against top_k, one line per "
+                                       "strategy and family of configurations: where the lines cross, the winner "
+                                       "changes");
     rp_family_free(&f);
 }
 
 static void coll_section(rp_doc_t *doc, const rp_data_t *d, const char *const *plots)
 {
-    int any = 0;
-    for (size_t i = 0; i < d->ncells && !any; i++) any = !strcmp(d->cells[i].row->mode, "coll");
+    int any = 0, wait = 0;
+    for (size_t i = 0; i < d->ncells; i++) {
+        any |= !strcmp(d->cells[i].row->mode, "coll");
+        wait |= !strcmp(d->cells[i].row->mode, "coll") && d->cells[i].row->schema >= 2;
+    }
     if (!any) return;
     rp_doc_heading(doc, 2, "Collectives (busbw per size)");
-    static const char *const h[] = { "collective", "ranks", "host class", "bytes", "median us", "p95 us",
-                                     "algbw GB/s", "busbw GB/s", "repetitions" };
-    rp_doc_table(doc, 9, h);
+    static const char *const h[] = { "collective", "params", "ranks", "host class", "bytes", "median us", "p95 us",
+                                     "wait us", "algbw GB/s", "busbw GB/s", "repetitions" };
+    rp_doc_table(doc, 11, h);
     /* cells keep the bench's order (collective by collective, sizes ascending) */
     for (size_t i = 0; i < d->ncells; i++) {
         const rp_cell_t *c = &d->cells[i];
@@ -225,15 +321,20 @@ static void coll_section(rp_doc_t *doc, const rp_data_t *d, const char *const *p
         size_str((double)c->row->bytes, sz, sizeof sz);
         double alg = epb_gbps((double)c->row->bytes, c->med);
         rp_doc_cell(doc, "%s", c->row->op);
+        rp_doc_cell(doc, "%s", *c->row->params ? c->row->params : "-");
         rp_doc_cell(doc, "%d", c->row->ranks);
         rp_doc_cell(doc, "%s", c->hclass);
         rp_doc_cell(doc, "%s", sz);
         rp_doc_cell(doc, "%.2f", c->med);
         rp_doc_cell(doc, "%.2f", c->p95);
+        if (c->row->schema >= 2) rp_doc_cell(doc, "%.2f", c->wait); else rp_doc_cell(doc, "-");
         rp_doc_cell(doc, "%.3f", alg);
         rp_doc_cell(doc, "%.3f", c->busbw);
         rp_doc_cell(doc, "%zu", c->n);
     }
+    if (wait)
+        rp_doc_para(doc, "wait: the median time from a rank's arrival at the collective to the last rank's arrival "
+                         "(imbalance, not transfer).");
     if (has_plot(plots, "busbw")) rp_doc_image(doc, "busbw", "Bus bandwidth against message size per collective");
 }
 
@@ -263,33 +364,30 @@ static void peak_section(rp_doc_t *doc, const rp_data_t *d)
 
 void rp_tables(rp_doc_t *doc, const rp_data_t *d, const rp_regress_view_t *rv, const char *const *plots)
 {
-    size_t nmoe = 0;
-    for (size_t i = 0; i < d->ncells; i++)
-        nmoe += !strcmp(d->cells[i].row->mode, "moe") && !strcmp(d->cells[i].row->phase, "step");
     rp_doc_heading(doc, 1, "epbench report");
-    char utc0[EPB_STR] = "", utc1[EPB_STR] = "";
+    const char *utc0 = NULL, *utc1 = NULL;
     for (size_t i = 0; i < d->nrows; i++) {
         const char *u = d->rows[i].utc;
-        if (!utc0[0] || strcmp(u, utc0) < 0) snprintf(utc0, sizeof utc0, "%s", u);
-        if (strcmp(u, utc1) > 0) snprintf(utc1, sizeof utc1, "%s", u);
+        if (!utc0 || strcmp(u, utc0) < 0) utc0 = u;
+        if (!utc1 || strcmp(u, utc1) > 0) utc1 = u;
     }
-    rp_doc_para(doc, "%zu rows, %zu measurements (configuration x op x phase), runs from %s to %s. Times are the "
-                     "median over repetitions of each row's per-iteration median (t_med_us); p95 is the median of "
-                     "the rows' t_p95_us.",
-                d->nrows, d->ncells, utc0[0] ? utc0 : "?", utc1[0] ? utc1 : "?");
+    rp_doc_para(doc, "%zu rows, %zu measurements (configuration x op x params x phase), runs from %s to %s. Times "
+                     "are the median over repetitions of each row's per-iteration median (t_med_us); p95 is the "
+                     "median of the rows' t_p95_us.",
+                d->nrows, d->ncells, utc0 && *utc0 ? utc0 : "?", utc1 && *utc1 ? utc1 : "?");
+    if (d->nderived)
+        rp_doc_para(doc, "%zu rows have no kind column (schema 1): their phases' kinds come from the schema-1 phase "
+                         "names, and their comm phases name no collective (no busbw comparison, no wait).",
+                    d->nderived);
     if (rv && rv->matches) regression_section(doc, rv);
-    if (nmoe) {
+    if (d->nconfs) {
         rp_doc_heading(doc, 2, "MoE strategies per configuration");
-        rp_doc_para(doc, "comm share: communication phases (sync_counts, dispatch, combine, combine_bwd, "
-                         "dispatch_bwd, grad_sync) over the step. Speedup over agrs: agrs step time over the "
-                         "strategy's. Efficiency: a communication phase's busbw over the busbw the matching "
-                         "collective reached in mode=coll at the nearest size (same ranks, same host class); a "
-                         "compute phase's TFLOP/s over the mode=peak gemm ceiling.");
-        int idx = 0;
-        for (size_t i = 0; i < d->ncells; i++) {
-            /* one section per configuration: the first step cell of it */
-            if (rp_config_head(d, i)) moe_config(doc, d, &d->cells[i], idx++, plots);
-        }
+        rp_doc_para(doc, "comm share: the phases of kind comm and sync over the step. step / fastest: the strategy's "
+                         "step time over the fastest strategy's in the configuration. Efficiency: a comm phase's "
+                         "busbw over the busbw the collective it ran (its coll column) reached in mode=coll at the "
+                         "nearest size (same ranks, nodes and host class); a compute phase's TFLOP/s over the "
+                         "mode=peak gemm ceiling.");
+        for (size_t k = 0; k < d->nconfs; k++) moe_config(doc, d, &d->confs[k], (int)k, plots);
         family_section(doc, d, "top_k", "topk", plots);
         family_section(doc, d, "experts", "experts", plots);
         family_section(doc, d, "ranks", "ranks", plots);
