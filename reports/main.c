@@ -50,7 +50,8 @@ static void usage(FILE *f)
             "  --no-plots           write the tables only\n"
             "  --history FILE       CSV whose rows the history plot shows (default: the inputs)\n"
             "  -h, --help\n"
-            "Exit: 0 ok, 1 regression found, 2 bad usage or input, 3 system failure.\n",
+            "Exit: 0 ok, 1 regression found, 2 bad usage or input, 3 system failure, 4 (--baseline) nothing compared:\n"
+            "no measurement matches the baseline, or none has 3 repetitions on each side.\n",
             RP_PLOTS_DIR);
 }
 
@@ -164,7 +165,12 @@ static const char *find_plots_dir(const opts_t *o, char *buf, size_t n)
     return RP_PLOTS_DIR;
 }
 
-static void print_verdicts(const rp_match_t *m, size_t n, size_t nslower)
+/* report --baseline's exit when no measurement could be compared (none matched, or every match has too few
+ * samples): a night that compared nothing must not look like a night without a regression */
+#define RP_NOTHING_COMPARED 4
+
+/* prints the verdict lines and the summary; returns whether nothing was compared */
+static int print_verdicts(const rp_match_t *m, size_t n, size_t nslower)
 {
     size_t counts[5] = { 0 };
     for (size_t i = 0; i < n; i++) {
@@ -185,9 +191,13 @@ static void print_verdicts(const rp_match_t *m, size_t n, size_t nslower)
             printf(", 95%% CI [%.3f, %.3f], threshold %.3f (baseline noise %.3f), n=%zu/%zu\n", c->lo, c->hi,
                    c->effect, c->noise, c->nb, c->nn);
     }
+    int nothing = counts[RP_INSUFFICIENT] == n; /* n == 0 too */
     printf("regression check: %zu compared, %zu slower, %zu faster, %zu same, %zu insufficient samples -> %s\n", n,
            counts[RP_SLOWER], counts[RP_FASTER], counts[RP_SAME] + counts[RP_TOO_SMALL], counts[RP_INSUFFICIENT],
-           nslower ? "REGRESSION" : "no regression");
+           nslower ? "REGRESSION" : nothing ? (n ? "NOTHING COMPARED (too few repetitions: 3 needed on each side)"
+                                                 : "NOTHING COMPARED (no measurement matches the baseline)")
+                                       : "no regression");
+    return nothing && !nslower;
 }
 
 static int write_report(const opts_t *o, const rp_data_t *now, const rp_data_t *hist, const rp_regress_view_t *rv,
@@ -256,7 +266,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "report: no measurement of %s has a match in the baseline\n", o.inputs[0]);
         }
     }
-    if (!rc && o.nbase) print_verdicts(m, nm, nslower);
+    int nothing = 0;
+    if (!rc && o.nbase) nothing = print_verdicts(m, nm, nslower);
     if (!rc && o.out) {
         rp_regress_view_t rv = { m, nm, &o.rule, o.nbase ? o.base[0] : NULL };
         rc = write_report(&o, &now, &hist, o.nbase ? &rv : NULL, &err);
@@ -269,5 +280,5 @@ int main(int argc, char **argv)
     rp_free(&hist);
     free(o.base);
     if (rc) return rc;
-    return nslower ? EPB_ECHECK : EPB_OK;
+    return nslower ? EPB_ECHECK : nothing ? RP_NOTHING_COMPARED : EPB_OK;
 }

@@ -428,18 +428,31 @@ static void test_cli(void)
         { "outlier.csv", 0, "one outlier" },
         { "noisy_same.csv", 0, "noisy, unshifted" },
         { "faster.csv", 0, "faster" },
-        { "few.csv", 0, "insufficient samples" },
+        { "few.csv", 4, "insufficient samples only: nothing compared" },
     };
     for (size_t i = 0; i < sizeof rg / sizeof rg[0]; i++) {
         snprintf(cmd, sizeof cmd, "%s --baseline %s/base.csv %s/%s", exe, fix, fix, rg[i].file);
         rc = run(cmd, NULL);
         snprintf(p, sizeof p, "%s/stdout.txt", tmp);
         char *o = read_file(p);
-        int named = rg[i].rc == 0 || (o && strstr(o, "slower   moe tp2ep dispatch"));
+        int named = rg[i].rc == 0 || (rg[i].rc == 1 && o && strstr(o, "slower   moe tp2ep dispatch")) ||
+                    (rg[i].rc == 4 && o && strstr(o, "-> NOTHING COMPARED"));
         TAP_OK(rc == rg[i].rc && named, "--baseline base.csv %s (%s): exit %d (got %d)", rg[i].file, rg[i].what,
                rg[i].rc, rc);
         free(o);
     }
+    /* a header-only baseline compares nothing: exit 4, never "no regression" */
+    snprintf(p, sizeof p, "%s/empty_base.csv", tmp);
+    FILE *hf = fopen(p, "w");
+    for (int i = 0; hf && i < EPB_CSV_NCOLS; i++) fprintf(hf, "%s%s", i ? "," : "", epb_csv_columns[i]);
+    if (hf) fputs("\n", hf), fclose(hf);
+    snprintf(cmd, sizeof cmd, "%s --baseline %s %s/shifted.csv", exe, p, fix);
+    rc = run(cmd, NULL);
+    snprintf(p, sizeof p, "%s/stdout.txt", tmp);
+    char *o4 = read_file(p);
+    TAP_OK(rc == 4 && o4 && strstr(o4, "0 compared") && strstr(o4, "NOTHING COMPARED (no measurement matches"),
+           "--baseline with a header-only baseline: exit 4, NOTHING COMPARED (got %d)", rc);
+    free(o4);
     snprintf(out, sizeof out, "%s/regr", tmp);
     snprintf(cmd, sizeof cmd, "%s --no-plots --baseline %s/base.csv %s/shifted.csv -o %s", exe, fix, fix, out);
     rc = run(cmd, NULL);
