@@ -50,6 +50,10 @@ tap_ok $? "a bad matrix line: exit 2 naming it, no night file or partial left" "
 "$ROOT/ci/nightly" --help >"$work/log" 2>&1; grep -q "4 NOTHING COMPARED" "$work/log"
 tap_ok $? "--help documents exit 4 (nothing compared)" "$work/log"
 
+# a history parses whole: the report reads every row against a header-only baseline, compares nothing (exit 4;
+# a parse error would be exit 2)
+parses() { head -n 1 "$1" >"$work/hdr.csv"; "$BUILD/reports/report" --baseline "$work/hdr.csv" "$1" >/dev/null 2>&1; [ $? = 4 ]; }
+
 # two jobs at once on one results directory (same second, same baseline and history): distinct nights of 3 rows
 # each, the history gains all 6 rows whole; one pass each (--no-confirm), their verdicts (timing) not checked
 nights=$(ls "$work/res/nights" | wc -l) before=$(rows "$work/res/history.csv")
@@ -60,8 +64,7 @@ cat "$work/log1" "$work/log2" >"$work/log"
 n1=$(sed -n 's/^nightly: pass 1: .* -> //p' "$work/log1") n2=$(sed -n 's/^nightly: pass 1: .* -> //p' "$work/log2")
 { [ $rc1 = 0 ] || [ $rc1 = 1 ]; } && { [ $rc2 = 0 ] || [ $rc2 = 1 ]; } && [ "$n1" != "$n2" ] &&
     [ "$(rows "$n1")" = 3 ] && [ "$(rows "$n2")" = 3 ] && [ "$(ls "$work/res/nights" | wc -l)" = $((nights + 2)) ] &&
-    [ "$(rows "$work/res/history.csv")" = $((before + 6)) ] && head -n 1 "$work/res/history.csv" >"$work/hdr.csv" &&
-    "$BUILD/reports/report" --baseline "$work/hdr.csv" "$work/res/history.csv" >/dev/null 2>&1
+    [ "$(rows "$work/res/history.csv")" = $((before + 6)) ] && parses "$work/res/history.csv"
 tap_ok $? "two nights at once: distinct night files of 3 rows each, the history gains 6 whole rows" "$work/log"
 
 # ---- the history ----
@@ -73,7 +76,7 @@ night_log "$r"; rc=$?
 torn=$(ls "$r"/history-torn-*.csv 2>/dev/null)
 [ $rc = 0 ] && [ "$(cat "$torn")" = "2,20261129T0" ] && [ "$(rows "$r/history.csv")" = $((before + 3)) ] &&
     [ "$(grep -n 'was torn' "$work/log" | cut -d: -f1)" -lt "$(grep -n 'pass 1:' "$work/log" | cut -d: -f1)" ] &&
-    head -n 1 "$r/history.csv" >"$work/hdr.csv" && "$BUILD/reports/report" --baseline "$work/hdr.csv" "$r/history.csv" >/dev/null 2>&1
+    parses "$r/history.csv"
 tap_ok $? "a torn last history row is cut off into history-torn-*.csv before the matrix runs; the night appends whole rows, exit 0" "$work/log"
 
 r=$work/glued; fresh "$r"
