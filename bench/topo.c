@@ -174,10 +174,13 @@ int bench_topo_summary(const bench_topo_t *t, epb_comm_t *ctl, char *out, size_t
     const char *k = !same ? "mixed" : kind == BOUND_NONE ? "none" : kind == BOUND_CORE ? "core" : kind == BOUND_NUMA ? "numa" : "cpuset";
     char sh[16] = "";
     if (same && (kind == BOUND_CORE || kind == BOUND_NUMA) && share > 1) snprintf(sh, sizeof sh, " x%d", share);
-    char blas[48] = "";
+    char blas[48] = "", thr[24] = "";
 #if EPB_HAVE_BLAS
     snprintf(blas, sizeof blas, "; blas=%s", epb_blas_corename());
+    /* the BLAS threads of each rank: a GEMM ceiling compares with a run only at the same threads per rank (and
+     * ranks per node); after "; bind=", so not part of the report's host class */
+    snprintf(thr, sizeof thr, "; threads=%d", epb_blas_threads());
 #endif
-    snprintf(out, n, "%s; %d cores%s; bind=%s%s", t->cpu_model, t->cores, blas, k, sh);
+    snprintf(out, n, "%s; %d cores%s; bind=%s%s%s", t->cpu_model, t->cores, blas, k, sh, thr);
     return EPB_OK;
 }

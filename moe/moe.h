@@ -180,6 +180,8 @@ void moe_round_bf16(float *x, size_t n);
 void epb_blas_info(char *buf, size_t n);
 /* The kernel set OpenBLAS runs ("Haswell", "SkylakeX", "Cooperlake"...), "unknown" for another CBLAS. */
 const char *epb_blas_corename(void);
+/* The threads one BLAS call uses on this rank (openblas_get_num_threads; 1 for another CBLAS). */
+int epb_blas_threads(void);
 /* The OPENBLAS_CORETYPE value that gives faster kernels than the ones OpenBLAS picked (the CPU has
  * AVX-512 F/BW/VL/DQ, the picked core is an AVX2 one, and OPENBLAS_CORETYPE is unset), or NULL. The caller
  * sets it and re-executes itself before any BLAS call (OpenBLAS reads it once, at load time). */

@@ -37,6 +37,15 @@ const char *epb_blas_corename(void)
 #endif
 }
 
+int epb_blas_threads(void)
+{
+#if EPB_MOE_OPENBLAS
+    return openblas_get_num_threads();
+#else
+    return 1; /* another CBLAS: its threading is unknown here; the reference and generic CBLAS run one */
+#endif
+}
+
 const char *epb_blas_coretype_choice(const char *picked_core, int cpu_has_avx512, const char *env_coretype)
 {
     if (env_coretype || !picked_core || !cpu_has_avx512) return NULL; /* the user chose, or nothing better */
