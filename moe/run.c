@@ -410,10 +410,6 @@ int moe_run_zero_grad(moe_run_t *r, epb_err_t *err)
     return EPB_OK;
 }
 
-/* phase ph's work: `call` is one backend op or collective, failing with the rank and phase */
-#define DO(call) do { if (call) return moe_fail(r, err); } while (0)
-#define PHASE(ph) do { int rc_ = moe_phase(r, (ph), err); if (rc_) return rc_; } while (0)
-
 /* The owned experts on chunk c's rows (r->offsets' block c), in phase experts_fwd or experts_bwd, their FLOPs
  * counted. With collectives in flight on a host communicator the experts run one at a time and the collectives are
  * tested between them (MPI moves a non-blocking collective only inside MPI calls); otherwise in one call (a device
@@ -425,7 +421,7 @@ static int experts_chunk(moe_run_t *r, int c, int backward, epb_err_t *err)
     const int64_t *off = r->offsets + (size_t)c * ((size_t)r->El + 1);
     long base = (long)off[0], rows = (long)off[r->El] - base;
     size_t ab = moe_dtype_size(c_->dtype), D = (size_t)c_->D, F = (size_t)c_->F, wn = D * F * ab;
-    PHASE(backward ? MOE_PH_EXPERTS_BWD : MOE_PH_EXPERTS_FWD);
+    MOE_PHASE(backward ? MOE_PH_EXPERTS_BWD : MOE_PH_EXPERTS_FWD);
     /* the chunk's rows as a block of their own: row pointers shifted to its first row, offsets from 0 */
     int64_t *o = malloc(((size_t)r->El + 1) * sizeof *o);
     if (!o) return epb_fail(err, EPB_ESYS, "rank %d: out of memory", r->rank);
@@ -491,13 +487,13 @@ static int shared_experts(moe_run_t *r, int backward, epb_err_t *err)
     long SF = (long)c->shared * c->Fs;
     if (!SF) return EPB_OK;
     int64_t off[2] = { 0, c->T }; /* every token through the one (merged) expert */
-    PHASE(backward ? MOE_PH_SHARED_BWD : MOE_PH_SHARED_FWD);
+    MOE_PHASE(backward ? MOE_PH_SHARED_BWD : MOE_PH_SHARED_FWD);
     if (!backward) {
-        DO(be->ops->experts_forward(be, r->ys, r->sa1, r->sa3, r->ss, r->swork, r->x, r->sw1, r->sw3, r->sw2, off, 1,
+        MOE_DO(be->ops->experts_forward(be, r->ys, r->sa1, r->sa3, r->ss, r->swork, r->x, r->sw1, r->sw3, r->sw2, off, 1,
                                     c->D, SF));
-        DO(be->ops->add(be, r->y, r->ys, (size_t)c->T * (size_t)c->D));
+        MOE_DO(be->ops->add(be, r->y, r->ys, (size_t)c->T * (size_t)c->D));
     } else
-        DO(be->ops->experts_backward(be, r->dx, r->dsw1, r->dsw3, r->dsw2, r->swork, r->dy, r->sa1, r->sa3, r->ss, r->x,
+        MOE_DO(be->ops->experts_backward(be, r->dx, r->dsw1, r->dsw3, r->dsw2, r->swork, r->dy, r->sa1, r->sa3, r->ss, r->x,
                                      r->sw1, r->sw3, r->sw2, off, 1, c->D, SF));
     r->m.flop[backward ? MOE_PH_SHARED_BWD : MOE_PH_SHARED_FWD] = (backward ? 12.0 : 6.0) * (double)c->T * (double)c->D * (double)SF;
     return EPB_OK;
@@ -510,14 +506,14 @@ int moe_run_forward(moe_run_t *r, epb_err_t *err)
     memset(&r->m, 0, sizeof r->m);
     r->m.open = -1;
     double t0 = epb_now_us();
-    PHASE(MOE_PH_ROUTE);
-    DO(be->ops->route_forward(be, r->scores, r->topk_idx, r->topk_w, r->counts, r->x, r->Wr, r->bias, c->T, c->D, c->E,
+    MOE_PHASE(MOE_PH_ROUTE);
+    MOE_DO(be->ops->route_forward(be, r->scores, r->topk_idx, r->topk_w, r->counts, r->x, r->Wr, r->bias, c->T, c->D, c->E,
                               c->k, moe_route_of(c)));
     r->m.flop[MOE_PH_ROUTE] = 2.0 * (double)c->T * (double)c->D * (double)c->E;
     memcpy(r->tpe, r->counts, (size_t)c->E * sizeof *r->tpe);
     /* layout: the global tokens_per_expert (the bias update and the owners' row counts need it) */
-    PHASE(MOE_PH_LAYOUT);
-    DO(moe_allreduce_host(r, r->tpe, (size_t)c->E, EPB_DT_I64));
+    MOE_PHASE(MOE_PH_LAYOUT);
+    MOE_DO(moe_allreduce_host(r, r->tpe, (size_t)c->E, EPB_DT_I64));
     int rc = r->st->dispatch(r, err);
     if (!rc) rc = r->st->pipe_fwd ? pipeline(r, r->st->pipe_fwd, 0, err) : experts_chunk(r, 0, 0, err);
     if (!rc) rc = r->st->combine(r, err);
@@ -544,26 +540,26 @@ int moe_run_backward(moe_run_t *r, epb_err_t *err)
         drain(r);
         return rc;
     }
-    PHASE(MOE_PH_ROUTE_BWD);
-    DO(be->ops->route_backward(be, r->dx, r->dWr, r->rwork, r->d_gate, r->scores, r->topk_idx, r->topk_w, r->x, r->Wr,
+    MOE_PHASE(MOE_PH_ROUTE_BWD);
+    MOE_DO(be->ops->route_backward(be, r->dx, r->dWr, r->rwork, r->d_gate, r->scores, r->topk_idx, r->topk_w, r->x, r->Wr,
                                c->T, c->D, c->E, c->k, moe_route_of(c)));
     r->m.flop[MOE_PH_ROUTE_BWD] = 4.0 * (double)c->T * (double)c->D * (double)c->E;
     /* the replicated router sees sharded tokens: its gradient is summed over the group; replicated experts too */
-    PHASE(MOE_PH_GRAD_SYNC);
+    MOE_PHASE(MOE_PH_GRAD_SYNC);
     size_t wn = (size_t)r->El * (size_t)c->D * (size_t)c->F;
-    DO(epb_allreduce(r->comm, r->dWr, r->dWr, (size_t)(c->D * c->E), EPB_DT_F32, EPB_SUM));
+    MOE_DO(epb_allreduce(r->comm, r->dWr, r->dWr, (size_t)(c->D * c->E), EPB_DT_F32, EPB_SUM));
     if (r->st->replicated) {
-        DO(epb_allreduce(r->comm, r->dw1, r->dw1, wn, r->comm_dt, EPB_SUM));
-        DO(epb_allreduce(r->comm, r->dw3, r->dw3, wn, r->comm_dt, EPB_SUM));
-        DO(epb_allreduce(r->comm, r->dw2, r->dw2, wn, r->comm_dt, EPB_SUM));
+        MOE_DO(epb_allreduce(r->comm, r->dw1, r->dw1, wn, r->comm_dt, EPB_SUM));
+        MOE_DO(epb_allreduce(r->comm, r->dw3, r->dw3, wn, r->comm_dt, EPB_SUM));
+        MOE_DO(epb_allreduce(r->comm, r->dw2, r->dw2, wn, r->comm_dt, EPB_SUM));
     }
     size_t sn = (size_t)c->D * (size_t)c->shared * (size_t)c->Fs; /* the shared experts see sharded tokens too */
     if (sn) {
-        DO(epb_allreduce(r->comm, r->dsw1, r->dsw1, sn, r->comm_dt, EPB_SUM));
-        DO(epb_allreduce(r->comm, r->dsw3, r->dsw3, sn, r->comm_dt, EPB_SUM));
-        DO(epb_allreduce(r->comm, r->dsw2, r->dsw2, sn, r->comm_dt, EPB_SUM));
+        MOE_DO(epb_allreduce(r->comm, r->dsw1, r->dsw1, sn, r->comm_dt, EPB_SUM));
+        MOE_DO(epb_allreduce(r->comm, r->dsw3, r->dsw3, sn, r->comm_dt, EPB_SUM));
+        MOE_DO(epb_allreduce(r->comm, r->dsw2, r->dsw2, sn, r->comm_dt, EPB_SUM));
     }
-    DO(epb_sync(r->comm));
+    MOE_DO(epb_sync(r->comm));
     if ((rc = phase_close(r, err))) return rc;
     if (r->hooks.slow_phase == MOE_NPHASES) /* the test-only step slowdown: after the last phase, in the step */
         busy_wait_us((epb_now_us() - t0 + r->step_us) * r->hooks.slow_pct / 100.0);

@@ -35,27 +35,24 @@ static void teardown(moe_run_t *r)
     r->priv = NULL;
 }
 
-#define DO(call) do { if (call) return moe_fail(r, err); } while (0)
-#define PHASE(ph) do { int rc_ = moe_phase(r, (ph), err); if (rc_) return rc_; } while (0)
-
 static int dispatch(moe_run_t *r, epb_err_t *err)
 {
     agrs_t *a = r->priv;
     const moe_config_t *c = &r->cfg;
     epb_comm_t *cm = r->comm;
     long G = (long)r->P * c->T;
-    PHASE(MOE_PH_DISPATCH);
-    DO(epb_allgather(cm, r->x, a->xg, (size_t)(c->T * c->D), r->comm_dt));
-    DO(epb_allgather(cm, r->topk_idx, a->idx_g, (size_t)(c->T * c->k), EPB_DT_I32));
-    DO(epb_allgather(cm, r->topk_w, a->w_g, (size_t)(c->T * c->k), EPB_DT_F32));
-    DO(epb_sync(cm));
-    PHASE(MOE_PH_PERMUTE);
+    MOE_PHASE(MOE_PH_DISPATCH);
+    MOE_DO(epb_allgather(cm, r->x, a->xg, (size_t)(c->T * c->D), r->comm_dt));
+    MOE_DO(epb_allgather(cm, r->topk_idx, a->idx_g, (size_t)(c->T * c->k), EPB_DT_I32));
+    MOE_DO(epb_allgather(cm, r->topk_w, a->w_g, (size_t)(c->T * c->k), EPB_DT_F32));
+    MOE_DO(epb_sync(cm));
+    MOE_PHASE(MOE_PH_PERMUTE);
     long rows = 0; /* the global counts of the owned experts: the gathered rows routed here */
     for (int e = r->e0; e < r->e0 + r->El; e++) rows += (long)r->tpe[e];
     if (moe_rows_reserve(r, rows, err)) return EPB_ESYS;
-    DO(r->be->ops->permute_forward(r->be, r->xp, a->pos_g, r->offsets, a->xg, a->idx_g, G, c->k, c->D, r->e0, r->El));
+    MOE_DO(r->be->ops->permute_forward(r->be, r->xp, a->pos_g, r->offsets, a->xg, a->idx_g, G, c->k, c->D, r->e0, r->El));
     if (c->gate_before)
-        DO(r->be->ops->scale_rows_forward(r->be, r->xp, a->xg, a->pos_g, a->w_g, G, c->k, c->D));
+        MOE_DO(r->be->ops->scale_rows_forward(r->be, r->xp, a->xg, a->pos_g, a->w_g, G, c->k, c->D));
     return EPB_OK;
 }
 
@@ -65,11 +62,11 @@ static int combine(moe_run_t *r, epb_err_t *err)
     const moe_config_t *c = &r->cfg;
     long G = (long)r->P * c->T;
     /* the gates applied where the expert outputs are: each gathered token's partial sum over its local experts */
-    PHASE(MOE_PH_GATE);
-    DO(r->be->ops->combine_forward(r->be, a->yg, r->ep_out, a->pos_g, c->gate_before ? NULL : a->w_g, G, c->k, c->D));
-    PHASE(MOE_PH_COMBINE);
-    DO(epb_reduce_scatter(r->comm, a->yg, r->y, (size_t)(c->T * c->D), r->comm_dt));
-    DO(epb_sync(r->comm));
+    MOE_PHASE(MOE_PH_GATE);
+    MOE_DO(r->be->ops->combine_forward(r->be, a->yg, r->ep_out, a->pos_g, c->gate_before ? NULL : a->w_g, G, c->k, c->D));
+    MOE_PHASE(MOE_PH_COMBINE);
+    MOE_DO(epb_reduce_scatter(r->comm, a->yg, r->y, (size_t)(c->T * c->D), r->comm_dt));
+    MOE_DO(epb_sync(r->comm));
     return EPB_OK;
 }
 
@@ -79,16 +76,16 @@ static int combine_backward(moe_run_t *r, epb_err_t *err)
     const moe_config_t *c = &r->cfg;
     moe_backend_t *be = r->be;
     long G = (long)r->P * c->T;
-    PHASE(MOE_PH_COMBINE_BWD);
-    DO(epb_allgather(r->comm, r->dy, a->dyg, (size_t)(c->T * c->D), r->comm_dt));
-    DO(epb_sync(r->comm));
-    PHASE(MOE_PH_GATE_BWD);
-    DO(be->ops->zero(be, r->d_ep_out, (size_t)r->rows * (size_t)c->D * moe_dtype_size(c->dtype)));
-    DO(be->ops->zero(be, a->d_gate_g, (size_t)(G * c->k) * 4));
+    MOE_PHASE(MOE_PH_COMBINE_BWD);
+    MOE_DO(epb_allgather(r->comm, r->dy, a->dyg, (size_t)(c->T * c->D), r->comm_dt));
+    MOE_DO(epb_sync(r->comm));
+    MOE_PHASE(MOE_PH_GATE_BWD);
+    MOE_DO(be->ops->zero(be, r->d_ep_out, (size_t)r->rows * (size_t)c->D * moe_dtype_size(c->dtype)));
+    MOE_DO(be->ops->zero(be, a->d_gate_g, (size_t)(G * c->k) * 4));
     if (c->gate_before)
-        DO(be->ops->combine_backward(be, r->d_ep_out, NULL, a->dyg, r->ep_out, a->pos_g, NULL, G, c->k, c->D));
+        MOE_DO(be->ops->combine_backward(be, r->d_ep_out, NULL, a->dyg, r->ep_out, a->pos_g, NULL, G, c->k, c->D));
     else
-        DO(be->ops->combine_backward(be, r->d_ep_out, a->d_gate_g, a->dyg, r->ep_out, a->pos_g, a->w_g, G, c->k, c->D));
+        MOE_DO(be->ops->combine_backward(be, r->d_ep_out, a->d_gate_g, a->dyg, r->ep_out, a->pos_g, a->w_g, G, c->k, c->D));
     return EPB_OK;
 }
 
@@ -98,17 +95,17 @@ static int dispatch_backward(moe_run_t *r, epb_err_t *err)
     const moe_config_t *c = &r->cfg;
     moe_backend_t *be = r->be;
     long G = (long)r->P * c->T;
-    PHASE(MOE_PH_PERMUTE_BWD);
-    DO(be->ops->zero(be, a->dxg, (size_t)(G * c->D) * moe_dtype_size(c->dtype)));
+    MOE_PHASE(MOE_PH_PERMUTE_BWD);
+    MOE_DO(be->ops->zero(be, a->dxg, (size_t)(G * c->D) * moe_dtype_size(c->dtype)));
     if (c->gate_before)
-        DO(be->ops->scale_rows_backward(be, a->dxg, a->d_gate_g, r->d_xp, a->xg, a->pos_g, a->w_g, G, c->k, c->D));
+        MOE_DO(be->ops->scale_rows_backward(be, a->dxg, a->d_gate_g, r->d_xp, a->xg, a->pos_g, a->w_g, G, c->k, c->D));
     else
-        DO(be->ops->permute_backward(be, a->dxg, r->d_xp, a->pos_g, G, c->k, c->D));
+        MOE_DO(be->ops->permute_backward(be, a->dxg, r->d_xp, a->pos_g, G, c->k, c->D));
     /* dx is the sum of every rank's partial input gradient of this rank's tokens (the router adds to it later) */
-    PHASE(MOE_PH_DISPATCH_BWD);
-    DO(epb_reduce_scatter(r->comm, a->dxg, r->dx, (size_t)(c->T * c->D), r->comm_dt));
-    DO(epb_reduce_scatter(r->comm, a->d_gate_g, r->d_gate, (size_t)(c->T * c->k), EPB_DT_F32));
-    DO(epb_sync(r->comm));
+    MOE_PHASE(MOE_PH_DISPATCH_BWD);
+    MOE_DO(epb_reduce_scatter(r->comm, a->dxg, r->dx, (size_t)(c->T * c->D), r->comm_dt));
+    MOE_DO(epb_reduce_scatter(r->comm, a->d_gate_g, r->d_gate, (size_t)(c->T * c->k), EPB_DT_F32));
+    MOE_DO(epb_sync(r->comm));
     return EPB_OK;
 }
 

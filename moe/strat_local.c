@@ -24,18 +24,15 @@ static void teardown(moe_run_t *r)
     r->priv = NULL;
 }
 
-#define DO(call) do { if (call) return moe_fail(r, err); } while (0)
-#define PHASE(ph) do { int rc_ = moe_phase(r, (ph), err); if (rc_) return rc_; } while (0)
-
 static int dispatch(moe_run_t *r, epb_err_t *err)
 {
     local_t *a = r->priv;
     const moe_config_t *c = &r->cfg;
-    PHASE(MOE_PH_PERMUTE);
+    MOE_PHASE(MOE_PH_PERMUTE);
     if (moe_rows_reserve(r, c->T * c->k, err)) return EPB_ESYS;
-    DO(r->be->ops->permute_forward(r->be, r->xp, a->pos, r->offsets, r->x, r->topk_idx, c->T, c->k, c->D, 0, c->E));
+    MOE_DO(r->be->ops->permute_forward(r->be, r->xp, a->pos, r->offsets, r->x, r->topk_idx, c->T, c->k, c->D, 0, c->E));
     if (c->gate_before) /* the expert's input is gate * x */
-        DO(r->be->ops->scale_rows_forward(r->be, r->xp, r->x, a->pos, r->topk_w, c->T, c->k, c->D));
+        MOE_DO(r->be->ops->scale_rows_forward(r->be, r->xp, r->x, a->pos, r->topk_w, c->T, c->k, c->D));
     return EPB_OK;
 }
 
@@ -43,8 +40,8 @@ static int combine(moe_run_t *r, epb_err_t *err)
 {
     local_t *a = r->priv;
     const moe_config_t *c = &r->cfg;
-    PHASE(MOE_PH_GATE);
-    DO(r->be->ops->combine_forward(r->be, r->y, r->ep_out, a->pos, c->gate_before ? NULL : r->topk_w, c->T, c->k, c->D));
+    MOE_PHASE(MOE_PH_GATE);
+    MOE_DO(r->be->ops->combine_forward(r->be, r->y, r->ep_out, a->pos, c->gate_before ? NULL : r->topk_w, c->T, c->k, c->D));
     return EPB_OK;
 }
 
@@ -53,13 +50,13 @@ static int combine_backward(moe_run_t *r, epb_err_t *err)
     local_t *a = r->priv;
     const moe_config_t *c = &r->cfg;
     moe_backend_t *be = r->be;
-    PHASE(MOE_PH_GATE_BWD);
-    DO(be->ops->zero(be, r->d_ep_out, (size_t)r->rows * (size_t)c->D * moe_dtype_size(c->dtype)));
-    DO(be->ops->zero(be, r->d_gate, (size_t)(c->T * c->k) * 4));
+    MOE_PHASE(MOE_PH_GATE_BWD);
+    MOE_DO(be->ops->zero(be, r->d_ep_out, (size_t)r->rows * (size_t)c->D * moe_dtype_size(c->dtype)));
+    MOE_DO(be->ops->zero(be, r->d_gate, (size_t)(c->T * c->k) * 4));
     if (c->gate_before) /* the gates' gradient comes from the expert inputs (dispatch_backward) */
-        DO(be->ops->combine_backward(be, r->d_ep_out, NULL, r->dy, r->ep_out, a->pos, NULL, c->T, c->k, c->D));
+        MOE_DO(be->ops->combine_backward(be, r->d_ep_out, NULL, r->dy, r->ep_out, a->pos, NULL, c->T, c->k, c->D));
     else
-        DO(be->ops->combine_backward(be, r->d_ep_out, r->d_gate, r->dy, r->ep_out, a->pos, r->topk_w, c->T, c->k, c->D));
+        MOE_DO(be->ops->combine_backward(be, r->d_ep_out, r->d_gate, r->dy, r->ep_out, a->pos, r->topk_w, c->T, c->k, c->D));
     return EPB_OK;
 }
 
@@ -67,11 +64,11 @@ static int dispatch_backward(moe_run_t *r, epb_err_t *err)
 {
     local_t *a = r->priv;
     const moe_config_t *c = &r->cfg;
-    PHASE(MOE_PH_PERMUTE_BWD);
+    MOE_PHASE(MOE_PH_PERMUTE_BWD);
     if (c->gate_before) /* dx += gate * d(input), d_gate += <d(input), x> */
-        DO(r->be->ops->scale_rows_backward(r->be, r->dx, r->d_gate, r->d_xp, r->x, a->pos, r->topk_w, c->T, c->k, c->D));
+        MOE_DO(r->be->ops->scale_rows_backward(r->be, r->dx, r->d_gate, r->d_xp, r->x, a->pos, r->topk_w, c->T, c->k, c->D));
     else
-        DO(r->be->ops->permute_backward(r->be, r->dx, r->d_xp, a->pos, c->T, c->k, c->D));
+        MOE_DO(r->be->ops->permute_backward(r->be, r->dx, r->d_xp, a->pos, c->T, c->k, c->D));
     return EPB_OK;
 }
 

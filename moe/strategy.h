@@ -276,6 +276,10 @@ void *moe_alloc(moe_run_t *r, size_t bytes, epb_err_t *err);
 /* The step's failure, naming rank and phase: `return moe_fail(r, err)` after a call that failed (its reason is in
  * the communicator's or the backend's err). */
 int moe_fail(moe_run_t *r, epb_err_t *err);
+/* In a strategy function taking (moe_run_t *r, ..., epb_err_t *err) and returning an epb status: MOE_DO(call)
+ * returns the step's failure when call fails (non-zero); MOE_PHASE(ph) switches to phase ph or returns why not. */
+#define MOE_DO(call) do { if (call) return moe_fail(r, err); } while (0)
+#define MOE_PHASE(ph) do { int rc_ = moe_phase(r, (ph), err); if (rc_) return rc_; } while (0)
 
 /* Collectives on small host arrays (counts, a loss) over the data communicator: directly when it takes host
  * memory, else staged through r->stage, so that a device communicator (NCCL) carries them as it would in a

@@ -62,8 +62,6 @@ typedef struct {
     size_t cap_h[16];          /* host array capacities (bytes) */
 } xchg_t;
 
-#define DO(call) do { if (call) return moe_fail(r, err); } while (0)
-#define PHASE(ph) do { int rc_ = moe_phase(r, (ph), err); if (rc_) return rc_; } while (0)
 #define OOM() epb_fail(err, EPB_ESYS, "rank %d: out of memory", r->rank)
 
 void xchg_shape(const moe_run_t *r, int *groups, int *group_size)
@@ -379,8 +377,8 @@ int xchg_dispatch(moe_run_t *r, epb_err_t *err)
     int N = x->N, ng = x->ng, gs = x->gs, El = x->El, k = x->k, W = 1 + gs * El;
     size_t ab = x->ab, D = (size_t)x->D, Tk = (size_t)(x->T * k);
     /* layout (open): the routing on the host, the counts each stage needs, exchanged */
-    DO(be->ops->to_host(be, x->idx_h, r->topk_idx, Tk * 4));
-    if (x->A) DO(be->ops->to_host(be, x->w_h, r->topk_w, Tk * 4));
+    MOE_DO(be->ops->to_host(be, x->idx_h, r->topk_idx, Tk * 4));
+    if (x->A) MOE_DO(be->ops->to_host(be, x->w_h, r->topk_w, Tk * 4));
     memset(x->pairs, 0, (size_t)N * gs * El * sizeof *x->pairs);
     if (x->A) {
         memset(x->cA_s, 0, (size_t)ng * N * W * sizeof *x->cA_s);
@@ -398,7 +396,7 @@ int xchg_dispatch(moe_run_t *r, epb_err_t *err)
                     cg[1 + key_of(x, e)]++;
                 }
         }
-        DO(alltoall_i64(r, x, x->inter, x->cA_s, x->cA_r, (size_t)N * W));
+        MOE_DO(alltoall_i64(r, x, x->inter, x->cA_s, x->cA_r, (size_t)N * W));
         x->bsA[0] = x->brA[0] = x->bR[0] = 0;
         for (int ch = 0; ch < N; ch++) {
             long so = 0, ro = 0;
@@ -460,7 +458,7 @@ int xchg_dispatch(moe_run_t *r, epb_err_t *err)
         rows = (long)off[El];
     }
     /* permute: room for this step, the plans that the counts and this rank's routing decide, the source's rows */
-    PHASE(MOE_PH_PERMUTE);
+    MOE_PHASE(MOE_PH_PERMUTE);
     long nsA = x->bsA[N], nsB = x->B ? x->bsB[N] : 0, nrB = x->B ? x->brB[N] : 0;
     if (moe_rows_reserve(r, rows, err)) return EPB_ESYS;
     if (x->A && (bgrow(r, &x->gA, (size_t)nsA * 4, err) || bgrow(r, &x->posA, Tk * 4, err) ||
@@ -488,11 +486,11 @@ int xchg_dispatch(moe_run_t *r, epb_err_t *err)
     if (x->A) {
         int rc = plan_A_source(r, x, err);
         if (rc) return rc;
-        DO(upload(r, &x->gA, x->gA_h, 0, nsA));
-        DO(upload(r, &x->posA, x->posA_h, 0, (long)Tk));
-        DO(upload(r, &x->idxAs, x->idxA_h, 0, nsA * k));
-        DO(be->ops->to_backend(be, x->gateAs.p, x->gateA_h, (size_t)nsA * k * 4));
-        DO(gather(r, x->xsA.p, r->x, &x->gA, 0, nsA));
+        MOE_DO(upload(r, &x->gA, x->gA_h, 0, nsA));
+        MOE_DO(upload(r, &x->posA, x->posA_h, 0, (long)Tk));
+        MOE_DO(upload(r, &x->idxAs, x->idxA_h, 0, nsA * k));
+        MOE_DO(be->ops->to_backend(be, x->gateAs.p, x->gateA_h, (size_t)nsA * k * 4));
+        MOE_DO(gather(r, x->xsA.p, r->x, &x->gA, 0, nsA));
     } else
         memcpy(x->idxR_h, x->idx_h, Tk * 4);
     for (int ch = 0; ch < N; ch++) {
@@ -502,17 +500,17 @@ int xchg_dispatch(moe_run_t *r, epb_err_t *err)
         int rc = x->B ? plan_B_relay(r, x, ch, err) : plan_owner_direct(r, x, off, ch, err);
         if (rc) return rc;
     }
-    if (x->B) DO(upload(r, &x->inv, x->inv_h, 0, nrB));
-    if (x->B || !x->A) DO(upload(r, &x->go, x->go_h, 0, rows));
+    if (x->B) MOE_DO(upload(r, &x->inv, x->inv_h, 0, nrB));
+    if (x->B || !x->A) MOE_DO(upload(r, &x->go, x->go_h, 0, rows));
     if (!x->A && x->B) {
-        DO(upload(r, &x->gB, x->gB_h, 0, nsB));
-        DO(upload(r, &x->posB, x->posB_h, 0, (long)Tk));
+        MOE_DO(upload(r, &x->gB, x->gB_h, 0, nsB));
+        MOE_DO(upload(r, &x->posB, x->posB_h, 0, (long)Tk));
         if (x->gb) /* tp2ep: each pair leaves its source as gate * x */
-            DO(be->ops->scale_rows_forward(be, x->xsB.p, r->x, x->posB.p, r->topk_w, x->T, k, x->D));
+            MOE_DO(be->ops->scale_rows_forward(be, x->xsB.p, r->x, x->posB.p, r->topk_w, x->T, k, x->D));
         else
-            DO(gather(r, x->xsB.p, r->x, &x->gB, 0, nsB));
+            MOE_DO(gather(r, x->xsB.p, r->x, &x->gB, 0, nsB));
     }
-    if (!x->A && !x->B) DO(upload(r, &x->poso, x->poso_h, 0, (long)Tk));
+    if (!x->A && !x->B) MOE_DO(upload(r, &x->poso, x->poso_h, 0, (long)Tk));
     return EPB_OK;
 }
 
@@ -521,7 +519,7 @@ static int fwd_in_start(moe_run_t *r, int ch, epb_err_t *err)
     xchg_t *x = r->priv;
     x->nin[ch] = 0;
     if (!x->A && !x->B) return EPB_OK;
-    PHASE(MOE_PH_DISPATCH);
+    MOE_PHASE(MOE_PH_DISPATCH);
     int *h = x->hin[ch];
     if (x->A) {
         if (a2av(r, x->inter, &x->sAD[ch], 0, x->xsA.p, x->bsA[ch], x->xR.p, x->brA[ch], x->D, r->comm_dt, &h[0], err) ||
@@ -552,39 +550,39 @@ static int fwd_in_finish(moe_run_t *r, int ch, epb_err_t *err)
     const int64_t *off = r->offsets + (size_t)ch * (x->El + 1);
     long xlo = (long)off[0], xn = (long)off[x->El] - xlo, k = x->k, lo = x->bR[ch], n = nR(x, ch);
     if (x->nin[ch]) {
-        PHASE(MOE_PH_DISPATCH);
+        MOE_PHASE(MOE_PH_DISPATCH);
         if (wait_all(r, x->hin[ch], x->nin[ch], err)) return EPB_ESYS;
     }
-    PHASE(MOE_PH_PERMUTE);
+    MOE_PHASE(MOE_PH_PERMUTE);
     if (x->A) { /* the relay's rows of this chunk are here: its plans */
-        if (n) DO(be->ops->to_host(be, x->idxR_h + lo * k, (int32_t *)x->idxR.p + lo * k, (size_t)(n * k) * 4));
+        if (n) MOE_DO(be->ops->to_host(be, x->idxR_h + lo * k, (int32_t *)x->idxR.p + lo * k, (size_t)(n * k) * 4));
         if (x->B) {
             int rc = plan_B_relay(r, x, ch, err);
             if (rc) return rc;
-            DO(upload(r, &x->gB, x->gB_h, x->bsB[ch], x->bsB[ch + 1] - x->bsB[ch]));
-            DO(upload(r, &x->posB, x->posB_h, lo * k, n * k));
+            MOE_DO(upload(r, &x->gB, x->gB_h, x->bsB[ch], x->bsB[ch + 1] - x->bsB[ch]));
+            MOE_DO(upload(r, &x->posB, x->posB_h, lo * k, n * k));
             if (x->gb && n) /* the relay's pairs leave as gate * x */
-                DO(be->ops->scale_rows_forward(be, x->xsB.p, at(x->xR.p, lo, x->D, x->ab), (const int32_t *)x->posB.p + lo * k,
+                MOE_DO(be->ops->scale_rows_forward(be, x->xsB.p, at(x->xR.p, lo, x->D, x->ab), (const int32_t *)x->posB.p + lo * k,
                                                (const float *)x->gateR.p + lo * k, n, (int)k, x->D));
             else if (!x->gb)
-                DO(gather(r, x->xsB.p, x->xR.p, &x->gB, x->bsB[ch], x->bsB[ch + 1] - x->bsB[ch]));
-            PHASE(MOE_PH_DISPATCH);
+                MOE_DO(gather(r, x->xsB.p, x->xR.p, &x->gB, x->bsB[ch], x->bsB[ch + 1] - x->bsB[ch]));
+            MOE_PHASE(MOE_PH_DISPATCH);
             if (a2av(r, x->intra, &x->sBD[ch], 0, x->xsB.p, x->bsB[ch], x->xo.p, x->brB[ch], x->D, r->comm_dt, NULL, err))
                 return EPB_ESYS;
-            PHASE(MOE_PH_PERMUTE);
+            MOE_PHASE(MOE_PH_PERMUTE);
         } else {
             int rc = plan_owner_direct(r, x, off, ch, err);
             if (rc) return rc;
-            DO(upload(r, &x->go, x->go_h, xlo, xn));
-            DO(upload(r, &x->poso, x->poso_h, lo * k, n * k));
+            MOE_DO(upload(r, &x->go, x->go_h, xlo, xn));
+            MOE_DO(upload(r, &x->poso, x->poso_h, lo * k, n * k));
         }
     }
     if (x->gb && !x->B) { /* the relay is the owner: its rows become expert rows as gate * x */
         if (n)
-            DO(be->ops->scale_rows_forward(be, r->xp, at(xR(r, x), lo, x->D, x->ab), (const int32_t *)x->poso.p + lo * k,
+            MOE_DO(be->ops->scale_rows_forward(be, r->xp, at(xR(r, x), lo, x->D, x->ab), (const int32_t *)x->poso.p + lo * k,
                                            gateR(r, x) + lo * k, n, (int)k, x->D));
     } else
-        DO(gather(r, r->xp, x->B ? x->xo.p : xR(r, x), &x->go, xlo, xn));
+        MOE_DO(gather(r, r->xp, x->B ? x->xo.p : xR(r, x), &x->go, xlo, xn));
     return EPB_OK;
 }
 
@@ -596,9 +594,9 @@ static int fwd_out_start(moe_run_t *r, int ch, epb_err_t *err)
     size_t ab = x->ab;
     x->nout[ch] = 0;
     if (x->B) {
-        PHASE(MOE_PH_UNPERMUTE); /* the chunk's expert outputs back into the order they arrived in */
-        DO(gather(r, x->outo.p, r->ep_out, &x->inv, x->brB[ch], x->brB[ch + 1] - x->brB[ch]));
-        PHASE(MOE_PH_COMBINE);
+        MOE_PHASE(MOE_PH_UNPERMUTE); /* the chunk's expert outputs back into the order they arrived in */
+        MOE_DO(gather(r, x->outo.p, r->ep_out, &x->inv, x->brB[ch], x->brB[ch + 1] - x->brB[ch]));
+        MOE_PHASE(MOE_PH_COMBINE);
         if (!x->A) /* to the source, which applies the gates once every chunk is back */
             return a2av(r, x->intra, &x->sBD[ch], 1, x->outo.p, x->brB[ch], x->outB.p, x->bsB[ch], x->D, r->comm_dt,
                         &x->hout[ch][x->nout[ch]++], err);
@@ -607,13 +605,13 @@ static int fwd_out_start(moe_run_t *r, int ch, epb_err_t *err)
     }
     if (!x->A && x->B) return EPB_OK;
     /* the relay applies the gates and sums its pairs of each row */
-    PHASE(MOE_PH_GATE);
+    MOE_PHASE(MOE_PH_GATE);
     if (n)
-        DO(be->ops->combine_forward(be, at(yR(r, x), lo, x->D, ab), x->B ? x->outB.p : r->ep_out,
+        MOE_DO(be->ops->combine_forward(be, at(yR(r, x), lo, x->D, ab), x->B ? x->outB.p : r->ep_out,
                                     (const int32_t *)(x->B ? x->posB.p : x->poso.p) + lo * k,
                                     x->gb ? NULL : gateR(r, x) + lo * k, n, (int)k, x->D));
     if (!x->A) return EPB_OK;
-    PHASE(MOE_PH_COMBINE);
+    MOE_PHASE(MOE_PH_COMBINE);
     return a2av(r, x->inter, &x->sAD[ch], 1, x->yR.p, x->brA[ch], x->ysA.p, x->bsA[ch], x->D, r->comm_dt,
                 &x->hout[ch][x->nout[ch]++], err);
 }
@@ -622,7 +620,7 @@ static int fwd_out_finish(moe_run_t *r, int ch, epb_err_t *err)
 {
     xchg_t *x = r->priv;
     if (!x->nout[ch]) return EPB_OK;
-    PHASE(MOE_PH_COMBINE);
+    MOE_PHASE(MOE_PH_COMBINE);
     return wait_all(r, x->hout[ch], x->nout[ch], err);
 }
 
@@ -632,12 +630,12 @@ int xchg_combine(moe_run_t *r, epb_err_t *err)
     moe_backend_t *be = r->be;
     const moe_config_t *c = &r->cfg;
     if (x->A) { /* the source sums one partial per group */
-        PHASE(MOE_PH_GATE);
-        DO(be->ops->zero(be, r->y, (size_t)(c->T * c->D) * x->ab));
-        DO(be->ops->permute_backward(be, r->y, x->ysA.p, x->posA.p, c->T, c->k, c->D));
+        MOE_PHASE(MOE_PH_GATE);
+        MOE_DO(be->ops->zero(be, r->y, (size_t)(c->T * c->D) * x->ab));
+        MOE_DO(be->ops->permute_backward(be, r->y, x->ysA.p, x->posA.p, c->T, c->k, c->D));
     } else if (x->B) { /* tp2ep: the gates applied on the source, y[t] = sum_j w[t,j] out[pair t,j] */
-        PHASE(MOE_PH_GATE);
-        DO(be->ops->combine_forward(be, r->y, x->outB.p, x->posB.p, x->gb ? NULL : r->topk_w, c->T, c->k, c->D));
+        MOE_PHASE(MOE_PH_GATE);
+        MOE_DO(be->ops->combine_forward(be, r->y, x->outB.p, x->posB.p, x->gb ? NULL : r->topk_w, c->T, c->k, c->D));
     }
     return EPB_OK;
 }
@@ -650,17 +648,17 @@ int xchg_combine_backward(moe_run_t *r, epb_err_t *err)
     moe_backend_t *be = r->be;
     const moe_config_t *c = &r->cfg;
     size_t ab = x->ab;
-    PHASE(MOE_PH_GATE_BWD);
-    DO(be->ops->zero(be, r->d_gate, (size_t)(c->T * c->k) * 4));
+    MOE_PHASE(MOE_PH_GATE_BWD);
+    MOE_DO(be->ops->zero(be, r->d_gate, (size_t)(c->T * c->k) * 4));
     if (x->A) /* y's backward: each partial's gradient is its token's dy (sent in xsA's place) */
-        DO(gather(r, x->xsA.p, r->dy, &x->gA, 0, x->bsA[x->N]));
+        MOE_DO(gather(r, x->xsA.p, r->dy, &x->gA, 0, x->bsA[x->N]));
     else if (x->B) {
-        DO(be->ops->zero(be, x->doutB.p, (size_t)x->bsB[x->N] * (size_t)c->D * ab));
-        DO(be->ops->combine_backward(be, x->doutB.p, x->gb ? NULL : r->d_gate, r->dy, x->outB.p, x->posB.p,
+        MOE_DO(be->ops->zero(be, x->doutB.p, (size_t)x->bsB[x->N] * (size_t)c->D * ab));
+        MOE_DO(be->ops->combine_backward(be, x->doutB.p, x->gb ? NULL : r->d_gate, r->dy, x->outB.p, x->posB.p,
                                      x->gb ? NULL : r->topk_w, c->T, c->k, c->D));
     } else {
-        DO(be->ops->zero(be, r->d_ep_out, (size_t)r->rows * (size_t)c->D * ab));
-        DO(be->ops->combine_backward(be, r->d_ep_out, x->gb ? NULL : r->d_gate, r->dy, r->ep_out, x->poso.p,
+        MOE_DO(be->ops->zero(be, r->d_ep_out, (size_t)r->rows * (size_t)c->D * ab));
+        MOE_DO(be->ops->combine_backward(be, r->d_ep_out, x->gb ? NULL : r->d_gate, r->dy, r->ep_out, x->poso.p,
                                      x->gb ? NULL : r->topk_w, c->T, c->k, c->D));
     }
     return EPB_OK;
@@ -671,7 +669,7 @@ static int bwd_in_start(moe_run_t *r, int ch, epb_err_t *err)
     xchg_t *x = r->priv;
     x->nin[ch] = 0;
     if (!x->A && !x->B) return EPB_OK;
-    PHASE(MOE_PH_COMBINE_BWD);
+    MOE_PHASE(MOE_PH_COMBINE_BWD);
     x->nin[ch] = 1;
     if (x->A) /* dy rows to the relays, into xR's place (with --gate-before a place of their own) */
         return a2av(r, x->inter, &x->sAD[ch], 0, x->xsA.p, x->bsA[ch], dyR(x), x->brA[ch], x->D, r->comm_dt,
@@ -688,27 +686,27 @@ static int bwd_in_finish(moe_run_t *r, int ch, epb_err_t *err)
     long xlo = (long)off[0], xn = (long)off[x->El] - xlo, k = x->k, lo = x->bR[ch], n = nR(x, ch);
     size_t ab = x->ab, D = (size_t)x->D;
     if (!x->nin[ch]) return EPB_OK;
-    PHASE(MOE_PH_COMBINE_BWD);
+    MOE_PHASE(MOE_PH_COMBINE_BWD);
     if (wait_all(r, x->hin[ch], x->nin[ch], err)) return EPB_ESYS;
     if (x->A) { /* the relay: the gates' backward on its rows (dy in xR, or dyR) */
-        PHASE(MOE_PH_GATE_BWD);
+        MOE_PHASE(MOE_PH_GATE_BWD);
         void *dout = x->B ? x->doutB.p : r->d_ep_out;
         long plo = x->B ? x->bsB[ch] : xlo, pn = x->B ? x->bsB[ch + 1] - x->bsB[ch] : xn;
-        if (pn) DO(be->ops->zero(be, at(dout, plo, x->D, ab), (size_t)pn * D * ab));
+        if (pn) MOE_DO(be->ops->zero(be, at(dout, plo, x->D, ab), (size_t)pn * D * ab));
         if (n) {
-            DO(be->ops->zero(be, dgR(r, x) + lo * k, (size_t)(n * k) * 4));
-            DO(be->ops->combine_backward(be, dout, x->gb ? NULL : dgR(r, x) + lo * k, at(dyR(x), lo, x->D, ab),
+            MOE_DO(be->ops->zero(be, dgR(r, x) + lo * k, (size_t)(n * k) * 4));
+            MOE_DO(be->ops->combine_backward(be, dout, x->gb ? NULL : dgR(r, x) + lo * k, at(dyR(x), lo, x->D, ab),
                                          x->B ? x->outB.p : r->ep_out,
                                          (const int32_t *)(x->B ? x->posB.p : x->poso.p) + lo * k,
                                          x->gb ? NULL : gateR(r, x) + lo * k, n, (int)k, x->D));
         }
         if (!x->B) return EPB_OK;
-        PHASE(MOE_PH_COMBINE_BWD);
+        MOE_PHASE(MOE_PH_COMBINE_BWD);
         if (a2av(r, x->intra, &x->sBD[ch], 0, x->doutB.p, x->bsB[ch], x->douto.p, x->brB[ch], x->D, r->comm_dt, NULL, err))
             return EPB_ESYS;
     }
-    PHASE(MOE_PH_UNPERMUTE_BWD); /* the received gradients to the expert rows */
-    DO(gather(r, r->d_ep_out, x->douto.p, &x->go, xlo, xn));
+    MOE_PHASE(MOE_PH_UNPERMUTE_BWD); /* the received gradients to the expert rows */
+    MOE_DO(gather(r, r->d_ep_out, x->douto.p, &x->go, xlo, xn));
     return EPB_OK;
 }
 
@@ -722,9 +720,9 @@ static int bwd_out_start(moe_run_t *r, int ch, epb_err_t *err)
     x->nout[ch] = 0;
     (void)off;
     if (x->B) {
-        PHASE(MOE_PH_PERMUTE_BWD); /* expert rows back to the order they arrived in */
-        DO(gather(r, x->dO.p, r->d_xp, &x->inv, x->brB[ch], x->brB[ch + 1] - x->brB[ch]));
-        PHASE(MOE_PH_DISPATCH_BWD);
+        MOE_PHASE(MOE_PH_PERMUTE_BWD); /* expert rows back to the order they arrived in */
+        MOE_DO(gather(r, x->dO.p, r->d_xp, &x->inv, x->brB[ch], x->brB[ch + 1] - x->brB[ch]));
+        MOE_PHASE(MOE_PH_DISPATCH_BWD);
         if (!x->A)
             return a2av(r, x->intra, &x->sBD[ch], 1, x->dO.p, x->brB[ch], x->dB.p, x->bsB[ch], x->D, r->comm_dt,
                         &x->hout[ch][x->nout[ch]++], err);
@@ -732,18 +730,18 @@ static int bwd_out_start(moe_run_t *r, int ch, epb_err_t *err)
             return EPB_ESYS;
     }
     /* the relay sums each row's pair gradients (into yR's place; without A, straight into dx) */
-    PHASE(MOE_PH_PERMUTE_BWD);
+    MOE_PHASE(MOE_PH_PERMUTE_BWD);
     void *dxr = x->A ? x->yR.p : r->dx;
-    if (x->A && n) DO(be->ops->zero(be, at(dxr, lo, x->D, ab), (size_t)n * (size_t)x->D * ab));
+    if (x->A && n) MOE_DO(be->ops->zero(be, at(dxr, lo, x->D, ab), (size_t)n * (size_t)x->D * ab));
     if (n && x->gb) /* dx += gate * d(input), the gate gradients against the unscaled rows */
-        DO(be->ops->scale_rows_backward(be, at(dxr, lo, x->D, ab), dgR(r, x) + lo * k, x->B ? x->dB.p : r->d_xp,
+        MOE_DO(be->ops->scale_rows_backward(be, at(dxr, lo, x->D, ab), dgR(r, x) + lo * k, x->B ? x->dB.p : r->d_xp,
                                         at(xR(r, x), lo, x->D, ab), (const int32_t *)(x->B ? x->posB.p : x->poso.p) + lo * k,
                                         gateR(r, x) + lo * k, n, (int)k, x->D));
     else if (n)
-        DO(be->ops->permute_backward(be, at(dxr, lo, x->D, ab), x->B ? x->dB.p : r->d_xp,
+        MOE_DO(be->ops->permute_backward(be, at(dxr, lo, x->D, ab), x->B ? x->dB.p : r->d_xp,
                                      (const int32_t *)(x->B ? x->posB.p : x->poso.p) + lo * k, n, (int)k, x->D));
     if (!x->A) return EPB_OK;
-    PHASE(MOE_PH_DISPATCH_BWD); /* one gradient row per (token, group) back to the source, its gate gradients in f32 */
+    MOE_PHASE(MOE_PH_DISPATCH_BWD); /* one gradient row per (token, group) back to the source, its gate gradients in f32 */
     if (a2av(r, x->inter, &x->sAD[ch], 1, x->yR.p, x->brA[ch], x->ysA.p, x->bsA[ch], x->D, r->comm_dt,
              &x->hout[ch][x->nout[ch]++], err) ||
         a2av(r, x->inter, &x->sAK[ch], 1, x->dgR.p, x->brA[ch], x->dgAs.p, x->bsA[ch], x->k, EPB_DT_F32,
@@ -756,7 +754,7 @@ static int bwd_out_finish(moe_run_t *r, int ch, epb_err_t *err)
 {
     xchg_t *x = r->priv;
     if (!x->nout[ch]) return EPB_OK;
-    PHASE(MOE_PH_DISPATCH_BWD);
+    MOE_PHASE(MOE_PH_DISPATCH_BWD);
     return wait_all(r, x->hout[ch], x->nout[ch], err);
 }
 
@@ -767,23 +765,23 @@ int xchg_dispatch_backward(moe_run_t *r, epb_err_t *err)
     const moe_config_t *c = &r->cfg;
     int k = c->k;
     if (x->A) { /* the source adds one gradient row per group into dx and takes each pair's gate gradient */
-        PHASE(MOE_PH_PERMUTE_BWD);
-        DO(be->ops->permute_backward(be, r->dx, x->ysA.p, x->posA.p, c->T, k, c->D));
+        MOE_PHASE(MOE_PH_PERMUTE_BWD);
+        MOE_DO(be->ops->permute_backward(be, r->dx, x->ysA.p, x->posA.p, c->T, k, c->D));
         long nsA = x->bsA[x->N];
-        if (nsA) DO(be->ops->to_host(be, x->dgA_h, x->dgAs.p, (size_t)nsA * k * 4));
+        if (nsA) MOE_DO(be->ops->to_host(be, x->dgA_h, x->dgAs.p, (size_t)nsA * k * 4));
         for (long t = 0; t < c->T; t++)
             for (int j = 0; j < k; j++) {
                 int g = x->grp_of[x->idx_h[t * k + j] / x->El], j0 = 0;
                 while (x->grp_of[x->idx_h[t * k + j0] / x->El] != g) j0++;
                 x->dg_h[t * k + j] = x->dgA_h[(long)x->posA_h[t * k + j0] * k + j];
             }
-        DO(be->ops->to_backend(be, r->d_gate, x->dg_h, (size_t)(c->T * k) * 4));
+        MOE_DO(be->ops->to_backend(be, r->d_gate, x->dg_h, (size_t)(c->T * k) * 4));
     } else if (x->B) {
-        PHASE(MOE_PH_PERMUTE_BWD); /* on the source: each pair's gradient into its token */
+        MOE_PHASE(MOE_PH_PERMUTE_BWD); /* on the source: each pair's gradient into its token */
         if (x->gb)
-            DO(be->ops->scale_rows_backward(be, r->dx, r->d_gate, x->dB.p, r->x, x->posB.p, r->topk_w, c->T, k, c->D));
+            MOE_DO(be->ops->scale_rows_backward(be, r->dx, r->d_gate, x->dB.p, r->x, x->posB.p, r->topk_w, c->T, k, c->D));
         else
-            DO(be->ops->permute_backward(be, r->dx, x->dB.p, x->posB.p, c->T, k, c->D));
+            MOE_DO(be->ops->permute_backward(be, r->dx, x->dB.p, x->posB.p, c->T, k, c->D));
     }
     return EPB_OK;
 }
