@@ -20,11 +20,5 @@ const moe_strategy_t moe_strategy_dedup = {
     .params = params,
     .nparams = 1,
     .setup = setup,
-    .teardown = xchg_teardown,
-    .dispatch = xchg_dispatch,
-    .combine = xchg_combine,
-    .combine_backward = xchg_combine_backward,
-    .dispatch_backward = xchg_dispatch_backward,
-    .pipe_fwd = &xchg_pipe_fwd,
-    .pipe_bwd = &xchg_pipe_bwd,
+    XCHG_STRATEGY_OPS,
 };

@@ -25,4 +25,10 @@ int xchg_combine_backward(moe_run_t *r, epb_err_t *err);
 int xchg_dispatch_backward(moe_run_t *r, epb_err_t *err);
 extern const moe_pipe_t xchg_pipe_fwd, xchg_pipe_bwd;
 
+/* The members every exchange strategy shares, in its moe_strategy_t after its name, params and setup. */
+#define XCHG_STRATEGY_OPS                                                                                              \
+    .teardown = xchg_teardown, .dispatch = xchg_dispatch, .combine = xchg_combine,                                     \
+    .combine_backward = xchg_combine_backward, .dispatch_backward = xchg_dispatch_backward,                            \
+    .pipe_fwd = &xchg_pipe_fwd, .pipe_bwd = &xchg_pipe_bwd
+
 #endif

@@ -10,13 +10,7 @@
 set -u
 BENCH=$(realpath "$1") N=$2 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/tap.sh"
-run() { # description, then bench arguments
-    local what=$1; shift
-    "$BENCH" --ranks "$N" -n 1 -w 0 -c 1 --csv "$work/r.csv" "$@" >"$work/out" 2>"$work/err"
-    local rc=$?
-    tap_ok $rc "$N ranks: $what"
-    [ $rc = 0 ] || grep -E "check:|FAIL|bench:" "$work/out" "$work/err" | sed 's/^/# /' | head -20
-}
+source "$HERE/moe_lib.sh"
 mapfile -t STRATS < <("$BENCH" --strategy list | awk '/^[a-z]/ {print $1}')
 [ "${#STRATS[@]}" -ge 5 ]; tap_ok $? "the registry lists ${#STRATS[@]} strategies (${STRATS[*]})"
 # the pipelined strategies (those declaring chunks) with 2 and 4 chunks, hier on nodes of NS ranks
