@@ -346,6 +346,19 @@ template <typename T> static __global__ void combine_fwd_kernel(T *y, const T *e
 
 #define COMBINE_BWD_THREADS 256
 
+/* The sum of every thread's v over a block of COMBINE_BWD_THREADS threads (a shared-memory tree reduction in
+ * part[]); every thread of the block must call it, and every thread gets the sum. */
+static __device__ float block_sum(float *part, float v)
+{
+    part[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = COMBINE_BWD_THREADS / 2; s > 0; s >>= 1) {
+        if ((int)threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
+        __syncthreads();
+    }
+    return part[0];
+}
+
 /* d_ep_out[r] += w * dy[t]; d_gate[i] += dot(dy[t], ep_out[r]): one block per pair (rows are distinct per pair,
  * as pos is injective) with a shared-memory tree reduction for the dot */
 template <typename T> static __global__ void combine_bwd_kernel(T *d_ep_out, float *d_gate, const T *dy, const T *ep_out,
@@ -368,13 +381,8 @@ template <typename T> static __global__ void combine_bwd_kernel(T *d_ep_out, flo
         st(de, d, ld(de, d) + w * gd);
         dot += gd * ld(e, d);
     }
-    part[threadIdx.x] = dot;
-    __syncthreads();
-    for (int s = COMBINE_BWD_THREADS / 2; s > 0; s >>= 1) {
-        if ((int)threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) d_gate[i] += part[0];
+    float sum = block_sum(part, dot);
+    if (threadIdx.x == 0) d_gate[i] += sum;
 }
 
 /* ---------------------------------------------------------------- kernels: gate weights on rows placed by pair */
@@ -423,13 +431,8 @@ template <typename T> static __global__ void scale_rows_bwd_w_kernel(float *d_w,
     const T *g = d_out + r * D, *x = in + t * D;
     float dot = 0;
     for (long d = threadIdx.x; d < D; d += blockDim.x) dot += ld(g, d) * ld(x, d);
-    part[threadIdx.x] = dot;
-    __syncthreads();
-    for (int s = COMBINE_BWD_THREADS / 2; s > 0; s >>= 1) {
-        if ((int)threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) d_w[i] += part[0];
+    float sum = block_sum(part, dot);
+    if (threadIdx.x == 0) d_w[i] += sum;
 }
 
 /* y += a, elementwise, one rounding */
