@@ -268,7 +268,10 @@ static void moe_config(rp_doc_t *doc, const rp_data_t *d, const rp_conf_t *f, in
                     f->head->row->ranks);
     char name[64];
     snprintf(name, sizeof name, "phases_%d", idx);
-    if (has_plot(plots, name)) rp_doc_image(doc, name, "Phase breakdown per strategy (median us, stacked)");
+    if (has_plot(plots, name)) rp_doc_image(doc, name, "Phases per strategy, stacked: each phase's median of its per-iteration maximum "
+                                      "over ranks (so the stack is the sum of per-phase maxima, at least the step); "
+                                      "comm phases in blue, their wait hatched apart from the transfer; the marker "
+                                      "is the step");
 }
 
 static void family_section(rp_doc_t *doc, const rp_data_t *d, const char *dim, const char *plot,
@@ -352,7 +355,8 @@ static void coll_section(rp_doc_t *doc, const rp_data_t *d, const char *const *p
     if (wait)
         rp_doc_para(doc, "wait: the median time from a rank's arrival at the collective to the last rank's arrival "
                          "(imbalance, not transfer).");
-    if (has_plot(plots, "busbw")) rp_doc_image(doc, "busbw", "Bus bandwidth against message size per collective");
+    if (has_plot(plots, "busbw")) rp_doc_image(doc, "busbw", "Bus bandwidth against message size per collective; dashed: the memcpy "
+                                                   "ceiling of bench --calibrate, when the inputs have it");
 }
 
 static void peak_section(rp_doc_t *doc, const rp_data_t *d)
@@ -607,6 +611,7 @@ void rp_tables(rp_doc_t *doc, const rp_data_t *d, const rp_regress_view_t *rv, c
     peak_section(doc, d);
     if (has_plot(plots, "history")) {
         rp_doc_heading(doc, 2, "History");
-        rp_doc_image(doc, "history", "Metric over the runs in the inputs (by UTC time)");
+        rp_doc_image(doc, "history", "The step time of the configuration with the most repetitions (or busbw "
+                                       "of each collective at its largest size) over the runs, by UTC time");
     }
 }

@@ -633,6 +633,47 @@ static void test_degenerate(void)
     free(err);
 }
 
+/* The plots of the verdict fixture: intervals and the model in the crossover, the failed configuration left out of
+ * it, the phase stack's wait segments and step marker, busbw's memcpy ceiling, the history's title. */
+static void test_plots_verdict(void)
+{
+    char out[1024], cmd[4096], p[1200];
+    snprintf(out, sizeof out, "%s/vplots", tmp);
+    snprintf(cmd, sizeof cmd, "%s %s/verdict.csv -o %s", exe, fix, out);
+    TAP_OK(run(cmd, NULL) == 0, "report with plots on verdict.csv: exit 0");
+    snprintf(p, sizeof p, "%s/plots/crossover.dat", out);
+    char *x = read_file(p);
+    int bars = 0, wide = 0, p4k4 = 0, block = 0;
+    double k, r, lo, hi;
+    for (char *l = x; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : l + strlen(l)) {
+        if (!strncmp(l, "\"top_k\"", 7)) block = !!strstr(l, "P=4") && !strstr(l, "model");
+        if (sscanf(l, "%lf %lf %lf %lf", &k, &r, &lo, &hi) != 4) continue;
+        bars += lo <= r && r <= hi;
+        wide += lo < r && r < hi;
+        p4k4 += block && k == 4;
+    }
+    TAP_OK(x && bars >= 8 && wide >= 4 && p4k4 == 0,
+           "crossover.dat: ratio inside its interval on every point (%d), a real interval off the fastest (%d), "
+           "no point of the failed P=4 k=4 (%d)", bars, wide, p4k4);
+    TAP_OK(x && strstr(x, "\"model tp2ep P=2: 4(P-1)/P TkDb\"") && strstr(x, "\"model agrs P=4: 4(P-1)TDb\""),
+           "crossover.dat: the volume model's lines, formula in the title, one per strategy and P");
+    free(x);
+    snprintf(p, sizeof p, "%s/plots/phases_0.dat", out);
+    x = read_file(p);
+    TAP_OK(x && strstr(x, "\"dispatch transfer\" \"dispatch wait\"") && strstr(x, "\"tp2ep\" 10 20 72 18 ") &&
+               strstr(x, " 300\n"),
+           "phases_0.dat: a comm phase as transfer then wait (90 us = 72 + 18), the step (300) as the last column");
+    free(x);
+    snprintf(p, sizeof p, "%s/plots/busbw.svg", out);
+    x = read_file(p);
+    TAP_OK(x && strstr(x, "memcpy ceiling 5.00 GB/s per rank"), "busbw.svg: the memcpy ceiling of --calibrate");
+    free(x);
+    snprintf(p, sizeof p, "%s/plots/history.svg", out);
+    x = read_file(p);
+    TAP_OK(x && strstr(x, "history: step time, P=2, 1 node, E=16 k=1"), "history.svg: titled with its configuration");
+    free(x);
+}
+
 static int test_plots(void)
 {
     char gp[1024];
@@ -675,6 +716,7 @@ static int test_plots(void)
         if (sscanf(l, "%lf %lf", &kk, &ratio) == 2 && kk > prev && ratio > 0) rows++, prev = kk;
     TAP_OK(x && rows == 3, "crossover.dat: one family, k = 1, 2, 4 with positive ratios (%d rows)", rows);
     free(x);
+    test_plots_verdict();
     test_injection();
     test_degenerate();
     return tap_done();
