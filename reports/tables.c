@@ -311,7 +311,9 @@ static void family_section(rp_doc_t *doc, const rp_data_t *d, const char *dim, c
             if (c) rp_doc_cell(doc, "%.1f", c->med); else rp_doc_cell(doc, "-");
             if (weak) {
                 double e = rp_weak_eff(d, &f, i, st);
-                if (e >= 0) rp_doc_cell(doc, "%.0f%%", e * 100); else rp_doc_cell(doc, "-");
+                if (e >= 0) eff_cell(doc, e, "the larger job ran faster than the smallest (cache effects, or less "
+                                             "contention per rank)");
+                else rp_doc_cell(doc, "-");
             }
         }
         const rp_cell_t *b = rp_fastest(d, f.cfg[i]);
