@@ -416,6 +416,6 @@ double rp_weak_eff(const rp_data_t *d, const rp_family_t *f, size_t i, const cha
     if (!f->n || i >= f->n) return -1;
     /* tokens are per rank, so a ranks family is weak scaling: ideal time stays flat */
     const rp_cell_t *b = rp_step(d, f->cfg[0], strategy), *c = rp_step(d, f->cfg[i], strategy);
-    if (!b || !c || c->med <= 0) return -1;
+    if (!b || !c || c->med <= 0 || rp_cell_failed(d, b) || rp_cell_failed(d, c)) return -1;
     return b->med / c->med;
 }

@@ -308,7 +308,7 @@ static int sweep_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_t 
         int any = 0;
         for (size_t i = 0; i < f.n && !any; i++) {
             const rp_cell_t *c = rp_step(d, f.cfg[i], c0->strat[s]->strategy);
-            any = c && drawable(f.x[i], c->med);
+            any = c && !rp_cell_failed(d, c) && drawable(f.x[i], c->med);
         }
         if (any) st[ns++] = c0->strat[s]->strategy;
     }
@@ -326,7 +326,9 @@ static int sweep_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_t 
         fprintf(fp, "%g", f.x[i]);
         for (size_t s = 0; s < ns; s++) {
             const rp_cell_t *c = rp_step(d, f.cfg[i], st[s]);
-            if (c && drawable(f.x[i], c->med)) fprintf(fp, " %.6g", c->med); else fprintf(fp, " NaN");
+            /* a failed check's time is no result: no point */
+            if (c && !rp_cell_failed(d, c) && drawable(f.x[i], c->med)) fprintf(fp, " %.6g", c->med);
+            else fprintf(fp, " NaN");
         }
         fprintf(fp, "\n");
     }

@@ -183,7 +183,8 @@ int rp_largest_family(const rp_data_t *d, const char *dim, rp_family_t *f, epb_e
 /* Every family over dim (n >= 2 members), in the order of the data, at most max; free each with rp_family_free. */
 int rp_families(const rp_data_t *d, const char *dim, rp_family_t *out, int max, int *n, epb_err_t *err);
 void rp_family_free(rp_family_t *f);
-/* Weak-scaling efficiency t_step(smallest P) / t_step(P) of a strategy along a ranks family, or -1. */
+/* Weak-scaling efficiency t_step(smallest P) / t_step(P) of a strategy along a ranks family, or -1 (also when
+ * either configuration has a failed check). */
 double rp_weak_eff(const rp_data_t *d, const rp_family_t *f, size_t i, const char *strategy);
 
 /* ---- regression (regress.c) ---- */

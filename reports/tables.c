@@ -308,7 +308,9 @@ static void family_section(rp_doc_t *doc, const rp_data_t *d, const char *dim, c
         for (size_t s = 0; s < ns; s++) {
             const char *st = c0->strat[s]->strategy;
             const rp_cell_t *c = rp_step(d, f.cfg[i], st);
-            if (c) rp_doc_cell(doc, "%.1f", c->med); else rp_doc_cell(doc, "-");
+            if (c && rp_cell_failed(d, c)) rp_doc_cell(doc, "FAILED check (%.1f)", c->med);
+            else if (c) rp_doc_cell(doc, "%.1f", c->med);
+            else rp_doc_cell(doc, "-");
             if (weak) {
                 double e = rp_weak_eff(d, &f, i, st);
                 if (e >= 0) eff_cell(doc, e, "the larger job ran faster than the smallest (cache effects, or less "

@@ -813,6 +813,18 @@ static int test_verdict(void)
            "refused (%s)", why);
     TAP_OK(ef4 && NEAR(rp_flops_eff_why(&d, ef4, &peak, why, sizeof why), 0.4) && NEAR(peak, 0.2),
            "P=4 experts_fwd against the matching ceiling (1 thread, 4 ranks on 1 node): 0.08 / 0.2 = 40%%");
+    rp_family_t fams[8];
+    int nfam = 0, weak_ok = 0, weak_failed = 0;
+    rp_families(&d, "ranks", fams, 8, &nfam, &err);
+    for (int i = 0; i < nfam; i++) {
+        if (fams[i].n != 2) continue;
+        const epb_row_t *r0 = rp_conf(&d, fams[i].cfg[0])->head->row;
+        if (r0->top_k == 4) weak_failed = rp_weak_eff(&d, &fams[i], 1, "agrs") < 0;
+        if (r0->top_k == 1) weak_ok = NEAR(rp_weak_eff(&d, &fams[i], 1, "tp2ep"), 300.0 / 350);
+        rp_family_free(&fams[i]);
+    }
+    TAP_OK(nfam == 3 && weak_ok && weak_failed,
+           "weak scaling: k=1 tp2ep 300/350; k=4 (P=4 failed) has none, not even for agrs, whose rows passed");
     const char *fm;
     double vt = rp_volume_model(rp_step(&d, c42->cfg, "tp2ep")->row, &fm),
            va = rp_volume_model(rp_step(&d, c42->cfg, "agrs")->row, NULL);
