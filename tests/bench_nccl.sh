@@ -64,6 +64,16 @@ ls "$work" | grep -q '\.tmp\.' && bad=1 || bad=0
 # progress: a plain line per configuration on a non-terminal stderr; --quiet none
 [ "$(grep -c '^bench: config [1-3]/3 alltoall ' "$work/err")" = 3 ]
 tap_ok $? "progress: one plain line per configuration on stderr (not a terminal)" "$work/err"
+# on a terminal (script(1) gives bench one): the line is redrawn in place ("\r", erase) up to the last iteration,
+# through the self-launch's mpirun
+if command -v script >/dev/null 2>&1; then
+    script -qec "$(printf '%q ' "$BENCH" --coll alltoall --ranks 2 -b 64K -e 128K -n 3 -w 0 --csv "$work/r.csv")" \
+        /dev/null >"$work/tty" 2>&1
+    grep -aq $'\r\033\[Kbench: config 2/2 alltoall 128K: iteration 3/3, ETA' "$work/tty"
+    tap_ok $? "progress on a terminal: one line per configuration redrawn up to 'iteration 3/3, ETA'" "$work/tty"
+else
+    echo "ok $((n + 1)) - # SKIP script(1) not found: no terminal to test the redrawn line on"; n=$((n + 1))
+fi
 "$BENCH" --coll alltoall --ranks 2 -b 64K -e 64K -n 2 -w 0 --quiet --csv "$work/r.csv" >"$work/out2" 2>"$work/err2"
 tap_ok $? "--quiet: exit 0" "$work/err2"
 ! grep -q 'config 1/1' "$work/err2"
