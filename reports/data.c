@@ -145,6 +145,23 @@ static size_t key_text(char *buf, size_t n, size_t len, const char *s)
     return len + (k > 0 ? (size_t)k : 0);
 }
 
+const char *rp_layer_params(const char *params)
+{
+    /* docs/CSV.md, params: the strategy's own parameters come first, then these, in this order; the first of them
+     * starts the layer's part. The keys are the schema's, like the column names. */
+    static const char *const keys[] = { "model", "scale_down", "shared", "shared_ffn", "gate_before", "route_scale",
+                                        "groups", "topk_groups", NULL };
+    for (const char *p = params ? params : ""; *p;) {
+        const char *eq = strchr(p, '='), *end = strchr(p, ';');
+        if (eq && (!end || eq < end))
+            for (int i = 0; keys[i]; i++)
+                if (strlen(keys[i]) == (size_t)(eq - p) && !strncmp(p, keys[i], (size_t)(eq - p))) return p;
+        if (!end) break;
+        p = end + 1;
+    }
+    return "";
+}
+
 void rp_config_key(const epb_row_t *r, char *buf, size_t n)
 {
     char hc[2 * EPB_STR + 2];
@@ -155,7 +172,10 @@ void rp_config_key(const epb_row_t *r, char *buf, size_t n)
     l = key_text(buf, n, l, r->dtype);
     l = key_text(buf, n, l, r->router);
     l = key_text(buf, n, l, hc);
+    /* coll and peak rows: all their params (an uneven --imbalance run is its own configuration); moe rows: the
+     * layer's (a model, shared experts...), not the strategy's own (tp2ep and tp2ep:chunks=4 are compared) */
     if (strcmp(r->mode, "moe")) l = key_text(buf, n, l, r->params ? r->params : "");
+    else l = key_text(buf, n, l, rp_layer_params(r->params));
     if (l < n)
         snprintf(buf + l, n - l, "P%d|N%d|E%d|k%d|T%ld|D%ld|F%ld|s%.17g|S%" PRIu64, r->ranks, r->nodes, r->experts,
                  r->top_k, r->tokens, r->hidden, r->ffn, r->skew, r->seed);

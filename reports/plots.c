@@ -386,12 +386,13 @@ static int crossover_plot(const rp_data_t *d, const char *dir, const rp_plot_opt
     for (int i = 0; i < nf && !rc && nblocks < MAXSER; i++) {
         const rp_conf_t *c0 = rp_conf(d, fam[i].cfg[0]);
         const epb_row_t *r = c0->head->row;
-        int dP = 0, dN = 0, dE = 0, dT = 0, dD = 0, dF = 0, dS = 0, dR = 0, dX = 0;
+        int dP = 0, dN = 0, dE = 0, dT = 0, dD = 0, dF = 0, dS = 0, dR = 0, dX = 0, dL = 0;
         for (int j = 0; j < nf; j++) {
             const epb_row_t *q = rp_conf(d, fam[j].cfg[0])->head->row;
             dP |= q->ranks != r->ranks, dN |= q->nodes != r->nodes, dE |= q->experts != r->experts;
             dT |= q->tokens != r->tokens, dD |= q->hidden != r->hidden, dF |= q->ffn != r->ffn;
             dS |= q->skew != r->skew, dR |= strcmp(q->router, r->router) != 0, dX |= strcmp(q->dtype, r->dtype) != 0;
+            dL |= strcmp(rp_layer_params(q->params), rp_layer_params(r->params)) != 0;
         }
         char lab[TEXTLEN] = "";
         size_t l = 0;
@@ -409,6 +410,7 @@ static int crossover_plot(const rp_data_t *d, const char *dir, const rp_plot_opt
         LAB(dF, " F=%ld", r->ffn)
         LAB(dR, " %s", r->router)
         LAB(dX, " %s", r->dtype)
+        LAB(dL, " %s", *rp_layer_params(r->params) ? rp_layer_params(r->params) : "no layer features")
 #undef LAB
         /* every member's ranking once: the ratios and their intervals */
         size_t stride = 1;

@@ -100,8 +100,12 @@ typedef struct {
 /* Host class: host name without trailing digits (and separators before them), joined with the device name
  * when there is one: "node07" + "NVIDIA H100" -> "node/NVIDIA H100". */
 void rp_host_class(const epb_row_t *r, char *buf, size_t n);
+/* The layer's part of a moe row's params: from the first layer-feature key of docs/CSV.md (model=, scale_down=,
+ * shared=, shared_ffn=, gate_before=, route_scale=, groups=, topk_groups=) to the end; "" when none. */
+const char *rp_layer_params(const char *params);
 /* Configuration key: mode, ranks, nodes, backend, device, experts, top_k, tokens, hidden, ffn, dtype, router,
- * skew, seed, host class; for coll and peak rows also params (an uneven --imbalance run is its own configuration).
+ * skew, seed, host class; for coll and peak rows also params (an uneven --imbalance run is its own configuration),
+ * for moe rows the layer's params (rp_layer_params: another model or shared experts is another configuration).
  * Text fields are length-prefixed, so no two different rows share a key. */
 void rp_config_key(const epb_row_t *r, char *buf, size_t n);
 /* Cell key: configuration key + op + params + phase (+ bytes for coll and peak rows). */

@@ -52,6 +52,9 @@ static void cfg_title(const epb_row_t *r, const char *hclass, char *buf, size_t 
              r->experts, r->top_k, r->tokens, r->hidden, r->ffn, r->dtype, r->router, r->skew, r->backend, r->device,
              hclass, r->nodes, r->nodes == 1 ? "" : "s", hosts[0] ? " (hosts " : "", hosts[0] ? hosts : "");
     if (hosts[0] && strlen(buf) + 1 < n) strcat(buf, ")");
+    const char *lp = rp_layer_params(r->params);
+    size_t l = strlen(buf);
+    if (*lp && l + 1 < n) snprintf(buf + l, n - l, ", layer %s", lp);
 }
 
 static void regression_section(rp_doc_t *doc, const rp_regress_view_t *rv)

@@ -229,6 +229,27 @@ static void test_schema2(void)
            "in-memory rows with NULL text group (2 cells: the seed tells two configurations apart)");
     rp_free(&dm);
 
+    /* the layer's params (a model, shared experts) make another configuration; the strategy's own do not */
+    epb_row_t lr[4];
+    memset(lr, 0, sizeof lr);
+    static const char *const lops[] = { "tp2ep", "tp2ep", "tp2ep", "agrs" };
+    static const char *const lpar[] = { "chunks=1", "chunks=4", "chunks=1;shared=1;shared_ffn=64", "shared=1;shared_ffn=64" };
+    for (int i = 0; i < 4; i++) {
+        lr[i].schema = 2;
+        lr[i].mode = "moe";
+        lr[i].op = lops[i];
+        lr[i].params = lpar[i];
+        lr[i].phase = "step";
+        lr[i].kind = "total";
+        lr[i].t_med_us = 10 + i;
+    }
+    rp_data_t dl = { .rows = lr, .nrows = 4 };
+    rc = rp_group(&dl, &err);
+    TAP_OK(rc == EPB_OK && dl.nconfs == 2 && dl.confs[0].nstrat == 2 && dl.confs[1].nstrat == 2 &&
+               !strcmp(rp_layer_params(lpar[2]), "shared=1;shared_ffn=64") && !*rp_layer_params(lpar[1]),
+           "tp2ep and tp2ep:chunks=4 share a configuration; shared experts make another (rp_layer_params)");
+    rp_free(&dl);
+
     /* an unknown kind is bad input, named */
     char bad[1024];
     snprintf(bad, sizeof bad, "%s/badkind.csv", tmp);
