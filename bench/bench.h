@@ -62,6 +62,8 @@ typedef struct {
     int oversubscribe;        /* --oversubscribe: more local ranks than the sane bound are meant */
     char hostfile[PATH_MAX];  /* --hostfile: passed to mpirun when bench launches itself */
     double timeout_s;         /* --timeout: seconds one collective call may take before the job ends (0: off) */
+    int quiet;                /* --quiet: no progress on stderr */
+    char json[PATH_MAX];      /* -J/--json: nccl-tests JSON of a --coll run ("" = none) */
 } bench_opts_t;
 
 /* Test-only hooks, read by every rank from its own environment (mpirun passes it on), never part of the broadcast
@@ -92,6 +94,10 @@ void bench_usage(FILE *f);
  * job's exit code with *launched set (err then holds bench's line when it has one to add: a rank lost, mpirun
  * failing, an interruption). Otherwise returns EPB_OK, or the reason it cannot launch (EPB_EUSAGE...), *launched 0. */
 int bench_self_launch(const bench_opts_t *o, int argc, char **argv, int *launched, epb_err_t *err);
+/* This host's physical cores (as mpirun counts slots), at least 1. */
+int bench_core_count(void);
+/* Set by a self-launching bench whose stderr is a terminal: rank 0 redraws its progress line through mpirun. */
+#define BENCH_PROGRESS_TTY_ENV "EPB_PROGRESS_TTY"
 /* Under a launcher, before MPI_Init: EPB_ESYS with the reason and the hint when MPI cannot start here (Open MPI
  * under srun without PMIx). */
 int bench_mpi_startable(epb_err_t *err);
@@ -157,6 +163,20 @@ int bench_topo_init(bench_topo_t *t, bind_mode_t bind, int local_rank, int local
 int bench_topo_summary(const bench_topo_t *t, epb_comm_t *ctl, char *out, size_t n, epb_err_t *err);
 const char *bench_hwloc_version(void);
 
+/* progress.c: where a sweep is, on rank 0's stderr (see the file) */
+typedef struct {
+    int on, tty;       /* rank 0 without --quiet; stderr is a terminal (a line redrawn) */
+    int i, n;          /* the configuration (0-based) of n */
+    char what[128];    /* "tp2ep k=2" */
+    double t0, last;   /* the sweep's start; the last redraw (us) */
+    int drawn;         /* a partial line is on the terminal */
+} bench_progress_t;
+void bench_progress_begin(bench_progress_t *p, int on, int n);
+void bench_progress_config(bench_progress_t *p, int i, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* it of iters timed iterations done (between iterations, outside the timed region) */
+void bench_progress_iter(bench_progress_t *p, int it, int iters);
+void bench_progress_end(bench_progress_t *p);
+
 /* run.c: shared by every mode */
 typedef struct {
     const bench_opts_t *o;
@@ -171,6 +191,7 @@ typedef struct {
     char run_id[EPB_STR], utc[EPB_STR], host[64], device_name[EPB_STR];
     char hosts[EPB_HOSTS + 1]; /* every host of the job in rank order, ';'-joined (shortened past EPB_HOSTS) */
     double clock_offset_us;    /* epb_now_us() + this = the job clock (rank 0's) */
+    bench_progress_t progress; /* rank 0's progress line */
 } bench_ctx_t;
 
 /* The job-wide clock, us: this rank's monotonic clock moved onto rank 0's (epb_clock_offset). */
@@ -195,6 +216,16 @@ void bench_list(FILE *f, const bench_opts_t *o);
 /* Busy-waits the test-only slowdown for `phase` when EPB_TEST_SLOWDOWN names it; elapsed_us is the phase's
  * own measured time so far. */
 void bench_maybe_slow(const bench_ctx_t *b, const char *phase, double elapsed_us);
+/* Every rank's host and device (the header lists them, -J writes them): gathered in rank order into *out on
+ * rank 0 (malloc'd, P entries; NULL elsewhere). Collective. Moved as int64 words: 192 bytes. */
+typedef struct {
+    int32_t rank, pid;
+    char host[64];
+    char device[120]; /* "cpu core 3", "cpu cpus 0-1", "cpu unbound", "cuda 0 NVIDIA H100" */
+} bench_rank_desc_t;
+int bench_rank_descs(bench_ctx_t *b, bench_rank_desc_t **out, epb_err_t *err);
+/* Prints them as "#  Rank  0 Pid   1234 on node01 device cpu core 0" lines (rank 0). */
+void bench_print_ranks(const bench_rank_desc_t *d, int P);
 /* Rank 0 appends rows to the CSV. */
 int bench_write_rows(bench_ctx_t *b, const epb_row_t *rows, size_t n, epb_err_t *err);
 

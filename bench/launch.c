@@ -18,7 +18,7 @@
 #include "bench.h"
 #include "epb_config.h"
 
-static int count_cores(void)
+int bench_core_count(void)
 {
     /* physical cores, as mpirun counts slots; sysconf gives hardware threads */
     bench_topo_t t;
@@ -144,6 +144,11 @@ static void filter_feed(filter_t *f, const char *buf, size_t n)
             filter_line(f, f->line, f->len);
             f->len = 0;
         }
+    }
+    /* rank 0's progress line redraws itself ("\r...", no line end): shown as it comes, not held for a '\n' */
+    if (!f->in_block && f->len && f->line[0] == '\r') {
+        put(f->line, f->len);
+        f->len = 0;
     }
 }
 
@@ -325,7 +330,7 @@ int bench_self_launch(const bench_opts_t *o, int argc, char **argv, int *launche
     const char *mpirun = getenv("EPB_MPIRUN");
     if (!mpirun || !*mpirun) mpirun = EPB_MPIRUN;
 
-    int cores = count_cores();
+    int cores = bench_core_count();
     /* a typo (--ranks 1048576) must not fork a million local processes: beyond 16 per core on this host, only an
      * explicit --oversubscribe or a hostfile (ranks elsewhere) says it is meant */
     if (!o->hostfile[0] && !o->oversubscribe && o->ranks > 16 * cores)
@@ -333,6 +338,9 @@ int bench_self_launch(const bench_opts_t *o, int argc, char **argv, int *launche
                         "--hostfile FILE to place them on other hosts, or --oversubscribe if you mean it", o->ranks, cores);
     if (o->hostfile[0] && access(o->hostfile, R_OK))
         return epb_fail(err, EPB_EUSAGE, "--hostfile %s: %s", o->hostfile, strerror(errno));
+    if (o->ranks_given && !o->hostfile[0] && o->ranks > cores)
+        fprintf(stderr, "bench: warning: --ranks %d on %d cores oversubscribes this host: ranks take turns on the "
+                "cores, so the timings measure the scheduler as much as the code\n", o->ranks, cores);
     char np[16];
     snprintf(np, sizeof np, "%d", o->ranks);
     char **args = calloc((size_t)argc + 16, sizeof *args);
@@ -366,6 +374,8 @@ int bench_self_launch(const bench_opts_t *o, int argc, char **argv, int *launche
     for (int i = 0; i < a; i++) fprintf(stderr, " %s", args[i]);
     fprintf(stderr, "\n");
     fflush(stderr);
+    /* rank 0's stderr is mpirun's pipe: it redraws its progress line when this process's stderr is a terminal */
+    if (isatty(STDERR_FILENO)) setenv(BENCH_PROGRESS_TTY_ENV, "1", 1);
     /* the ranks name the node's heartbeat table after this process, so that it is found after the job */
     char key[160];
     bench_hb_launcher_key(key, sizeof key);

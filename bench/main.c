@@ -103,7 +103,15 @@ int main(int argc, char **argv)
         if (o.mode == MODE_HELP) { bench_usage(stdout); return EPB_OK; }
         if (o.mode == MODE_LIST) { bench_list(stdout, &o); return EPB_OK; }
         if (o.mode == MODE_VERSION) { print_version(); return EPB_OK; }
-        if ((rc = validate(&o, o.ranks, &err))) return fail(rc, &err);
+        /* the default 4 ranks on a smaller host would time the scheduler: as many ranks as cores (at least 2) */
+        int cores = bench_core_count(), dflt = o.ranks;
+        if (!o.ranks_given && o.ranks > 1 && !o.hostfile[0] && strcmp(o.comm, "self") && o.ranks > cores)
+            o.ranks = cores < 2 ? 2 : cores;
+        if ((rc = validate(&o, o.ranks, &err))) return fail(rc, &err); /* bad input: its one line only */
+        if (o.ranks != dflt)
+            fprintf(stderr, "bench: --ranks not given: running %d ranks, not the default %d, which would "
+                    "oversubscribe this host's %d core%s (give --ranks N to choose)\n", o.ranks, dflt, cores,
+                    cores == 1 ? "" : "s");
         int launched = 0;
         rc = bench_self_launch(&o, argc, argv, &launched, &err);
         if (launched) { /* the job's outcome, with bench's line last when it has one */

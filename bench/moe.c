@@ -167,15 +167,6 @@ static void print_case(const bench_ctx_t *b, const moe_case_t *mc, const epb_row
     fflush(stdout);
 }
 
-static void progress(int i, int n, double t0)
-{
-    if (!isatty(2)) return;
-    double el = (epb_now_us() - t0) * 1e-6, eta = i > 0 ? el / i * (n - i) : 0;
-    fprintf(stderr, "\rbench: configuration %d of %d, %.0f s elapsed, ~%.0f s remaining   %s", i + 1, n, el, eta,
-            i + 1 == n ? "\n" : "");
-    fflush(stderr);
-}
-
 /* ---- one configuration ---- */
 
 /* this rank's test-only hooks (bench.h) as the run framework takes them */
@@ -398,6 +389,7 @@ static int run_case(bench_ctx_t *b, moe_backend_t *be, const moe_case_t *mc, epb
         sm.t[(size_t)MOE_NPHASES * iters + it] = run.step_us;
         sm.w[(size_t)MOE_NPHASES * iters + it] = step_wait;
         sm.h[(size_t)MOE_NPHASES * iters + it] = step_hidden;
+        if (b->ctl->rank == 0) bench_progress_iter(&b->progress, it + 1, iters); /* after the step's timing */
         if (pr) {
             double *q = pr + ((size_t)it * NROW + MOE_NPHASES) * PR_FIELDS;
             q[0] = run.step_us, q[1] = step_wait, q[2] = 0, q[3] = 1, q[4] = step_hidden;
@@ -437,7 +429,10 @@ static int run_case(bench_ctx_t *b, moe_backend_t *be, const moe_case_t *mc, epb
         fill_rows(b, mc, &sm, iters, rows);
         for (int p = 0; p < NROW; p++) rows[p].check = !o->check ? "skipped" : failed ? "fail" : "ok";
         b->failed_checks += failed;
-        if (b->ctl->rank == 0) print_case(b, mc, rows, run.note, o->check ? line : NULL);
+        if (b->ctl->rank == 0) {
+            bench_progress_end(&b->progress); /* its line stays, the table comes after it */
+            print_case(b, mc, rows, run.note, o->check ? line : NULL);
+        }
         rc = bench_write_rows(b, rows, NROW, err);
     }
     free(sm.t);
@@ -473,11 +468,27 @@ int bench_run_moe(bench_ctx_t *b, epb_err_t *err)
                b->ctl->size, b->base.nodes, b->base.nodes > 1 ? "s" : "", b->base.hosts, b->base.backend, blas,
                b->base.dtype, b->o->iters, b->o->warmup, b->o->check ? "on" : "off");
     }
-    double t0 = epb_now_us();
+    bench_progress_begin(&b->progress, b->ctl->rank == 0 && !b->o->quiet, n);
     for (int i = 0; i < n && !rc; i++) {
-        if (b->ctl->rank == 0) progress(i, n, t0);
+        if (b->ctl->rank == 0) {
+            /* the strategy and the dimensions the sweep varies: "tp2ep k=2" */
+            const moe_case_t *c = &cases[i];
+            const bench_opts_t *o = b->o;
+            char spec[96], dims[128] = "";
+            size_t l = 0;
+            moe_spec_format(&c->spec, spec, sizeof spec);
+#define DIM(cond, ...) if (cond && l < sizeof dims) l += (size_t)snprintf(dims + l, sizeof dims - l, __VA_ARGS__);
+            DIM(o->nexperts > 1, " E=%d", c->cfg.E)
+            DIM(o->ntop_k > 1, " k=%d", c->cfg.k)
+            DIM(o->ntokens > 1, " T=%ld", c->cfg.T)
+            DIM(o->nhidden > 1, " D=%ld", c->cfg.D)
+            DIM(o->nffn > 1, " F=%ld", c->cfg.F)
+#undef DIM
+            bench_progress_config(&b->progress, i, "%s%s", spec, dims);
+        }
         rc = run_case(b, be, &cases[i], err);
     }
+    if (b->ctl->rank == 0) bench_progress_end(&b->progress);
     moe_backend_destroy(be);
     free(cases);
     if (!rc && b->ctl->rank == 0) {

@@ -18,7 +18,7 @@ enum {
     OPT_VERSION, OPT_STRATEGY, OPT_EXPERTS, OPT_TOPK, OPT_TOKENS, OPT_HIDDEN, OPT_FFN, OPT_ROUTER, OPT_ROUTE_NORM,
     OPT_SKEW, OPT_BIAS_COEFF, OPT_DUMP, OPT_TRAIN, OPT_LR, OPT_LOSS_CSV, OPT_DEVICE, OPT_PER_RANK, OPT_OVERSUB,
     OPT_HOSTFILE, OPT_TIMEOUT, OPT_MODEL, OPT_SCALE_DOWN, OPT_SHARED, OPT_SHARED_FFN, OPT_GATE_BEFORE, OPT_ROUTE_SCALE,
-    OPT_GROUPS, OPT_TOPK_GROUPS,
+    OPT_GROUPS, OPT_TOPK_GROUPS, OPT_QUIET,
 };
 
 static const struct option long_opts[] = {
@@ -30,6 +30,13 @@ static const struct option long_opts[] = {
     { "iters", required_argument, 0, 'n' },
     { "warmup", required_argument, 0, 'w' },
     { "check", required_argument, 0, 'c' },
+    /* nccl-tests' spellings of the same options */
+    { "minbytes", required_argument, 0, 'b' },
+    { "maxbytes", required_argument, 0, 'e' },
+    { "stepfactor", required_argument, 0, 'f' },
+    { "warmup_iters", required_argument, 0, 'w' },
+    { "json", required_argument, 0, 'J' },
+    { "quiet", no_argument, 0, OPT_QUIET },
     { "csv", required_argument, 0, OPT_CSV },
     { "ranks", required_argument, 0, OPT_RANKS },
     { "bind", required_argument, 0, OPT_BIND },
@@ -135,18 +142,27 @@ void bench_usage(FILE *f)
 "  -b, --min-bytes SIZE  smallest size, K/M/G suffixes (default 64K, rounded up to split evenly over the ranks)\n"
 "  -e, --max-bytes SIZE  largest size (default 16M)\n"
 "  -f, --step-factor N   multiply the size by N each step, N >= 2 (default 2)\n"
+"  -J, --json FILE       also write the results as nccl-tests JSON (version 2 keys: config, devices, results,\n"
+"                        out_of_bounds, average_bus_bandwidth), replaced whole\n"
+"  nccl-tests' spellings work too: --minbytes, --maxbytes, --stepfactor, --iters, --warmup_iters, --check.\n"
 "  --imbalance S         alltoallv only: seeded Zipf skew of per-destination counts, S >= 0 (default 0 = even)\n"
 "  --dtype f32|bf16      element type (default f32; bf16 reductions add in float32; MoE bf16 needs --device cuda)\n"
 "  Sizes count as in nccl-tests: allgather the gathered buffer, reduce_scatter and alltoall(v) the send\n"
-"  buffer, allreduce the buffer; a given size must split evenly into elements over the ranks.\n"
+"  buffer, allreduce the buffer; a given size must split evenly into elements over the ranks. The table also\n"
+"  shows size/P, one rank's block (alltoall: what it sends each peer, OSU's message size). Times are the\n"
+"  maximum over ranks per iteration (min/median/mean/p95/max over iterations); # Avg bus bandwidth is the\n"
+"  mean busbw over the sizes, as nccl-tests prints it.\n"
 "\n"
 "Common:\n"
 "  -n, --iters N         timed iterations per size (default 20)\n"
 "  -w, --warmup N        untimed iterations first (default 5)\n"
 "  -c, --check 0|1       verify results against seeded expectations (default 1); wrong elements exit 1\n"
-"  --csv FILE            append CSV schema 1 rows (default " DEFAULT_CSV ", its folder created)\n"
-"  --ranks N             ranks to launch when started by hand (default 4; 1 runs in-process); more than 16 per\n"
-"                        core on this host is refused unless --oversubscribe or --hostfile says so\n"
+"  --csv FILE            append CSV schema 2 rows (default " DEFAULT_CSV ", its folder created; docs/CSV.md)\n"
+"  --ranks N             ranks to launch when started by hand (default 4, or this host's core count (at least\n"
+"                        2) when 4 would oversubscribe it; 1 runs in-process); more ranks than cores runs with a\n"
+"                        warning (the timings then measure the scheduler); more than 16 per core is refused\n"
+"                        unless --oversubscribe or --hostfile says so\n"
+"  --quiet               no progress line on stderr (default: one per configuration, updating on a terminal)\n"
 "  --hostfile FILE       mpirun's hostfile when bench launches itself (ranks on those hosts)\n"
 "  --oversubscribe       allow more local ranks than the bound above\n"
 "  --timeout S           end the job (exit 3) when one collective call has not completed after S seconds, naming\n"
@@ -365,7 +381,7 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
     int c, rc = EPB_OK, moe_opt = 0;
     long l;
     char names[256], snames[256], mnames[256];
-    while (rc == EPB_OK && (c = getopt_long(argc, argv, ":b:e:f:n:w:c:h", long_opts, NULL)) != -1) {
+    while (rc == EPB_OK && (c = getopt_long(argc, argv, ":b:e:f:n:w:c:J:h", long_opts, NULL)) != -1) {
         switch (c) {
         case OPT_COLL:
             if (strcmp(optarg, "all") && !epb_coll_find(optarg))
@@ -490,6 +506,8 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
         case OPT_LOSS_CSV: rc = path_opt("--loss-csv", optarg, o->loss_csv, sizeof o->loss_csv, err); moe_opt = 1; break;
         case OPT_PER_RANK: rc = path_opt("--per-rank", optarg, o->per_rank, sizeof o->per_rank, err); moe_opt = 1; break;
         case OPT_OVERSUB: o->oversubscribe = 1; break;
+        case OPT_QUIET: o->quiet = 1; break;
+        case 'J': rc = path_opt("-J/--json", optarg, o->json, sizeof o->json, err); break;
         case OPT_HOSTFILE: rc = path_opt("--hostfile", optarg, o->hostfile, sizeof o->hostfile, err); break;
         case OPT_TIMEOUT:
             if (epb_parse_double(optarg, 0, 604800, &o->timeout_s) || (o->timeout_s > 0 && o->timeout_s < 0.1))
@@ -518,6 +536,8 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
                         "--coll (size a MoE run with --tokens, --hidden, --ffn)");
     if (o->mode == MODE_CALIBRATE && o->coll_opt_given)
         return epb_fail(err, EPB_EUSAGE, "-b, -f and --imbalance are for --coll (--calibrate takes -e, the copy size)");
+    if (o->json[0] && o->mode != MODE_COLL)
+        return epb_fail(err, EPB_EUSAGE, "-J/--json %s: nccl-tests JSON is written by --coll only", o->json);
     if (moe_opt && o->mode != MODE_MOE)
         return epb_fail(err, EPB_EUSAGE, "MoE options (--experts, --top-k, --train...) need --strategy, not --%s",
                         o->mode == MODE_COLL ? "coll" : "calibrate");
@@ -594,6 +614,11 @@ int bench_validate_files(bench_opts_t *o, epb_err_t *err)
                                         : writable_parent("--loss-csv", o->loss_csv, err) != EPB_OK)
             return epb_fail(err, EPB_EUSAGE, "--loss-csv %s: cannot write there", o->loss_csv);
         return EPB_OK; /* training writes the loss curve, not schema-1 rows */
+    }
+    if (o->json[0]) {
+        if (stat(o->json, &st) == 0 && !S_ISREG(st.st_mode))
+            return epb_fail(err, EPB_EUSAGE, "-J/--json %s: exists and is not a regular file", o->json);
+        if (writable_parent("-J/--json", o->json, err)) return EPB_EUSAGE;
     }
     if (!o->csv_given) { /* the default folder is ours to create */
         if (mkdir("results", 0755) && errno != EEXIST)

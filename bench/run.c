@@ -199,3 +199,46 @@ int bench_write_rows(bench_ctx_t *b, const epb_row_t *rows, size_t n, epb_err_t 
     if (b->ctl->rank != 0) return EPB_OK;
     return epb_csv_append(b->o->csv, rows, n, err);
 }
+
+int bench_rank_descs(bench_ctx_t *b, bench_rank_desc_t **out, epb_err_t *err)
+{
+    _Static_assert(sizeof(bench_rank_desc_t) % 8 == 0, "moved as int64 words");
+    int P = b->ctl->size, rc;
+    bench_rank_desc_t mine;
+    memset(&mine, 0, sizeof mine);
+    mine.rank = b->ctl->rank;
+    mine.pid = (int32_t)getpid();
+    snprintf(mine.host, sizeof mine.host, "%s", b->topo.host);
+    const bench_topo_t *t = &b->topo;
+    if (b->data->mem == EPB_MEM_DEVICE) {
+        char name[96] = "";
+        epb_gpu_name(b->data->device, name, sizeof name);
+        snprintf(mine.device, sizeof mine.device, "cuda %d %s", b->data->device, name);
+    } else if (t->bound == BOUND_CORE)
+        snprintf(mine.device, sizeof mine.device, "cpu core %d (cpus %s)", t->bound_index, t->cpuset);
+    else if (t->bound == BOUND_NUMA)
+        snprintf(mine.device, sizeof mine.device, "cpu numa %d (cpus %s)", t->bound_index, t->cpuset);
+    else if (t->bound == BOUND_OTHER)
+        snprintf(mine.device, sizeof mine.device, "cpu cpus %s", t->cpuset);
+    else
+        snprintf(mine.device, sizeof mine.device, "cpu unbound");
+    bench_rank_desc_t *all = calloc((size_t)P, sizeof *all);
+    if (!all) return epb_fail(err, EPB_ESYS, "out of memory gathering the ranks' devices");
+    if ((rc = epb_allgather(b->ctl, &mine, all, sizeof mine / 8, EPB_DT_I64))) {
+        free(all);
+        return epb_fail(err, rc, "%s", b->ctl->err.msg);
+    }
+    for (int r = 0; r < P; r++) { /* text from another rank ends inside its field */
+        all[r].host[sizeof all[r].host - 1] = 0;
+        all[r].device[sizeof all[r].device - 1] = 0;
+    }
+    if (b->ctl->rank == 0) *out = all;
+    else free(all), *out = NULL;
+    return EPB_OK;
+}
+
+void bench_print_ranks(const bench_rank_desc_t *d, int P)
+{
+    for (int r = 0; r < P && d; r++)
+        printf("#  Rank %2d Pid %6d on %10s device %s\n", d[r].rank, d[r].pid, d[r].host, d[r].device);
+}

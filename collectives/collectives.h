@@ -204,6 +204,7 @@ typedef struct {
     /* Number of wrong elements in hrecv against the expected output this rank computes itself (after
      * epb_coll_ctx_fetch for a device communicator). */
     long (*check)(const epb_coll_ctx_t *x);
+    const char *redop; /* the reduction ("sum"), NULL for none: nccl-tests' redop column and JSON key */
 } epb_coll_t;
 
 extern const epb_coll_t epb_colls[];

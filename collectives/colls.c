@@ -213,12 +213,12 @@ static double busbw_all_but_own(int P) { return P > 1 ? (double)(P - 1) / P : 0.
 static double busbw_ring_allreduce(int P) { return P > 1 ? 2.0 * (P - 1) / P : 0.0; }
 
 const epb_coll_t epb_colls[] = {
-    { "allgather", 1, 0, busbw_all_but_own, allgather_sizes, init_linear, run_allgather, check_allgather },
+    { "allgather", 1, 0, busbw_all_but_own, allgather_sizes, init_linear, run_allgather, check_allgather, NULL },
     { "reduce_scatter", 1, 0, busbw_all_but_own, reduce_scatter_sizes, init_linear, run_reduce_scatter,
-      check_reduce_scatter },
-    { "alltoall", 1, 0, busbw_all_but_own, alltoall_sizes, init_linear, run_alltoall, check_alltoall },
-    { "alltoallv", 0, 1, busbw_all_but_own, alltoallv_sizes, init_linear, run_alltoallv, check_alltoallv },
-    { "allreduce", 0, 0, busbw_ring_allreduce, allreduce_sizes, init_linear, run_allreduce, check_allreduce },
+      check_reduce_scatter, "sum" },
+    { "alltoall", 1, 0, busbw_all_but_own, alltoall_sizes, init_linear, run_alltoall, check_alltoall, NULL },
+    { "alltoallv", 0, 1, busbw_all_but_own, alltoallv_sizes, init_linear, run_alltoallv, check_alltoallv, NULL },
+    { "allreduce", 0, 0, busbw_ring_allreduce, allreduce_sizes, init_linear, run_allreduce, check_allreduce, "sum" },
 };
 const int epb_ncolls = sizeof epb_colls / sizeof *epb_colls;
 

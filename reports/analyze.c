@@ -13,10 +13,17 @@ int rp_is_comm_kind(rp_kind_t k)
     return k == RP_COMM || k == RP_SYNC;
 }
 
+int rp_cell_failed(const rp_data_t *d, const rp_cell_t *c)
+{
+    if (c->nfail) return 1;
+    return c->conf != RP_NONE && c->conf < d->nconfs && d->confs[c->conf].nfail > 0;
+}
+
 const rp_cell_t *rp_fastest(const rp_data_t *d, const char *cfg)
 {
     const rp_conf_t *f = rp_conf(d, cfg);
     const rp_cell_t *best = NULL;
+    if (f && f->nfail) return NULL; /* a failed check: no winner, no ratio */
     for (size_t s = 0; f && s < f->nstrat; s++)
         if (f->step[s] && f->step[s]->med > 0 && (!best || f->step[s]->med < best->med)) best = f->step[s];
     return best;
@@ -45,11 +52,13 @@ static int comm_sums(const rp_data_t *d, const char *cfg, const char *strategy, 
 
 double rp_comm_share(const rp_data_t *d, const char *cfg, const char *strategy)
 {
-    const rp_cell_t *st = rp_step(d, cfg, strategy);
+    const rp_conf_t *f = rp_conf(d, cfg);
     double t, b;
-    if (!st || st->med <= 0) return -1;
     /* step-only rows: unknown, not zero */
-    return comm_sums(d, cfg, strategy, &t, &b) ? t / st->med : -1;
+    if (!f || !comm_sums(d, cfg, strategy, &t, &b)) return -1;
+    for (size_t s = 0; s < f->nstrat; s++)
+        if (!strcmp(f->strat[s]->strategy, strategy)) return f->phase_us[s] > 0 ? t / f->phase_us[s] : -1;
+    return -1;
 }
 
 double rp_comm_bytes(const rp_data_t *d, const char *cfg, const char *strategy)
@@ -114,11 +123,138 @@ double rp_peak_tflops(const rp_data_t *d, const char *hclass)
     return best;
 }
 
+int rp_threads_of(const char *device_name)
+{
+    const char *t = device_name ? strstr(device_name, "; threads=") : NULL;
+    if (!t) return 0;
+    long v = strtol(t + strlen("; threads="), NULL, 10);
+    return v > 0 && v < 1 << 20 ? (int)v : 0;
+}
+
+/* ranks per node of a row's run, x1000 so that uneven shapes (3 ranks on 2 nodes) compare exactly */
+static long ranks_per_node(const epb_row_t *r)
+{
+    return r->nodes > 0 ? (long)r->ranks * 1000 / r->nodes : (long)r->ranks * 1000;
+}
+
+double rp_flops_eff_why(const rp_data_t *d, const rp_cell_t *ph, double *peak_out, char *why, size_t n)
+{
+    if (why && n) why[0] = 0;
+    if (peak_out) *peak_out = 0;
+    if (ph->tflops <= 0 || ph->kind != RP_COMPUTE) return -1;
+    size_t np;
+    const size_t *g = rp_peak_cells(d, ph->hclass, &np);
+    if (!np) return -1;
+    /* a ceiling measured with more BLAS threads, or fewer ranks sharing the cores, is not this run's ceiling:
+     * compared with it, efficiencies pass 100% (issue 15: 151-173% "of gemm peak") */
+    int th = rp_threads_of(ph->row->device_name);
+    long rpn = ranks_per_node(ph->row);
+    double best = 0;
+    int pth = 0;
+    long prpn = 0;
+    for (size_t i = 0; i < np; i++) {
+        const rp_cell_t *c = &d->cells[g[i]];
+        pth = rp_threads_of(c->row->device_name);
+        prpn = ranks_per_node(c->row);
+        if (th && pth == th && prpn == rpn && c->tflops > best) best = c->tflops;
+    }
+    if (best <= 0) {
+        const epb_row_t *p = d->cells[g[np - 1]].row;
+        if (why && n) {
+            if (!th)
+                snprintf(why, n, "not compared: the run's device_name gives no BLAS threads per rank");
+            else
+                snprintf(why, n, "not compared: no gemm ceiling at %d BLAS thread%s per rank and %d rank%s on %d "
+                         "node%s (e.g. the ceiling's: %d thread%s, %d rank%s on %d node%s): rerun bench --calibrate "
+                         "with the run's --ranks and threads", th, th == 1 ? "" : "s", ph->row->ranks,
+                         ph->row->ranks == 1 ? "" : "s", ph->row->nodes, ph->row->nodes == 1 ? "" : "s", pth,
+                         pth == 1 ? "" : "s", p->ranks, p->ranks == 1 ? "" : "s", p->nodes, p->nodes == 1 ? "" : "s");
+        }
+        return -1;
+    }
+    if (peak_out) *peak_out = best;
+    return ph->tflops / best;
+}
+
 double rp_flops_eff(const rp_data_t *d, const rp_cell_t *ph)
 {
-    if (ph->tflops <= 0 || ph->kind != RP_COMPUTE) return -1;
-    double peak = rp_peak_tflops(d, ph->hclass);
-    return peak > 0 ? ph->tflops / peak : -1;
+    return rp_flops_eff_why(d, ph, NULL, NULL, 0);
+}
+
+/* ---- the token volume model (DESIGN.md, the strategy table) ---- */
+
+/* C(n, k) / C(m, k) for n <= m as a product, without overflow */
+static double choose_ratio(double n, double m, int k)
+{
+    double r = 1;
+    for (int i = 0; i < k; i++) r *= (n - i) > 0 ? (n - i) / (m - i) : 0;
+    return r;
+}
+
+double rp_volume_model(const epb_row_t *r, const char **formula)
+{
+    double P = r->ranks, T = (double)r->tokens, D = (double)r->hidden, k = r->top_k, E = r->experts;
+    double b = !strcmp(r->dtype, "bf16") ? 2 : 4;
+    const char *op = r->op;
+    if (formula) *formula = "";
+    if (P < 1 || T <= 0 || D <= 0) return -1;
+    /* these are the formulas of DESIGN.md's strategy table, for the strategies whose volume has a closed form;
+     * the bytes the CSV counts also hold the top-k indices and gates (agrs) and grad_sync's all-reduce */
+    if (!strcmp(op, "local")) {
+        if (formula) *formula = "0";
+        return 0;
+    }
+    if (!strcmp(op, "agrs")) {
+        if (formula) *formula = "4(P-1)TDb";
+        return 4 * (P - 1) * T * D * b;
+    }
+    if (!strcmp(op, "tp2ep")) {
+        if (formula) *formula = "4(P-1)/P TkDb";
+        return 4 * (P - 1) / P * T * k * D * b;
+    }
+    if (!strcmp(op, "dedup") && E > 0 && (int)E % (int)P == 0 && k >= 1) {
+        if (formula) *formula = "4(P-1)TDb(1-C(E-E/P,k)/C(E,k))";
+        return 4 * T * D * b * (P - 1) * (1 - choose_ratio(E - E / P, E, (int)k));
+    }
+    return -1;
+}
+
+/* ---- the verdict: strategies ranked, ratios to the fastest with their bootstrap interval ---- */
+
+static uint64_t text_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static int cmp_rank(const void *a, const void *b)
+{
+    const rp_rank_t *p = a, *q = b;
+    if (p->step->med != q->step->med) return p->step->med < q->step->med ? -1 : 1;
+    return (p->s > q->s) - (p->s < q->s);
+}
+
+int rp_rank_conf(const rp_data_t *d, const rp_conf_t *f, const rp_rule_t *rule, rp_rank_t *rank, size_t *n)
+{
+    (void)d;
+    *n = 0;
+    for (size_t s = 0; s < f->nstrat; s++)
+        if (f->step[s] && f->step[s]->med > 0) rank[(*n)++] = (rp_rank_t){ .s = s, .step = f->step[s] };
+    qsort(rank, *n, sizeof *rank, cmp_rank);
+    for (size_t i = 0; i < *n; i++) {
+        rp_rank_t *r = &rank[i];
+        const rp_cell_t *b = rank[0].step;
+        r->ratio = r->step->med / b->med;
+        r->same = i == 0;
+        if (i == 0 || b->n < 2 || r->step->n < 2) continue;
+        /* the stream is the pair's cell keys, so an interval does not depend on the other cells in the files */
+        if (rp_ratio_ci(b->t_med, b->n, r->step->t_med, r->step->n, rule, text_hash(b->key) ^ text_hash(r->step->key),
+                        &r->lo, &r->hi))
+            return EPB_ESYS;
+        r->same = r->lo <= 1 && r->hi >= 1;
+    }
+    return EPB_OK;
 }
 
 /* ---- families: configurations differing in one dimension only ---- */
@@ -280,6 +416,6 @@ double rp_weak_eff(const rp_data_t *d, const rp_family_t *f, size_t i, const cha
     if (!f->n || i >= f->n) return -1;
     /* tokens are per rank, so a ranks family is weak scaling: ideal time stays flat */
     const rp_cell_t *b = rp_step(d, f->cfg[0], strategy), *c = rp_step(d, f->cfg[i], strategy);
-    if (!b || !c || c->med <= 0) return -1;
+    if (!b || !c || c->med <= 0 || rp_cell_failed(d, b) || rp_cell_failed(d, c)) return -1;
     return b->med / c->med;
 }

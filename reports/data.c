@@ -145,6 +145,23 @@ static size_t key_text(char *buf, size_t n, size_t len, const char *s)
     return len + (k > 0 ? (size_t)k : 0);
 }
 
+const char *rp_layer_params(const char *params)
+{
+    /* docs/CSV.md, params: the strategy's own parameters come first, then these, in this order; the first of them
+     * starts the layer's part. The keys are the schema's, like the column names. */
+    static const char *const keys[] = { "model", "scale_down", "shared", "shared_ffn", "gate_before", "route_scale",
+                                        "groups", "topk_groups", NULL };
+    for (const char *p = params ? params : ""; *p;) {
+        const char *eq = strchr(p, '='), *end = strchr(p, ';');
+        if (eq && (!end || eq < end))
+            for (int i = 0; keys[i]; i++)
+                if (strlen(keys[i]) == (size_t)(eq - p) && !strncmp(p, keys[i], (size_t)(eq - p))) return p;
+        if (!end) break;
+        p = end + 1;
+    }
+    return "";
+}
+
 void rp_config_key(const epb_row_t *r, char *buf, size_t n)
 {
     char hc[2 * EPB_STR + 2];
@@ -155,7 +172,10 @@ void rp_config_key(const epb_row_t *r, char *buf, size_t n)
     l = key_text(buf, n, l, r->dtype);
     l = key_text(buf, n, l, r->router);
     l = key_text(buf, n, l, hc);
+    /* coll and peak rows: all their params (an uneven --imbalance run is its own configuration); moe rows: the
+     * layer's (a model, shared experts...), not the strategy's own (tp2ep and tp2ep:chunks=4 are compared) */
     if (strcmp(r->mode, "moe")) l = key_text(buf, n, l, r->params ? r->params : "");
+    else l = key_text(buf, n, l, rp_layer_params(r->params));
     if (l < n)
         snprintf(buf + l, n - l, "P%d|N%d|E%d|k%d|T%ld|D%ld|F%ld|s%.17g|S%" PRIu64, r->ranks, r->nodes, r->experts,
                  r->top_k, r->tokens, r->hidden, r->ffn, r->skew, r->seed);
@@ -246,7 +266,9 @@ static int cell_stats(rp_data_t *d)
             tf[k] = r->tflops > 0 ? r->tflops : (r->gflop > 0 && r->t_med_us > 0 ? r->gflop / r->t_med_us * 1e3 : 0);
             wt[k] = r->wait_us;
             hd[k] = r->hidden_us;
-            d->cells[c].nfail += r->check && !strcmp(r->check, "fail");
+            int fail = r->check && !strcmp(r->check, "fail");
+            d->cells[c].nfail += (size_t)fail;
+            d->nfailrows += (size_t)fail;
         }
         for (size_t c = 0; c < nc; c++) {
             rp_cell_t *cl = &d->cells[c];
@@ -332,7 +354,14 @@ static int build_confs(rp_data_t *d)
         f->comm_us = calloc(f->nstrat ? f->nstrat : 1, sizeof *f->comm_us);
         f->comm_bytes = calloc(f->nstrat ? f->nstrat : 1, sizeof *f->comm_bytes);
         f->ncomm = calloc(f->nstrat ? f->nstrat : 1, sizeof *f->ncomm);
-        if (!f->strat || !f->step || !f->phase || !f->grid || !f->comm_us || !f->comm_bytes || !f->ncomm) rc = -1;
+        f->comm_wait = calloc(f->nstrat ? f->nstrat : 1, sizeof *f->comm_wait);
+        f->comm_only_us = calloc(f->nstrat ? f->nstrat : 1, sizeof *f->comm_only_us);
+        f->comm_only_bytes = calloc(f->nstrat ? f->nstrat : 1, sizeof *f->comm_only_bytes);
+        f->phase_us = calloc(f->nstrat ? f->nstrat : 1, sizeof *f->phase_us);
+        f->sfail = calloc(f->nstrat ? f->nstrat : 1, sizeof *f->sfail);
+        if (!f->strat || !f->step || !f->phase || !f->grid || !f->comm_us || !f->comm_bytes || !f->ncomm ||
+            !f->comm_wait || !f->comm_only_us || !f->comm_only_bytes || !f->phase_us || !f->sfail)
+            rc = -1;
     }
     for (size_t c = 0; c < nc && !rc; c++) {
         const rp_cell_t *cl = &d->cells[c];
@@ -340,15 +369,28 @@ static int build_confs(rp_data_t *d)
         rp_conf_t *f = &d->confs[cl->conf];
         size_t s = sidx[c], p = pidx[c];
         if (!f->strat[s]) f->strat[s] = cl;
+        /* a repetition whose check failed says so on its rows: the strategy's failed repetitions are the most any
+         * of its cells counts */
+        if (cl->nfail > f->sfail[s]) {
+            f->nfail += cl->nfail - f->sfail[s];
+            f->sfail[s] = cl->nfail;
+        }
         if (cl->kind == RP_TOTAL) {
             if (!f->step[s]) f->step[s] = cl;
             continue;
         }
         if (!f->phase[p]) f->phase[p] = cl->row->phase;
+        f->phase_us[s] += cl->med;
         if (rp_is_comm_kind(cl->kind)) {
             f->comm_us[s] += cl->med;
             f->comm_bytes[s] += cl->bytes;
             f->ncomm[s]++;
+        }
+        if (cl->kind == RP_COMM) {
+            f->comm_only_us[s] += cl->med;
+            f->comm_only_bytes[s] += cl->bytes;
+            /* a phase's wait is part of its time; the medians of the two need not keep that order */
+            f->comm_wait[s] += cl->wait < cl->med ? cl->wait : cl->med;
         }
         if (s < f->gs && p < f->gp && !f->grid[s * f->gp + p]) f->grid[s * f->gp + p] = cl;
     }
@@ -526,6 +568,11 @@ void rp_free(rp_data_t *d)
         free(d->confs[k].comm_us);
         free(d->confs[k].comm_bytes);
         free(d->confs[k].ncomm);
+        free(d->confs[k].comm_wait);
+        free(d->confs[k].comm_only_us);
+        free(d->confs[k].comm_only_bytes);
+        free(d->confs[k].phase_us);
+        free(d->confs[k].sfail);
     }
     free(d->confs);
     free(d->row_cell);

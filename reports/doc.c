@@ -244,7 +244,7 @@ int rp_doc_write_html(const rp_doc_t *doc, const char *dir, const char *path, ep
           "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}\n"
           "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:2px 6px}\n"
           "td{text-align:right;font-variant-numeric:tabular-nums}td:first-child{text-align:left}\n"
-          "th{background:#eee}figure svg{max-width:100%;height:auto}\n</style></head><body>\n", f);
+          "th{background:#eee}td.fail{background:#fdd;color:#900;font-weight:bold}figure svg{max-width:100%;height:auto}\n</style></head><body>\n", f);
     for (size_t i = 0; i < doc->n; i++) {
         const block_t *b = &doc->b[i];
         switch (b->type) {
@@ -273,7 +273,8 @@ int rp_doc_write_html(const rp_doc_t *doc, const char *dir, const char *path, ep
             for (size_t j = 0; j < b->ncells; j++) {
                 int col = (int)(j % (size_t)b->ncols), head = j < (size_t)b->ncols;
                 if (col == 0) fputs("<tr>", f);
-                fputs(head ? "<th>" : "<td>", f);
+                /* a failed check is the one cell a reader must not miss */
+                fputs(head ? "<th>" : !strncmp(b->cells[j], "FAILED", 6) ? "<td class=\"fail\">" : "<td>", f);
                 html_text(f, b->cells[j]);
                 fputs(head ? "</th>" : "</td>", f);
                 if (col == b->ncols - 1) fputs("</tr>\n", f);

@@ -1,5 +1,6 @@
 /* report: turns epbench CSV files (schema 1 or 2) into report.md, report.html and plots, and (with --baseline)
- * into regression verdicts. Exit codes: 0 ok, 1 regression found, 2 bad usage or input, 3 system failure. */
+ * into regression verdicts. Exit codes: 0 ok, 1 regression found (or, with --baseline, a check=fail row in the new
+ * data), 2 bad usage or input, 3 system failure. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <getopt.h>
@@ -50,7 +51,7 @@ static void usage(FILE *f)
             "  --no-plots           write the tables only\n"
             "  --history FILE       CSV whose rows the history plot shows (default: the inputs)\n"
             "  -h, --help\n"
-            "Exit: 0 ok, 1 regression found, 2 bad usage or input, 3 system failure, 4 (--baseline) nothing compared:\n"
+            "Exit: 0 ok, 1 regression found or (--baseline) a failed check in NEW, 2 bad usage or input, 3 system failure, 4 (--baseline) nothing compared:\n"
             "no measurement matches the baseline, or none has 3 repetitions on each side.\n",
             RP_PLOTS_DIR);
 }
@@ -266,8 +267,22 @@ int main(int argc, char **argv)
             fprintf(stderr, "report: no measurement of %s has a match in the baseline\n", o.inputs[0]);
         }
     }
-    int nothing = 0;
-    if (!rc && o.nbase) nothing = print_verdicts(m, nm, nslower);
+    int nothing = 0, failed = 0;
+    if (!rc && o.nbase) {
+        nothing = print_verdicts(m, nm, nslower);
+        /* a night whose checks failed is not a night without a regression, whatever its times say */
+        if (now.nfailrows) {
+            size_t nc = 0;
+            for (size_t k = 0; k < now.nconfs; k++) nc += now.confs[k].nfail > 0;
+            /* not "regression check:": ci/nightly reads the last line that starts so as the summary */
+            printf("FAILED CHECKS: %zu row%s of the new data say check=fail (%zu moe configuration%s); "
+                   "those measurements were not compared\n", now.nfailrows, now.nfailrows == 1 ? "" : "s", nc,
+                   nc == 1 ? "" : "s");
+            fprintf(stderr, "report: %zu row%s of %s%s have check=fail: exit 1\n", now.nfailrows,
+                    now.nfailrows == 1 ? "" : "s", o.inputs[0], o.ninputs > 1 ? " (and the other inputs)" : "");
+            failed = 1;
+        }
+    }
     if (!rc && o.out) {
         rp_regress_view_t rv = { m, nm, &o.rule, o.nbase ? o.base[0] : NULL };
         rc = write_report(&o, &now, &hist, o.nbase ? &rv : NULL, &err);
@@ -280,5 +295,5 @@ int main(int argc, char **argv)
     rp_free(&hist);
     free(o.base);
     if (rc) return rc;
-    return nslower ? EPB_ECHECK : nothing ? RP_NOTHING_COMPARED : EPB_OK;
+    return nslower || failed ? EPB_ECHECK : nothing ? RP_NOTHING_COMPARED : EPB_OK;
 }

@@ -95,6 +95,16 @@ static void gv_str(gp_vars_t *v, const char *name, const char *text)
     gv_put(v, t);
 }
 
+/* A variable of numbers we wrote ("1 2 4"): digits, '.', '-', 'e' and blanks only, else left out. */
+static void gv_num_words(gp_vars_t *v, const char *name, const char *words)
+{
+    for (const char *c = words; *c; c++)
+        if (!strchr("0123456789.-+e ", *c)) { v->over = 1; return; }
+    char t[1024];
+    snprintf(t, sizeof t, "%s='%s'", name, words);
+    gv_put(v, t);
+}
+
 /* A data file's text field: double-quoted gp_safe text (gnuplot reads a quoted header or xtic with blanks). */
 static void dat_text(FILE *f, const char *text)
 {
@@ -169,6 +179,30 @@ static int add_name(char names[][64], int max, int *n, const char *name)
     return 1;
 }
 
+/* Appends " word" to a variable's text (our numbers, never CSV text). */
+static void words_add(char *buf, size_t n, const char *fmt, double x)
+{
+    size_t l = strlen(buf);
+    if (l + 40 >= n) return;
+    if (l) buf[l++] = ' ';
+    snprintf(buf + l, n - l, fmt, x);
+}
+
+/* The phase plots' colours: compute phases warm, comm phases blue (their wait a light, hatched blue), sync purple,
+ * so the eye separates communication from computation before reading the key. */
+static const unsigned compute_rgb[] = { 0xf28e2b, 0xffbe7d, 0x9c755f, 0xedc948, 0xd37295, 0xb6992d,
+                                        0xff9d9a, 0xe15759, 0x8c564b, 0xbcbd22, 0xc49c94, 0xfabfd2 };
+static const unsigned comm_rgb[] = { 0x08519c, 0x2171b5, 0x08306b, 0x4292c6, 0x1f3b73, 0x3a5f8f };
+static const unsigned sync_rgb[] = { 0x6a51a3, 0x9e9ac8 };
+#define WAIT_RGB 0x9ecae1
+#define PAT_SOLID 3 /* gnuplot's fill patterns: 3 solid, 4 hatched */
+#define PAT_HATCH 4
+
+/* Per configuration: a stacked bar per strategy of its phases' medians (each the median of a per-iteration maximum
+ * over ranks), a comm phase split into transfer and wait, and the step as a marker. What the stack adds up is the
+ * sum of per-phase maxima: at least any one rank's step, and more when ranks peak in different phases; the marker
+ * is the step itself, so the gap shows. Columns: strategy, one per segment (phase, or phase transfer and phase
+ * wait), the step. Stack order is the phase order, the key lists it top down as the bars stack (key invert). */
 static int phases_plots(const rp_data_t *d, const char *dir, const rp_plot_opts_t *o, char names[][64], int max,
                         int *nn, epb_err_t *err)
 {
@@ -181,28 +215,71 @@ static int phases_plots(const rp_data_t *d, const char *dir, const rp_plot_opts_
         FILE *fp = open_dat(dir, name, err, &rc);
         if (!fp) break;
         drawn++;
+        /* each phase's kind, and whether its wait is measured (schema 2 comm rows) */
+        rp_kind_t kind[RP_MAXP];
+        int split[RP_MAXP];
+        for (size_t p = 0; p < f->gp; p++) {
+            kind[p] = RP_COMPUTE;
+            split[p] = 0;
+            for (size_t s = 0; s < f->gs; s++) {
+                const rp_cell_t *c = f->grid[s * f->gp + p];
+                if (!c) continue;
+                kind[p] = c->kind;
+                split[p] |= c->kind == RP_COMM && c->row->schema >= 2;
+            }
+        }
+        char colors[RP_MAXP * 2 * 10] = "", pats[RP_MAXP * 2 * 3] = "";
+        size_t ncomp = 0, ncomm = 0, nsync = 0;
+        int nseg = 0;
         fprintf(fp, "strategy");
         for (size_t p = 0; p < f->gp; p++) {
+            char t[TEXTLEN];
+            if (kind[p] == RP_COMM && split[p]) {
+                unsigned c = comm_rgb[ncomm++ % (sizeof comm_rgb / sizeof comm_rgb[0])];
+                snprintf(t, sizeof t, "%s transfer", f->phase[p]);
+                fputc(' ', fp);
+                dat_text(fp, t);
+                snprintf(t, sizeof t, "%s wait", f->phase[p]);
+                fputc(' ', fp);
+                dat_text(fp, t);
+                words_add(colors, sizeof colors, "%.0f", c);
+                words_add(colors, sizeof colors, "%.0f", WAIT_RGB);
+                words_add(pats, sizeof pats, "%.0f", PAT_SOLID);
+                words_add(pats, sizeof pats, "%.0f", PAT_HATCH);
+                nseg += 2;
+                continue;
+            }
+            unsigned c = kind[p] == RP_COMM ? comm_rgb[ncomm++ % (sizeof comm_rgb / sizeof comm_rgb[0])]
+                         : kind[p] == RP_SYNC ? sync_rgb[nsync++ % (sizeof sync_rgb / sizeof sync_rgb[0])]
+                                              : compute_rgb[ncomp++ % (sizeof compute_rgb / sizeof compute_rgb[0])];
             fputc(' ', fp);
             dat_text(fp, f->phase[p]);
+            words_add(colors, sizeof colors, "%.0f", c);
+            words_add(pats, sizeof pats, "%.0f", PAT_SOLID);
+            nseg++;
         }
-        fprintf(fp, "\n");
+        fprintf(fp, " \"step (marker: its own median, max over ranks)\"\n");
         for (size_t s = 0; s < f->gs; s++) {
             dat_text(fp, f->strat[s]->strategy);
             for (size_t p = 0; p < f->gp; p++) {
                 const rp_cell_t *c = f->grid[s * f->gp + p];
-                fprintf(fp, " %.6g", c ? c->med : 0.0);
+                double t = c ? c->med : 0.0, w = c && split[p] ? (c->wait < c->med ? c->wait : c->med) : 0.0;
+                if (split[p]) fprintf(fp, " %.6g %.6g", t - w, w);
+                else fprintf(fp, " %.6g", t);
             }
-            fprintf(fp, "\n");
+            fprintf(fp, " %.6g\n", f->step[s] ? f->step[s]->med : 0.0);
         }
         if ((rc = close_dat(fp, err))) break;
         if (!o->gnuplot) continue;
         const epb_row_t *r = f->head->row;
         char title[TEXTLEN];
-        snprintf(title, sizeof title, "phases: P=%d E=%d k=%d T=%ld D=%ld F=%ld %s %s skew %g", r->ranks, r->experts,
-                 r->top_k, r->tokens, r->hidden, r->ffn, r->dtype, r->router, r->skew);
+        snprintf(title, sizeof title, "phases: P=%d, %d node%s, E=%d k=%d T=%ld D=%ld F=%ld %s %s skew %g%s",
+                 r->ranks, r->nodes, r->nodes == 1 ? "" : "s", r->experts, r->top_k, r->tokens, r->hidden, r->ffn,
+                 r->dtype, r->router, r->skew, f->nfail ? " FAILED check" : "");
         gp_vars_t v = { .len = 0 };
-        gv_int(&v, "ncols", (long)f->gp + 1);
+        gv_int(&v, "nseg", nseg);
+        gv_num_words(&v, "colors", colors);
+        gv_num_words(&v, "pats", pats);
         gv_str(&v, "title_", title);
         if ((rc = run_gnuplot(o, "phases.gp", dir, name, &v, err))) break;
         add_name(names, max, nn, name);
@@ -231,7 +308,7 @@ static int sweep_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_t 
         int any = 0;
         for (size_t i = 0; i < f.n && !any; i++) {
             const rp_cell_t *c = rp_step(d, f.cfg[i], c0->strat[s]->strategy);
-            any = c && drawable(f.x[i], c->med);
+            any = c && !rp_cell_failed(d, c) && drawable(f.x[i], c->med);
         }
         if (any) st[ns++] = c0->strat[s]->strategy;
     }
@@ -249,7 +326,9 @@ static int sweep_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_t 
         fprintf(fp, "%g", f.x[i]);
         for (size_t s = 0; s < ns; s++) {
             const rp_cell_t *c = rp_step(d, f.cfg[i], st[s]);
-            if (c && drawable(f.x[i], c->med)) fprintf(fp, " %.6g", c->med); else fprintf(fp, " NaN");
+            /* a failed check's time is no result: no point */
+            if (c && !rp_cell_failed(d, c) && drawable(f.x[i], c->med)) fprintf(fp, " %.6g", c->med);
+            else fprintf(fp, " NaN");
         }
         fprintf(fp, "\n");
     }
@@ -274,9 +353,18 @@ static int sweep_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_t 
     return rc;
 }
 
-/* The crossover plot: for every top_k family and every strategy measured at two or more of its k, the strategy's
- * step time over the fastest strategy's at each k (1 = the winner), one line each; where lines cross, the winner
- * changes. Labels name the strategy and only the fields that differ between the families. */
+/* The colours of the measured series (and of their model lines): twelve distinguishable ones, as integers for
+ * gnuplot's `lc rgb int(...)`. */
+static const unsigned series_rgb[] = { 0x4e79a7, 0xe15759, 0x59a14f, 0xf28e2b, 0xb07aa1, 0x76b7b2,
+                                       0x9c755f, 0xedc948, 0x1f3b73, 0x8c564b, 0x17becf, 0x7f7f7f };
+#define NRGB (sizeof series_rgb / sizeof series_rgb[0])
+
+/* The crossover plot: for every top_k family (one per P, nodes, skew and the other fixed fields) and every strategy
+ * measured at two or more of its k, the strategy's step time over the fastest strategy's at each k (1 = the
+ * winner) with the 95% bootstrap interval over repetitions (rp_rank_conf) as error bars; dashed, in the same
+ * colour, the token-volume model's ratio to the family's smallest model volume (where the strategy has a model).
+ * A configuration with a failed check has no ratio (rp_fastest) and so no point. The x axis is log2 with ticks at
+ * the k present only. Labels name the strategy and only the fields that differ between the families. */
 static int crossover_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_t *o, char names[][64], int max,
                           int *nn, epb_err_t *err)
 {
@@ -284,17 +372,27 @@ static int crossover_plot(const rp_data_t *d, const char *dir, const rp_plot_opt
     rp_family_t fam[MAXF];
     int nf, rc = rp_families(d, "top_k", fam, MAXF, &nf, err);
     if (rc) return rc;
+    rp_rule_t rule = rp_rule_default();
     FILE *fp = NULL;
-    int nblocks = 0;
+    int nblocks = 0, nmodel = 0;
+    char colors[MAXSER * 12] = "", mcolors[MAXSER * 12] = "", kticks[256] = "";
+    double kseen[64];
+    int nk = 0;
+    /* model blocks are written after the measured ones: kept here until then */
+    char *models = NULL;
+    size_t mlen = 0;
+    FILE *mf = open_memstream(&models, &mlen);
+    if (!mf) rc = epb_fail(err, EPB_ESYS, "out of memory");
     for (int i = 0; i < nf && !rc && nblocks < MAXSER; i++) {
         const rp_conf_t *c0 = rp_conf(d, fam[i].cfg[0]);
         const epb_row_t *r = c0->head->row;
-        int dP = 0, dE = 0, dT = 0, dD = 0, dF = 0, dS = 0, dR = 0, dX = 0;
+        int dP = 0, dN = 0, dE = 0, dT = 0, dD = 0, dF = 0, dS = 0, dR = 0, dX = 0, dL = 0;
         for (int j = 0; j < nf; j++) {
             const epb_row_t *q = rp_conf(d, fam[j].cfg[0])->head->row;
-            dP |= q->ranks != r->ranks, dE |= q->experts != r->experts, dT |= q->tokens != r->tokens;
-            dD |= q->hidden != r->hidden, dF |= q->ffn != r->ffn, dS |= q->skew != r->skew;
-            dR |= strcmp(q->router, r->router) != 0, dX |= strcmp(q->dtype, r->dtype) != 0;
+            dP |= q->ranks != r->ranks, dN |= q->nodes != r->nodes, dE |= q->experts != r->experts;
+            dT |= q->tokens != r->tokens, dD |= q->hidden != r->hidden, dF |= q->ffn != r->ffn;
+            dS |= q->skew != r->skew, dR |= strcmp(q->router, r->router) != 0, dX |= strcmp(q->dtype, r->dtype) != 0;
+            dL |= strcmp(rp_layer_params(q->params), rp_layer_params(r->params)) != 0;
         }
         char lab[TEXTLEN] = "";
         size_t l = 0;
@@ -304,15 +402,35 @@ static int crossover_plot(const rp_data_t *d, const char *dir, const rp_plot_opt
         if (k_ > 0) l += (size_t)k_;                                                                               \
     }
         LAB(dP, " P=%d", r->ranks)
+        LAB(dN, " nodes=%d", r->nodes)
+        LAB(dS, " skew=%g", r->skew)
         LAB(dE, " E=%d", r->experts)
         LAB(dT, " T=%ld", r->tokens)
         LAB(dD, " D=%ld", r->hidden)
         LAB(dF, " F=%ld", r->ffn)
-        LAB(dS, " skew=%g", r->skew)
         LAB(dR, " %s", r->router)
         LAB(dX, " %s", r->dtype)
+        LAB(dL, " %s", *rp_layer_params(r->params) ? rp_layer_params(r->params) : "no layer features")
 #undef LAB
-        for (size_t s = 0; s < c0->gs && nblocks < MAXSER; s++) {
+        /* every member's ranking once: the ratios and their intervals */
+        size_t stride = 1;
+        for (size_t m = 0; m < fam[i].n; m++)
+            if (rp_conf(d, fam[i].cfg[m])->nstrat > stride) stride = rp_conf(d, fam[i].cfg[m])->nstrat;
+        rp_rank_t *rk = calloc(fam[i].n * stride, sizeof *rk);
+        size_t *nr = calloc(fam[i].n, sizeof *nr);
+        if (!rk || !nr) { free(rk); free(nr); rc = epb_fail(err, EPB_ESYS, "out of memory"); break; }
+        double minmodel[64];
+        for (size_t m = 0; m < fam[i].n; m++) {
+            const rp_conf_t *cm = rp_conf(d, fam[i].cfg[m]);
+            if (!cm->nfail && rp_rank_conf(d, cm, &rule, rk + m * stride, &nr[m]))
+                rc = epb_fail(err, EPB_ESYS, "out of memory");
+            minmodel[m < 64 ? m : 63] = 0;
+            for (size_t s = 0; s < cm->nstrat && m < 64; s++) {
+                double v = cm->step[s] ? rp_volume_model(cm->step[s]->row, NULL) : -1;
+                if (v > 0 && (minmodel[m] == 0 || v < minmodel[m])) minmodel[m] = v;
+            }
+        }
+        for (size_t s = 0; s < c0->gs && nblocks < MAXSER && !rc; s++) {
             const char *st = c0->strat[s]->strategy;
             size_t pts = 0;
             for (size_t m = 0; m < fam[i].n; m++) pts += rp_vs_fastest(d, fam[i].cfg[m], st) > 0;
@@ -322,22 +440,72 @@ static int crossover_plot(const rp_data_t *d, const char *dir, const rp_plot_opt
             snprintf(t, sizeof t, "%s%s", st, lab);
             fprintf(fp, "%s\"top_k\" ", nblocks ? "\n\n" : "");
             dat_text(fp, t);
-            fprintf(fp, "\n");
+            fprintf(fp, " \"lo\" \"hi\"\n");
+            int has_model = 1;
             for (size_t m = 0; m < fam[i].n; m++) {
+                const rp_conf_t *cm = rp_conf(d, fam[i].cfg[m]);
                 double v = rp_vs_fastest(d, fam[i].cfg[m], st);
-                if (v > 0) fprintf(fp, "%g %.6g\n", fam[i].x[m], v);
+                if (v <= 0) continue;
+                double lo = v, hi = v;
+                for (size_t q = 0; q < nr[m]; q++) {
+                    const rp_rank_t *x = &rk[m * stride + q];
+                    if (strcmp(cm->strat[x->s]->strategy, st) || x->lo <= 0) continue;
+                    lo = x->lo < v ? x->lo : v;
+                    hi = x->hi > v ? x->hi : v;
+                }
+                fprintf(fp, "%g %.6g %.6g %.6g\n", fam[i].x[m], v, lo, hi);
+                int seen = 0;
+                for (int q = 0; q < nk; q++) seen |= kseen[q] == fam[i].x[m];
+                if (!seen && nk < 64) kseen[nk++] = fam[i].x[m];
+                const rp_cell_t *sc = rp_step(d, fam[i].cfg[m], st);
+                has_model &= sc && rp_volume_model(sc->row, NULL) >= 0 && m < 64 && minmodel[m] > 0;
+            }
+            words_add(colors, sizeof colors, "%.0f", series_rgb[nblocks % NRGB]);
+            if (has_model) {
+                const char *fm;
+                rp_volume_model(c0->strat[s]->row, &fm);
+                snprintf(t, sizeof t, "model %s%s: %s", st, lab, fm);
+                fprintf(mf, "\n\n\"top_k\" ");
+                dat_text(mf, t);
+                fprintf(mf, "\n");
+                for (size_t m = 0; m < fam[i].n; m++) {
+                    const rp_cell_t *sc = rp_step(d, fam[i].cfg[m], st);
+                    if (!sc || rp_cell_failed(d, sc)) continue;
+                    fprintf(mf, "%g %.6g\n", fam[i].x[m], rp_volume_model(sc->row, NULL) / minmodel[m]);
+                }
+                words_add(mcolors, sizeof mcolors, "%.0f", series_rgb[nblocks % NRGB]);
+                nmodel++;
             }
             nblocks++;
         }
+        free(rk);
+        free(nr);
     }
+    if (mf && fclose(mf)) rc = rc ? rc : epb_fail(err, EPB_ESYS, "out of memory");
     if (fp) {
+        if (!rc && models) fputs(models, fp);
         int rc2 = close_dat(fp, err);
         if (!rc) rc = rc2;
     }
+    free(models);
     for (int i = 0; i < nf; i++) rp_family_free(&fam[i]);
     if (rc || !nblocks || !o->gnuplot) return rc;
+    double kmin = 0, kmax = 0;
+    for (int q = 0; q < nk; q++) {
+        words_add(kticks, sizeof kticks, "%g", kseen[q]);
+        if (!q || kseen[q] < kmin) kmin = kseen[q];
+        if (!q || kseen[q] > kmax) kmax = kseen[q];
+    }
     gp_vars_t v = { .len = 0 };
+    char t[64];
     gv_int(&v, "nblocks", nblocks);
+    gv_int(&v, "nmodel", nmodel);
+    /* our numbers, not CSV text: no gp_safe needed, and these are digits and blanks */
+    gv_num_words(&v, "colors", colors);
+    gv_num_words(&v, "mcolors", mcolors);
+    gv_num_words(&v, "kticks", kticks);
+    snprintf(t, sizeof t, "kmin=%.6g; kmax=%.6g", kmin, kmax);
+    gv_put(&v, t);
     rc = run_gnuplot(o, "crossover.gp", dir, "crossover", &v, err);
     if (rc == EPB_OK) add_name(names, max, nn, "crossover");
     return rc;
@@ -421,6 +589,21 @@ static int busbw_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_t 
     if (rc || !drawn || !o->gnuplot) return rc;
     gp_vars_t v = { .len = 0 };
     gv_int(&v, "nblocks", (long)drawn);
+    /* the memcpy ceiling of bench --calibrate (mode=peak op=memcpy) on the first series' host class: a collective
+     * between ranks of one host moves its bytes through memory, so this is the roof its busbw lies under */
+    double roof = 0;
+    int roof_ranks = 0;
+    for (size_t i = 0; i < d->ncells; i++) {
+        const rp_cell_t *c = &d->cells[i];
+        if (strcmp(c->row->mode, "peak") || strcmp(c->row->op, "memcpy") || c->hclass != first[0]->hclass) continue;
+        if (c->busbw > roof) roof = c->busbw, roof_ranks = c->row->ranks;
+    }
+    char t[96], rt[TEXTLEN];
+    snprintf(t, sizeof t, "roof=%.6g", roof);
+    gv_put(&v, t);
+    snprintf(rt, sizeof rt, "memcpy ceiling %.2f GB/s per rank (bench --calibrate, %d rank%s)", roof, roof_ranks,
+             roof_ranks == 1 ? "" : "s");
+    gv_str(&v, "rooftitle", rt);
     rc = run_gnuplot(o, "busbw.gp", dir, "busbw", &v, err);
     if (rc == EPB_OK) add_name(names, max, nn, "busbw");
     return rc;
@@ -521,6 +704,7 @@ static int history_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_
     }
     FILE *f = NULL;
     size_t drawn = 0;
+    char umin_s[32] = "", umax_s[32] = ""; /* the span drawn (iso_utc text) */
     for (size_t s = 0; !rc && spread && s < nser; s++) {
         if (!cnt[s]) continue;
         if (!f && !(f = open_dat(dir, "history", err, &rc))) break;
@@ -533,7 +717,12 @@ static int history_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_
         fprintf(f, "%s\"utc\" ", drawn ? "\n\n" : "");
         dat_text(f, t);
         fprintf(f, "\n");
-        for (size_t j = 0; j < cnt[s]; j++) fprintf(f, "%s %.6g\n", pts[off[s] + j].utc, pts[off[s] + j].v);
+        for (size_t j = 0; j < cnt[s]; j++) {
+            const char *u = pts[off[s] + j].utc;
+            fprintf(f, "%s %.6g\n", u, pts[off[s] + j].v);
+            if (!umin_s[0] || strcmp(u, umin_s) < 0) snprintf(umin_s, sizeof umin_s, "%s", u);
+            if (!umax_s[0] || strcmp(u, umax_s) > 0) snprintf(umax_s, sizeof umax_s, "%s", u);
+        }
         drawn++;
     }
     if (f) {
@@ -550,6 +739,29 @@ static int history_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_
     gp_vars_t v = { .len = 0 };
     gv_int(&v, "nblocks", (long)drawn);
     gv_str(&v, "ylab", moe ? "step time (us, median)" : "busbw (GB/s)");
+    /* the title names what is followed; the time axis fits the span: hours within one day (a night's runs),
+     * day and hour within a few days, dates beyond */
+    char title[TEXTLEN], xl[64];
+    const epb_row_t *r0 = sc[0]->row;
+    if (moe)
+        snprintf(title, sizeof title, "history: step time, P=%d, %d node%s, E=%d k=%d T=%ld D=%ld F=%ld %s skew %g",
+                 r0->ranks, r0->nodes, r0->nodes == 1 ? "" : "s", r0->experts, r0->top_k, r0->tokens, r0->hidden,
+                 r0->ffn, r0->dtype, r0->skew);
+    else
+        snprintf(title, sizeof title, "history: busbw per collective at its largest size, P=%d", r0->ranks);
+    gv_str(&v, "title_", title);
+    const char *umin = umin_s, *umax = umax_s;
+    if (umin[0] && umax[0] && !strncmp(umin, umax, 10)) {
+        snprintf(xl, sizeof xl, "run (UTC time on %.10s)", umin);
+        gv_str(&v, "xfmt", "%H:%M");
+    } else if (umin[0] && umax[0] && !strncmp(umin, umax, 7) && atoi(umax + 8) - atoi(umin + 8) <= 3) {
+        snprintf(xl, sizeof xl, "run (UTC, %.7s: day-of-month hour)", umin);
+        gv_str(&v, "xfmt", "%d %H:%M");
+    } else {
+        snprintf(xl, sizeof xl, "run (UTC date)");
+        gv_str(&v, "xfmt", "%Y-%m-%d");
+    }
+    gv_str(&v, "xlab", xl);
     rc = run_gnuplot(o, "history.gp", dir, "history", &v, err);
     if (rc == EPB_OK) add_name(names, max, nn, "history");
     return rc;

@@ -39,6 +39,31 @@ static double resample_median(const double *s, size_t n, double *buf, uint64_t s
     return epb_quantile_sorted(buf, n, 0.5);
 }
 
+int rp_ratio_ci(const double *base, size_t nb, const double *now, size_t nn, const rp_rule_t *rule, uint64_t stream,
+                double *lo, double *hi)
+{
+    *lo = *hi = 0;
+    if (!nb || !nn) return EPB_OK;
+    int B = rule->resamples > 0 ? rule->resamples : 2000;
+    double *ratios = malloc((size_t)B * sizeof *ratios);
+    double *buf = malloc((nb > nn ? nb : nn) * sizeof *buf);
+    if (!ratios || !buf) { free(ratios); free(buf); return EPB_ESYS; }
+    uint64_t idx = 0;
+    int m = 0;
+    for (int b = 0; b < B; b++) {
+        double mb = resample_median(base, nb, buf, rule->seed, stream, &idx);
+        double mn = resample_median(now, nn, buf, rule->seed, stream, &idx);
+        if (mb > 0) ratios[m++] = mn / mb;
+    }
+    qsort(ratios, (size_t)m, sizeof *ratios, cmp_double);
+    double a = (1 - rule->level) / 2;
+    *lo = m ? epb_quantile_sorted(ratios, (size_t)m, a) : 0;
+    *hi = m ? epb_quantile_sorted(ratios, (size_t)m, 1 - a) : 0;
+    free(ratios);
+    free(buf);
+    return EPB_OK;
+}
+
 int rp_compare(const double *base, size_t nb, const double *now, size_t nn, const rp_rule_t *rule,
                uint64_t stream, rp_cmp_t *out)
 {
@@ -66,23 +91,7 @@ int rp_compare(const double *base, size_t nb, const double *now, size_t nn, cons
     free(dev);
     out->effect = rule->min_effect;
     if (rule->noise_mult * out->noise > out->effect) out->effect = rule->noise_mult * out->noise;
-    int B = rule->resamples > 0 ? rule->resamples : 2000;
-    double *ratios = malloc((size_t)B * sizeof *ratios);
-    double *buf = malloc((nb > nn ? nb : nn) * sizeof *buf);
-    if (!ratios || !buf) { free(ratios); free(buf); return EPB_ESYS; }
-    uint64_t idx = 0;
-    int m = 0;
-    for (int b = 0; b < B; b++) {
-        double mb = resample_median(base, nb, buf, rule->seed, stream, &idx);
-        double mn = resample_median(now, nn, buf, rule->seed, stream, &idx);
-        if (mb > 0) ratios[m++] = mn / mb;
-    }
-    qsort(ratios, (size_t)m, sizeof *ratios, cmp_double);
-    double a = (1 - rule->level) / 2;
-    out->lo = m ? epb_quantile_sorted(ratios, (size_t)m, a) : 0;
-    out->hi = m ? epb_quantile_sorted(ratios, (size_t)m, 1 - a) : 0;
-    free(ratios);
-    free(buf);
+    if (rp_ratio_ci(base, nb, now, nn, rule, stream, &out->lo, &out->hi)) return EPB_ESYS;
     if (out->lo > 1 + out->effect)
         out->verdict = RP_SLOWER;
     else if (out->hi < 1 - out->effect)
@@ -116,6 +125,8 @@ int rp_regress(const rp_data_t *base, const rp_data_t *now, const rp_rule_t *rul
         size_t j = rp_map_get(base->by_key, c->key);
         if (j == RP_NONE) continue;
         const rp_cell_t *b = &base->cells[j];
+        /* a failed check makes a time meaningless: never compared (main says why and exits 1 for the new side) */
+        if (rp_cell_failed(now, c) || rp_cell_failed(base, b)) continue;
         m[n].base = b;
         m[n].now = c;
         /* the stream is the cell key, so a verdict does not depend on which other cells are in the files */

@@ -64,6 +64,12 @@ typedef struct {
     double *comm_us;         /* [nstrat] sum of the medians of the strategy's comm and sync phases, us */
     double *comm_bytes;      /* [nstrat] sum of their median bytes */
     size_t *ncomm;           /* [nstrat] how many such phases */
+    double *comm_wait;       /* [nstrat] sum of the wait medians of its comm phases, us */
+    double *comm_only_us;    /* [nstrat] sum of the medians of its comm phases (sync left out), us */
+    double *comm_only_bytes; /* [nstrat] sum of their median bytes: the measured token volume (and grad_sync) */
+    double *phase_us;        /* [nstrat] sum of the medians of all its phases but the step, us */
+    size_t *sfail;           /* [nstrat] failed repetitions of the strategy: the most of any of its cells */
+    size_t nfail;            /* sum of sfail: a configuration with any failed check is excluded from comparisons */
 } rp_conf_t;
 
 /* A string -> index hash map; keys are not copied (they must outlive the map). */
@@ -83,6 +89,7 @@ typedef struct {
     size_t nconfs;
     size_t *row_cell;  /* [nrows] the cell of each row */
     size_t nderived;   /* rows whose kind came from the schema-1 phase names */
+    size_t nfailrows;  /* rows whose check is "fail" */
     epb_rows_t keys;   /* no rows: its pool holds the keys and labels the cells point at */
     rp_map_t *by_key;  /* cell key -> cell */
     rp_map_t *by_cfg;  /* configuration key -> conf */
@@ -93,8 +100,12 @@ typedef struct {
 /* Host class: host name without trailing digits (and separators before them), joined with the device name
  * when there is one: "node07" + "NVIDIA H100" -> "node/NVIDIA H100". */
 void rp_host_class(const epb_row_t *r, char *buf, size_t n);
+/* The layer's part of a moe row's params: from the first layer-feature key of docs/CSV.md (model=, scale_down=,
+ * shared=, shared_ffn=, gate_before=, route_scale=, groups=, topk_groups=) to the end; "" when none. */
+const char *rp_layer_params(const char *params);
 /* Configuration key: mode, ranks, nodes, backend, device, experts, top_k, tokens, hidden, ffn, dtype, router,
- * skew, seed, host class; for coll and peak rows also params (an uneven --imbalance run is its own configuration).
+ * skew, seed, host class; for coll and peak rows also params (an uneven --imbalance run is its own configuration),
+ * for moe rows the layer's params (rp_layer_params: another model or shared experts is another configuration).
  * Text fields are length-prefixed, so no two different rows share a key. */
 void rp_config_key(const epb_row_t *r, char *buf, size_t n);
 /* Cell key: configuration key + op + params + phase (+ bytes for coll and peak rows). */
@@ -127,13 +138,17 @@ const size_t *rp_peak_cells(const rp_data_t *d, const char *hclass, size_t *n);
 /* Whether a kind moves data between ranks (comm or sync): what the communication share adds up. */
 int rp_is_comm_kind(rp_kind_t k);
 
+/* Whether a cell is left out of every comparison: a failed check in it, or (moe) in its configuration. */
+int rp_cell_failed(const rp_data_t *d, const rp_cell_t *c);
+
 /* The strategy's step time over the fastest strategy's in the same configuration: 1 for the winner; 0 when
- * either is missing. */
+ * either is missing or the configuration has a failed check. */
 double rp_vs_fastest(const rp_data_t *d, const char *cfg, const char *strategy);
-/* The fastest strategy's step cell of a configuration, or NULL. */
+/* The fastest strategy's step cell of a configuration, or NULL (none, or a failed check in the configuration). */
 const rp_cell_t *rp_fastest(const rp_data_t *d, const char *cfg);
-/* Sum of the comm and sync phases' medians over the step median (not capped: the caller shows at most 100%);
- * -1 when there is no step or no such phase. */
+/* Sum of the comm and sync phases' medians over the sum of all the strategy's phase medians: a true share (each
+ * phase time is a maximum over ranks, so the phases need not add up to the step and a share of the step can pass
+ * 100%); -1 when there is no such phase. */
 double rp_comm_share(const rp_data_t *d, const char *cfg, const char *strategy);
 /* Sum of the comm and sync phases' bytes (per rank, max over ranks as the CSV holds them). */
 double rp_comm_bytes(const rp_data_t *d, const char *cfg, const char *strategy);
@@ -146,8 +161,19 @@ double rp_busbw_eff(const rp_data_t *d, const rp_cell_t *phase, double *ref_byte
 double rp_busbw_ref(const rp_data_t *d, const rp_cell_t *phase, double *ref_bytes, const rp_cell_t **ref);
 /* The mode=peak op=gemm ceiling (highest median TFLOP/s) on a host class, or 0. */
 double rp_peak_tflops(const rp_data_t *d, const char *hclass);
-/* A compute phase's TFLOP/s over the gemm ceiling, or -1. */
+/* A compute phase's TFLOP/s over the gemm ceiling measured under the same BLAS threads per rank (device_name's
+ * "threads=") and ranks per node (ranks/nodes) as the phase's run, or -1. When there is a ceiling on the host
+ * class but none that matches, why (into why, may be NULL; "" otherwise). */
 double rp_flops_eff(const rp_data_t *d, const rp_cell_t *phase);
+double rp_flops_eff_why(const rp_data_t *d, const rp_cell_t *phase, double *peak, char *why, size_t n);
+/* BLAS threads per rank from a device_name ("...; threads=T"), or 0 when it does not say. */
+int rp_threads_of(const char *device_name);
+
+/* The token volume model of DESIGN.md's strategy table (per rank, fwd+bwd, bytes, uniform routing) for the
+ * strategy op of row r, and its formula's text; -1 for a strategy without a closed form (hier depends on the
+ * hosts) or one the table does not know. */
+double rp_volume_model(const epb_row_t *r, const char **formula);
+
 
 /* A family: configurations of one mode that differ only in one dimension ("top_k", "experts", "ranks"). */
 typedef struct {
@@ -161,7 +187,8 @@ int rp_largest_family(const rp_data_t *d, const char *dim, rp_family_t *f, epb_e
 /* Every family over dim (n >= 2 members), in the order of the data, at most max; free each with rp_family_free. */
 int rp_families(const rp_data_t *d, const char *dim, rp_family_t *out, int max, int *n, epb_err_t *err);
 void rp_family_free(rp_family_t *f);
-/* Weak-scaling efficiency t_step(smallest P) / t_step(P) of a strategy along a ranks family, or -1. */
+/* Weak-scaling efficiency t_step(smallest P) / t_step(P) of a strategy along a ranks family, or -1 (also when
+ * either configuration has a failed check). */
 double rp_weak_eff(const rp_data_t *d, const rp_family_t *f, size_t i, const char *strategy);
 
 /* ---- regression (regress.c) ---- */
@@ -189,6 +216,11 @@ typedef struct {
     double effect;         /* the threshold used: max(min_effect, noise_mult * noise) */
 } rp_cmp_t;
 
+/* The percentile-bootstrap interval (rule->level, rule->resamples, rule->seed) of median(now) / median(base) over
+ * resamples of each side: the one bootstrap of the regression rule and of the report's verdict. */
+int rp_ratio_ci(const double *base, size_t nb, const double *now, size_t nn, const rp_rule_t *rule, uint64_t stream,
+                double *lo, double *hi);
+
 /* Compares two sample sets (per-repetition t_med_us). stream decorrelates the bootstrap of different cells
  * while keeping each one reproducible. */
 int rp_compare(const double *base, size_t nb, const double *now, size_t nn, const rp_rule_t *rule,
@@ -198,9 +230,22 @@ typedef struct {
     const rp_cell_t *base, *now;
     rp_cmp_t cmp;
 } rp_match_t;
-/* Every cell of now with a matching cell in base (same cell key), compared; *nslower counts RP_SLOWER. */
+/* Every cell of now with a matching cell in base (same cell key), compared; *nslower counts RP_SLOWER. Cells with a
+ * failed check on either side (rp_cell_failed) are left out. */
 int rp_regress(const rp_data_t *base, const rp_data_t *now, const rp_rule_t *rule, rp_match_t **out,
                size_t *nout, size_t *nslower, epb_err_t *err);
+
+/* The verdict of one configuration: strategies ranked by step time, each one's ratio to the fastest with a
+ * bootstrap interval over repetitions (rp_ratio_ci; analyze.c). */
+typedef struct {
+    size_t s;         /* strategy index in the configuration */
+    const rp_cell_t *step;
+    double ratio;     /* median step / the fastest's */
+    double lo, hi;    /* 95% bootstrap interval of the ratio; 0 when a side has one repetition */
+    int same;         /* the interval holds 1: no significant difference from the fastest */
+} rp_rank_t;
+/* Fills rank[0..*n) (room for conf->nstrat) in ascending step time; strategies without a step are left out. */
+int rp_rank_conf(const rp_data_t *d, const rp_conf_t *f, const rp_rule_t *rule, rp_rank_t *rank, size_t *n);
 
 /* ---- document: one content, two renderings (doc.c) ---- */
 

@@ -5,6 +5,8 @@
  *          a report without gnuplot;
  *   plots: every plot rendered and non-empty as SVG and PNG, inlined in report.html (skipped: the plan "1..0 # SKIP",
  *          without gnuplot); a hostile CSV runs nothing;
+ *   verdict: fixtures/verdict.csv (make_verdict.py): the verdict first, its intervals, the failed configuration
+ *          left out, no percentage above 100 without a FLAG, --baseline exit 1 on failed checks;
  *   scale: the report's instructions (callgrind) grow linearly from 1 to 2 MB; 20 MB within 30 s
  *          (test_report scale ... GEN_CSV). */
 #define _POSIX_C_SOURCE 200809L
@@ -111,9 +113,9 @@ static void test_numbers(void)
     TAP_OK(NEAR(rp_vs_fastest(&d, cfg, "tp2ep"), 1.0), "tp2ep is the fastest: step / fastest = 1");
     TAP_OK(NEAR(rp_vs_fastest(&d, cfg, "agrs"), 2.0), "agrs step / fastest = 1000/500 = 2.00");
     TAP_OK(NEAR(rp_vs_fastest(&d, cfg, "local"), 1.6), "local step / fastest = 800/500 = 1.60");
-    TAP_OK(NEAR(rp_comm_share(&d, cfg, "tp2ep"), 0.6), "tp2ep comm share = 300/500 = 0.60 (got %g)",
-           rp_comm_share(&d, cfg, "tp2ep"));
-    TAP_OK(NEAR(rp_comm_share(&d, cfg, "agrs"), 0.81), "agrs comm share = 810/1000");
+    TAP_OK(NEAR(rp_comm_share(&d, cfg, "tp2ep"), 300.0 / 490), "tp2ep comm share = 300 over the phase sum 490 "
+           "(not over the 500 us step) (got %g)", rp_comm_share(&d, cfg, "tp2ep"));
+    TAP_OK(NEAR(rp_comm_share(&d, cfg, "agrs"), 0.81), "agrs comm share = 810/1000 (the phase sum)");
     TAP_OK(NEAR(rp_comm_bytes(&d, cfg, "tp2ep"), 524288), "tp2ep comm bytes per rank = 512K");
     /* schema 1: kinds from the schema-1 names; no collective named, so no busbw comparison */
     const rp_cell_t *disp = rp_find(&d, cfg, "tp2ep", "dispatch"), *sc = rp_find(&d, cfg, "tp2ep", "sync_counts");
@@ -123,7 +125,9 @@ static void test_numbers(void)
     TAP_OK(d.nderived == d.nrows, "schema 1: every row's kind derived (%zu of %zu)", d.nderived, d.nrows);
     const rp_cell_t *ef = rp_find(&d, cfg, "tp2ep", "experts_fwd");
     TAP_OK(NEAR(rp_peak_tflops(&d, ef ? ef->hclass : ""), 0.2), "gemm ceiling = highest peak row, 0.2 TFLOP/s");
-    TAP_OK(ef && NEAR(rp_flops_eff(&d, ef), 0.25), "experts_fwd 0.05 over 0.2 TFLOP/s = 0.25");
+    char why[320];
+    TAP_OK(ef && rp_flops_eff_why(&d, ef, NULL, why, sizeof why) < 0 && strstr(why, "no BLAS threads"),
+           "experts_fwd against a ceiling whose threads per rank nobody knows: refused, and why (%s)", why);
     rp_family_t f;
     rp_largest_family(&d, "top_k", &f, &err);
     TAP_OK(f.n == 3 && f.x[0] == 1 && f.x[2] == 4, "top_k family: k = 1, 2, 4");
@@ -182,7 +186,8 @@ static void test_schema2(void)
     TAP_OK(s1 && s4 && s1 != s4 && NEAR(s1->med, 500) && NEAR(s4->med, 450), "tp2ep and tp2ep:chunks=4: two steps");
     TAP_OK(NEAR(rp_vs_fastest(&d, cfg, "tp2ep:chunks=4"), 1) && NEAR(rp_vs_fastest(&d, cfg, "agrs"), 1000.0 / 450),
            "the fastest is tp2ep:chunks=4; agrs 1000/450");
-    TAP_OK(NEAR(rp_comm_share(&d, cfg, "tp2ep"), 0.6), "tp2ep comm share (comm + sync kinds) = 300/500");
+    TAP_OK(NEAR(rp_comm_share(&d, cfg, "tp2ep"), 300.0 / 510),
+           "tp2ep comm share (comm + sync kinds) = 300 over the phase sum 510");
     double ref = 0;
     const rp_cell_t *disp = rp_find(&d, cfg, "tp2ep", "dispatch");
     TAP_OK(disp && NEAR(rp_busbw_eff(&d, disp, &ref), 0.5) && ref == 1048576,
@@ -224,6 +229,27 @@ static void test_schema2(void)
     TAP_OK(rc == EPB_OK && dm.ncells == 2 && dm.nconfs == 2 && dm.cells[0].n == 2 && !strcmp(mem[0].check, ""),
            "in-memory rows with NULL text group (2 cells: the seed tells two configurations apart)");
     rp_free(&dm);
+
+    /* the layer's params (a model, shared experts) make another configuration; the strategy's own do not */
+    epb_row_t lr[4];
+    memset(lr, 0, sizeof lr);
+    static const char *const lops[] = { "tp2ep", "tp2ep", "tp2ep", "agrs" };
+    static const char *const lpar[] = { "chunks=1", "chunks=4", "chunks=1;shared=1;shared_ffn=64", "shared=1;shared_ffn=64" };
+    for (int i = 0; i < 4; i++) {
+        lr[i].schema = 2;
+        lr[i].mode = "moe";
+        lr[i].op = lops[i];
+        lr[i].params = lpar[i];
+        lr[i].phase = "step";
+        lr[i].kind = "total";
+        lr[i].t_med_us = 10 + i;
+    }
+    rp_data_t dl = { .rows = lr, .nrows = 4 };
+    rc = rp_group(&dl, &err);
+    TAP_OK(rc == EPB_OK && dl.nconfs == 2 && dl.confs[0].nstrat == 2 && dl.confs[1].nstrat == 2 &&
+               !strcmp(rp_layer_params(lpar[2]), "shared=1;shared_ffn=64") && !*rp_layer_params(lpar[1]),
+           "tp2ep and tp2ep:chunks=4 share a configuration; shared experts make another (rp_layer_params)");
+    rp_free(&dl);
 
     /* an unknown kind is bad input, named */
     char bad[1024];
@@ -371,9 +397,9 @@ static void test_cli(void)
     snprintf(cmd, sizeof cmd, "%s --no-plots %s -o %s", exe, good, out);
     rc = run(cmd, NULL);
     old = read_file(p);
-    TAP_OK(rc == 0 && old && strstr(old, "| tp2ep | 500.0 | 550.0 | 60.0% | 512K | 1.00 (fastest) | 3 | ok |") &&
+    TAP_OK(rc == 0 && old && strstr(old, "| tp2ep | 500.0 | 550.0 | 61.2% | 512K | 1.00 (fastest) | 3 | ok |") &&
                count_prefix(tmp, ".keep") == 0,
-           "good run replaces the previous report; report.md has tp2ep's line (the fastest, share 60%%)");
+           "good run replaces the previous report; report.md has tp2ep's line (the fastest, share 300/490)");
     free(old);
     /* a directory that is not a report is never replaced */
     snprintf(out, sizeof out, "%s/notreport", tmp);
@@ -629,6 +655,47 @@ static void test_degenerate(void)
     free(err);
 }
 
+/* The plots of the verdict fixture: intervals and the model in the crossover, the failed configuration left out of
+ * it, the phase stack's wait segments and step marker, busbw's memcpy ceiling, the history's title. */
+static void test_plots_verdict(void)
+{
+    char out[1024], cmd[4096], p[1200];
+    snprintf(out, sizeof out, "%s/vplots", tmp);
+    snprintf(cmd, sizeof cmd, "%s %s/verdict.csv -o %s", exe, fix, out);
+    TAP_OK(run(cmd, NULL) == 0, "report with plots on verdict.csv: exit 0");
+    snprintf(p, sizeof p, "%s/plots/crossover.dat", out);
+    char *x = read_file(p);
+    int bars = 0, wide = 0, p4k4 = 0, block = 0;
+    double k, r, lo, hi;
+    for (char *l = x; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : l + strlen(l)) {
+        if (!strncmp(l, "\"top_k\"", 7)) block = !!strstr(l, "P=4") && !strstr(l, "model");
+        if (sscanf(l, "%lf %lf %lf %lf", &k, &r, &lo, &hi) != 4) continue;
+        bars += lo <= r && r <= hi;
+        wide += lo < r && r < hi;
+        p4k4 += block && k == 4;
+    }
+    TAP_OK(x && bars >= 8 && wide >= 4 && p4k4 == 0,
+           "crossover.dat: ratio inside its interval on every point (%d), a real interval off the fastest (%d), "
+           "no point of the failed P=4 k=4 (%d)", bars, wide, p4k4);
+    TAP_OK(x && strstr(x, "\"model tp2ep P=2: 4(P-1)/P TkDb\"") && strstr(x, "\"model agrs P=4: 4(P-1)TDb\""),
+           "crossover.dat: the volume model's lines, formula in the title, one per strategy and P");
+    free(x);
+    snprintf(p, sizeof p, "%s/plots/phases_0.dat", out);
+    x = read_file(p);
+    TAP_OK(x && strstr(x, "\"dispatch transfer\" \"dispatch wait\"") && strstr(x, "\"tp2ep\" 10 20 72 18 ") &&
+               strstr(x, " 300\n"),
+           "phases_0.dat: a comm phase as transfer then wait (90 us = 72 + 18), the step (300) as the last column");
+    free(x);
+    snprintf(p, sizeof p, "%s/plots/busbw.svg", out);
+    x = read_file(p);
+    TAP_OK(x && strstr(x, "memcpy ceiling 5.00 GB/s per rank"), "busbw.svg: the memcpy ceiling of --calibrate");
+    free(x);
+    snprintf(p, sizeof p, "%s/plots/history.svg", out);
+    x = read_file(p);
+    TAP_OK(x && strstr(x, "history: step time, P=2, 1 node, E=16 k=1"), "history.svg: titled with its configuration");
+    free(x);
+}
+
 static int test_plots(void)
 {
     char gp[1024];
@@ -671,8 +738,189 @@ static int test_plots(void)
         if (sscanf(l, "%lf %lf", &kk, &ratio) == 2 && kk > prev && ratio > 0) rows++, prev = kk;
     TAP_OK(x && rows == 3, "crossover.dat: one family, k = 1, 2, 4 with positive ratios (%d rows)", rows);
     free(x);
+    test_plots_verdict();
     test_injection();
     test_degenerate();
+    return tap_done();
+}
+
+/* ---- verdict: the answer first, with its interval, failed checks left out, no bare percentage above 100 ---- */
+
+/* The row of the verdict table (a report.md line) whose configuration starts with prefix, or NULL. */
+static const char *verdict_line(const char *md, const char *prefix, char *buf, size_t n)
+{
+    const char *v = strstr(md, "## Verdict"), *end = v ? strstr(v + 1, "\n## ") : NULL;
+    char want[128];
+    snprintf(want, sizeof want, "\n| %s", prefix);
+    const char *l = v ? strstr(v, want) : NULL;
+    if (!l || (end && l > end)) return NULL;
+    l++;
+    const char *e = strchr(l, '\n');
+    snprintf(buf, n, "%.*s", (int)(e ? e - l : (long)strlen(l)), l);
+    return buf;
+}
+
+/* Every number followed by '%' in a text: the cells (between '|' in Markdown, between tags in HTML) whose value is
+ * above 100 must say FLAG. Returns the number of unflagged ones; *shown counts the flagged ones. */
+static int unflagged_over_100(const char *text, char sep_open, char sep_close, int *flagged, char *first, size_t n)
+{
+    int bad = 0;
+    first[0] = 0;
+    for (const char *p = text; *p; p++) {
+        if (*p != '%' || p == text || !(p[-1] >= '0' && p[-1] <= '9')) continue;
+        const char *b = p;
+        while (b > text && ((b[-1] >= '0' && b[-1] <= '9') || b[-1] == '.')) b--;
+        double v = atof(b);
+        if (v <= 100.0) continue;
+        /* the cell around it */
+        const char *cs = b, *ce = p;
+        while (cs > text && *cs != sep_open && *cs != '\n') cs--;
+        while (*ce && *ce != sep_close && *ce != '\n') ce++;
+        int flag = 0;
+        for (const char *q = cs; q + 4 <= ce && !flag; q++) flag = !strncmp(q, "FLAG", 4);
+        if (flag) (*flagged)++;
+        else if (!bad++) snprintf(first, n, "%.*s", (int)(ce - cs < 200 ? ce - cs : 200), cs);
+    }
+    return bad;
+}
+
+static int test_verdict(void)
+{
+    char path[1024], okp[1024], *paths[1] = { path };
+    snprintf(path, sizeof path, "%s/verdict.csv", fix);
+    snprintf(okp, sizeof okp, "%s/verdict_ok.csv", fix);
+    rp_data_t d;
+    epb_err_t err = { "" };
+    int rc = rp_load(&d, paths, 1, &err);
+    TAP_OK(rc == EPB_OK && d.nconfs == 6, "verdict.csv loads: 6 configurations (%s)", err.msg);
+    if (rc) return tap_done();
+    rp_rule_t rule = rp_rule_default();
+    const rp_conf_t *c21 = NULL, *c22 = NULL, *c24 = NULL, *c44 = NULL, *c42 = NULL;
+    for (size_t k = 0; k < d.nconfs; k++) {
+        const epb_row_t *r = d.confs[k].head->row;
+        if (r->ranks == 2 && r->top_k == 1) c21 = &d.confs[k];
+        if (r->ranks == 2 && r->top_k == 2) c22 = &d.confs[k];
+        if (r->ranks == 2 && r->top_k == 4) c24 = &d.confs[k];
+        if (r->ranks == 4 && r->top_k == 2) c42 = &d.confs[k];
+        if (r->ranks == 4 && r->top_k == 4) c44 = &d.confs[k];
+    }
+    TAP_OK(c21 && c22 && c24 && c42 && c44, "the configurations P=2 k=1,2,4 and P=4 k=2,4 are there");
+    if (!(c21 && c22 && c24 && c42 && c44)) { rp_free(&d); return tap_done(); }
+    rp_rank_t rk[4];
+    size_t nr;
+    rp_rank_conf(&d, c21, &rule, rk, &nr);
+    TAP_OK(nr == 2 && !strcmp(c21->strat[rk[0].s]->strategy, "tp2ep") && NEAR(rk[1].ratio, 400.0 / 300) &&
+               rk[1].lo > 1 && rk[1].hi >= rk[1].ratio && rk[1].lo <= rk[1].ratio && !rk[1].same,
+           "P=2 k=1: tp2ep fastest, agrs 1.33 [%.3f, %.3f] (the interval lies above 1)", rk[1].lo, rk[1].hi);
+    rp_rank_conf(&d, c22, &rule, rk, &nr);
+    TAP_OK(nr == 2 && rk[1].lo < 1 && rk[1].hi > 1 && rk[1].same,
+           "P=2 k=2: 500 vs 505 +-10: the interval [%.3f, %.3f] holds 1: no significant difference", rk[1].lo,
+           rk[1].hi);
+    rp_rank_conf(&d, c24, &rule, rk, &nr);
+    TAP_OK(nr == 2 && !strcmp(c24->strat[rk[0].s]->strategy, "agrs") && rk[1].lo > 1, "P=2 k=4: agrs fastest");
+    TAP_OK(c44->nfail == 1 && !rp_fastest(&d, c44->cfg) && rp_vs_fastest(&d, c44->cfg, "agrs") == 0 &&
+               rp_cell_failed(&d, rp_step(&d, c44->cfg, "agrs")),
+           "P=4 k=4: one failed repetition; no fastest, no ratio, even agrs's (passing) step is left out");
+    double share = rp_comm_share(&d, c21->cfg, "tp2ep"), step = rp_step(&d, c21->cfg, "tp2ep")->med;
+    TAP_OK(share > 0 && share <= 1 && c21->comm_us[0] > step,
+           "comm and sync phases add up to %.0f us, more than the %.0f us step; the share of the phase sum is %.3f",
+           c21->comm_us[0], step, share);
+    const rp_cell_t *ef2 = rp_find(&d, c21->cfg, "tp2ep", "experts_fwd"), *ef4 = rp_find(&d, c42->cfg, "tp2ep",
+                                                                                          "experts_fwd");
+    char why[320];
+    double peak;
+    TAP_OK(ef2 && ef2->tflops > rp_peak_tflops(&d, ef2->hclass) / 4 &&
+               rp_flops_eff_why(&d, ef2, &peak, why, sizeof why) < 0 && strstr(why, "1 BLAS thread per rank"),
+           "P=2 experts_fwd (0.08 TFLOP/s, 1 thread, 2 ranks per node) against a 2-thread 1-rank ceiling of 0.05: "
+           "refused (%s)", why);
+    TAP_OK(ef4 && NEAR(rp_flops_eff_why(&d, ef4, &peak, why, sizeof why), 0.4) && NEAR(peak, 0.2),
+           "P=4 experts_fwd against the matching ceiling (1 thread, 4 ranks on 1 node): 0.08 / 0.2 = 40%%");
+    rp_family_t fams[8];
+    int nfam = 0, weak_ok = 0, weak_failed = 0;
+    rp_families(&d, "ranks", fams, 8, &nfam, &err);
+    for (int i = 0; i < nfam; i++) {
+        if (fams[i].n != 2) continue;
+        const epb_row_t *r0 = rp_conf(&d, fams[i].cfg[0])->head->row;
+        if (r0->top_k == 4) weak_failed = rp_weak_eff(&d, &fams[i], 1, "agrs") < 0;
+        if (r0->top_k == 1) weak_ok = NEAR(rp_weak_eff(&d, &fams[i], 1, "tp2ep"), 300.0 / 350);
+        rp_family_free(&fams[i]);
+    }
+    TAP_OK(nfam == 3 && weak_ok && weak_failed,
+           "weak scaling: k=1 tp2ep 300/350; k=4 (P=4 failed) has none, not even for agrs, whose rows passed");
+    const char *fm;
+    double vt = rp_volume_model(rp_step(&d, c42->cfg, "tp2ep")->row, &fm),
+           va = rp_volume_model(rp_step(&d, c42->cfg, "agrs")->row, NULL);
+    TAP_OK(va > 0 && NEAR(vt / va, 2.0 / 4) && !strcmp(fm, "4(P-1)/P TkDb"),
+           "volume model: tp2ep/agrs = k/P = 2/4 at P=4 k=2 (%s)", fm);
+    rp_free(&d);
+
+    /* the rendered report */
+    char out[1024], cmd[4096], p[1200];
+    snprintf(out, sizeof out, "%s/verdict", tmp);
+    snprintf(cmd, sizeof cmd, "%s --no-plots %s -o %s", exe, path, out);
+    rc = run(cmd, NULL);
+    snprintf(p, sizeof p, "%s/report.md", out);
+    char *md = read_file(p);
+    snprintf(p, sizeof p, "%s/report.html", out);
+    char *html = read_file(p);
+    TAP_OK(rc == 0 && md && html, "report on verdict.csv: exit 0 (%d)", rc);
+    if (!md || !html) { free(md); free(html); return tap_done(); }
+    const char *v = strstr(md, "## Verdict"), *t1 = strstr(md, "\n### "), *tab = strstr(md, "\n| ");
+    TAP_OK(v && t1 && tab && v < t1 && v < tab && strstr(v, "| configuration | ranking") == strstr(md, "\n| ") + 1,
+           "report.md: the verdict section and its table come before any per-configuration heading or table");
+    const char *hv = strstr(html, "<h2>Verdict</h2>"), *h3 = strstr(html, "<h3>"), *ht = strstr(html, "<table>");
+    TAP_OK(hv && h3 && ht && hv < ht && ht < h3 && strstr(ht, "<th>configuration</th>") == ht + strlen("<table>\n<tr>"),
+           "report.html: the verdict heading, then its table, before any per-configuration heading");
+    char line[2048];
+    const char *l = verdict_line(md, "P=2, 1 node, skew=0, k=1,", line, sizeof line);
+    TAP_OK(l && strstr(l, "tp2ep 300.0 < agrs 400.0") && strstr(l, "agrs 1.33 [") && strstr(l, "tp2ep fastest, by") &&
+               !strstr(l, "no significant") && strstr(l, "agrs 1.97 (model 2.00)") && strstr(l, "checks: all ok") &&
+               strstr(l, "| 3 |"),
+           "verdict P=2 k=1: ranking, the interval, the measured volume ratio beside the model's (P/k = 2), 3 "
+           "repetitions, checks ok: %s", l ? l : "(no row)");
+    int nsame = 0;
+    for (const char *pfx[] = { "P=2, 1 node, skew=0, k=2,", "P=4, 1 node, skew=0, k=2," }, **q = pfx; q < pfx + 2; q++) {
+        l = verdict_line(md, *q, line, sizeof line);
+        nsame += l && strstr(l, "no significant difference: tp2ep, agrs") && strstr(l, "[0.9");
+    }
+    TAP_OK(nsame == 2, "verdict k=2 (P=2 and 4): no significant difference, with the interval");
+    l = verdict_line(md, "P=4, 1 node, skew=0, k=4,", line, sizeof line);
+    TAP_OK(l && strstr(l, "FAILED") && strstr(l, "(tp2ep)") && strstr(l, "checks: 1 failed") && !strstr(l, "fastest"),
+           "verdict P=4 k=4: FAILED, the failing strategy named, nothing ranked: %s", l ? l : "(no row)");
+    TAP_OK(strstr(md, "k=4 T=256 D=256 F=512 f32 softmax skew=0, mpi cpu") &&
+               strstr(md, "(hosts node01): FAILED (1 failed check; left out of every comparison)"),
+           "the failed configuration's own heading says FAILED");
+    int flagged = 0;
+    char first[256];
+    int bad = unflagged_over_100(md, '|', '|', &flagged, first, sizeof first);
+    TAP_OK(bad == 0, "report.md: no share or efficiency above 100%% without a FLAG (%d unflagged: %s)", bad, first);
+    TAP_OK(flagged > 0, "report.md: the fixture's busbw above the bare collective's is shown, flagged (%d)", flagged);
+    flagged = 0;
+    bad = unflagged_over_100(html, '>', '<', &flagged, first, sizeof first);
+    TAP_OK(bad == 0 && flagged > 0, "report.html: likewise (%d unflagged: %s)", bad, first);
+    TAP_OK(strstr(md, "not compared: no gemm ceiling at 1 BLAS thread per rank and 2 ranks on 1 node"),
+           "report.md: the compute efficiency against a ceiling of other threads is refused, and says why");
+    free(md);
+    free(html);
+
+    /* --baseline: a new side with failed checks is exit 1, and says why; the same rows all ok are not */
+    char *e = NULL;
+    snprintf(cmd, sizeof cmd, "%s --baseline %s %s", exe, okp, okp);
+    rc = run(cmd, NULL);
+    TAP_OK(rc == 0, "--baseline ok.csv ok.csv: exit 0 (%d)", rc);
+    snprintf(cmd, sizeof cmd, "%s --baseline %s %s", exe, okp, path);
+    rc = run(cmd, &e);
+    snprintf(p, sizeof p, "%s/stdout.txt", tmp);
+    char *so = read_file(p);
+    TAP_OK(rc == 1 && e && strstr(e, "check=fail: exit 1") && so && strstr(so, "FAILED CHECKS") &&
+               strstr(so, "-> no regression"),
+           "--baseline ok.csv failed.csv: exit 1, the failed checks named though no time regressed (%s)",
+           one_line(e) ? e : "");
+    free(e);
+    free(so);
+    snprintf(cmd, sizeof cmd, "%s --baseline %s %s", exe, path, okp);
+    rc = run(cmd, NULL);
+    TAP_OK(rc == 0, "--baseline failed.csv ok.csv: the baseline's failed configuration is left out, exit 0 (%d)", rc);
     return tap_done();
 }
 
@@ -772,6 +1020,8 @@ int main(int argc, char **argv)
     } else if (!strcmp(argv[1], "cli")) {
         test_cli();
         rc = tap_done();
+    } else if (!strcmp(argv[1], "verdict")) {
+        rc = test_verdict();
     } else if (!strcmp(argv[1], "scale")) {
         rc = test_scale(argv[4]);
     } else {
