@@ -303,6 +303,9 @@ int rp_model(const rp_cluster_t *cl, const rp_mcfg_t *c, rp_pred_t *o, epb_err_t
         by[PH_DISPATCH] = (x.a[0] + x.a[1]) * (row + meta) + (x.b[0] + x.b[1]) * row;
         by[PH_COMBINE] = by[PH_COMBINE_BWD] = (x.a[0] + x.a[1] + x.b[0] + x.b[1]) * row;
         by[PH_DISPATCH_BWD] = (x.a[0] + x.a[1]) * (row + 4 * k) + (x.b[0] + x.b[1]) * row;
+        o->bytes_inter[PH_DISPATCH] = x.a[1] * (row + meta) + x.b[1] * row;
+        o->bytes_inter[PH_COMBINE] = o->bytes_inter[PH_COMBINE_BWD] = (x.a[1] + x.b[1]) * row;
+        o->bytes_inter[PH_DISPATCH_BWD] = x.a[1] * (row + 4 * k) + x.b[1] * row;
         t[PH_DISPATCH] = stageA(cl, &x, row, N) + 2 * stageA(cl, &x, 4 * k, N) + stageB(cl, &x, row, N);
         t[PH_COMBINE] = stageB(cl, &x, row, N) + stageA(cl, &x, row, N);
         t[PH_COMBINE_BWD] = stageA(cl, &x, row, N) + stageB(cl, &x, row, N);

@@ -304,6 +304,7 @@ typedef struct {
 typedef struct {
     double t_us[RP_MAXP];
     double bytes[RP_MAXP];  /* comm: the busiest rank's bytes to other ranks (both levels) */
+    double bytes_inter[RP_MAXP]; /* of which to other nodes (routed exchange: the busiest rank's at that level) */
     double gflop[RP_MAXP];
     double step_us;
 } rp_pred_t;
