@@ -537,6 +537,17 @@ static double conf_gamma(const rp_data_t *d, const rp_conf_t *cf)
     return 0;
 }
 
+/* a CSV text field, quoted (RFC 4180): labels hold commas ("hier:node_size=0,chunks=1") */
+static void csv_text(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; s && *s; s++) {
+        if (*s == '"') fputc('"', f);
+        fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
 /* text for gnuplot data files: a reduced character set, double-quoted (as reports/plots.c does) */
 static void dat_text(FILE *f, const char *s)
 {
@@ -726,13 +737,17 @@ int rp_project(const rp_data_t *d, const rp_project_opts_t *o, epb_err_t *err)
                 const rp_cell_t *x = rp_find(d, cf->cfg, st->strategy, rp_model_phases[ph]);
                 if (x && (x->kind == RP_COMM || x->kind == RP_SYNC)) mb += x->bytes, pb += pb_.bytes[ph];
                 if (pc) {
-                    fprintf(pc, "csv,%s,%s,%d,%ld,%s,%.6g,%.6g,%.6g,%.6g\n", ctext, st->strategy, m.P, m.k,
+                    fprintf(pc, "csv,%s,", ctext);
+                    csv_text(pc, st->strategy);
+                    fprintf(pc, ",%d,%ld,%s,%.6g,%.6g,%.6g,%.6g\n", m.P, m.k,
                             rp_model_phases[ph], pr.t_us[ph], x && here ? x->med : -1, pb_.bytes[ph], x ? x->bytes : -1);
                 }
             }
-            if (pc)
-                fprintf(pc, "csv,%s,%s,%d,%ld,step,%.6g,%.6g,%.6g,%.6g\n", ctext, st->strategy, m.P, m.k, pr.step_us,
-                        step && here ? meas : -1, pb, mb);
+            if (pc) {
+                fprintf(pc, "csv,%s,", ctext);
+                csv_text(pc, st->strategy);
+                fprintf(pc, ",%d,%ld,step,%.6g,%.6g,%.6g,%.6g\n", m.P, m.k, pr.step_us, step && here ? meas : -1, pb, mb);
+            }
             /* the three largest projected phases */
             int top[3] = { -1, -1, -1 };
             for (int ph = 0; ph < PH_N; ph++)
@@ -830,8 +845,13 @@ int rp_project(const rp_data_t *d, const rp_project_opts_t *o, epb_err_t *err)
                     rp_pred_t pr;
                     epb_err_t e2;
                     if (rp_model(&cl, &m, &pr, &e2)) continue;
-                    if (pc)
-                        fprintf(pc, "sweep,\"%s\",%s,%d,%d,step,%.6g,-1,-1,-1\n", fm->label, fm->strat[s], P, k, pr.step_us);
+                    if (pc) {
+                        fprintf(pc, "sweep,");
+                        csv_text(pc, fm->label);
+                        fputc(',', pc);
+                        csv_text(pc, fm->strat[s]);
+                        fprintf(pc, ",%d,%d,step,%.6g,-1,-1,-1\n", P, k, pr.step_us);
+                    }
                     if (wi < 0 || pr.step_us < best) {
                         if (wi >= 0) second = best, si = wi;
                         best = pr.step_us, wi = s;
