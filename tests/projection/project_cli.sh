@@ -18,6 +18,10 @@ tap_ok $? "--project on the fixture prints the recommendation table (P 8..256, k
 grep -Eq "^  tp2ep:chunks=1 +[0-9.]+ (us|ms) +[0-9.]+ (us|ms|s) +- +1\.[01][0-9]*$" out
 tap_ok $? "a measured configuration: projected step, measured step, no error against another machine, bytes model/measured" out
 
+printf '{"step_median_abs_error": 0.17, "step_p90_abs_error": 0.4, "configurations": 18, "published_median_abs_error": 0.125, "published_figures": 20}\n' >valid.json
+"$REPORT" --project "$FX/cluster.json" "$FX/fixture.csv" --validation valid.json >out 2>err
+[ $? = 0 ] && grep -q "validated error ±17% (median |error| of the step on 18 held-out runs here; 12% on 20 published GPU figures)" out
+tap_ok $? "--validation FILE: the recorded validation's errors are quoted next to the projection" out err
 "$REPORT" --project "$FX/cluster.json" "$FX/fixture.csv" -o proj --no-plots >out 2>err
 [ $? = 0 ] && [ -s proj/report.md ] && [ -s proj/report.html ] && [ -s proj/projection.csv ] &&
     grep -q "## Recommendation (projected)" proj/report.md && grep -q "(projected)" proj/report.md
