@@ -222,7 +222,7 @@ int bench_run_calibrate(bench_ctx_t *b, epb_err_t *err)
 {
     const bench_opts_t *o = b->o;
     epb_row_t rows[NCAL_ROWS];
-    static char params[NCAL_ROWS][48];
+    char params[NCAL_ROWS][48];
     char gparams[48];
     int nrows = 0, rc;
     epb_stats_t st;

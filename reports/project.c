@@ -152,20 +152,19 @@ typedef struct {
     int ng, gs;
 } xplan_t;
 
-static void xplan(const rp_mcfg_t *c, int G, int ns, const double *S, xplan_t *x)
+static int xplan(const rp_mcfg_t *c, int G, int ns, const double *S, xplan_t *x)
 {
     int P = c->P;
-    static double sA[2][MAXP], rA[2][MAXP], sB[2][MAXP], rB[2][MAXP];
     memset(x, 0, sizeof *x);
     x->gs = ns;
     x->ng = P / ns;
-    for (int l = 0; l < 2; l++)
-        for (int r = 0; r < P; r++) sA[l][r] = rA[l][r] = sB[l][r] = rB[l][r] = 0;
-    double Sg[MAXP];
-    for (int g = 0; g < x->ng; g++) {
-        Sg[g] = 0;
+    /* per level l and rank r: stage A rows and stage B pairs sent and received, then each group's share */
+    double *mem = calloc((size_t)9 * (size_t)P, sizeof *mem);
+    if (!mem) return -1;
+    double *sA[2] = { mem, mem + P }, *rA[2] = { mem + 2 * P, mem + 3 * P }, *sB[2] = { mem + 4 * P, mem + 5 * P },
+           *rB[2] = { mem + 6 * P, mem + 7 * P }, *Sg = mem + 8 * P;
+    for (int g = 0; g < x->ng; g++)
         for (int q = g * ns; q < (g + 1) * ns; q++) Sg[g] += S[q];
-    }
     for (int r = 0; r < P; r++) {
         for (int g = 0; g < x->ng; g++) {
             double rows = (double)c->T * hit(Sg[g], c->E, c->k);
@@ -189,6 +188,8 @@ static void xplan(const rp_mcfg_t *c, int G, int ns, const double *S, xplan_t *x
             x->a[l] = fmax(x->a[l], fmax(sA[l][r], rA[l][r]));
             x->b[l] = fmax(x->b[l], fmax(sB[l][r], rB[l][r]));
         }
+    free(mem);
+    return 0;
 }
 
 /* stage A's calls (rows of `row` bytes), N chunks each */
@@ -278,12 +279,12 @@ int rp_model(const rp_cluster_t *cl, const rp_mcfg_t *c, rp_pred_t *o, epb_err_t
     /* layout: the all-reduce of tokens_per_expert (int64) and the strategy's count all-to-alls */
     by[PH_LAYOUT] = ring * E * 8;
     t[PH_LAYOUT] = ring_time(cl, RP_CO_ALLREDUCE, ring * E * 8, P, G);
-    double src = 0, U = 0, gate = 0, permb = 0; /* rows copied: the source's gather, the owner's, the sums */
+    double U, gate, permb; /* rows copied: unpermute (the owner's), gate (the sums), permute (gathers) */
     if (s == S_LOCAL) {
         double Bx = ring * E * D * F * b;
         by[PH_GRAD_SYNC] += 3 * Bx;
         t[PH_GRAD_SYNC] += 3 * ring_time(cl, RP_CO_ALLREDUCE, Bx, P, G);
-        src = 0, U = 0, gate = T * k + T, permb = T * k;
+        U = 0, gate = T * k + T, permb = T * k;
     } else if (s == S_AGRS) {
         double Bt = (P - 1) * T * row, Bm = (P - 1) * T * k * 4;
         by[PH_DISPATCH] = Bt + 2 * Bm;
@@ -293,12 +294,12 @@ int rp_model(const rp_cluster_t *cl, const rp_mcfg_t *c, rp_pred_t *o, epb_err_t
         t[PH_COMBINE_BWD] = ring_time(cl, RP_CO_ALLGATHER, Bt, P, G);
         by[PH_DISPATCH_BWD] = Bt + Bm;
         t[PH_DISPATCH_BWD] = ring_time(cl, RP_CO_REDUCE_SCATTER, Bt, P, G) + ring_time(cl, RP_CO_REDUCE_SCATTER, Bm, P, G);
-        src = 0, U = 0, gate = R + P * T, permb = R + P * T;
+        U = 0, gate = R + P * T, permb = R + P * T;
     } else {
         int ns = s == S_TP2EP ? P : s == S_DEDUP ? 1 : c->node_size > 0 ? c->node_size : G;
         if (ns > P || P % ns) ns = P;
         xplan_t x;
-        xplan(c, G, ns, S, &x);
+        if (xplan(c, G, ns, S, &x)) return epb_fail(err, EPB_ESYS, "out of memory");
         double meta = 8 * k; /* int32 indices and float32 gates per stage-A row */
         by[PH_DISPATCH] = (x.a[0] + x.a[1]) * (row + meta) + (x.b[0] + x.b[1]) * row;
         by[PH_COMBINE] = by[PH_COMBINE_BWD] = (x.a[0] + x.a[1] + x.b[0] + x.b[1]) * row;
@@ -315,7 +316,7 @@ int rp_model(const rp_cluster_t *cl, const rp_mcfg_t *c, rp_pred_t *o, epb_err_t
         by[PH_LAYOUT] += cA + cB;
         if (x.ng > 1) t[PH_LAYOUT] += a2a_even_time(cl, cA * (P - 1) / (x.ng - 1), P, G);
         if (ns > 1) t[PH_LAYOUT] += a2a_even_time(cl, cB * (P - 1) / (ns - 1), ns < G ? ns : P, G);
-        src = x.ng > 1 ? x.srcA : T * k;
+        double src = x.ng > 1 ? x.srcA : T * k; /* the source's gather: stage-A rows, or tp2ep's pairs */
         U = R, gate = R + T, permb = src + R;
     }
     t[PH_PERMUTE] = copy_time(cl, permb, c->D);
@@ -324,7 +325,6 @@ int rp_model(const rp_cluster_t *cl, const rp_mcfg_t *c, rp_pred_t *o, epb_err_t
     t[PH_GATE_BWD] = t[PH_GATE];
     t[PH_UNPERMUTE_BWD] = t[PH_UNPERMUTE];
     t[PH_PERMUTE_BWD] = t[PH_PERMUTE];
-    (void)src;
     /* chunks: chunk i+1's dispatch under chunk i's experts, chunk i's combine under chunk i+1's; the phases keep
      * their exposed part: fill (first dispatch, last combine) plus what each later chunk's comm exceeds its
      * experts by */
@@ -506,7 +506,7 @@ static void valid_text(const valid_t *v, char *buf, size_t n)
 }
 
 /* the model's configuration of a CSV strategy cell */
-static int mcfg_of(const rp_conf_t *cf, const rp_cell_t *st, double gamma, rp_mcfg_t *m)
+static int mcfg_of(const rp_cell_t *st, double gamma, rp_mcfg_t *m)
 {
     const epb_row_t *r = st->row;
     char buf[64];
@@ -518,7 +518,6 @@ static int mcfg_of(const rp_conf_t *cf, const rp_cell_t *st, double gamma, rp_mc
     m->shared = param_of(r->params, "shared", buf, sizeof buf) ? atoi(buf) : 0;
     m->shared_ffn = param_of(r->params, "shared_ffn", buf, sizeof buf) ? atol(buf) : 0;
     m->gamma = gamma;
-    (void)cf;
     return strat_id(m->strategy) >= 0;
 }
 
@@ -673,10 +672,14 @@ int rp_project(const rp_data_t *d, const rp_project_opts_t *o, epb_err_t *err)
     load_validation(o->validation, &v);
     char vtext[400];
     valid_text(&v, vtext, sizeof vtext);
-    static family_t fam[MAXFAM];
+    family_t *fam = calloc(MAXFAM, sizeof *fam);
     int nfam = 0;
     rp_doc_t *doc = rp_doc_new();
-    if (!doc) return epb_fail(err, EPB_ESYS, "out of memory");
+    if (!doc || !fam) {
+        free(fam);
+        rp_doc_free(doc);
+        return epb_fail(err, EPB_ESYS, "out of memory");
+    }
     char tmp[4200] = "", p[4300];
     FILE *pc = NULL;
     if (o->out) {
@@ -719,7 +722,7 @@ int rp_project(const rp_data_t *d, const rp_project_opts_t *o, epb_err_t *err)
         for (size_t s = 0; s < cf->nstrat && !rc; s++) {
             const rp_cell_t *st = cf->strat[s];
             rp_mcfg_t m;
-            if (!mcfg_of(cf, st, gamma, &m)) {
+            if (!mcfg_of(st, gamma, &m)) {
                 printf("  %-24s %14s\n", st->strategy, "not modelled");
                 continue;
             }
@@ -897,5 +900,6 @@ done:
     if (pc) fclose(pc);
     if (rc && tmp[0]) rp_outdir_abort(tmp);
     rp_doc_free(doc);
+    free(fam);
     return rc;
 }
