@@ -713,6 +713,9 @@ int rp_project(const rp_data_t *d, const rp_project_opts_t *o, epb_err_t *err)
         rp_doc_table(doc, 6, hd);
         double best = 0, second = 0;
         const char *wname = NULL;
+        rp_pred_t preds[RP_MAXS];     /* for the per-phase table */
+        const char *pnames[RP_MAXS];
+        int npred = 0;
         /* the family this configuration belongs to (all but k) */
         family_t *fm = NULL;
         for (int i = 0; i < nfam; i++)
@@ -784,6 +787,10 @@ int rp_project(const rp_data_t *d, const rp_project_opts_t *o, epb_err_t *err)
                 wname = st->strategy;
             } else if (second == 0 || pr.step_us < second)
                 second = pr.step_us;
+            if (npred < RP_MAXS) {
+                preds[npred] = pr;
+                pnames[npred++] = st->strategy;
+            }
             if (!fm && nfam < MAXFAM) {
                 fm = &fam[nfam++];
                 memset(fm, 0, sizeof *fm);
@@ -792,6 +799,16 @@ int rp_project(const rp_data_t *d, const rp_project_opts_t *o, epb_err_t *err)
                 snprintf(fm->label, sizeof fm->label, "E=%ld T=%ld D=%ld F=%ld skew %g", m.E, m.T, m.D, m.F, h->skew);
             }
             if (fm) add_strategy(fm, st->strategy, &m);
+        }
+        if (npred) { /* every phase's projected time, strategy by strategy: the terms that add up to the step */
+            const char *hdr[RP_MAXS + 1];
+            hdr[0] = "phase (projected us)";
+            for (int i = 0; i < npred; i++) hdr[i + 1] = pnames[i];
+            rp_doc_table(doc, npred + 1, hdr);
+            for (int ph = 0; ph <= PH_N; ph++) {
+                rp_doc_cell(doc, "%s", ph < PH_N ? rp_model_phases[ph] : "step");
+                for (int i = 0; i < npred; i++) rp_doc_cell(doc, "%.1f", ph < PH_N ? preds[i].t_us[ph] : preds[i].step_us);
+            }
         }
         if (wname && second > 0) {
             rp_doc_para(doc, "Projected winner on %s: **%s**, %.0f%% faster than the next strategy (projected).",
@@ -871,7 +888,10 @@ int rp_project(const rp_data_t *d, const rp_project_opts_t *o, epb_err_t *err)
                 rp_doc_cell(doc, "%s (projected)", a);
                 if (si >= 0) rp_doc_cell(doc, "%.0f%%", 100 * (1 - best / second)); else rp_doc_cell(doc, "-");
                 rp_doc_cell(doc, "%s", si >= 0 ? fm->strat[si] : "-");
-                rp_doc_cell(doc, "%s", v.have ? "see above" : "not recorded");
+                if (v.have)
+                    rp_doc_cell(doc, "±%.0f%% here, %.0f%% published", 100 * v.step_med, 100 * v.pub_med);
+                else
+                    rp_doc_cell(doc, "not recorded");
                 printf("  %-40.40s %4d %2d  %-18.18s %12s %7.0f%%  %s\n", fm->label, P, k, fm->strat[wi], a,
                        si >= 0 ? 100 * (1 - best / second) : 0.0, si >= 0 ? fm->strat[si] : "-");
             }
