@@ -61,7 +61,7 @@ static void usage(FILE *f)
             "  -h, --help\n"
             "Exit: 0 ok, 1 regression found, 2 bad usage or input, 3 system failure, 4 (--baseline) nothing compared:\n"
             "no measurement matches the baseline, or none has 3 repetitions on each side.\n",
-            RP_VALIDATION, RP_PLOTS_DIR);
+            RP_PLOTS_DIR, RP_VALIDATION);
 }
 
 static int parse_args(int argc, char **argv, opts_t *o)
