@@ -149,10 +149,13 @@ static double a2a_even_time(const rp_cluster_t *cl, double B, int P, int G)
 typedef struct {
     double a[2], b[2]; /* stage A rows, stage B pairs: the busiest rank's max(sent, received), [0] intra [1] inter */
     double srcA;       /* stage A rows a source sends (its own group's included): what it gathers */
+    double sent[4];    /* dispatch, combine, combine_bwd, dispatch_bwd: the most bytes one rank sends (the CSV's
+                        * bytes column; the times use the busiest rank's sent or received, a[] and b[]) */
     int ng, gs;
 } xplan_t;
 
-static int xplan(const rp_mcfg_t *c, int G, int ns, const double *S, xplan_t *x)
+/* row: bytes of a token row; k4: bytes of a row's k int32 or float32 (indices, gates, gate gradients) */
+static int xplan(const rp_mcfg_t *c, int G, int ns, const double *S, double row, double k4, xplan_t *x)
 {
     int P = c->P;
     memset(x, 0, sizeof *x);
@@ -188,6 +191,13 @@ static int xplan(const rp_mcfg_t *c, int G, int ns, const double *S, xplan_t *x)
             x->a[l] = fmax(x->a[l], fmax(sA[l][r], rA[l][r]));
             x->b[l] = fmax(x->b[l], fmax(sB[l][r], rB[l][r]));
         }
+    for (int r = 0; r < P; r++) { /* what rank r sends in each phase: dispatch's direction, or the reverse */
+        double sa = sA[0][r] + sA[1][r], ra = rA[0][r] + rA[1][r], sb = sB[0][r] + sB[1][r], rb = rB[0][r] + rB[1][r];
+        x->sent[0] = fmax(x->sent[0], sa * (row + 2 * k4) + sb * row);
+        x->sent[1] = fmax(x->sent[1], (ra + rb) * row);
+        x->sent[2] = fmax(x->sent[2], (sa + sb) * row);
+        x->sent[3] = fmax(x->sent[3], rb * row + ra * (row + k4));
+    }
     free(mem);
     return 0;
 }
@@ -299,11 +309,12 @@ int rp_model(const rp_cluster_t *cl, const rp_mcfg_t *c, rp_pred_t *o, epb_err_t
         int ns = s == S_TP2EP ? P : s == S_DEDUP ? 1 : c->node_size > 0 ? c->node_size : G;
         if (ns > P || P % ns) ns = P;
         xplan_t x;
-        if (xplan(c, G, ns, S, &x)) return epb_fail(err, EPB_ESYS, "out of memory");
+        if (xplan(c, G, ns, S, row, 4 * k, &x)) return epb_fail(err, EPB_ESYS, "out of memory");
         double meta = 8 * k; /* int32 indices and float32 gates per stage-A row */
-        by[PH_DISPATCH] = (x.a[0] + x.a[1]) * (row + meta) + (x.b[0] + x.b[1]) * row;
-        by[PH_COMBINE] = by[PH_COMBINE_BWD] = (x.a[0] + x.a[1] + x.b[0] + x.b[1]) * row;
-        by[PH_DISPATCH_BWD] = (x.a[0] + x.a[1]) * (row + 4 * k) + (x.b[0] + x.b[1]) * row;
+        by[PH_DISPATCH] = x.sent[0];
+        by[PH_COMBINE] = x.sent[1];
+        by[PH_COMBINE_BWD] = x.sent[2];
+        by[PH_DISPATCH_BWD] = x.sent[3];
         o->bytes_inter[PH_DISPATCH] = x.a[1] * (row + meta) + x.b[1] * row;
         o->bytes_inter[PH_COMBINE] = o->bytes_inter[PH_COMBINE_BWD] = (x.a[1] + x.b[1]) * row;
         o->bytes_inter[PH_DISPATCH_BWD] = x.a[1] * (row + 4 * k) + x.b[1] * row;

@@ -303,7 +303,7 @@ typedef struct {
 /* A phase's predicted time (us) and the bytes or FLOPs that made it. */
 typedef struct {
     double t_us[RP_MAXP];
-    double bytes[RP_MAXP];  /* comm: the busiest rank's bytes to other ranks (both levels) */
+    double bytes[RP_MAXP];  /* comm: the most bytes one rank sends to other ranks (the CSV's bytes column) */
     double bytes_inter[RP_MAXP]; /* of which to other nodes (routed exchange: the busiest rank's at that level) */
     double gflop[RP_MAXP];
     double step_us;
