@@ -3,9 +3,9 @@
 # P ratio). Below 1 the strategy beats agrs. Variables: datafile, outfile, fmt, nblocks, cluster (reduced text).
 if (!exists("fmt")) fmt = 'svg'
 if (!exists("cluster")) cluster = ''
-if (fmt eq 'png') { set terminal pngcairo noenhanced size 1200,620 font ",10" } else { set terminal svg noenhanced size 1200,620 dynamic font ",10" background rgb 'white' }
+if (fmt eq 'png') { set terminal pngcairo noenhanced size 1300,640 font ",10" } else { set terminal svg noenhanced size 1300,640 dynamic font ",10" background rgb 'white' }
 set output outfile
-set title sprintf("PROJECTED step / agrs step against P: %s", cluster) noenhanced
+set title sprintf("PROJECTED step / agrs step against P\n%s", cluster) noenhanced
 set xlabel "P (ranks)" noenhanced
 set ylabel "projected step / projected agrs step"
 set key outside right top noenhanced

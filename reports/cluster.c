@@ -39,7 +39,10 @@ static int get_num(const char *path, json_t *obj, const char *key, const char *f
     double d = json_number_value(v);
     if (!isfinite(d) || d < lo || d > hi) {
         char why[128];
-        snprintf(why, sizeof why, "%g is out of range (%s%g .. %g)", d, lo > 0 ? "> 0, " : "", lo, hi);
+        if (lo > 0 && lo < 1e-6)
+            snprintf(why, sizeof why, "%g is out of range: must be > 0 (and at most %g)", d, hi);
+        else
+            snprintf(why, sizeof why, "%g is out of range: must be in [%g, %g]", d, lo, hi);
         return bad(err, path, field, why);
     }
     *x = d;

@@ -575,6 +575,7 @@ static const int sweep_k[] = { 1, 2, 4, 8 };
 #define NSP 4
 #define NSK 4
 #define MAXFAM 64
+#define MAXBLOCKS 24 /* lines in the ratio plot (its key holds no more) */
 
 typedef struct {
     char label[160];        /* "csv: E=16 T=1024 D=1024 F=1024 skew 1.5" or "deepseek-v3 (T=4096)" */
@@ -613,21 +614,27 @@ static int write_plot(const rp_project_opts_t *o, const char *dir, const rp_clus
         if (ia < 0) continue;
         for (int s = 0; s < fm->nstrat; s++) {
             if (s == ia || !strcmp(fm->scfg[s].strategy, "local")) continue;
+            double x[NSP], y[NSP];
+            int np = 0;
+            for (int i = 0; i < NSP; i++) {
+                rp_mcfg_t a = fm->scfg[ia], m = fm->scfg[s];
+                a.P = m.P = sweep_P[i];
+                a.k = m.k = fm->k0;
+                if (m.node_size > m.P || (m.node_size && m.P % m.node_size)) m.node_size = 0;
+                rp_pred_t pa, pm;
+                epb_err_t e2;
+                if (a.E % a.P || rp_model(cl, &a, &pa, &e2) || rp_model(cl, &m, &pm, &e2)) continue;
+                x[np] = sweep_P[i];
+                y[np++] = pm.step_us / pa.step_us;
+            }
+            if (!np || nblocks >= MAXBLOCKS) continue; /* no P of the sweep divides E; or the key is full */
             char title[300];
             snprintf(title, sizeof title, "%.60s / agrs, %.160s k=%ld", fm->strat[s], fm->label, fm->k0);
             if (nblocks) fprintf(f, "\n\n");
             fprintf(f, "\"P\" ");
             dat_text(f, title);
             fprintf(f, "\n");
-            for (int i = 0; i < NSP; i++) {
-                rp_mcfg_t a = fm->scfg[ia], m = fm->scfg[s];
-                a.P = m.P = sweep_P[i];
-                a.k = m.k = fm->k0;
-                rp_pred_t pa, pm;
-                epb_err_t e2;
-                if (a.E % a.P || rp_model(cl, &a, &pa, &e2) || rp_model(cl, &m, &pm, &e2)) continue;
-                fprintf(f, "%d %.6g\n", sweep_P[i], pm.step_us / pa.step_us);
-            }
+            for (int i = 0; i < np; i++) fprintf(f, "%g %.6g\n", x[i], y[i]);
             nblocks++;
         }
     }
