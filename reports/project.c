@@ -144,6 +144,14 @@ static double a2a_even_time(const rp_cluster_t *cl, double B, int P, int G)
     return call_time(cl, RP_CO_ALLTOALL, B * (g - 1) / (P - 1), B * (P - g) / (P - 1));
 }
 
+double rp_coll_time(const rp_cluster_t *cl, int co, double bytes, int P)
+{
+    int G = cl->gpus_per_node < P ? cl->gpus_per_node : P;
+    double f = co == RP_CO_ALLREDUCE ? 2.0 * (P - 1) / P : (double)(P - 1) / P; /* bytes a rank sends */
+    if (co == RP_CO_ALLTOALL) return a2a_even_time(cl, bytes * f, P, G);
+    return ring_time(cl, co, bytes * f, P, G);
+}
+
 /* ---- the routed exchange (tp2ep, dedup, hier): expected rows per rank and level ---- */
 
 typedef struct {

@@ -311,6 +311,9 @@ typedef struct {
 /* the model's phases, in the CSV's order */
 extern const char *const rp_model_phases[];
 extern const int rp_model_nphases;
+/* One collective (an RP_CO_*) of nominal size bytes as nccl-tests counts it (the gathered buffer for allgather, the
+ * send buffer for reduce_scatter and alltoall, the buffer for allreduce) on P ranks of cl, us. */
+double rp_coll_time(const rp_cluster_t *cl, int co, double bytes, int P);
 /* Predicts every phase of c on cluster cl; EPB_EUSAGE for an unknown strategy. */
 int rp_model(const rp_cluster_t *cl, const rp_mcfg_t *c, rp_pred_t *out, epb_err_t *err);
 /* The skew exponent whose busiest rank (of P, E/P consecutive experts each) holds share smax of the pairs. */
