@@ -333,8 +333,14 @@ int rp_model(const rp_cluster_t *cl, const rp_mcfg_t *c, rp_pred_t *o, epb_err_t
         /* the count all-to-alls: per other group N (1 + ns El) int64, per other rank of the group N El */
         double cA = x.ng > 1 ? (x.ng - 1) * N * (1 + ns * El) * 8 : 0, cB = ns > 1 ? (ns - 1) * N * El * 8 : 0;
         by[PH_LAYOUT] += cA + cB;
-        if (x.ng > 1) t[PH_LAYOUT] += a2a_even_time(cl, cA * (P - 1) / (x.ng - 1), P, G);
-        if (ns > 1) t[PH_LAYOUT] += a2a_even_time(cl, cB * (P - 1) / (ns - 1), ns < G ? ns : P, G);
+        /* stage A's counts go to other groups (other nodes when a group fills whole nodes), stage B's stay in the
+         * group (inside a node when the group fits in one); else they spread as an even all-to-all */
+        if (x.ng > 1)
+            t[PH_LAYOUT] += ns >= G && ns % G == 0 ? call_time(cl, RP_CO_ALLTOALL, 0, cA)
+                                                   : a2a_even_time(cl, cA * (P - 1) / (x.ng - 1), P, G);
+        if (ns > 1)
+            t[PH_LAYOUT] += ns <= G && G % ns == 0 ? call_time(cl, RP_CO_ALLTOALL, cB, 0)
+                                                   : a2a_even_time(cl, cB * (P - 1) / (ns - 1), P, G);
         double src = x.ng > 1 ? x.srcA : T * k; /* the source's gather: stage-A rows, or tp2ep's pairs */
         U = R, gate = R + T, permb = src + R;
     }
