@@ -198,6 +198,13 @@ static json_t *valued(double x, const char *source)
 
 int rp_cluster_write(const char *path, const rp_cluster_t *c, const char *source, epb_err_t *err)
 {
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0;
+    if (access(slash ? (*dir ? dir : "/") : ".", W_OK))
+        return epb_fail(err, EPB_EUSAGE, "--calibration-out %s: cannot write in %s: %s", path, slash ? dir : ".",
+                        strerror(errno));
     json_t *root = json_pack("{s:s, s:s, s:s, s:s}", "format", RP_CLUSTER_FORMAT, "name", c->name, "host_class",
                              c->host_class, "source", source);
     int rc = EPB_OK;

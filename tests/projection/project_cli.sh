@@ -59,6 +59,10 @@ python3 -c 'import csv,sys; r=csv.reader(open(sys.argv[1])); w=csv.writer(open("
 [ $? = 2 ] && grep -q "no mode=peak rows" err && [ ! -e x.json ]
 tap_ok $? "--calibration-out without peak rows: exit 2, nothing written" err
 
+"$REPORT" --calibration-out nodir/x.json "$FX/fixture.csv" >out 2>err
+[ $? = 2 ] && grep -q "^report: --calibration-out nodir/x.json: cannot write in nodir" err && [ ! -e nodir ]
+tap_ok $? "--calibration-out into a missing directory: exit 2 naming the option" err
+
 # bad cluster files: exit 2, one line naming the file and the field, no output directory
 bad() { # NAME JQ-LIKE-PYTHON EXPECTED-TEXT
     python3 -c "import json; c=json.load(open('$FX/cluster.json')); $2; json.dump(c, open('$1.json', 'w'))"
