@@ -688,6 +688,20 @@ static int write_plot(const rp_project_opts_t *o, const char *dir, const rp_clus
     return EPB_OK;
 }
 
+/* every phase's projected time, strategy by strategy: the terms that add up to the step */
+static void phase_table(rp_doc_t *doc, const char *const *names, const rp_pred_t *preds, int n)
+{
+    if (!n) return;
+    const char *hdr[RP_MAXS + 1];
+    hdr[0] = "phase (projected us)";
+    for (int i = 0; i < n; i++) hdr[i + 1] = names[i];
+    rp_doc_table(doc, n + 1, hdr);
+    for (int ph = 0; ph <= PH_N; ph++) {
+        rp_doc_cell(doc, "%s", ph < PH_N ? rp_model_phases[ph] : "step");
+        for (int i = 0; i < n; i++) rp_doc_cell(doc, "%.1f", ph < PH_N ? preds[i].t_us[ph] : preds[i].step_us);
+    }
+}
+
 static void fmt_us(double us, char *b, size_t n)
 {
     if (us >= 1e6) snprintf(b, n, "%.3g s", us / 1e6);
@@ -832,16 +846,7 @@ int rp_project(const rp_data_t *d, const rp_project_opts_t *o, epb_err_t *err)
             }
             if (fm) add_strategy(fm, st->strategy, &m);
         }
-        if (npred) { /* every phase's projected time, strategy by strategy: the terms that add up to the step */
-            const char *hdr[RP_MAXS + 1];
-            hdr[0] = "phase (projected us)";
-            for (int i = 0; i < npred; i++) hdr[i + 1] = pnames[i];
-            rp_doc_table(doc, npred + 1, hdr);
-            for (int ph = 0; ph <= PH_N; ph++) {
-                rp_doc_cell(doc, "%s", ph < PH_N ? rp_model_phases[ph] : "step");
-                for (int i = 0; i < npred; i++) rp_doc_cell(doc, "%.1f", ph < PH_N ? preds[i].t_us[ph] : preds[i].step_us);
-            }
-        }
+        phase_table(doc, pnames, preds, npred);
         if (wname && second > 0) {
             rp_doc_para(doc, "Projected winner on %s: **%s**, %.0f%% faster than the next strategy (projected).",
                         cl.name, wname, 100 * (1 - best / second));
@@ -859,10 +864,24 @@ int rp_project(const rp_data_t *d, const rp_project_opts_t *o, epb_err_t *err)
         fm->k0 = mm->k;
         snprintf(fm->label, sizeof fm->label, "%s (T=4096)", mm->name);
         static const char *const strats[] = { "agrs", "tp2ep", "dedup", "hier" };
+        rp_pred_t preds[4];
+        const char *names[4];
+        int np = 0;
+        m.P = mm->E < 64 ? mm->E : 64; /* the per-phase terms at 64 ranks (8 nodes of 8 on a GPU cluster) or E */
         for (int s = 0; s < 4; s++) {
             snprintf(m.strategy, sizeof m.strategy, "%s", strats[s]);
             add_strategy(fm, strats[s], &m);
+            epb_err_t e2;
+            if (!rp_model(&cl, &m, &preds[np], &e2)) names[np++] = strats[s];
         }
+        if (!i) {
+            rp_doc_heading(doc, 2, "The --model presets at their published sizes (projected)");
+            rp_doc_para(doc, "T=4096 tokens per rank, uniform routing (skew 0; group-limited routing not modelled), "
+                             "every phase's projected time at P = min(64, E) on %s.", cl.name);
+        }
+        rp_doc_heading(doc, 3, "%s: D=%ld F=%ld E=%d k=%d, %d shared of FFN %ld, P=%d (projected)", mm->name, mm->D,
+                       mm->F, mm->E, mm->k, mm->shared, mm->Fs, m.P);
+        phase_table(doc, names, preds, np);
     }
     /* 3. the recommendation table: every family at P 8, 16, 64, 256 and k 1, 2, 4, 8 and its own */
     rp_doc_heading(doc, 2, "Recommendation (projected)");
