@@ -302,6 +302,7 @@ int main(int argc, char **argv)
         rc = project_main(&o, &now, &err);
         if (rc) fprintf(stderr, "report: %s\n", err.msg);
         rp_free(&now);
+        rp_free(&hist);
         free(o.base);
         return rc;
     }
