@@ -3,9 +3,9 @@
 independently of reports/project.c) and compares them with the projection.csv it wrote.
 
 Usage: by_hand.py CLUSTER.json FIXTURE.csv PROJECTION.csv
-Checked, phase by phase: agrs and tp2ep at the fixture's own configuration (P=2, one node, the routing skew fitted
-from the fixture's busiest rank); the step of agrs, tp2ep and dedup for the qwen3-30b-a3b preset at T=4096 on 16
-ranks (two nodes of 8: both link levels) and 64 ranks. TAP output; exit 1 on any difference above 1e-4 relative.
+Checked, phase by phase: agrs, tp2ep and dedup at the fixture's own configuration (P=2, one node, the routing skew
+fitted from the fixture's busiest rank); the step of agrs, tp2ep, dedup and hier (nodes of 8) for the qwen3-30b-a3b
+preset at T=4096 on 16 ranks (two nodes of 8: both link levels) and 64 ranks. TAP output; exit 1 on any difference above 1e-4 relative.
 """
 import csv
 import json
@@ -102,6 +102,8 @@ def project(strat, T, D, F, E, k, P, gamma):
         t["unpermute"] = t["unpermute_bwd"] = 0.0
         return t
     node = lambda r: r // G
+    if strat == "hier":  # groups of G (the node): a token once to each other node, then its pairs inside the node
+        return project_hier(t, T, D, E, k, P, G, S, R, row)
     send = {(l, r): 0.0 for l in (0, 1) for r in range(P)}
     recv = dict(send)
     if strat == "tp2ep":  # each (token, expert) pair to the expert's owner
@@ -148,6 +150,49 @@ def project(strat, T, D, F, E, k, P, gamma):
     return t
 
 
+def hitq(q, E, k):  # a token's k experts reach a set holding share q
+    miss = 1.0
+    for j in range(k):
+        miss *= max(0.0, 1 - q * E / (E - j))
+    return 1 - miss
+
+
+def project_hier(t, T, D, E, k, P, G, S, R, row):
+    ns, ng = G, P // G
+    Sg = [sum(S[g * ns:(g + 1) * ns]) for g in range(ng)]
+    z = lambda: {(l, r): 0.0 for l in (0, 1) for r in range(P)}
+    sA, rA, sB, rB = z(), z(), z(), z()
+    for r in range(P):
+        for g in range(ng):
+            if g != r // ns:  # to the rank of r's index in node g
+                relay = g * ns + r % ns
+                lv = int(relay // G != r // G)
+                sA[lv, r] += T * hitq(Sg[g], E, k)
+                rA[lv, relay] += T * hitq(Sg[g], E, k)
+        for o in range((r // ns) * ns, (r // ns + 1) * ns):
+            if o != r:  # the relay's pairs of every source node to the owners of its node
+                lv = int(o // G != r // G)
+                sB[lv, r] += ng * T * k * S[o]
+                rB[lv, o] += ng * T * k * S[o]
+    A = [max(max(sA[l, r], rA[l, r]) for r in range(P)) for l in (0, 1)]
+    B = [max(max(sB[l, r], rB[l, r]) for r in range(P)) for l in (0, 1)]
+    stA = lambda per_row: both("alltoall", A[0] * per_row, A[1] * per_row) if ng > 1 else 0.0
+    stB = lambda per_row: both("alltoall", B[0] * per_row, B[1] * per_row) if ns > 1 else 0.0
+    t["dispatch"] = stA(row) + 2 * stA(4 * k) + stB(row)
+    t["combine"] = stB(row) + stA(row)
+    t["combine_bwd"] = stA(row) + stB(row)
+    t["dispatch_bwd"] = stB(row) + stA(row) + stA(4 * k)
+    if ng > 1:  # the counts: per other node (1 + ns E/P) int64 across, per other rank of the node E/P inside
+        t["layout"] += both("alltoall", 0, (ng - 1) * (1 + ns * (E // P)) * 8)
+    if ns > 1:
+        t["layout"] += both("alltoall", (ns - 1) * (E // P) * 8, 0)
+    src = sum(T * hitq(x, E, k) for x in Sg)
+    t["permute"] = t["permute_bwd"] = copy(src + R, D)
+    t["unpermute"] = t["unpermute_bwd"] = copy(R, D)
+    t["gate"] = t["gate_bwd"] = copy(R + T, D)
+    return t
+
+
 n, bad = 0, 0
 
 
@@ -179,7 +224,7 @@ for strat, label in (("agrs", "agrs"), ("tp2ep", "tp2ep:chunks=1"), ("dedup", "d
     check("%s step at the fixture's P=%d k=%d" % (label, P, k), proj_row("csv", label, P, k, "step"), sum(t.values()))
 # qwen3-30b-a3b at its published sizes (hidden 2048, expert FFN 768, 128 experts), T=4096, uniform routing
 for P, kk in ((16, 8), (64, 2)):
-    for strat in ("agrs", "tp2ep", "dedup"):
+    for strat in ("agrs", "tp2ep", "dedup", "hier"):
         t = project(strat, 4096, 2048, 768, 128, kk, P, 0.0)
         check("qwen3-30b-a3b %s step at P=%d k=%d (%d nodes of %d)" % (strat, P, kk, max(1, P // GPN), min(P, GPN)),
               proj_row("sweep", strat, P, kk, "step", "qwen3-30b-a3b (T=4096)"), sum(t.values()))

@@ -27,7 +27,7 @@ tap_ok $? "--validation FILE: the recorded validation's errors are quoted next t
     grep -q "## Recommendation (projected)" proj/report.md && grep -q "(projected)" proj/report.md
 tap_ok $? "-o DIR writes report.md, report.html and projection.csv with the recommendation table" err
 python3 "$FX/by_hand.py" "$FX/cluster.json" "$FX/fixture.csv" proj/projection.csv >hand 2>&1
-tap_ok $? "by_hand.py recomputes agrs, tp2ep and dedup phase by phase (fixture, P=2) and qwen3 at P=16, 64: $(grep -c '^ok' hand) checks agree" hand
+tap_ok $? "by_hand.py recomputes agrs, tp2ep and dedup phase by phase (fixture, P=2), and agrs, tp2ep, dedup and hier for qwen3 at P=16, 64: $(grep -c "^ok" hand) checks agree" hand
 
 # every shipped cluster file loads and projects
 for f in "$SRC"/clusters/*.json; do
