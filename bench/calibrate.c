@@ -1,10 +1,15 @@
-/* bench --calibrate: this machine's ceilings, as mode=peak rows: memcpy bandwidth and BLAS sgemm FLOP/s.
- * Every rank measures at once, so with --ranks N the ceiling is what each of N concurrent ranks gets. */
+/* bench --calibrate: what the projection (report --project, docs/METHOD.md) needs of this machine, as mode=peak
+ * rows: memcpy bandwidth, BLAS sgemm FLOP/s by rows M (K = N = 1024), and each collective's time by size per
+ * communicator level (intra: the ranks of one node; inter: one rank per node, every node's such communicator at
+ * once, as a job's NICs are shared). Every rank measures at once, so with --ranks N a ceiling is what each of N
+ * concurrent ranks gets; the GEMMs run with the BLAS threads a moe run would use (params threads=T;rpn=R). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bench.h"
 #include "epb_config.h"
+#include "moe.h" /* epb_blas_threads */
 
 #if EPB_HAVE_BLAS
 #include <cblas.h>
@@ -48,6 +53,7 @@ static int time_kernel(bench_ctx_t *b, const char *phase, kernel_fn fn, void *ar
 static void fill_row(epb_row_t *row, const epb_row_t *base, const char *op, const epb_stats_t *st, int iters)
 {
     *row = *base;
+    row->params = "";
     row->mode = "peak";
     row->op = op;
     row->phase = "total";
@@ -63,26 +69,165 @@ static void fill_row(epb_row_t *row, const epb_row_t *base, const char *op, cons
 
 #if EPB_HAVE_BLAS
 typedef struct {
-    int N;
+    int M, K, N;
     float *A, *B, *C;
 } gemm_arg_t;
 
 static int do_gemm(void *p)
 {
     gemm_arg_t *g = p;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->N, g->N, g->N, 1.0f, g->A, g->N, g->B, g->N, 0.0f,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->M, g->N, g->K, 1.0f, g->A, g->K, g->B, g->N, 0.0f,
                 g->C, g->N);
     return 0;
 }
+
+/* The GEMM curve: C (M,N) = A (M,K) B (K,N) at K = N = 1024 for M from 4 to 1024 rows (the rows an expert gets),
+ * each M timed about 0.2 s of FLOPs at 50 GFLOP/s, at least 2 and at most -n iterations. */
+static const int gemm_m[] = { 4, 16, 64, 256, 1024 };
+#define GEMM_KN 1024
+#define NGEMM ((int)(sizeof gemm_m / sizeof *gemm_m))
+
+static int calibrate_gemm(bench_ctx_t *b, epb_row_t *rows, int *nrows, char *params, epb_err_t *err)
+{
+    const bench_opts_t *o = b->o;
+    int rc = EPB_OK, Mmax = gemm_m[NGEMM - 1];
+    gemm_arg_t g = { 0, GEMM_KN, GEMM_KN, NULL, NULL, NULL };
+    size_t na = (size_t)Mmax * GEMM_KN, nb = (size_t)GEMM_KN * GEMM_KN;
+    g.A = malloc(na * sizeof(float));
+    g.B = malloc(nb * sizeof(float));
+    g.C = malloc(na * sizeof(float));
+    if (!g.A || !g.B || !g.C) rc = epb_fail(err, EPB_ESYS, "rank %d: out of memory for sgemm", b->ctl->rank);
+    for (size_t i = 0; !rc && i < na; i++) g.A[i] = (float)epb_uniform(o->seed, 1, i);
+    for (size_t i = 0; !rc && i < nb; i++) g.B[i] = (float)epb_uniform(o->seed, 2, i);
+    if (!rc && b->ctl->rank == 0)
+        printf("  sgemm M x %d x %d (OpenBLAS %d thread%s per rank, %d rank%s per node, core %s):\n", GEMM_KN, GEMM_KN,
+               openblas_get_num_threads(), openblas_get_num_threads() > 1 ? "s" : "", b->ctl->local_size,
+               b->ctl->local_size > 1 ? "s" : "", openblas_get_corename());
+    for (int i = 0; !rc && i < NGEMM; i++) {
+        epb_stats_t st;
+        g.M = gemm_m[i];
+        double gflop = 2.0 * g.M * g.K * (double)g.N / 1e9;
+        int giters = (int)(10.0 / gflop); /* ~0.2 s at 50 GFLOP/s */
+        giters = giters < 2 ? 2 : giters > o->iters ? o->iters : giters;
+        if ((rc = time_kernel(b, "total", do_gemm, &g, giters, 1, &st))) {
+            epb_fail(err, rc, "%s", b->ctl->err.msg);
+            break;
+        }
+        epb_row_t *r = &rows[(*nrows)++];
+        fill_row(r, &b->base, "gemm", &st, giters);
+        r->params = params;
+        r->tokens = g.M; /* M, K, N */
+        r->hidden = g.K;
+        r->ffn = g.N;
+        r->gflop = gflop;
+        r->tflops = gflop / (st.med * 1e-6) / 1e3;
+        r->peak_mem_bytes = (na * 2 + nb) * sizeof(float);
+        r->check = "skipped";
+        if (b->ctl->rank == 0) printf("    M=%-5d median %10.1f us, %7.1f GFLOP/s per rank\n", g.M, st.med, r->tflops * 1e3);
+    }
+    free(g.A);
+    free(g.B);
+    free(g.C);
+    return rc;
+}
 #endif
+
+/* ---- collectives per communicator level ---- */
+
+static const char *const cal_colls[] = { "alltoall", "allgather", "reduce_scatter", "allreduce" };
+#define NCCOLL 4
+static const uint64_t cal_sizes[] = { 8 << 10, 128 << 10, 1 << 20, 8 << 20 };
+#define NCSIZE 4
+#define NCAL_ROWS (1 + NGEMM_MAX + 2 * NCCOLL * NCSIZE)
+#define NGEMM_MAX 8
+
+/* Times every collective of cal_colls at every size on communicator c (NULL on a rank outside the level's
+ * communicators: it still joins the barriers and the reductions over all ranks). level names it in params. */
+static int calibrate_level(bench_ctx_t *b, epb_comm_t *c, int csize, const char *level, int lnodes, epb_row_t *rows,
+                           int *nrows, char params[][48], epb_err_t *err)
+{
+    const bench_opts_t *o = b->o;
+    int rc = EPB_OK;
+    int iters = o->iters;
+    double *t = malloc(sizeof(double) * (size_t)iters);
+    if (!t) return epb_fail(err, EPB_ESYS, "out of memory");
+    for (int ci = 0; !rc && ci < NCCOLL; ci++) {
+        const epb_coll_t *coll = epb_coll_find(cal_colls[ci]);
+        for (int si = 0; !rc && si < NCSIZE; si++) {
+            uint64_t bytes = epb_coll_round_size(cal_sizes[si], csize, EPB_DT_F32);
+            epb_coll_ctx_t x = { .comm = c, .dt = EPB_DT_F32, .seed = o->seed, .bytes = bytes };
+            bench_watchdog_mode(b->wd, "--calibrate %s %s %llu", level, coll->name, (unsigned long long)bytes);
+            if (c && (rc = epb_coll_ctx_setup(coll, &x, err))) break;
+            for (int i = 0; c && !rc && i < (o->warmup < 2 ? o->warmup : 2); i++) rc = coll->run(&x);
+            for (int i = 0; i < iters && !rc; i++) {
+                rc = epb_barrier(b->ctl);
+                double t0 = epb_now_us();
+                if (c && !rc) rc = coll->run(&x);
+                if (c && !rc) rc = epb_sync(c);
+                t[i] = epb_now_us() - t0;
+            }
+            if (rc) epb_fail(err, rc, "%s", c && c->err.msg[0] ? c->err.msg : b->ctl->err.msg);
+            epb_stats_t st;
+            if (!rc && (rc = bench_reduce_times(b, t, iters, &st))) epb_fail(err, rc, "%s", b->ctl->err.msg);
+            epb_coll_ctx_free(&x);
+            if (rc) break;
+            epb_row_t *r = &rows[(*nrows)++];
+            fill_row(r, &b->base, coll->name, &st, iters);
+            snprintf(params[*nrows - 1], 48, "level=%s;rpn=%d", level, b->ctl->local_size);
+            r->params = params[*nrows - 1];
+            r->kind = "comm";
+            r->coll = coll->name;
+            r->ranks = csize;
+            r->nodes = lnodes;
+            r->bytes = bytes;
+            r->algbw_gbps = epb_gbps((double)bytes, st.med);
+            r->busbw_gbps = r->algbw_gbps * coll->busbw_factor(csize);
+            r->peak_mem_bytes = 0;
+            r->check = "skipped";
+            if (b->ctl->rank == 0)
+                printf("    %-5s %-14s %2d ranks %8llu bytes: median %9.1f us, busbw %7.3f GB/s\n", level, coll->name,
+                       csize, (unsigned long long)bytes, st.med, r->busbw_gbps);
+        }
+    }
+    free(t);
+    return rc;
+}
+
+/* intra: the node's ranks (the whole job on one node); inter (nodes > 1): the ranks of one local index across
+ * the nodes, all such communicators at once. A level with one rank is not measured. */
+static int calibrate_colls(bench_ctx_t *b, epb_row_t *rows, int *nrows, char params[][48], epb_err_t *err)
+{
+    epb_comm_t *d = b->data, *node = NULL, *cross = NULL;
+    int rc = EPB_OK, nodes = b->base.nodes;
+    if (d->size < 2) return EPB_OK;
+    if (b->ctl->rank == 0) printf("  collectives (f32, every rank of a level at once):\n");
+    if (nodes <= 1) return calibrate_level(b, d, d->size, "intra", 1, rows, nrows, params, err);
+    if ((rc = epb_comm_split_node(d, &node)) || (rc = epb_comm_split(d, b->ctl->local_rank, d->rank, &cross)))
+        rc = epb_fail(err, rc, "%s", d->err.msg);
+    /* every rank runs both levels' loops (the barriers are the job's); a level is measured where it has 2 ranks */
+    int lsize = node ? node->size : 1, xsize = cross ? cross->size : 1, lmax = lsize, xmin = xsize;
+    if (!rc && (rc = epb_allreduce(b->ctl, &lmax, &lmax, 1, EPB_DT_I32, EPB_MAX))) epb_fail(err, rc, "%s", b->ctl->err.msg);
+    if (!rc && (rc = epb_allreduce(b->ctl, &xmin, &xmin, 1, EPB_DT_I32, EPB_MIN))) epb_fail(err, rc, "%s", b->ctl->err.msg);
+    if (!rc && lmax > 1 && lmax == lsize)
+        rc = calibrate_level(b, node, lsize, "intra", 1, rows, nrows, params, err);
+    else if (!rc && lmax > 1) /* nodes of unequal size: measure none rather than mix */
+        rc = epb_fail(err, EPB_EUSAGE, "--calibrate: nodes with different rank counts (%d and %d)", lsize, lmax);
+    if (!rc && xmin > 1) rc = calibrate_level(b, cross, xsize, "inter", nodes, rows, nrows, params, err);
+    if (cross) epb_comm_destroy(cross);
+    if (node) epb_comm_destroy(node);
+    return rc;
+}
 
 int bench_run_calibrate(bench_ctx_t *b, epb_err_t *err)
 {
     const bench_opts_t *o = b->o;
-    epb_row_t rows[2];
+    epb_row_t rows[NCAL_ROWS];
+    char params[NCAL_ROWS][48];
+    char gparams[48];
     int nrows = 0, rc;
     epb_stats_t st;
     bench_watchdog_mode(b->wd, "--calibrate");
+    snprintf(gparams, sizeof gparams, "threads=%d;rpn=%d", epb_blas_threads(), b->ctl->local_size);
     /* memcpy: well beyond the last-level cache unless -e says otherwise */
     size_t bytes = o->max_given ? o->max_bytes : (size_t)256 << 20;
     copy_arg_t c = { malloc(bytes), malloc(bytes), bytes };
@@ -99,6 +244,7 @@ int bench_run_calibrate(bench_ctx_t *b, epb_err_t *err)
     free((void *)c.src);
     if (rc) return epb_fail(err, rc, "%s", b->ctl->err.msg);
     fill_row(&rows[nrows], &b->base, "memcpy", &st, iters);
+    rows[nrows].params = gparams;
     rows[nrows].bytes = bytes;
     rows[nrows].algbw_gbps = rows[nrows].busbw_gbps = epb_gbps((double)bytes, st.med);
     rows[nrows].peak_mem_bytes = 2 * bytes;
@@ -110,37 +256,11 @@ int bench_run_calibrate(bench_ctx_t *b, epb_err_t *err)
         printf("  memcpy %zu MiB: median %.1f us, %.2f GB/s per rank\n", bytes >> 20, st.med, rows[0].algbw_gbps);
     }
 #if EPB_HAVE_BLAS
-    gemm_arg_t g = { 2048, NULL, NULL, NULL };
-    size_t n2 = (size_t)g.N * (size_t)g.N;
-    g.A = malloc(n2 * sizeof(float));
-    g.B = malloc(n2 * sizeof(float));
-    g.C = malloc(n2 * sizeof(float));
-    if (!g.A || !g.B || !g.C) rc = epb_fail(err, EPB_ESYS, "rank %d: out of memory for sgemm", b->ctl->rank);
-    for (size_t i = 0; !rc && i < n2; i++) {
-        g.A[i] = (float)epb_uniform(o->seed, 1, i);
-        g.B[i] = (float)epb_uniform(o->seed, 2, i);
-    }
-    int giters = o->iters < 10 ? o->iters : 10;
-    if (!rc && (rc = time_kernel(b, "total", do_gemm, &g, giters, 1, &st))) epb_fail(err, rc, "%s", b->ctl->err.msg);
-    free(g.A);
-    free(g.B);
-    free(g.C);
-    if (rc) return rc;
-    double gflop = 2.0 * g.N * g.N * (double)g.N / 1e9;
-    fill_row(&rows[nrows], &b->base, "gemm", &st, giters);
-    rows[nrows].tokens = rows[nrows].hidden = rows[nrows].ffn = g.N; /* M, K, N */
-    rows[nrows].gflop = gflop;
-    rows[nrows].tflops = gflop / (st.med * 1e-6) / 1e3;
-    rows[nrows].peak_mem_bytes = 3 * n2 * sizeof(float);
-    rows[nrows].check = "skipped";
-    if (b->ctl->rank == 0)
-        printf("  sgemm %dx%dx%d: median %.1f us, %.1f GFLOP/s per rank (OpenBLAS %d thread%s, core %s)\n", g.N, g.N,
-               g.N, st.med, rows[nrows].tflops * 1e3, openblas_get_num_threads(),
-               openblas_get_num_threads() > 1 ? "s" : "", openblas_get_corename());
-    nrows++;
+    if ((rc = calibrate_gemm(b, rows, &nrows, gparams, err))) return rc;
 #else
     if (b->ctl->rank == 0) fprintf(stderr, "bench: built without BLAS: the sgemm ceiling is not measured\n");
 #endif
+    if ((rc = calibrate_colls(b, rows, &nrows, params, err))) return rc;
     if ((rc = bench_write_rows(b, rows, (size_t)nrows, err))) return rc;
     if (b->ctl->rank == 0) printf("# results appended to %s\n", o->csv);
     return EPB_OK;

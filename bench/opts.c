@@ -101,7 +101,7 @@ void bench_usage(FILE *f)
     fprintf(f,
 "usage: bench --strategy LIST [options]  MoE forward+backward under expert-parallel strategies, checked\n"
 "       bench --coll NAME [options]      collective microbenchmark (nccl-tests style, CSV out)\n"
-"       bench --calibrate [options]      this machine's ceilings: memcpy GB/s and sgemm GFLOP/s\n"
+"       bench --calibrate [options]      what report --project needs: memcpy GB/s, sgemm by rows, collectives\n"
 "       bench --help | --version\n"
 "\n"
 "Started by hand with --ranks N > 1, bench runs itself under mpirun with N local ranks (printing the launch\n"

@@ -17,6 +17,9 @@
 #define RP_PLOTS_DIR "plots"
 #endif
 #define MAXPLOTS 128
+#ifndef RP_VALIDATION
+#define RP_VALIDATION RP_PLOTS_DIR "/../experiments/results/projection-validation.json"
+#endif
 
 typedef struct {
     const char *out;
@@ -29,6 +32,7 @@ typedef struct {
     char *history;
     int no_plots;
     rp_rule_t rule;
+    const char *project, *calibration_out, *validation; /* --project, --calibration-out, --validation */
 } opts_t;
 
 static void usage(FILE *f)
@@ -50,15 +54,21 @@ static void usage(FILE *f)
             "  --gnuplot PROG       gnuplot program (default: gnuplot on PATH)\n"
             "  --no-plots           write the tables only\n"
             "  --history FILE       CSV whose rows the history plot shows (default: the inputs)\n"
+            "  --project CLUSTER.json  project every configuration (and the --model presets) onto the cluster the file\n"
+            "                       describes (docs/CLUSTER.md): tables on stdout, with -o DIR also report.md,\n"
+            "                       projection.csv and the ratio plot (docs/METHOD.md)\n"
+            "  --validation FILE    the recorded validation the projection quotes (default: %s)\n"
+            "  --calibration-out FILE  write a cluster file from the inputs' mode=peak rows (bench --calibrate)\n"
             "  -h, --help\n"
             "Exit: 0 ok, 1 regression found or (--baseline) a failed check in NEW, 2 bad usage or input, 3 system failure, 4 (--baseline) nothing compared:\n"
             "no measurement matches the baseline, or none has 3 repetitions on each side.\n",
-            RP_PLOTS_DIR);
+            RP_PLOTS_DIR, RP_VALIDATION);
 }
 
 static int parse_args(int argc, char **argv, opts_t *o)
 {
-    enum { O_BASE = 256, O_MINEFF, O_MINABS, O_NOISE, O_RES, O_SEED, O_PLOTS, O_GNUPLOT, O_NOPLOTS, O_HIST };
+    enum { O_BASE = 256, O_MINEFF, O_MINABS, O_NOISE, O_RES, O_SEED, O_PLOTS, O_GNUPLOT, O_NOPLOTS, O_HIST,
+           O_PROJECT, O_CALOUT, O_VALID };
     static const struct option lo[] = {
         { "output", required_argument, 0, 'o' },       { "baseline", required_argument, 0, O_BASE },
         { "min-effect", required_argument, 0, O_MINEFF }, { "min-abs-us", required_argument, 0, O_MINABS },
@@ -67,6 +77,8 @@ static int parse_args(int argc, char **argv, opts_t *o)
         { "plots", required_argument, 0, O_PLOTS },    { "gnuplot", required_argument, 0, O_GNUPLOT },
         { "no-plots", no_argument, 0, O_NOPLOTS },     { "help", no_argument, 0, 'h' },
         { "history", required_argument, 0, O_HIST },
+        { "project", required_argument, 0, O_PROJECT }, { "calibration-out", required_argument, 0, O_CALOUT },
+        { "validation", required_argument, 0, O_VALID },
         { 0, 0, 0, 0 },
     };
     o->rule = rp_rule_default();
@@ -115,6 +127,9 @@ static int parse_args(int argc, char **argv, opts_t *o)
         case O_GNUPLOT: o->gnuplot = optarg; break;
         case O_NOPLOTS: o->no_plots = 1; break;
         case O_HIST: o->history = optarg; break;
+        case O_PROJECT: o->project = optarg; break;
+        case O_CALOUT: o->calibration_out = optarg; break;
+        case O_VALID: o->validation = optarg; break;
         case 'h': usage(stdout); exit(EPB_OK);
         default:
             fprintf(stderr, "report: %s: unknown option or missing argument\n", argv[optind - 1]);
@@ -129,7 +144,11 @@ static int parse_args(int argc, char **argv, opts_t *o)
         usage(stderr);
         return EPB_EUSAGE;
     }
-    if (!o->out && !o->nbase) {
+    if ((o->project || o->calibration_out) && o->nbase) {
+        fprintf(stderr, "report: --project and --calibration-out do not take --baseline\n");
+        return EPB_EUSAGE;
+    }
+    if (!o->out && !o->nbase && !o->project && !o->calibration_out) {
         fprintf(stderr, "report: -o DIR is required (or --baseline for a verdict only)\n");
         return EPB_EUSAGE;
     }
@@ -242,6 +261,27 @@ static int write_report(const opts_t *o, const rp_data_t *now, const rp_data_t *
     return rp_outdir_commit(tmp, o->out, err);
 }
 
+/* --calibration-out FILE, then --project CLUSTER (both may be given: the file written is then projected onto) */
+static int project_main(const opts_t *o, const rp_data_t *d, epb_err_t *err)
+{
+    int rc = EPB_OK;
+    if (o->calibration_out) {
+        rp_cluster_t c;
+        char hc[256];
+        if ((rc = rp_calibration_cluster(d, &c, hc, sizeof hc, err))) return rc;
+        if ((rc = rp_cluster_write(o->calibration_out, &c, o->inputs[0], err))) return rc;
+        fprintf(stderr, "report: wrote %s (host class %s)\n", o->calibration_out, hc);
+    }
+    if (!o->project) return EPB_OK;
+    char gp[PATH_MAX], pd[PATH_MAX];
+    rp_project_opts_t po = { o->project, o->out, o->validation ? o->validation : RP_VALIDATION, NULL,
+                             find_plots_dir(o, pd, sizeof pd) };
+    if (o->out && !o->no_plots && rp_which(o->gnuplot ? o->gnuplot : "gnuplot", gp, sizeof gp) == 0) po.gnuplot = gp;
+    rc = rp_project(d, &po, err);
+    if (!rc && o->out) fprintf(stderr, "report: wrote %s/report.md and %s/projection.csv\n", o->out, o->out);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     opts_t o = { 0 };
@@ -256,6 +296,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "report: %s\n", err.msg);
         rp_free(&now);
         rp_free(&base);
+        free(o.base);
+        return rc;
+    }
+    if (o.project || o.calibration_out) { /* the projection's modes (project.c) */
+        rc = project_main(&o, &now, &err);
+        if (rc) fprintf(stderr, "report: %s\n", err.msg);
+        rp_free(&now);
+        rp_free(&hist);
         free(o.base);
         return rc;
     }

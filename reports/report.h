@@ -302,4 +302,77 @@ int rp_outdir_commit(const char *tmp, const char *final, epb_err_t *err);
 /* Removes the temporary tree (after a failure). */
 void rp_outdir_abort(const char *tmp);
 
+/* ---- the projection: cluster files (cluster.c), the cost model and `report --project` (project.c) ----
+ * docs/METHOD.md defines every term; docs/CLUSTER.md the file format. */
+
+#define RP_CLUSTER_FORMAT "epbench-cluster-1"
+#define RP_MAXPTS 32
+enum { RP_CO_ALLTOALL, RP_CO_ALLGATHER, RP_CO_REDUCE_SCATTER, RP_CO_ALLREDUCE, RP_NCO };
+extern const char *const rp_co_names[RP_NCO];
+/* One collective at one level: t(B) = lat_us + B / bw_gbps for B bytes a rank sends to other ranks (the CSV's
+ * bytes), or, when points are given (a calibration), t interpolated linearly between the measured (B, us) points
+ * (the first point's time below it, the last point's time plus (B - B_last) / bw above it). */
+typedef struct {
+    double lat_us, bw_gbps;
+    int npoints;
+    double pt_bytes[RP_MAXPTS], pt_us[RP_MAXPTS];
+} rp_link_t;
+typedef struct {
+    char name[128];
+    char host_class[256]; /* a calibration's host class (optional "host_class"): measured steps compare with it */
+    int gpus_per_node; /* ranks per node */
+    int elem_bytes;    /* bytes of one token element on the wire and in memory (bf16 2, f32 4) */
+    double copy_gbps;  /* memory copy rate per rank (bytes copied per second: each is read and written) */
+    double overhead_us; /* fixed cost of each compute phase (kernel launches) */
+    double gemm_tflops; /* the GEMM peak per rank */
+    int ncurve;         /* its efficiency by rows M: curve_eff[i] of the peak at curve_m[i] rows */
+    double curve_m[RP_MAXPTS], curve_eff[RP_MAXPTS];
+    rp_link_t intra[RP_NCO], inter[RP_NCO]; /* inter: the bytes a rank sends to other nodes, through its NIC */
+    char link_src[2][256]; /* rp_cluster_write: the source written for each level */
+} rp_cluster_t;
+/* EPB_EUSAGE "PATH: FIELD: reason" (missing, wrong type, out of range, not JSON). */
+int rp_cluster_load(const char *path, rp_cluster_t *c, epb_err_t *err);
+/* Writes c (with link_src) to path atomically; source says where the numbers come from. */
+int rp_cluster_write(const char *path, const rp_cluster_t *c, const char *source, epb_err_t *err);
+/* The cluster file of d's mode=peak rows (one host class; EPB_EUSAGE when none or several). */
+int rp_calibration_cluster(const rp_data_t *d, rp_cluster_t *c, char *hclass, size_t n, epb_err_t *err);
+
+/* One MoE configuration as the model sees it. */
+typedef struct {
+    char strategy[32]; /* local, agrs, tp2ep, dedup, hier */
+    int chunks, node_size; /* strategy parameters (node_size 0: the cluster's node) */
+    long T, D, F, E, k, shared, shared_ffn;
+    int P;
+    double gamma; /* routing skew: expert e gets a share ~ (e+1)^-gamma of the pairs (capped at 1/k) */
+} rp_mcfg_t;
+/* A phase's predicted time (us) and the bytes or FLOPs that made it. */
+typedef struct {
+    double t_us[RP_MAXP];
+    double bytes[RP_MAXP];  /* comm: the most bytes one rank sends to other ranks (the CSV's bytes column) */
+    double bytes_inter[RP_MAXP]; /* of which to other nodes (routed exchange: the busiest rank's at that level) */
+    double gflop[RP_MAXP];
+    double step_us;
+} rp_pred_t;
+/* the model's phases, in the CSV's order */
+extern const char *const rp_model_phases[];
+extern const int rp_model_nphases;
+/* One collective (an RP_CO_*) of nominal size bytes as nccl-tests counts it (the gathered buffer for allgather, the
+ * send buffer for reduce_scatter and alltoall, the buffer for allreduce) on P ranks of cl, us. */
+double rp_coll_time(const rp_cluster_t *cl, int co, double bytes, int P);
+/* Predicts every phase of c on cluster cl; EPB_EUSAGE for an unknown strategy. */
+int rp_model(const rp_cluster_t *cl, const rp_mcfg_t *c, rp_pred_t *out, epb_err_t *err);
+/* The skew exponent whose busiest rank (of P, E/P consecutive experts each) holds share smax of the pairs. */
+double rp_fit_gamma(long E, long k, int P, double smax);
+/* Rank shares under gamma: S[r] of the pairs go to rank r's experts. */
+void rp_rank_shares(long E, long k, int P, double gamma, double *S);
+
+typedef struct {
+    const char *cluster_path;
+    const char *out;        /* directory (report.md, report.html, projection.csv, plots/) or NULL: stdout only */
+    const char *validation; /* the recorded validation (JSON) or NULL */
+    const char *gnuplot;    /* NULL: no plot */
+    const char *plots_dir;
+} rp_project_opts_t;
+int rp_project(const rp_data_t *d, const rp_project_opts_t *o, epb_err_t *err);
+
 #endif
