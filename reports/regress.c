@@ -30,13 +30,70 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Median of n values drawn with replacement from s, the draws numbered from *idx in the hash stream. */
-static double resample_median(const double *s, size_t n, double *buf, uint64_t seed, uint64_t stream,
-                              uint64_t *idx)
+/* A sample prepared for resampling: its values sorted, the rank of each original index among them, and a count
+ * per rank. A resample's median comes from the counts of its draws (O(n), no sort), and equals the median of the
+ * drawn values sorted: the order statistics of a multiset do not depend on how it is ordered. */
+typedef struct {
+    size_t n;
+    double *sorted;
+    size_t *rank;
+    uint32_t *count;
+} resampler_t;
+
+typedef struct {
+    double v;
+    size_t i;
+} val_idx_t;
+
+static int cmp_val_idx(const void *a, const void *b)
 {
-    for (size_t i = 0; i < n; i++) buf[i] = s[epb_hash64(seed, stream, (*idx)++) % n];
-    qsort(buf, n, sizeof *buf, cmp_double);
-    return epb_quantile_sorted(buf, n, 0.5);
+    const val_idx_t *x = a, *y = b;
+    if (x->v != y->v) return x->v < y->v ? -1 : 1;
+    return (x->i > y->i) - (x->i < y->i);
+}
+
+static void resampler_free(resampler_t *r)
+{
+    free(r->sorted);
+    free(r->rank);
+    free(r->count);
+}
+
+static int resampler_init(resampler_t *r, const double *s, size_t n)
+{
+    r->n = n;
+    r->sorted = malloc(n * sizeof *r->sorted);
+    r->rank = malloc(n * sizeof *r->rank);
+    r->count = malloc(n * sizeof *r->count);
+    val_idx_t *t = malloc(n * sizeof *t);
+    if (!r->sorted || !r->rank || !r->count || !t) { free(t); resampler_free(r); return EPB_ESYS; }
+    for (size_t i = 0; i < n; i++) t[i] = (val_idx_t){ s[i], i };
+    qsort(t, n, sizeof *t, cmp_val_idx);
+    for (size_t k = 0; k < n; k++) r->sorted[k] = t[k].v, r->rank[t[k].i] = k;
+    free(t);
+    return EPB_OK;
+}
+
+/* The k-th smallest (0-based) drawn value, walking the counts from rank *at with *below draws before it. */
+static double nth_drawn(const resampler_t *r, size_t k, size_t *at, size_t *below)
+{
+    while (*at < r->n && *below + r->count[*at] <= k) *below += r->count[(*at)++];
+    return r->sorted[*at < r->n ? *at : r->n - 1];
+}
+
+/* Median (epb_quantile_sorted's R-7 rule) of n values drawn with replacement from the sample, the draws numbered
+ * from *idx in the hash stream: s[hash % n], as a plain resample would draw them. */
+static double resample_median(resampler_t *r, uint64_t seed, uint64_t stream, uint64_t *idx)
+{
+    size_t n = r->n;
+    memset(r->count, 0, n * sizeof *r->count);
+    for (size_t i = 0; i < n; i++) r->count[r->rank[epb_hash64(seed, stream, (*idx)++) % n]]++;
+    double h = 0.5 * (double)(n - 1);
+    size_t lo = (size_t)h, at = 0, below = 0;
+    double a = nth_drawn(r, lo, &at, &below);
+    if (lo + 1 >= n) return a;
+    double b = nth_drawn(r, lo + 1, &at, &below);
+    return a + (h - (double)lo) * (b - a);
 }
 
 int rp_ratio_ci(const double *base, size_t nb, const double *now, size_t nn, const rp_rule_t *rule, uint64_t stream,
@@ -46,21 +103,24 @@ int rp_ratio_ci(const double *base, size_t nb, const double *now, size_t nn, con
     if (!nb || !nn) return EPB_OK;
     int B = rule->resamples > 0 ? rule->resamples : 2000;
     double *ratios = malloc((size_t)B * sizeof *ratios);
-    double *buf = malloc((nb > nn ? nb : nn) * sizeof *buf);
-    if (!ratios || !buf) { free(ratios); free(buf); return EPB_ESYS; }
+    resampler_t rb, rn;
+    if (!ratios) return EPB_ESYS;
+    if (resampler_init(&rb, base, nb)) { free(ratios); return EPB_ESYS; }
+    if (resampler_init(&rn, now, nn)) { resampler_free(&rb); free(ratios); return EPB_ESYS; }
     uint64_t idx = 0;
     int m = 0;
     for (int b = 0; b < B; b++) {
-        double mb = resample_median(base, nb, buf, rule->seed, stream, &idx);
-        double mn = resample_median(now, nn, buf, rule->seed, stream, &idx);
+        double mb = resample_median(&rb, rule->seed, stream, &idx);
+        double mn = resample_median(&rn, rule->seed, stream, &idx);
         if (mb > 0) ratios[m++] = mn / mb;
     }
+    resampler_free(&rb);
+    resampler_free(&rn);
     qsort(ratios, (size_t)m, sizeof *ratios, cmp_double);
     double a = (1 - rule->level) / 2;
     *lo = m ? epb_quantile_sorted(ratios, (size_t)m, a) : 0;
     *hi = m ? epb_quantile_sorted(ratios, (size_t)m, 1 - a) : 0;
     free(ratios);
-    free(buf);
     return EPB_OK;
 }
 
