@@ -63,14 +63,8 @@ static void gp_safe(char *out, size_t n, const char *s)
     out[k] = 0;
 }
 
-/* The -e program: typed assignments only. */
-typedef struct {
-    char buf[2048];
-    size_t len;
-    int over;
-} gp_vars_t;
 
-static void gv_put(gp_vars_t *v, const char *text)
+static void gv_put(rp_gpvars_t *v, const char *text)
 {
     size_t l = strlen(text), sep = v->len ? 2 : 0;
     if (v->len + sep + l >= sizeof v->buf) { v->over = 1; return; }
@@ -79,7 +73,7 @@ static void gv_put(gp_vars_t *v, const char *text)
     v->len += sep + l;
 }
 
-static void gv_int(gp_vars_t *v, const char *name, long x)
+void rp_gv_int(rp_gpvars_t *v, const char *name, long x)
 {
     char t[96];
     snprintf(t, sizeof t, "%s=%ld", name, x);
@@ -87,7 +81,7 @@ static void gv_int(gp_vars_t *v, const char *name, long x)
 }
 
 /* A string variable: text is reduced by gp_safe, so it holds no quote to escape. */
-static void gv_str(gp_vars_t *v, const char *name, const char *text)
+void rp_gv_str(rp_gpvars_t *v, const char *name, const char *text)
 {
     char safe[TEXTLEN], t[TEXTLEN + 64];
     gp_safe(safe, sizeof safe, text);
@@ -96,7 +90,7 @@ static void gv_str(gp_vars_t *v, const char *name, const char *text)
 }
 
 /* A variable of numbers we wrote ("1 2 4"): digits, '.', '-', 'e' and blanks only, else left out. */
-static void gv_num_words(gp_vars_t *v, const char *name, const char *words)
+static void gv_num_words(rp_gpvars_t *v, const char *name, const char *words)
 {
     for (const char *c = words; *c; c++)
         if (!strchr("0123456789.-+e ", *c)) { v->over = 1; return; }
@@ -106,7 +100,7 @@ static void gv_num_words(gp_vars_t *v, const char *name, const char *words)
 }
 
 /* A data file's text field: double-quoted gp_safe text (gnuplot reads a quoted header or xtic with blanks). */
-static void dat_text(FILE *f, const char *text)
+void rp_dat_text(FILE *f, const char *text)
 {
     char safe[TEXTLEN];
     gp_safe(safe, sizeof safe, text);
@@ -114,8 +108,8 @@ static void dat_text(FILE *f, const char *text)
 }
 
 /* Runs gnuplot on script in DIR/plots with name.dat, for SVG then PNG, with the variables of v. */
-static int run_gnuplot(const rp_plot_opts_t *o, const char *script, const char *dir, const char *name,
-                       const gp_vars_t *v, epb_err_t *err)
+int rp_run_gnuplot(const rp_plot_opts_t *o, const char *script, const char *dir, const char *name,
+                       const rp_gpvars_t *v, epb_err_t *err)
 {
     static const char *const fmts[] = { "svg", "png" };
     char sp[PATHLEN], sabs[PATH_MAX], pdir[PATHLEN];
@@ -238,10 +232,10 @@ static int phases_plots(const rp_data_t *d, const char *dir, const rp_plot_opts_
                 unsigned c = comm_rgb[ncomm++ % (sizeof comm_rgb / sizeof comm_rgb[0])];
                 snprintf(t, sizeof t, "%s transfer", f->phase[p]);
                 fputc(' ', fp);
-                dat_text(fp, t);
+                rp_dat_text(fp, t);
                 snprintf(t, sizeof t, "%s wait", f->phase[p]);
                 fputc(' ', fp);
-                dat_text(fp, t);
+                rp_dat_text(fp, t);
                 words_add(colors, sizeof colors, "%.0f", c);
                 words_add(colors, sizeof colors, "%.0f", WAIT_RGB);
                 words_add(pats, sizeof pats, "%.0f", PAT_SOLID);
@@ -253,14 +247,14 @@ static int phases_plots(const rp_data_t *d, const char *dir, const rp_plot_opts_
                          : kind[p] == RP_SYNC ? sync_rgb[nsync++ % (sizeof sync_rgb / sizeof sync_rgb[0])]
                                               : compute_rgb[ncomp++ % (sizeof compute_rgb / sizeof compute_rgb[0])];
             fputc(' ', fp);
-            dat_text(fp, f->phase[p]);
+            rp_dat_text(fp, f->phase[p]);
             words_add(colors, sizeof colors, "%.0f", c);
             words_add(pats, sizeof pats, "%.0f", PAT_SOLID);
             nseg++;
         }
         fprintf(fp, " \"step (marker: its own median, max over ranks)\"\n");
         for (size_t s = 0; s < f->gs; s++) {
-            dat_text(fp, f->strat[s]->strategy);
+            rp_dat_text(fp, f->strat[s]->strategy);
             for (size_t p = 0; p < f->gp; p++) {
                 const rp_cell_t *c = f->grid[s * f->gp + p];
                 double t = c ? c->med : 0.0, w = c && split[p] ? (c->wait < c->med ? c->wait : c->med) : 0.0;
@@ -276,12 +270,12 @@ static int phases_plots(const rp_data_t *d, const char *dir, const rp_plot_opts_
         snprintf(title, sizeof title, "phases: P=%d, %d node%s, E=%d k=%d T=%ld D=%ld F=%ld %s %s skew %g%s",
                  r->ranks, r->nodes, r->nodes == 1 ? "" : "s", r->experts, r->top_k, r->tokens, r->hidden, r->ffn,
                  r->dtype, r->router, r->skew, f->nfail ? " FAILED check" : "");
-        gp_vars_t v = { .len = 0 };
-        gv_int(&v, "nseg", nseg);
+        rp_gpvars_t v = { .len = 0 };
+        rp_gv_int(&v, "nseg", nseg);
         gv_num_words(&v, "colors", colors);
         gv_num_words(&v, "pats", pats);
-        gv_str(&v, "title_", title);
-        if ((rc = run_gnuplot(o, "phases.gp", dir, name, &v, err))) break;
+        rp_gv_str(&v, "title_", title);
+        if ((rc = rp_run_gnuplot(o, "phases.gp", dir, name, &v, err))) break;
         add_name(names, max, nn, name);
     }
     return rc;
@@ -315,10 +309,10 @@ static int sweep_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_t 
     if (!ns) { rp_family_free(&f); return EPB_OK; }
     FILE *fp = open_dat(dir, name, err, &rc);
     if (!fp) { rp_family_free(&f); return rc; }
-    dat_text(fp, dim);
+    rp_dat_text(fp, dim);
     for (size_t s = 0; s < ns; s++) {
         fputc(' ', fp);
-        dat_text(fp, st[s]);
+        rp_dat_text(fp, st[s]);
     }
     fprintf(fp, "\n");
     for (size_t i = 0; i < f.n; i++) {
@@ -342,11 +336,11 @@ static int sweep_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_t 
         if (strcmp(dim, "top_k")) snprintf(k, sizeof k, "k=%d ", r->top_k);
         snprintf(title, sizeof title, "step time against %s (%s%s%sT=%ld D=%ld F=%ld %s skew %g)", dim, p, e, k,
                  r->tokens, r->hidden, r->ffn, r->dtype, r->skew);
-        gp_vars_t v = { .len = 0 };
-        gv_int(&v, "ncols", (long)ns + 1);
-        gv_str(&v, "xlab", dim);
-        gv_str(&v, "title_", title);
-        rc = run_gnuplot(o, "sweep.gp", dir, name, &v, err);
+        rp_gpvars_t v = { .len = 0 };
+        rp_gv_int(&v, "ncols", (long)ns + 1);
+        rp_gv_str(&v, "xlab", dim);
+        rp_gv_str(&v, "title_", title);
+        rc = rp_run_gnuplot(o, "sweep.gp", dir, name, &v, err);
         if (rc == EPB_OK) add_name(names, max, nn, name);
     }
     rp_family_free(&f);
@@ -439,7 +433,7 @@ static int crossover_plot(const rp_data_t *d, const char *dir, const rp_plot_opt
             char t[2 * TEXTLEN];
             snprintf(t, sizeof t, "%s%s", st, lab);
             fprintf(fp, "%s\"top_k\" ", nblocks ? "\n\n" : "");
-            dat_text(fp, t);
+            rp_dat_text(fp, t);
             fprintf(fp, " \"lo\" \"hi\"\n");
             int has_model = 1;
             for (size_t m = 0; m < fam[i].n; m++) {
@@ -466,7 +460,7 @@ static int crossover_plot(const rp_data_t *d, const char *dir, const rp_plot_opt
                 rp_volume_model(c0->strat[s]->row, &fm);
                 snprintf(t, sizeof t, "model %s%s: %s", st, lab, fm);
                 fprintf(mf, "\n\n\"top_k\" ");
-                dat_text(mf, t);
+                rp_dat_text(mf, t);
                 fprintf(mf, "\n");
                 for (size_t m = 0; m < fam[i].n; m++) {
                     const rp_cell_t *sc = rp_step(d, fam[i].cfg[m], st);
@@ -496,17 +490,17 @@ static int crossover_plot(const rp_data_t *d, const char *dir, const rp_plot_opt
         if (!q || kseen[q] < kmin) kmin = kseen[q];
         if (!q || kseen[q] > kmax) kmax = kseen[q];
     }
-    gp_vars_t v = { .len = 0 };
+    rp_gpvars_t v = { .len = 0 };
     char t[64];
-    gv_int(&v, "nblocks", nblocks);
-    gv_int(&v, "nmodel", nmodel);
+    rp_gv_int(&v, "nblocks", nblocks);
+    rp_gv_int(&v, "nmodel", nmodel);
     /* our numbers, not CSV text: no gp_safe needed, and these are digits and blanks */
     gv_num_words(&v, "colors", colors);
     gv_num_words(&v, "mcolors", mcolors);
     gv_num_words(&v, "kticks", kticks);
     snprintf(t, sizeof t, "kmin=%.6g; kmax=%.6g", kmin, kmax);
     gv_put(&v, t);
-    rc = run_gnuplot(o, "crossover.gp", dir, "crossover", &v, err);
+    rc = rp_run_gnuplot(o, "crossover.gp", dir, "crossover", &v, err);
     if (rc == EPB_OK) add_name(names, max, nn, "crossover");
     return rc;
 }
@@ -575,7 +569,7 @@ static int busbw_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_t 
             pts += ser[i] == s && drawable((double)d->cells[i].row->bytes, d->cells[i].busbw);
         if (!pts) continue;
         fprintf(f, "%s\"bytes\" ", drawn ? "\n\n" : "");
-        dat_text(f, t);
+        rp_dat_text(f, t);
         fprintf(f, "\n");
         for (size_t i = 0; i < d->ncells; i++)
             if (ser[i] == s && drawable((double)d->cells[i].row->bytes, d->cells[i].busbw))
@@ -587,8 +581,8 @@ static int busbw_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_t 
     rp_map_free(map);
     epb_rows_free(&pool);
     if (rc || !drawn || !o->gnuplot) return rc;
-    gp_vars_t v = { .len = 0 };
-    gv_int(&v, "nblocks", (long)drawn);
+    rp_gpvars_t v = { .len = 0 };
+    rp_gv_int(&v, "nblocks", (long)drawn);
     /* the memcpy ceiling of bench --calibrate (mode=peak op=memcpy) on the first series' host class: a collective
      * between ranks of one host moves its bytes through memory, so this is the roof its busbw lies under */
     double roof = 0;
@@ -603,8 +597,8 @@ static int busbw_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_t 
     gv_put(&v, t);
     snprintf(rt, sizeof rt, "memcpy ceiling %.2f GB/s per rank (bench --calibrate, %d rank%s)", roof, roof_ranks,
              roof_ranks == 1 ? "" : "s");
-    gv_str(&v, "rooftitle", rt);
-    rc = run_gnuplot(o, "busbw.gp", dir, "busbw", &v, err);
+    rp_gv_str(&v, "rooftitle", rt);
+    rc = rp_run_gnuplot(o, "busbw.gp", dir, "busbw", &v, err);
     if (rc == EPB_OK) add_name(names, max, nn, "busbw");
     return rc;
 }
@@ -715,7 +709,7 @@ static int history_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_
         else snprintf(t, sizeof t, "%s/P%d/%llu%s%s", r->op, r->ranks, (unsigned long long)r->bytes,
                       *r->params ? " " : "", r->params);
         fprintf(f, "%s\"utc\" ", drawn ? "\n\n" : "");
-        dat_text(f, t);
+        rp_dat_text(f, t);
         fprintf(f, "\n");
         for (size_t j = 0; j < cnt[s]; j++) {
             const char *u = pts[off[s] + j].utc;
@@ -736,9 +730,9 @@ static int history_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_
     rp_map_free(map);
     epb_rows_free(&pool);
     if (rc || !drawn || !o->gnuplot) return rc;
-    gp_vars_t v = { .len = 0 };
-    gv_int(&v, "nblocks", (long)drawn);
-    gv_str(&v, "ylab", moe ? "step time (us, median)" : "busbw (GB/s)");
+    rp_gpvars_t v = { .len = 0 };
+    rp_gv_int(&v, "nblocks", (long)drawn);
+    rp_gv_str(&v, "ylab", moe ? "step time (us, median)" : "busbw (GB/s)");
     /* the title names what is followed; the time axis fits the span: hours within one day (a night's runs),
      * day and hour within a few days, dates beyond */
     char title[TEXTLEN], xl[64];
@@ -749,20 +743,20 @@ static int history_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_
                  r0->ffn, r0->dtype, r0->skew);
     else
         snprintf(title, sizeof title, "history: busbw per collective at its largest size, P=%d", r0->ranks);
-    gv_str(&v, "title_", title);
+    rp_gv_str(&v, "title_", title);
     const char *umin = umin_s, *umax = umax_s;
     if (umin[0] && umax[0] && !strncmp(umin, umax, 10)) {
         snprintf(xl, sizeof xl, "run (UTC time on %.10s)", umin);
-        gv_str(&v, "xfmt", "%H:%M");
+        rp_gv_str(&v, "xfmt", "%H:%M");
     } else if (umin[0] && umax[0] && !strncmp(umin, umax, 7) && atoi(umax + 8) - atoi(umin + 8) <= 3) {
         snprintf(xl, sizeof xl, "run (UTC, %.7s: day-of-month hour)", umin);
-        gv_str(&v, "xfmt", "%d %H:%M");
+        rp_gv_str(&v, "xfmt", "%d %H:%M");
     } else {
         snprintf(xl, sizeof xl, "run (UTC date)");
-        gv_str(&v, "xfmt", "%Y-%m-%d");
+        rp_gv_str(&v, "xfmt", "%Y-%m-%d");
     }
-    gv_str(&v, "xlab", xl);
-    rc = run_gnuplot(o, "history.gp", dir, "history", &v, err);
+    rp_gv_str(&v, "xlab", xl);
+    rc = rp_run_gnuplot(o, "history.gp", dir, "history", &v, err);
     if (rc == EPB_OK) add_name(names, max, nn, "history");
     return rc;
 }

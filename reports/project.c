@@ -16,8 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "moe.h" /* moe_models: the presets at their published sizes */
 #include "report.h"
@@ -572,18 +570,6 @@ static void csv_text(FILE *f, const char *s)
     fputc('"', f);
 }
 
-/* text for gnuplot data files: a reduced character set, double-quoted (as reports/plots.c does) */
-static void dat_text(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (int i = 0; s && s[i] && i < 120; i++) {
-        unsigned char c = (unsigned char)s[i];
-        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || strchr(" _.,:=+-/()%x", c);
-        fputc(ok ? c : '_', f);
-    }
-    fputc('"', f);
-}
-
 static const int sweep_P[] = { 8, 16, 64, 256 };
 static const int sweep_k[] = { 1, 2, 4, 8 };
 #define NSP 4
@@ -646,7 +632,7 @@ static int write_plot(const rp_project_opts_t *o, const char *dir, const rp_clus
             snprintf(title, sizeof title, "%.60s / agrs, %.160s k=%ld", fm->strat[s], fm->label, fm->k0);
             if (nblocks) fprintf(f, "\n\n");
             fprintf(f, "\"P\" ");
-            dat_text(f, title);
+            rp_dat_text(f, title);
             fprintf(f, "\n");
             for (int i = 0; i < np; i++) fprintf(f, "%g %.6g\n", x[i], y[i]);
             nblocks++;
@@ -655,37 +641,11 @@ static int write_plot(const rp_project_opts_t *o, const char *dir, const rp_clus
     int bad = ferror(f);
     if (fclose(f) || bad) return epb_fail(err, EPB_ESYS, "writing %s", p);
     if (!o->gnuplot || !nblocks) return EPB_OK;
-    char script[4200], sabs[4200];
-    snprintf(script, sizeof script, "%s/projection.gp", o->plots_dir);
-    if (!realpath(script, sabs)) return epb_fail(err, EPB_EUSAGE, "plot script %s: %s (use --plots DIR)", script, strerror(errno));
-    char safe[128];
-    size_t j = 0;
-    for (const char *s = cl->name; *s && j + 1 < sizeof safe; s++) {
-        unsigned char ch = (unsigned char)*s;
-        safe[j++] = ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-                     strchr(" _.,:=+-/()%x", ch)) ? (char)ch : '_';
-    }
-    safe[j] = 0;
-    static const char *const fmts[] = { "svg", "png" };
-    for (int fi = 0; fi < 2; fi++) {
-        char e[512];
-        snprintf(e, sizeof e, "datafile='projection.dat'; outfile='projection.%s'; fmt='%s'; nblocks=%d; cluster='%s'",
-                 fmts[fi], fmts[fi], nblocks, safe);
-        snprintf(p, sizeof p, "%s/plots", dir);
-        pid_t pid = fork();
-        if (pid < 0) return epb_fail(err, EPB_ESYS, "fork: %s", strerror(errno));
-        if (pid == 0) {
-            if (!freopen("/dev/null", "w", stdout) || chdir(p)) _exit(126);
-            execl(o->gnuplot, "gnuplot", "-e", e, sabs, (char *)NULL);
-            _exit(127);
-        }
-        int status;
-        while (waitpid(pid, &status, 0) < 0)
-            if (errno != EINTR) return epb_fail(err, EPB_ESYS, "waitpid: %s", strerror(errno));
-        if (!WIFEXITED(status) || WEXITSTATUS(status))
-            return epb_fail(err, EPB_ESYS, "gnuplot %s failed on projection.gp", o->gnuplot);
-    }
-    return EPB_OK;
+    rp_gpvars_t v = { .len = 0 };
+    rp_gv_int(&v, "nblocks", nblocks);
+    rp_gv_str(&v, "cluster", cl->name);
+    rp_plot_opts_t po = { .gnuplot = o->gnuplot, .plots_dir = o->plots_dir };
+    return rp_run_gnuplot(&po, "projection.gp", dir, "projection", &v, err);
 }
 
 /* every phase's projected time, strategy by strategy: the terms that add up to the step */

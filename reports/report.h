@@ -7,6 +7,7 @@
 #define EPB_REPORT_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "epb.h"
@@ -288,6 +289,22 @@ typedef struct {
  * names receives the stems drawn (up to max, NULL-terminated). A gnuplot failure is EPB_ESYS. */
 int rp_plots(const rp_data_t *d, const rp_data_t *hist, const char *dir, const rp_plot_opts_t *o, char names[][64], int max,
              int *nnames, epb_err_t *err);
+
+/* gnuplot's -e program: typed assignments only, text reduced to a safe character set (plots.c). */
+typedef struct {
+    char buf[2048];
+    size_t len;
+    int over;
+} rp_gpvars_t;
+void rp_gv_int(rp_gpvars_t *v, const char *name, long x);
+/* A string variable: the text reduced to letters, digits, blank and _ . , : = + - / ( ) %, single-quoted. */
+void rp_gv_str(rp_gpvars_t *v, const char *name, const char *text);
+/* A data file's text field: the same reduced text, double-quoted. */
+void rp_dat_text(FILE *f, const char *text);
+/* Runs gnuplot on the plot script (in o->plots_dir) in dir/plots with name.dat, for SVG then PNG, with the
+ * variables of v; fails (EPB_ESYS) when gnuplot fails or leaves an empty output, EPB_EUSAGE without the script. */
+int rp_run_gnuplot(const rp_plot_opts_t *o, const char *script, const char *dir, const char *name, const rp_gpvars_t *v,
+                   epb_err_t *err);
 
 /* Finds an executable on PATH; returns 0 and fills buf, or -1. */
 int rp_which(const char *prog, char *buf, size_t n);
