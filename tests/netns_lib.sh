@@ -56,3 +56,23 @@ netns_down() {
     ip link del "$NETNS_VA" 2>/dev/null || true # only if it never reached its namespace
     return 0
 }
+
+# Exits 77 (skipped) unless this is root with ip netns, unshare and an mpirun ($1).
+netns_require() {
+    if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null || ! command -v unshare >/dev/null || [ -z "$1" ] ||
+        ! ip netns list >/dev/null 2>&1; then
+        echo "needs root, ip netns, unshare and mpirun: skipped"
+        exit 77
+    fi
+}
+
+# For a TAP test (tap.sh sourced, $work its scratch folder): the two namespaces up and torn down on any exit, a TAP
+# line saying so; when they cannot be made, the plan and exit 1.
+netns_tap_up() {
+    trap 'netns_down; rm -rf "$work"' EXIT
+    trap 'exit 1' INT TERM
+    netns_up "$work"
+    local st=$?
+    tap_ok $st "two namespaces joined by a veth pair (10.99.0.1, 10.99.0.2)"
+    [ $st = 0 ] || { tap_done; exit 1; }
+}

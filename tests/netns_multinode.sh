@@ -13,19 +13,10 @@
 # Usage: netns_multinode.sh BENCH [MPIRUN]
 set -u
 BENCH=$(realpath "$1") MPIRUN=${2:-$(command -v mpirun)} HERE=$(cd "$(dirname "$0")" && pwd)
-if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null || ! command -v unshare >/dev/null || [ -z "$MPIRUN" ] ||
-    ! ip netns list >/dev/null 2>&1; then
-    echo "needs root, ip netns, unshare and mpirun: skipped"
-    exit 77
-fi
-source "$HERE/tap.sh"
 source "$HERE/netns_lib.sh"
-trap 'netns_down; rm -rf "$work"' EXIT
-trap 'exit 1' INT TERM
-netns_up "$work"
-st=$?
-tap_ok $st "two namespaces joined by a veth pair (10.99.0.1, 10.99.0.2)"
-[ $st = 0 ] || { tap_done; exit 1; }
+netns_require "$MPIRUN"
+source "$HERE/tap.sh"
+netns_tap_up
 job() { local np=$1; shift; MPIRUN=$MPIRUN netns_job "$np" "$BENCH" "$@"; }
 small=(--experts 8 --tokens 32 --hidden 32 --ffn 48 -n 2 -w 1)
 for np in 2 4; do

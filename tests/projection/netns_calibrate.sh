@@ -6,19 +6,10 @@
 # Usage: netns_calibrate.sh BENCH REPORT SRCDIR [MPIRUN]
 set -u
 BENCH=$(realpath "$1") REPORT=$(realpath "$2") SRC=$(realpath "$3") MPIRUN=${4:-$(command -v mpirun)}
-if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null || ! command -v unshare >/dev/null || [ -z "$MPIRUN" ] ||
-    ! ip netns list >/dev/null 2>&1; then
-    echo "needs root, ip netns, unshare and mpirun: skipped"
-    exit 77
-fi
-source "$SRC/tests/tap.sh"
 source "$SRC/tests/netns_lib.sh"
-trap 'netns_down; rm -rf "$work"' EXIT
-trap 'exit 1' INT TERM
-netns_up "$work"
-st=$?
-tap_ok $st "two namespaces joined by a veth pair"
-[ $st = 0 ] || { tap_done; exit 1; }
+netns_require "$MPIRUN"
+source "$SRC/tests/tap.sh"
+netns_tap_up
 MPIRUN=$MPIRUN netns_job 4 "$BENCH" --calibrate -n 2 -w 0 -e 1M --csv "$work/cal.csv" >"$work/out" 2>&1
 tap_ok $? "bench --calibrate on 4 ranks, 2 hosts" "$work/out"
 python3 - "$work/cal.csv" >"$work/log" 2>&1 <<'PY'
