@@ -527,8 +527,8 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
     if (optind < argc)
         return epb_fail(err, EPB_EUSAGE, "'%s': unexpected argument (options start with -; see bench --help)",
                         argv[optind]);
-    if (o->mode == MODE_NONE && moe_opt) { /* `bench --experts 16` means the seed's strategy */
-        if ((rc = strategy_opt(o, "tp2ep", err))) return rc;
+    if (o->mode == MODE_NONE && moe_opt) { /* `bench --experts 16` means the registry's default strategy */
+        if ((rc = strategy_opt(o, moe_strategy_default()->name, err))) return rc;
         o->mode = MODE_MOE;
     }
     if (o->mode == MODE_MOE && (o->coll_opt_given || o->max_given))

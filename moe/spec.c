@@ -12,6 +12,13 @@ const moe_strategy_t *moe_strategy_find(const char *name)
     return NULL;
 }
 
+const moe_strategy_t *moe_strategy_default(void)
+{
+    for (int i = 0; i < moe_nstrategies; i++)
+        if (moe_strategies[i]->is_default) return moe_strategies[i];
+    return moe_strategies[0];
+}
+
 const char *moe_strategy_names(char *buf, size_t n)
 {
     size_t l = 0;

@@ -21,6 +21,7 @@ const moe_strategy_t moe_strategy_tp2ep = {
     .anchor = "torchtitan PR #1269, Megatron alltoall dispatcher",
     .params = params,
     .nparams = 1,
+    .is_default = 1, /* the seed's strategy */
     .setup = setup,
     XCHG_STRATEGY_OPS,
 };

@@ -46,6 +46,7 @@ typedef struct {
     const char *what;      /* one line for --help */
     const char *anchor;    /* where the field uses it ("torchtitan PR #1269, Megatron alltoall") */
     int replicated;        /* every rank holds all E experts; their gradients are all-reduced in grad_sync */
+    int is_default;        /* the strategy of a MoE run given no --strategy (`bench --experts 16`): one entry */
     const moe_param_t *params;
     int nparams;
     /* Optional: whether spec can run cfg on P ranks (EPB_EUSAGE naming the parameter), checked on rank 0 with
@@ -76,6 +77,8 @@ typedef struct {
 extern const moe_strategy_t *const moe_strategies[];
 extern const int moe_nstrategies;
 const moe_strategy_t *moe_strategy_find(const char *name);
+/* The entry marked is_default (the first one when none is). */
+const moe_strategy_t *moe_strategy_default(void);
 /* "local, agrs, tp2ep", from the registry, into buf; returns buf */
 const char *moe_strategy_names(char *buf, size_t n);
 
