@@ -12,8 +12,9 @@
 #   - (2 ranks) a 20 ms delay of rank 1 before combine (in experts_fwd) is wait on the other rank, not transfer:
 #     combine's wait >= 15 ms, its transfer (time - wait) < 5 ms (strategies in one chunk).
 # The last two compare times in milliseconds: they run at 1 and 2 ranks (one per core on the 2-core CI machine);
-# at 3 and 4 ranks, which share cores, the scheduler's noise is of that size, and only the first three run. On a
-# machine loaded by other jobs they fail for any strategy (agrs too): run them on a quiet one.
+# at 3 and 4 ranks, which share cores, only the first three run. They compare, per rank, the least time over the
+# iterations (a planted delay is in every iteration, a rank taken off its core by other jobs is not), so that they
+# hold on a loaded machine (experiments/results: under two CPU hogs).
 # TAP output from this script only.
 set -u
 BENCH=$(realpath "$1") N=$2
@@ -79,38 +80,52 @@ PY
 tap_ok $? "$N ranks: a delayed phase counts the delay at every entry (and some strategy enters permute twice)"
 [ "$N" -le 2 ] || { tap_done; exit; }
 bench gate EPB_TEST_DELAY=gate:20 --; tap_ok $? "$N ranks: runs with gate delayed 20 ms" "$work/gate.out"
-python3 - "$work/base.csv" "$work/gate.csv" "$work/gate.pr" <<'PY'
+# From every rank's own records, the least over the iterations: a rank that the scheduler takes off its core (other
+# jobs on the machine) loses time in some iterations, never in all of them, while a planted delay is in every one.
+python3 - "$work/base.pr" "$work/gate.pr" <<'PY'
 import csv, sys
-def med(f): # time, and the transfer part of comm phases (time less the wait for the last rank)
-    return {(r["op"], r["params"], r["phase"]): (float(r["t_med_us"]), float(r["t_med_us"]) - float(r["wait_us"]), r["coll"])
-            for r in csv.DictReader(open(f))}
-a, b = med(sys.argv[1]), med(sys.argv[2])
-# how often each strategy enters gate per step (a chunked relay applies the gates once per chunk)
-n = {(r["strategy"], r["params"]): int(r["entries"]) for r in csv.DictReader(open(sys.argv[3])) if r["phase"] == "gate"}
-bad = []
-for (s, q, p), (t, x, coll) in a.items():
-    if "chunks=3" in q: # a chunked pipeline's combine overlaps its gates by design: not this check's subject
-        continue
-    d, dx = b[(s, q, p)][0] - t, b[(s, q, p)][1] - x
-    if p == "gate" and not 18000 * n[(s, q)] <= d <= 40000 * n[(s, q)]:
-        bad.append("%s %s gate moved %.0f us for %d entries" % (s, q, d, n[(s, q)]))
-    if p == "combine" and coll and abs(dx) > 5000: bad.append("%s %s combine's transfer moved %.0f us" % (s, q, dx))
-print("# " + ("; ".join(bad) if bad else "gate +%s us" % ", +".join("%.0f/%d" % (b[k][0] - a[k][0], n[k[:2]]) for k in a if k[2] == "gate" and "chunks=3" not in k[1])))
-sys.exit(1 if bad else 0)
+def least(f): # (strategy, params, rank, phase) -> (least time, least transfer = time - wait, entries)
+    m = {}
+    for r in csv.DictReader(open(f)):
+        if "chunks=3" in r["params"]: # a chunked pipeline's combine overlaps its gates by design: not this check's
+            continue
+        k = (r["strategy"], r["params"], r["rank"], r["phase"])
+        t, x = float(r["us"]), float(r["us"]) - float(r["wait_us"])
+        o = m.get(k, (t, x, int(r["entries"])))
+        m[k] = (min(o[0], t), min(o[1], x), int(r["entries"]))
+    return m
+a, b = least(sys.argv[1]), least(sys.argv[2])
+bad, moved = [], []
+for k, (t, x, n) in a.items():
+    s, q, rank, p = k
+    d, dx = b[k][0] - t, b[k][1] - x
+    if p == "gate" and not 18000 * n <= d <= 40000 * n:
+        bad.append("%s %s rank %s: gate moved %.0f us for %d entries" % (s, q, rank, d, n))
+    if p == "gate" and rank == "0":
+        moved.append("%s +%.0f/%d" % (s, d, n))
+    # the delay is 20 ms: a gate op inside combine would move its transfer by that much
+    if p == "combine" and abs(dx) > 10000: bad.append("%s %s rank %s: combine's transfer moved %.0f us" % (s, q, rank, dx))
+print("# " + ("; ".join(bad) if bad else "gate (least over iterations, rank 0) " + ", ".join(moved) + " us"))
+sys.exit(1 if bad or not moved else 0)
 PY
-tap_ok $? "$N ranks: delaying the gate op by 20 ms moves gate by ~20 ms per entry and leaves combine's transfer within 5 ms"
+tap_ok $? "$N ranks: delaying the gate op by 20 ms moves gate by ~20 ms per entry and leaves combine's transfer within 10 ms"
 if [ "$N" = 2 ]; then
     bench late EPB_TEST_DELAY=experts_fwd:20:1 --; tap_ok $? "$N ranks: runs with rank 1 late by 20 ms" "$work/late.out"
-    python3 - "$work/late.csv" <<'PY'
+    # rank 0 waits for rank 1 in combine: in some iteration its wait is >= 15 ms, and its least transfer < 5 ms
+    python3 - "$work/late.pr" <<'PY'
 import csv, sys
-bad, seen = [], 0
+m = {}
 for r in csv.DictReader(open(sys.argv[1])):
-    if r["phase"] != "combine" or not r["coll"] or "chunks=3" in r["params"]: continue # one entry per step
-    seen += 1
-    t, w = float(r["t_med_us"]), float(r["wait_us"])
-    print("# %s %s combine %.0f us: wait %.0f us, transfer %.0f us" % (r["op"], r["params"], t, w, t - w))
-    if w < 15000 or t - w > 5000: bad.append(r["op"])
-sys.exit(0 if seen and not bad else 1)
+    if r["phase"] != "combine" or r["rank"] != "0" or "chunks=3" in r["params"] or r["strategy"] == "local":
+        continue # one entry per step; local has no collective in combine
+    t, w = float(r["us"]), float(r["wait_us"])
+    o = m.get((r["strategy"], r["params"]), (0.0, float("inf")))
+    m[(r["strategy"], r["params"])] = (max(o[0], w), min(o[1], t - w))
+bad = []
+for (s, q), (w, x) in sorted(m.items()):
+    print("# %s %s combine, rank 0: largest wait %.0f us, least transfer %.0f us" % (s, q, w, x))
+    if w < 15000 or x > 5000: bad.append(s)
+sys.exit(0 if m and not bad else 1)
 PY
     tap_ok $? "$N ranks: rank 1 late by 20 ms shows as >= 15 ms of wait in combine, < 5 ms of transfer"
 fi
