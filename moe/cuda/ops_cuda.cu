@@ -22,6 +22,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Built as the module libepb_moe_cuda.so (moe/meson.build), its entry points have names of their own, which
+ * moe/cuda/load.c looks up; on the CPU emulator this file is compiled into the library with moe.h's names. */
+#ifdef MOE_CUDA_MODULE
+#define moe_cuda_backend_create moe_cuda_module_backend_create
+#define moe_cuda_gemm moe_cuda_module_gemm
+#define moe_cuda_gemm_path moe_cuda_module_gemm_path
+#define moe_cuda_device_count moe_cuda_module_device_count
+#endif
 extern "C" {
 #include "moe.h"
 #include "route_row.h"
