@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """PyTorch reference for the GPU job (ci/gpu); torch is installed on the device machine.
 
-  torch_ref.py check DUMP_DIR        recompute one bench --dump step in float64 with PyTorch autograd (DESIGN.md's
+  torch_ref.py check DUMP_DIR...     recompute one bench --dump step in float64 with PyTorch autograd (DESIGN.md's
                                      layer, written independently of moe/, with every feature config.json names:
                                      route scale, group-limited routing, gate before the experts, shared experts)
                                      and compare y, dx and every gradient (the shared experts' too),
-                                     tokens_per_expert and the updated bias. Exit 1 on a mismatch.
+                                     tokens_per_expert and the updated bias. Exit 1 on a mismatch. With several
+                                     dumps (one process: PyTorch loads once), each one's report goes to
+                                     DUMP_DIR.ref, ending "exit N" (0 agrees, 1 differs, 2 could not be read);
+                                     exit 1 when any did not agree.
   torch_ref.py time T D F E K [DEV]  time the same layer forward+backward in bf16, PyTorch eager on DEV (default
                                      cuda; cpu only to try the script where there is no GPU), looping over
                                      experts with an index_add combine; median of 20 after 5 warm-ups; prints
@@ -170,9 +173,28 @@ def time_layer(T, D, F, E, k, dev="cuda"):
     return 0
 
 
+def check_each(dirs):
+    """check() of every dump, each report into DIR.ref; 1 when any did not agree"""
+    import contextlib
+    import traceback
+    worst = 0
+    for d in dirs:
+        with open(d.rstrip("/") + ".ref", "w") as f, contextlib.redirect_stdout(f):
+            try:
+                rc = check(d)
+            except Exception:  # a dump that cannot be read is that dump's failure, not the others'
+                traceback.print_exc(file=f)
+                rc = 2
+            print(f"exit {rc}")
+        worst = max(worst, rc != 0)
+    return worst
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "check":
         sys.exit(check(sys.argv[2]))
+    if len(sys.argv) > 3 and sys.argv[1] == "check":
+        sys.exit(check_each(sys.argv[2:]))
     if len(sys.argv) in (7, 8) and sys.argv[1] == "time":
         sys.exit(time_layer(*(int(a) for a in sys.argv[2:7]), *sys.argv[7:]))
     print(__doc__, file=sys.stderr)

@@ -41,15 +41,36 @@ cpu=(--device cpu) # the CPU checks stay on the CPU where a GPU is visible (the 
 # every feature of issue 14 at once (E=8: 4 groups of 2, the tokens' 2 best kept, k=3 of those 4 experts)
 feats=(--router sigmoid --route-norm --route-scale 2.5 --groups 4 --topk-groups 2 --gate-before --shared 2 --shared-ffn 48
        --top-k 3)
-# check NAME BENCH-ARGS...: dump one step, then the reference must agree
+# check NAME BENCH-ARGS...: dump one step into a directory of its own; the reference checks every dump at once
+# (one Python process: PyTorch takes ~2 s to load), in checks_done
+pend_dir=() pend_what=() pend_want=()
 check() {
-    local what=$1; shift
-    rm -rf "$work/d"
-    if ! "$BENCH" "${base[@]}" "$@" --dump "$work/d" --csv "$work/r.csv" >"$work/out" 2>&1; then
+    local what=$1 d=$work/d${#pend_dir[@]}; shift
+    rm -rf "$d"
+    if ! "$BENCH" "${base[@]}" "$@" --dump "$d" --csv "$work/r.csv" >"$work/out" 2>&1; then
         tap_ok 1 "$what: bench --dump failed" "$work/out"; return
     fi
-    "$py" "$REF" check "$work/d" >"$work/ref" 2>&1
-    tap_ok $? "$what: PyTorch agrees" "$work/ref"
+    pend_dir+=("$d") pend_what+=("$what") pend_want+=(ok)
+}
+# expect_fault DIR NAME WHAT: DIR is a dump with a fault planted; the reference must fail on it (exit 1) and name
+# the array NAME as differing
+expect_fault() { pend_dir+=("$1") pend_want+=("$2") pend_what+=("planted fault caught: $3"); }
+checks_done() {
+    [ ${#pend_dir[@]} -gt 0 ] || return 0
+    "$py" "$REF" check "${pend_dir[@]}" "$work/none" >"$work/ref" 2>&1 # none: a dump that is not there must not pass
+    grep -q "^exit 2" "$work/none.ref"; tap_ok $? "the reference fails a dump that is not there" "$work/none.ref" "$work/ref"
+    local i rc
+    for i in "${!pend_dir[@]}"; do
+        local f=${pend_dir[$i]}.ref want=${pend_want[$i]}
+        rc=$(sed -n 's/^exit //p' "$f" 2>/dev/null)
+        if [ "$want" = ok ]; then
+            [ "$rc" = 0 ]; tap_ok $? "${pend_what[$i]}: PyTorch agrees" "$f"
+        else
+            [ "$rc" = 1 ] && grep -q "^  $want .*FAIL" "$f"
+            tap_ok $? "${pend_what[$i]} (exit $rc, $want differs)" "$f"
+        fi
+    done
+    pend_dir=() pend_what=() pend_want=()
 }
 if [ "$MODE" = gpu ]; then
     for dt in f32 bf16; do
@@ -64,6 +85,7 @@ if [ "$MODE" = gpu ]; then
         check "GPU $dt: tp2ep:chunks=2, 2 ranks (mpi, staged), every feature" --device cuda --dtype "$dt" --comm mpi \
             --ranks 2 --strategy tp2ep:chunks=2 "${feats[@]}"
     done
+    checks_done
     tap_done
     exit
 fi
@@ -98,20 +120,18 @@ if [ "$MODE" = features ]; then
     "$BENCH" "${small[@]}" "${cpu[@]}" --ranks 2 --strategy tp2ep "${feats[@]}" --dump "$work/good" --csv "$work/r.csv" \
         >/dev/null 2>&1
     plant_cfg() {
-        local what=$1 code=$2 want=$3
-        rm -rf "$work/bad" && cp -r "$work/good" "$work/bad"
+        local what=$1 code=$2 want=$3 d=$work/bad${#pend_dir[@]}
+        rm -rf "$d" && cp -r "$work/good" "$d"
         "$py" -c "import json, sys; c = json.load(open(sys.argv[1])); $code; json.dump(c, open(sys.argv[1], 'w'))" \
-            "$work/bad/config.json"
-        "$py" "$REF" check "$work/bad" >"$work/ref" 2>&1
-        local rc=$?
-        [ $rc = 1 ] && grep -q "^  $want .*FAIL" "$work/ref"
-        tap_ok $? "planted fault caught: $what (exit $rc, $want differs)" "$work/ref"
+            "$d/config.json"
+        expect_fault "$d" "$want" "$what"
     }
     plant_cfg "config.json says gate after the experts" 'c["gate_before"] = False' y
     plant_cfg "config.json says route_scale 2.4" 'c["route_scale"] = 2.4' topk_w
     plant_cfg "config.json says 3 of 4 groups" 'c["topk_groups"] = 3' topk_idx
     plant_cfg "config.json says no shared experts" 'c["shared"] = 0; c["shared_ffn"] = 0' y
     plant_cfg "config.json says shared experts of FFN 40" 'c["shared_ffn"] = 40' shared_w1
+    checks_done
     tap_done
     exit
 fi
@@ -141,16 +161,13 @@ tap_ok $? "torch_ref.py time (bf16, on the CPU) prints torch_eager_us" "$work/re
 rm -rf "$work/good"
 "$BENCH" "${small[@]}" "${cpu[@]}" --ranks 1 --strategy local --top-k 2 --dump "$work/good" --csv "$work/r.csv" >/dev/null 2>&1
 plant() {
-    local what=$1 name=$2 code=$3
-    rm -rf "$work/bad" && cp -r "$work/good" "$work/bad"
-    "$py" -c "import numpy as np, sys; a = np.load(sys.argv[1]); $code; np.save(sys.argv[1], a)" \
-        "$work/bad/$name.npy"
-    "$py" "$REF" check "$work/bad" >"$work/ref" 2>&1
-    local rc=$?
-    [ $rc = 1 ] && grep -q "^  $name .*FAIL" "$work/ref"
-    tap_ok $? "planted fault caught: $what (exit $rc)" "$work/ref"
+    local what=$1 name=$2 code=$3 d=$work/bad${#pend_dir[@]}
+    rm -rf "$d" && cp -r "$work/good" "$d"
+    "$py" -c "import numpy as np, sys; a = np.load(sys.argv[1]); $code; np.save(sys.argv[1], a)" "$d/$name.npy"
+    expect_fault "$d" "$name" "$what"
 }
 plant "y off by 1e-3 of its range in one element" y 'a[3, 5] += 1e-3 * abs(a).max()'
 plant "one top-k choice changed" topk_idx 'a[7, 0] = (a[7, 0] + 1) % 8'
 plant "a NaN in dw2" dw2 'a[0, 0, 0] = np.nan'
+checks_done
 tap_done
