@@ -104,7 +104,7 @@ int bench_mpi_startable(epb_err_t *err);
 /* "; under Slurm use srun --mpi=pmix" when SLURM_* variables are set and no PMIX_* one, else "" */
 const char *bench_mpi_hint(void);
 
-/* watchdog.c: --timeout, and the per-node heartbeat table (a file in /dev/shm) in which every rank's counting
+/* watchdog.c: --timeout, and the per-node heartbeat table (a file in /dev/shm or $EPB_HEARTBEAT_DIR) in which every rank's counting
  * wrappers record each call's entry and exit, its collective and the MoE phase open */
 enum { BENCH_WD_DATA, BENCH_WD_CTL, BENCH_WD_NCHAN }; /* the wrapped communicators ("channels") */
 #define BENCH_LAUNCHER_ENV "EPB_LAUNCHER_ID" /* "host-pid" of a self-launching bench, set for its ranks */

@@ -32,7 +32,12 @@
 #include "bench.h"
 #include "moe.h"
 
-#define HB_DIR "/dev/shm"
+/* the tables' folder: /dev/shm, or $EPB_HEARTBEAT_DIR (the same on every node of the job: mpirun -x) */
+static const char *hb_dir(void)
+{
+    const char *d = getenv("EPB_HEARTBEAT_DIR");
+    return d && *d ? d : "/dev/shm";
+}
 #define HB_PREFIX "epb-hb."
 #define HB_MAGIC 0x48425045u /* "EPBH" */
 #define HB_VERSION 1
@@ -118,14 +123,14 @@ void bench_hb_launcher_key(char *buf, size_t n)
     snprintf(buf, n, "%s-%ld", h, (long)getpid());
 }
 
-/* /dev/shm/epb-hb.<this host>.<uid>.<job key>: the key is the launcher's "host-pid" (or rank 0's), so two jobs
+/* <hb_dir>/epb-hb.<this host>.<uid>.<job key>: the key is the launcher's "host-pid" (or rank 0's), so two jobs
  * never share a name while their keys' processes live; the host and uid let the cleanup look at this node's and
  * this user's files only (a container sharing /dev/shm under another host name is left alone) */
 static void table_path(const char *key, char *buf, size_t n)
 {
     char h[128];
     short_host(h, sizeof h);
-    snprintf(buf, n, HB_DIR "/" HB_PREFIX "%s.%ld.%s", h, (long)getuid(), key);
+    snprintf(buf, n, "%s/" HB_PREFIX "%s.%ld.%s", hb_dir(), h, (long)getuid(), key);
 }
 
 static int coll_id(const char *coll)
@@ -210,14 +215,14 @@ static int clean_stale(void)
     char h[128], prefix[192];
     short_host(h, sizeof h);
     snprintf(prefix, sizeof prefix, HB_PREFIX "%s.%ld.", h, (long)getuid());
-    DIR *d = opendir(HB_DIR);
+    DIR *d = opendir(hb_dir());
     if (!d) return 0;
     int removed = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
         if (strncmp(e->d_name, prefix, strlen(prefix))) continue;
         char path[512];
-        snprintf(path, sizeof path, HB_DIR "/%s", e->d_name);
+        snprintf(path, sizeof path, "%s/%s", hb_dir(), e->d_name);
         if (table_dead(path) && unlink(path) == 0) removed++;
     }
     closedir(d);
@@ -616,7 +621,7 @@ void bench_watchdog_stop(bench_watchdog_t *wd)
 
 /* ---- the launcher's side ---- */
 
-int bench_hb_possible(void) { return access(HB_DIR, W_OK | X_OK) == 0; }
+int bench_hb_possible(void) { return access(hb_dir(), W_OK | X_OK) == 0; }
 
 int bench_hb_take(const char *key, bench_hb_rank_t *out, int max)
 {

@@ -15,6 +15,10 @@
 set -u
 BENCH=$(realpath "$1") MPIRUN=${2:-}
 source "$(dirname "$0")/tap.sh"
+# the heartbeat tables of this script's jobs in a folder of its own: other bench jobs on the machine (tests running
+# beside this one) neither add to its counts nor clean its stale table before it looks
+export EPB_HEARTBEAT_DIR=$work/hb
+mkdir -p "$EPB_HEARTBEAT_DIR"
 if [ -z "$MPIRUN" ] || ! "$BENCH" --version | grep -q "mpi,"; then
     echo "1..0 # SKIP no MPI in this build"; exit 0
 fi
@@ -66,7 +70,7 @@ launch() {
 }
 # watchdog_thread PID: whether the process runs the --timeout thread (named epb-watchdog)
 watchdog_thread() { grep -qx epb-watchdog /proc/"$1"/task/*/comm 2>/dev/null; }
-tables() { ls /dev/shm 2>/dev/null | grep "^epb-hb\.$host\.$uid\." | sort; }
+tables() { ls "$EPB_HEARTBEAT_DIR" 2>/dev/null | grep "^epb-hb\.$host\.$uid\." | sort; }
 
 # ---- options ----
 for v in -1 abc 0.01 1e9 ""; do
@@ -159,7 +163,7 @@ r0=$(rank_pid "$job" 0) && r1=$(rank_pid "$job" 1) && started_run "$work/plain.o
 tap_ok $? "plain mpirun job started" "$work/plain.err"
 kill -KILL "$r1"
 ends_within "$job" 15
-stale=/dev/shm/epb-hb.$host.$uid.$host-$r0
+stale=$EPB_HEARTBEAT_DIR/epb-hb.$host.$uid.$host-$r0
 [ -e "$stale" ]; tap_ok $? "the killed job's heartbeat table stays behind ($stale)"
 
 # ---- --timeout 0: no watchdog; a live job's table is kept while the next job cleans ----
@@ -177,11 +181,11 @@ sleep 1
 ! gone "$off" && ! grep -q "has not completed" "$work/off.err"; tap_ok $? "--timeout 0: a 3 s stop is survived, nothing said" "$work/off.err"
 "$BENCH" --coll alltoall -b 8K -e 8K -n 2 -w 0 --ranks 2 --csv "$work/q.csv" >"$work/q.out" 2>"$work/q.err"
 rc=$?; [ $rc = 0 ] && [ ! -e "$stale" ]; tap_ok $? "the next job (exit $rc) removed the dead job's table" "$work/q.err"
-[ "$(echo "$live" | grep -c .)" = 1 ] && [ -e "/dev/shm/$live" ]; tap_ok $? "and kept the live job's (${live:-none})"
+[ "$(echo "$live" | grep -c .)" = 1 ] && [ -e "$EPB_HEARTBEAT_DIR/$live" ]; tap_ok $? "and kept the live job's (${live:-none})"
 kill -TERM "$off"
 if ends_within "$off" 15; then
     [ $rc = 3 ] && tail -1 "$work/off.err" | grep -q "^bench: interrupted (Terminated): mpirun ended the job (exit 3)$" &&
-        gone "$r1" && [ ! -e "/dev/shm/$live" ]
+        gone "$r1" && [ ! -e "$EPB_HEARTBEAT_DIR/$live" ]
     tap_ok $? "SIGTERM to bench reaches mpirun: ranks ended, exit 3 (got $rc), one line, table removed" "$work/off.err"
 else
     tap_ok 1 "SIGTERM to bench ends the job within 15 s" "$work/off.err"
