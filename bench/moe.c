@@ -2,6 +2,7 @@
  * run framework (moe/strategy.h) times every phase and counts its bytes; here, per iteration, each phase's time is
  * the maximum over ranks (the critical path) and its wait the wait of that rank; then statistics, the
  * single-device check, --dump, --train and the rows. The harness never names a strategy: the registry does. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -416,6 +417,18 @@ static int run_case(bench_ctx_t *b, moe_backend_t *be, const moe_case_t *mc, epb
         epb_fail(err, rc, "%s", b->ctl->err.msg);
     sm.peak = (uint64_t)peak;
     if (!rc && pr) rc = write_per_rank(b, mc, &sm, pr, iters, err);
+    /* what the strategy's traffic description expects of each phase on this step's routing (next to what the
+     * wire carried; the exact tables are kept up to MOE_TRAFFIC_MAXP_EXACT ranks) */
+    double model[MOE_NPHASES];
+    int have_model = 0;
+    if (!rc && b->ctl->size <= MOE_TRAFFIC_MAXP_EXACT) {
+        moe_traffic_t tr;
+        if (!(rc = moe_run_traffic(&run, b->ctl->local_size, &tr, err))) {
+            for (int p = 0; p < MOE_NPHASES; p++) model[p] = moe_traffic_sent(&tr, p);
+            moe_traffic_free(&tr);
+            have_model = 1;
+        }
+    }
     char line[1024] = "";
     int failed = 0;
     if (!rc && (o->check || o->dump[0])) {
@@ -428,6 +441,17 @@ static int run_case(bench_ctx_t *b, moe_backend_t *be, const moe_case_t *mc, epb
         epb_row_t rows[NROW];
         fill_rows(b, mc, &sm, iters, rows);
         for (int p = 0; p < NROW; p++) rows[p].check = !o->check ? "skipped" : failed ? "fail" : "ok";
+        char differ[512] = "";
+        for (int p = 0, u = 0; have_model && p < MOE_NPHASES; p++) {
+            rows[p].model_bytes = model[p];
+            rows[MOE_NPHASES].model_bytes += model[p] + (p == 0); /* from -1 */
+            if (fabs(model[p] - sm.bytes[p]) > 0.5 + 1e-9 * model[p] && u < (int)sizeof differ)
+                u += snprintf(differ + u, sizeof differ - (size_t)u, "%s%s %.0f counted, %.0f described",
+                              u ? "; " : "", moe_phase_names[p], sm.bytes[p], model[p]);
+        }
+        if (differ[0] && b->ctl->rank == 0) /* the strategy and its description disagree: say so, loudly */
+            fprintf(stderr, "bench: %s: the bytes on the wire differ from its traffic description: %s\n", mc->spec.st->name,
+                    differ);
         b->failed_checks += failed;
         if (b->ctl->rank == 0) {
             bench_progress_end(&b->progress); /* its line stays, the table comes after it */

@@ -11,19 +11,22 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* One table drives the writer and the reader of both schemas, so they can never disagree on a column. v1: the
- * column exists in schema 1 (whose order is this table's without the others). */
+/* One table drives the writer and the reader of every schema, so they can never disagree on a column. since: the
+ * first schema with the column (a schema's order is this table's without the later columns); absent: what a row of
+ * an older schema reads for a numeric column it lacks (text reads as empty). */
 enum kind { K_STR, K_INT, K_LONG, K_U64, K_DBL };
 struct col {
     const char *name;
     enum kind kind;
     size_t off;
     size_t max; /* text: longest accepted length */
-    int v1;
+    int since;
+    double absent;
 };
-#define S(name, max) { #name, K_STR, offsetof(epb_row_t, name), max, 1 }
-#define S2(name, max) { #name, K_STR, offsetof(epb_row_t, name), max, 0 }
-#define N(name, kind) { #name, kind, offsetof(epb_row_t, name), 0, 1 }
+#define S(name, max) { #name, K_STR, offsetof(epb_row_t, name), max, 1, 0 }
+#define S2(name, max) { #name, K_STR, offsetof(epb_row_t, name), max, 2, 0 }
+#define N(name, kind) { #name, kind, offsetof(epb_row_t, name), 0, 1, 0 }
+#define N3(name) { #name, K_DBL, offsetof(epb_row_t, name), 0, 3, -1 }
 static const struct col cols[EPB_CSV_NCOLS] = {
     N(schema, K_INT),        S(run_id, EPB_STR),      S(utc, EPB_STR),          S(git_rev, EPB_STR),
     S(host, EPB_STR),        N(nodes, K_INT),         S2(hosts, EPB_HOSTS),     S(backend, EPB_STR),
@@ -33,29 +36,32 @@ static const struct col cols[EPB_CSV_NCOLS] = {
     N(skew, K_DBL),          N(seed, K_U64),          S2(params, EPB_PARAMS),   S(phase, EPB_STR),
     S2(kind, EPB_STR),       S2(coll, EPB_STR),       N(bytes, K_U64),          N(iters, K_LONG),
     N(t_min_us, K_DBL),      N(t_med_us, K_DBL),      N(t_mean_us, K_DBL),      N(t_p95_us, K_DBL),
-    N(t_max_us, K_DBL),      { "wait_us", K_DBL, offsetof(epb_row_t, wait_us), 0, 0 },
-    { "hidden_us", K_DBL, offsetof(epb_row_t, hidden_us), 0, 0 },
+    N(t_max_us, K_DBL),      { "wait_us", K_DBL, offsetof(epb_row_t, wait_us), 0, 2, 0 },
+    { "hidden_us", K_DBL, offsetof(epb_row_t, hidden_us), 0, 2, 0 },
     N(algbw_gbps, K_DBL),    N(busbw_gbps, K_DBL),    N(gflop, K_DBL),          N(tflops, K_DBL),
     N(peak_mem_bytes, K_U64), S(check, EPB_STR),
+    N3(model_bytes),
 };
 #undef S
 #undef S2
 #undef N
+#undef N3
 
 const char *const epb_csv_columns[EPB_CSV_NCOLS] = {
     "schema", "run_id", "utc", "git_rev", "host", "nodes", "hosts", "backend", "device", "device_name", "mode",
     "op", "ranks", "experts", "top_k", "tokens", "hidden", "ffn", "dtype", "router", "skew", "seed", "params",
     "phase", "kind", "coll", "bytes", "iters", "t_min_us", "t_med_us", "t_mean_us", "t_p95_us", "t_max_us",
     "wait_us", "hidden_us", "algbw_gbps", "busbw_gbps", "gflop", "tflops", "peak_mem_bytes", "check",
+    "model_bytes",
 };
 
-/* The header line of a schema (1 or 2), with its '\n'. */
+/* The header line of a schema (1 to EPB_SCHEMA), with its '\n'. */
 static size_t header_line(int schema, char *buf, size_t n)
 {
     size_t len = 0;
     int first = 1;
     for (int i = 0; i < EPB_CSV_NCOLS; i++) {
-        if (schema == 1 && !cols[i].v1) continue;
+        if (cols[i].since > schema) continue;
         len += (size_t)snprintf(buf + len, len < n ? n - len : 0, "%s%s", first ? "" : ",", cols[i].name);
         first = 0;
     }
@@ -130,13 +136,17 @@ static int check_existing(const char *opt, const char *path, int fd, const char 
     *empty = r == 0;
     if (r == 0) return EPB_OK;
     if ((size_t)r != wl || memcmp(want, got, wl)) {
-        char v1[2048], v2[2048];
-        size_t l1 = header_line(1, v1, sizeof v1);
-        header_line(2, v2, sizeof v2);
-        int old = (size_t)r >= l1 && !memcmp(v1, got, l1), results = !strcmp(want, v2);
+        char v[2048];
+        header_line(EPB_SCHEMA, v, sizeof v);
+        int results = !strcmp(want, v), old = 0;
+        for (int sc = 1; sc < EPB_SCHEMA && !old; sc++) {
+            size_t l = header_line(sc, v, sizeof v);
+            if ((size_t)r >= l && !memcmp(v, got, l) && ((size_t)r == l || got[l - 1] == '\n')) old = sc;
+        }
         if (old && results)
-            return epb_fail(err, EPB_EUSAGE, "%s%s%s:1: an epbench schema 1 file (this bench writes schema 2); refusing "
-                            "to append to it (start a new file: report reads both)", o, sp, path);
+            return epb_fail(err, EPB_EUSAGE, "%s%s%s:1: an epbench schema %d file (this bench writes schema %d); "
+                            "refusing to append to it (start a new file: report reads both)", o, sp, path, old,
+                            EPB_SCHEMA);
         return epb_fail(err, EPB_EUSAGE, "%s%s%s:1: not %s; refusing to append to it", o, sp, path,
                         results ? "an epbench CSV header" : "this file's header");
     }
@@ -457,20 +467,23 @@ int epb_csv_read(const char *path, epb_rows_t *t, epb_err_t *err)
                       r.len ? "truncated header (no line end)" : "empty file (expected an epbench CSV header)");
         goto out;
     }
-    char h1[2048], h2[2048];
-    size_t l1 = header_line(1, h1, sizeof h1), l2 = header_line(2, h2, sizeof h2), hl = (size_t)(e - r.buf - r.start);
+    size_t hl = (size_t)(e - r.buf - r.start);
     const char *h = r.buf + r.start;
     /* a header written on Windows keeps its \r */
     int crlf = hl >= 2 && h[hl - 2] == '\r';
     size_t bare = hl - (size_t)crlf;
-    if (bare == l2 && !memcmp(h, h2, l2 - 1)) schema = 2, ncols = EPB_CSV_NCOLS;
-    else if (bare == l1 && !memcmp(h, h1, l1 - 1)) schema = 1, ncols = EPB_CSV_NCOLS_V1;
-    else {
-        rc = epb_fail(err, EPB_EUSAGE, "%s:1: not an epbench CSV header (schema 1 or 2; see docs/CSV.md)", path);
+    for (int sc = EPB_SCHEMA; sc >= 1 && !schema; sc--) {
+        char hs[2048];
+        size_t l = header_line(sc, hs, sizeof hs);
+        if (bare == l && !memcmp(h, hs, l - 1)) schema = sc;
+    }
+    if (!schema) {
+        rc = epb_fail(err, EPB_EUSAGE, "%s:1: not an epbench CSV header (schema 1 to %d; see docs/CSV.md)", path,
+                      EPB_SCHEMA);
         goto out;
     }
-    for (int i = 0, f = 0; i < EPB_CSV_NCOLS; i++)
-        if (schema == 2 || cols[i].v1) map[f++] = i;
+    for (int i = 0; i < EPB_CSV_NCOLS; i++)
+        if (cols[i].since <= schema) map[ncols++] = i;
     r.start += hl;
     for (;;) {
         line++;
@@ -494,6 +507,8 @@ int epb_csv_read(const char *path, epb_rows_t *t, epb_err_t *err)
         }
         epb_row_t *row = &t->rows[t->nrows];
         memset(row, 0, sizeof *row);
+        for (int i = 0; i < EPB_CSV_NCOLS; i++) /* the numeric columns an older schema lacks */
+            if (cols[i].since > schema && cols[i].kind == K_DBL) *(double *)((char *)row + cols[i].off) = cols[i].absent;
         for (int i = 0; i < nf && !rc; i++) {
             const struct col *c = &cols[map[i]];
             size_t len = strlen(fields[i]);
@@ -509,7 +524,7 @@ int epb_csv_read(const char *path, epb_rows_t *t, epb_err_t *err)
                           row->schema, schema);
             break;
         }
-        /* the columns schema 1 lacks read as empty text */
+        /* the text columns an older schema lacks read as empty */
         for (int i = 0; i < EPB_CSV_NCOLS; i++)
             if (cols[i].kind == K_STR && !*(const char **)((char *)row + cols[i].off))
                 *(const char **)((char *)row + cols[i].off) = "";

@@ -1,5 +1,5 @@
 /* epbench common module: exit codes, error reporting, statistics, size parsing, bandwidth formulas,
- * seeded values, bfloat16 conversion and the CSV writer/reader (schema 2; schema 1 read).
+ * seeded values, bfloat16 conversion and the CSV writer/reader (schema 3; schemas 1 and 2 read).
  * Shared by bench/, collectives/, moe/ and reports/; it depends on nothing but libc and libm. */
 #ifndef EPB_COMMON_H
 #define EPB_COMMON_H
@@ -70,10 +70,11 @@ typedef uint16_t epb_bf16;
 epb_bf16 epb_f32_to_bf16(float f); /* round to nearest even; NaN stays NaN */
 float epb_bf16_to_f32(epb_bf16 h);
 
-/* ---- CSV schema 2 (DESIGN.md "Results: CSV schema 2"; docs/CSV.md defines every column) ---- */
-#define EPB_SCHEMA 2
-#define EPB_CSV_NCOLS 41    /* schema 2 */
-#define EPB_CSV_NCOLS_V1 35 /* schema 1: the same columns less hosts, params, kind, coll, wait_us, hidden_us */
+/* ---- CSV schema 3 (DESIGN.md "Results: CSV schema 2", extended: docs/CSV.md defines every column) ----
+ * Schema 3 is schema 2 plus columns at the end (model_bytes, ...); schema 1 lacks hosts, params, kind, coll,
+ * wait_us and hidden_us. Every schema is read; only the current one is written. */
+#define EPB_SCHEMA 3
+#define EPB_CSV_NCOLS 42    /* schema 3 */
 extern const char *const epb_csv_columns[EPB_CSV_NCOLS];
 /* Longest text the reader accepts (and the writer writes) per kind of field; longer text is an input error. */
 #define EPB_STR 96       /* most text fields */
@@ -105,6 +106,10 @@ typedef struct {
     double algbw_gbps, busbw_gbps, gflop, tflops;
     uint64_t peak_mem_bytes;
     const char *check; /* ok | fail | skipped */
+    /* schema 3 (-1 in rows of older schemas, and where the column does not apply) */
+    double model_bytes; /* MoE phases: the bytes the strategy's traffic description (moe/traffic.h) expects this
+                         * phase to send, the most of any rank, on this run's own routing; the `bytes` column is
+                         * what the wire carried */
 } epb_row_t;
 
 /* Rows read from CSV files, with the strings they point at (each distinct text stored once). */
@@ -140,7 +145,7 @@ int epb_lines_append(const char *opt, const char *path, const char *header, cons
  * is longer than its limit. */
 int epb_csv_format_row(const epb_row_t *row, char *buf, size_t n);
 
-/* Reads a whole schema 1 or schema 2 file and appends its rows to *t (whose pool the strings go to). Streams
+/* Reads a whole schema 1, 2 or 3 file and appends its rows to *t (whose pool the strings go to). Streams
  * the file (memory: the rows and their distinct strings, not the file). Rejects (EPB_EUSAGE, "FILE:LINE:
  * reason") a missing or empty file, a header of neither schema, a wrong column count, an unterminated last
  * line, a NUL byte, a numeric field that is not a plain decimal number (no blanks, no hex, no inf/nan), a text

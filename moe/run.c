@@ -605,6 +605,25 @@ int moe_run_waits(moe_run_t *r, double wait_us[MOE_NPHASES], epb_err_t *err)
     return rc;
 }
 
+static int gather_sharded(moe_run_t *r, void *host_out, const void *src, size_t n, size_t elem, int act, epb_err_t *err);
+
+int moe_run_traffic(moe_run_t *r, int G, moe_traffic_t *t, epb_err_t *err)
+{
+    const moe_config_t *c = &r->cfg;
+    size_t n = (size_t)c->T * (size_t)c->k;
+    int32_t *all = malloc(sizeof *all * n * (size_t)r->P);
+    if (!all) return epb_fail(err, EPB_ESYS, "rank %d: out of memory (traffic)", r->rank);
+    int rc = gather_sharded(r, all, r->topk_idx, n, 4, 0, err);
+    moe_routing_t rt;
+    if (!rc && !(rc = moe_routing_exact(&rt, c, r->P, G, all, err))) {
+        if (!(rc = moe_traffic_init(t, r->P, G, c->E, err)) && (rc = moe_traffic_describe(&r->spec, c, &rt, t, err)))
+            moe_traffic_free(t);
+        moe_routing_free(&rt);
+    }
+    free(all);
+    return rc;
+}
+
 /* ---- training ---- */
 
 /* x -= lr * g over n float32 elements of backend memory (through host copies, so any backend works) */

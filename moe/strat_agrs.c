@@ -109,6 +109,33 @@ static int dispatch_backward(moe_run_t *r, epb_err_t *err)
     return EPB_OK;
 }
 
+/* the all-gathers of tokens, indices and gates, the reduce-scatter of the partial outputs; backward mirrored. Rows:
+ * the owner places its R rows out of the P T gathered ones, and applies the gates over them into P T partials */
+static int traffic(const moe_spec_t *spec, const moe_config_t *c, const moe_routing_t *rt, moe_traffic_t *t)
+{
+    (void)spec;
+    int P = rt->P, El = c->E / P;
+    double rowb = (double)c->T * (double)c->D * (double)moe_dtype_size(c->dtype), meta = (double)c->T * c->k * 4.0;
+    static const struct { int ph; moe_co_t co; int meta; } calls[] = {
+        { MOE_PH_DISPATCH, MOE_CO_ALLGATHER, 0 }, { MOE_PH_DISPATCH, MOE_CO_ALLGATHER, 1 },
+        { MOE_PH_DISPATCH, MOE_CO_ALLGATHER, 1 }, { MOE_PH_COMBINE, MOE_CO_REDUCE_SCATTER, 0 },
+        { MOE_PH_COMBINE_BWD, MOE_CO_ALLGATHER, 0 }, { MOE_PH_DISPATCH_BWD, MOE_CO_REDUCE_SCATTER, 0 },
+        { MOE_PH_DISPATCH_BWD, MOE_CO_REDUCE_SCATTER, 1 },
+    };
+    for (size_t i = 0; P > 1 && i < sizeof calls / sizeof *calls; i++) {
+        int q = moe_traffic_call(t, calls[i].ph, calls[i].co, 1);
+        if (q < 0) return -1;
+        for (int r = 0; r < P; r++) moe_traffic_ring(t, q, r, (P - 1) * (calls[i].meta ? meta : rowb));
+    }
+    for (int r = 0; r < P; r++) {
+        double R = 0;
+        for (int e = r * El; e < (r + 1) * El; e++) R += moe_routing_expert_rows(rt, e);
+        moe_traffic_copy(t, MOE_PH_PERMUTE, r, R + (double)P * c->T);
+        moe_traffic_copy(t, MOE_PH_GATE, r, R + (double)P * c->T);
+    }
+    return 0;
+}
+
 const moe_strategy_t moe_strategy_agrs = {
     .name = "agrs",
     .what = "all-gather tokens to every rank, run the local experts, reduce-scatter the outputs",
@@ -119,4 +146,5 @@ const moe_strategy_t moe_strategy_agrs = {
     .combine = combine,
     .combine_backward = combine_backward,
     .dispatch_backward = dispatch_backward,
+    .traffic = traffic,
 };

@@ -23,6 +23,13 @@ static int validate(const moe_spec_t *spec, const moe_config_t *cfg, int P, epb_
     return EPB_OK;
 }
 
+/* nodes of node_size ranks, or of the job's (the routing's ranks per node) */
+static int traffic(const moe_spec_t *spec, const moe_config_t *cfg, const moe_routing_t *rt, moe_traffic_t *t)
+{
+    long ns = moe_spec_get(spec, "node_size");
+    return moe_traffic_xchg(cfg, rt, ns > 0 ? (int)ns : rt->G, (int)moe_spec_get(spec, "chunks"), t);
+}
+
 static int setup(moe_run_t *r, epb_err_t *err)
 {
     int rc = xchg_setup(r, (int)moe_spec_get(&r->spec, "node_size"), err), ng, gs;
@@ -44,5 +51,6 @@ const moe_strategy_t moe_strategy_hier = {
     .nparams = 2,
     .validate = validate,
     .setup = setup,
+    .traffic = traffic,
     XCHG_STRATEGY_OPS,
 };

@@ -72,6 +72,19 @@ static int dispatch_backward(moe_run_t *r, epb_err_t *err)
     return EPB_OK;
 }
 
+/* nothing crosses ranks but what the framework sums; rows: the T k pairs placed, and the gates over them into T */
+static int traffic(const moe_spec_t *spec, const moe_config_t *c, const moe_routing_t *rt, moe_traffic_t *t)
+{
+    (void)spec;
+    for (int r = 0; r < rt->P; r++) {
+        double pairs = 0;
+        for (int o = 0; o < rt->P; o++) pairs += moe_routing_pairs(rt, r, o);
+        moe_traffic_copy(t, MOE_PH_PERMUTE, r, pairs);
+        moe_traffic_copy(t, MOE_PH_GATE, r, pairs + (double)c->T);
+    }
+    return 0;
+}
+
 const moe_strategy_t moe_strategy_local = {
     .name = "local",
     .what = "every rank holds all experts; weight gradients all-reduced (the single-device semantics)",
@@ -83,4 +96,5 @@ const moe_strategy_t moe_strategy_local = {
     .combine = combine,
     .combine_backward = combine_backward,
     .dispatch_backward = dispatch_backward,
+    .traffic = traffic,
 };

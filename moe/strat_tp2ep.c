@@ -13,6 +13,11 @@ static const moe_param_t params[] = {
       1, 1, MOE_MAXCHUNKS },
 };
 
+static int traffic(const moe_spec_t *spec, const moe_config_t *cfg, const moe_routing_t *rt, moe_traffic_t *t)
+{
+    return moe_traffic_xchg(cfg, rt, rt->P, (int)moe_spec_get(spec, "chunks"), t);
+}
+
 static int setup(moe_run_t *r, epb_err_t *err) { return xchg_setup(r, r->P, err); }
 
 const moe_strategy_t moe_strategy_tp2ep = {
@@ -23,5 +28,6 @@ const moe_strategy_t moe_strategy_tp2ep = {
     .nparams = 1,
     .is_default = 1, /* the seed's strategy */
     .setup = setup,
+    .traffic = traffic,
     XCHG_STRATEGY_OPS,
 };

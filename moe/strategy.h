@@ -12,6 +12,7 @@
 
 #include "collectives.h"
 #include "moe.h"
+#include "traffic.h"
 
 typedef struct moe_run moe_run_t;
 typedef struct moe_spec moe_spec_t;
@@ -72,6 +73,11 @@ typedef struct {
      * chunk, and combine finishes (what the source does once every chunk is back); likewise combine_backward,
      * pipe_bwd and dispatch_backward. */
     const moe_pipe_t *pipe_fwd, *pipe_bwd;
+    /* What a step of spec moves on routing rt (traffic.h), added to t: the collectives of dispatch, combine and
+     * their backward and any count exchange in layout, and the rows its data-movement phases (permute, unpermute,
+     * gate) copy; the framework adds its own (tokens_per_expert, grad_sync) and the experts' rows. bench checks it
+     * against the wire on every run (the CSV's model_bytes) and the projection costs it. 0, or -1 out of memory. */
+    int (*traffic)(const moe_spec_t *spec, const moe_config_t *cfg, const moe_routing_t *rt, moe_traffic_t *t);
 } moe_strategy_t;
 
 extern const moe_strategy_t *const moe_strategies[];
@@ -223,6 +229,9 @@ int moe_run_backward(moe_run_t *r, epb_err_t *err);
  * non-blocking collective waits for nobody; its wait shows in the entry that completes it), summed; 0 for
  * compute phases. Collective over hcomm. */
 int moe_run_waits(moe_run_t *r, double wait_us[MOE_NPHASES], epb_err_t *err);
+/* The traffic of the last step on its real routing (traffic.h: every rank's top-k gathered; G ranks per node for
+ * the link levels), into *t (moe_traffic_free it), on every rank. Collective over hcomm. */
+int moe_run_traffic(moe_run_t *r, int G, moe_traffic_t *t, epb_err_t *err);
 /* Training: W -= lr*dW for the router and the owned experts, expert_bias = bias_after. */
 int moe_run_sgd(moe_run_t *r, double lr, epb_err_t *err);
 /* dy = 2(y - teacher)/(P*T*D) for the global MSE loss to a fixed seeded teacher; its value (the same on every

@@ -31,6 +31,8 @@ run "every strategy, all together (sigmoid + route-norm, scale 2.5, groups 2 of 
     --shared 2 --shared-ffn 24 --skew 0.5
 bad=$(python3 -c 'import csv,sys; print(sum(r["check"] != "ok" for r in csv.DictReader(open(sys.argv[1]))))' "$work/r.csv")
 [ "$bad" -eq 0 ]; tap_ok $? "every row of the feature runs check=ok ($bad not)"
+csv_all "$work/r.csv" 'float(r["model_bytes"]) >= 0 and abs(float(r["bytes"]) - float(r["model_bytes"])) <= 0.5'
+tap_ok $? "with every feature, each phase sent the bytes its strategy's traffic description expects (model_bytes)"
 python3 - "$work/r.csv" <<'PY'
 import csv, sys
 ps = {r["params"] for r in csv.DictReader(open(sys.argv[1]))}

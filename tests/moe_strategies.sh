@@ -34,6 +34,9 @@ bad=$(python3 -c 'import csv,sys; print(sum(r["check"] != "ok" for r in csv.Dict
 [ "$bad" -eq 0 ] && [ "$rows" -gt 0 ]; tap_ok $? "$rows CSV rows, all check=ok ($bad not)"
 csv_all "$work/r.csv" '(r["coll"] != "") == (r["kind"] in ("comm", "sync") and float(r["t_med_us"]) > 0)'
 tap_ok $? "every comm and sync phase that ran names its collectives; no compute phase does"
+# each strategy's traffic description (its registry entry, moe/traffic.h) against the wire, on the run's own routing
+csv_all "$work/r.csv" 'float(r["model_bytes"]) >= 0 and abs(float(r["bytes"]) - float(r["model_bytes"])) <= 0.5'
+tap_ok $? "every phase of every run sent the bytes its strategy's traffic description expects (model_bytes)"
 # skew 8 really leaves experts empty
 "$BENCH" --ranks "$N" -n 1 -w 0 --strategy tp2ep --experts $E2 --top-k 1 --skew 8 "${small[@]}" --dump "$work/dump" --csv "$work/d.csv" >/dev/null 2>&1
 python3 -c "
@@ -42,7 +45,8 @@ b=open('$work/dump/tokens_per_expert.npy','rb').read()
 hl=struct.unpack('<H',b[8:10])[0]; v=struct.unpack('<${E2}q',b[10+hl:10+hl+8*$E2])
 sys.exit(0 if 0 in v and sum(v)==$N*24 else 1)"
 tap_ok $? "skew 8 leaves some expert with no tokens (dump)"
-# Bytes per phase equal the formulas evaluated on the real routing (topk_idx from a dump of the same configuration),
+# Bytes per phase equal the formulas evaluated on the real routing, written again in Python (independently of the
+# traffic descriptions) (topk_idx from a dump of the same configuration),
 # max over ranks, for every strategy (tests/moe_volume.py holds the formulas). tp2ep, dedup and hier are one
 # formula over groups of ns ranks: a token goes once to each other group that owns any of its experts (rows of D x 4
 # bytes plus k int32 indices and k float32 gates; back: D x 4, the gate gradients 4k more), and inside a group

@@ -58,6 +58,7 @@ static epb_row_t sample_row(int i)
     r.algbw_gbps = 0.0123456789;
     r.busbw_gbps = 9.87654321;
     r.peak_mem_bytes = 1ull << 40;
+    r.model_bytes = 65536.0 * (1 + i);
     r.check = "ok";
     return r;
 }
@@ -181,14 +182,14 @@ static void test_csv(void)
     int same = t.nrows == 3;
     for (size_t i = 0; same && i < 3; i++) {
         const epb_row_t *g = &t.rows[i];
-        same &= g->schema == 2 && !strcmp(g->device_name, rows[i].device_name) && g->tokens == rows[i].tokens &&
+        same &= g->schema == EPB_SCHEMA && g->model_bytes == rows[i].model_bytes && !strcmp(g->device_name, rows[i].device_name) && g->tokens == rows[i].tokens &&
                 g->bytes == rows[i].bytes && g->seed == rows[i].seed && g->t_med_us == rows[i].t_med_us &&
                 g->t_max_us == rows[i].t_max_us && fabs(g->algbw_gbps - rows[i].algbw_gbps) < 1e-15 &&
                 g->skew == 1.5 && g->peak_mem_bytes == rows[i].peak_mem_bytes && !strcmp(g->check, "ok") &&
                 !strcmp(g->hosts, "node01;node02") && !strcmp(g->params, "imbalance=1.5") &&
                 !strcmp(g->kind, "comm") && !strcmp(g->coll, "alltoallv") && g->wait_us == rows[i].wait_us;
     }
-    TAP_OK(same, "every field round-trips, quoted text and the schema 2 columns included");
+    TAP_OK(same, "every field round-trips, quoted text and the schema 2 and 3 columns included");
     TAP_OK(t.nrows == 3 && t.rows[0].run_id == t.rows[2].run_id, "equal texts are stored once (interned)");
     FILE *f = fopen(path, "r");
     char line[2048];
@@ -251,13 +252,11 @@ static void test_csv(void)
     TAP_OK(WIFEXITED(status) && WEXITSTATUS(status) == 0 && file_size(path) == before,
            "a short write to an existing file is cut back to its old length (%ld)", file_size(path));
 
-    /* schema 1 files are read, their missing columns empty */
-    char v1hdr[2048] = "", v1row[4096];
+    /* schema 1 and 2 files are read, their missing columns empty (text), 0 (schema 2's numbers in schema 1) or -1
+     * (schema 3's) */
     static const char *const v2only[] = { "hosts", "params", "kind", "coll", "wait_us", "hidden_us" };
-    int skip[EPB_CSV_NCOLS] = { 0 };
-    for (int i = 0; i < EPB_CSV_NCOLS; i++)
-        for (int j = 0; j < 6; j++) skip[i] |= !strcmp(epb_csv_columns[i], v2only[j]);
-    /* the schema 2 row without its five columns, schema 1 in its first field */
+    static const char *const v3only[] = { "model_bytes" };
+    /* the current row split into its fields */
     char *fields[EPB_CSV_NCOLS], tmp[4096];
     snprintf(tmp, sizeof tmp, "%s", good);
     tmp[strlen(tmp) - 1] = 0;
@@ -266,22 +265,33 @@ static void test_csv(void)
         if (*q == '"') { q = strchr(q + 1, '"'); while (q[1] == '"') q = strchr(q + 2, '"'); continue; }
         if (*q == ',' || !*q) { int end = !*q; *q = 0; fields[nf++] = s0; s0 = q + 1; if (end) break; }
     }
-    v1row[0] = 0;
-    for (int i = 0, first = 1; i < EPB_CSV_NCOLS && nf == EPB_CSV_NCOLS; i++) {
-        if (skip[i]) continue;
-        strcat(v1hdr, first ? "" : ",");
-        strcat(v1hdr, epb_csv_columns[i]);
-        strcat(v1row, first ? "1" : ",");
-        if (!first) strcat(v1row, fields[i]);
-        first = 0;
+    for (int old = 1; old <= 2; old++) {
+        char ohdr[2048] = "", orow[4096] = "";
+        int skip[EPB_CSV_NCOLS] = { 0 };
+        for (int i = 0; i < EPB_CSV_NCOLS; i++) {
+            for (size_t j = 0; old == 1 && j < sizeof v2only / sizeof *v2only; j++) skip[i] |= !strcmp(epb_csv_columns[i], v2only[j]);
+            for (size_t j = 0; j < sizeof v3only / sizeof *v3only; j++) skip[i] |= !strcmp(epb_csv_columns[i], v3only[j]);
+        }
+        for (int i = 0, first = 1; i < EPB_CSV_NCOLS && nf == EPB_CSV_NCOLS; i++) {
+            if (skip[i]) continue;
+            strcat(ohdr, first ? "" : ",");
+            strcat(ohdr, epb_csv_columns[i]);
+            strcat(orow, first ? (old == 1 ? "1" : "2") : ",");
+            if (!first) strcat(orow, fields[i]);
+            first = 0;
+        }
+        snprintf(text, sizeof text, "%s\n%s\n", ohdr, orow);
+        write_file(bad, text);
+        int ok = read_file(bad, &t, &err) == EPB_OK && t.nrows == 1 && t.rows[0].schema == old &&
+                 t.rows[0].bytes == rows[0].bytes && t.rows[0].model_bytes == -1;
+        if (ok && old == 1) ok = !strcmp(t.rows[0].kind, "") && !strcmp(t.rows[0].params, "") && t.rows[0].wait_us == 0;
+        if (ok && old == 2) ok = !strcmp(t.rows[0].params, rows[0].params ? rows[0].params : "");
+        TAP_OK(ok, "a schema %d file reads, its later columns empty or -1 (%s)", old, err.msg);
+        char want[32];
+        snprintf(want, sizeof want, "schema %d", old);
+        TAP_OK(epb_csv_probe(bad, &err) == EPB_EUSAGE && strstr(err.msg, want),
+               "a schema %d file is not appended to, and the message says why: %s", old, err.msg);
     }
-    snprintf(text, sizeof text, "%s\n%s\n", v1hdr, v1row);
-    write_file(bad, text);
-    TAP_OK(read_file(bad, &t, &err) == EPB_OK && t.nrows == 1 && t.rows[0].schema == 1 && !strcmp(t.rows[0].kind, "") &&
-               !strcmp(t.rows[0].params, "") && t.rows[0].wait_us == 0 && t.rows[0].bytes == rows[0].bytes,
-           "a schema 1 file reads, its schema 2 columns empty (%s)", err.msg);
-    TAP_OK(epb_csv_probe(bad, &err) == EPB_EUSAGE && strstr(err.msg, "schema 1"),
-           "a schema 1 file is not appended to, and the message says why: %s", err.msg);
 
     /* malformed inputs: each is rejected with file:line */
     struct { const char *name, *want; char text[8192]; } *cases = calloc(16, sizeof *cases);
@@ -299,7 +309,7 @@ static void test_csv(void)
     snprintf(cases[nc++].text, 8192, "%s1,2,3\n", hdr);
     cases[nc].name = "non-numeric field"; cases[nc].want = ":2: column schema";
     snprintf(cases[nc++].text, 8192, "%sx%s", hdr, good + 1);
-    cases[nc].name = "mixed schemas"; cases[nc].want = ":3: schema 1 under a schema 2 header";
+    cases[nc].name = "mixed schemas"; cases[nc].want = ":3: schema 1 under a schema 3 header";
     snprintf(cases[nc++].text, 8192, "%s%s1%s", hdr, good, good + 1);
     cases[nc].name = "wrong header"; cases[nc].want = ":1: not an epbench CSV header";
     snprintf(cases[nc++].text, 8192, "schema,run,utc\n");

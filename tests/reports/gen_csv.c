@@ -1,7 +1,7 @@
-/* gen_csv: writes a nightly-like schema-2 history of at least MB megabytes, for the report's scaling test and
+/* gen_csv: writes a nightly-like history (the current schema) of at least MB megabytes, for the report's scaling test and
  * experiments/report-scale. Usage: gen_csv [--mix nightly|history|sweep] OUT.csv MB
  *
- * nightly (the default): one night (from 2026-01-01, one a day) is ci/nightly.matrix run 5 times (NIGHTLY_REPS) in schema 2: the
+ * nightly (the default): one night (from 2026-01-01, one a day) is ci/nightly.matrix run 5 times (NIGHTLY_REPS): the
  * calibration (gemm, memcpy), allgather, reduce_scatter, alltoallv, allreduce and alltoallv --imbalance 1.5 at 64K,
  * 1M and 16M on 2 ranks, and the moe lines: {local, agrs, tp2ep, tp2ep:chunks=4} at top_k 2 (T=256 and T=1024)
  * and {agrs, tp2ep} at top_k 1 and 4, each strategy 18 phases (kinds, collectives, wait) and the step. That is
@@ -97,7 +97,7 @@ static int night_rows(const char *out, enum mix mix, long night, epb_row_t *rows
                  rep * 7);
         snprintf(run[rep], sizeof run[rep], "n%ld-r%d", night, rep);
         snprintf(host[rep], sizeof host[rep], "node%02ld", (night * REPS + rep) % 16 + 1);
-        epb_row_t base = { .schema = 2, .run_id = run[rep], .utc = utc[rep], .git_rev = "0123456789ab",
+        epb_row_t base = { .schema = EPB_SCHEMA, .model_bytes = -1, .run_id = run[rep], .utc = utc[rep], .git_rev = "0123456789ab",
                            .host = host[rep], .nodes = 1, .hosts = host[rep], .backend = "mpi", .device = "cpu",
                            .device_name = "AMD EPYC 9R14; 2 cores; bind=core", .dtype = "f32", .router = "softmax",
                            .seed = 1, .iters = 20, .check = "ok" };

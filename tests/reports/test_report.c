@@ -216,7 +216,8 @@ static void test_schema2(void)
     epb_row_t mem[3];
     memset(mem, 0, sizeof mem);
     for (int i = 0; i < 3; i++) {
-        mem[i].schema = 2;
+        mem[i].schema = EPB_SCHEMA;
+        mem[i].model_bytes = -1;
         mem[i].mode = "moe";
         mem[i].op = "x";
         mem[i].phase = "step";
@@ -236,7 +237,8 @@ static void test_schema2(void)
     static const char *const lops[] = { "tp2ep", "tp2ep", "tp2ep", "agrs" };
     static const char *const lpar[] = { "chunks=1", "chunks=4", "chunks=1;shared=1;shared_ffn=64", "shared=1;shared_ffn=64" };
     for (int i = 0; i < 4; i++) {
-        lr[i].schema = 2;
+        lr[i].schema = EPB_SCHEMA;
+        lr[i].model_bytes = -1;
         lr[i].mode = "moe";
         lr[i].op = lops[i];
         lr[i].params = lpar[i];
@@ -416,7 +418,7 @@ static void test_cli(void)
         epb_row_t big[2];
         memset(big, 0, sizeof big);
         for (int i = 0; i < 2; i++)
-            big[i] = (epb_row_t){ .schema = 2, .run_id = "r", .utc = "2026-06-01T22:00:00Z", .host = "n1", .nodes = 1,
+            big[i] = (epb_row_t){ .schema = EPB_SCHEMA, .model_bytes = -1, .run_id = "r", .utc = "2026-06-01T22:00:00Z", .host = "n1", .nodes = 1,
                                   .backend = "mpi", .device = "cpu", .mode = "moe", .op = "s", .ranks = 2,
                                   .experts = 2, .top_k = 1, .tokens = 1, .hidden = 1, .ffn = 1, .dtype = "f32",
                                   .router = "softmax", .phase = i ? "step" : "dispatch", .kind = i ? "total" : "comm",
@@ -529,7 +531,8 @@ static int write_hostile(const char *path)
                 for (int ph = 0; ph < 4; ph++) {
                     epb_row_t *r = &rows[n++];
                     memset(r, 0, sizeof *r);
-                    r->schema = 2;
+                    r->schema = EPB_SCHEMA;
+                    r->model_bytes = -1;
                     r->run_id = pay[(ph + 1) % NPAY];
                     r->utc = utc[rep];
                     r->git_rev = pay[2];
@@ -561,7 +564,8 @@ static int write_hostile(const char *path)
             for (int b = 0; b < 2; b++) {
                 epb_row_t *r = &rows[n++];
                 memset(r, 0, sizeof *r);
-                r->schema = 2;
+                r->schema = EPB_SCHEMA;
+                r->model_bytes = -1;
                 r->run_id = r->git_rev = r->hosts = pay[4];
                 r->utc = utc[rep];
                 r->host = h ? pay[5] : "node01";
@@ -624,7 +628,7 @@ static void test_degenerate(void)
         for (int ph = 0; ph < 2; ph++) {
             epb_row_t *r = &rows[n++];
             memset(r, 0, sizeof *r);
-            *r = (epb_row_t){ .schema = 2, .run_id = "r", .utc = P == 1 ? "2026-05-01T22:00:00Z" : "2026-05-02T22:00:00Z",
+            *r = (epb_row_t){ .schema = EPB_SCHEMA, .model_bytes = -1, .run_id = "r", .utc = P == 1 ? "2026-05-01T22:00:00Z" : "2026-05-02T22:00:00Z",
                               .git_rev = "", .host = "n1", .nodes = 1, .hosts = "n1", .backend = "mpi", .device = "cpu",
                               .device_name = "", .mode = "moe", .op = "agrs", .ranks = P, .experts = 8, .top_k = 2,
                               .tokens = 64, .hidden = 64, .ffn = 64, .dtype = "f32", .router = "softmax", .params = "",
