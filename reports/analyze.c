@@ -181,42 +181,11 @@ double rp_flops_eff(const rp_data_t *d, const rp_cell_t *ph)
     return rp_flops_eff_why(d, ph, NULL, NULL, 0);
 }
 
-/* ---- the token volume model (DESIGN.md, the strategy table) ---- */
+/* ---- the token volume model: each strategy's traffic description, as bench wrote it ---- */
 
-/* C(n, k) / C(m, k) for n <= m as a product, without overflow */
-static double choose_ratio(double n, double m, int k)
+double rp_volume_model(const rp_conf_t *f, size_t s)
 {
-    double r = 1;
-    for (int i = 0; i < k; i++) r *= (n - i) > 0 ? (n - i) / (m - i) : 0;
-    return r;
-}
-
-double rp_volume_model(const epb_row_t *r, const char **formula)
-{
-    double P = r->ranks, T = (double)r->tokens, D = (double)r->hidden, k = r->top_k, E = r->experts;
-    double b = !strcmp(r->dtype, "bf16") ? 2 : 4;
-    const char *op = r->op;
-    if (formula) *formula = "";
-    if (P < 1 || T <= 0 || D <= 0) return -1;
-    /* these are the formulas of DESIGN.md's strategy table, for the strategies whose volume has a closed form;
-     * the bytes the CSV counts also hold the top-k indices and gates (agrs) and grad_sync's all-reduce */
-    if (!strcmp(op, "local")) {
-        if (formula) *formula = "0";
-        return 0;
-    }
-    if (!strcmp(op, "agrs")) {
-        if (formula) *formula = "4(P-1)TDb";
-        return 4 * (P - 1) * T * D * b;
-    }
-    if (!strcmp(op, "tp2ep")) {
-        if (formula) *formula = "4(P-1)/P TkDb";
-        return 4 * (P - 1) / P * T * k * D * b;
-    }
-    if (!strcmp(op, "dedup") && E > 0 && (int)E % (int)P == 0 && k >= 1) {
-        if (formula) *formula = "4(P-1)TDb(1-C(E-E/P,k)/C(E,k))";
-        return 4 * T * D * b * (P - 1) * (1 - choose_ratio(E - E / P, E, (int)k));
-    }
-    return -1;
+    return s < f->nstrat && f->comm_only_model ? f->comm_only_model[s] : -1;
 }
 
 /* ---- the verdict: strategies ranked, ratios to the fastest with their bootstrap interval ---- */

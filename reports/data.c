@@ -357,10 +357,11 @@ static int build_confs(rp_data_t *d)
         f->comm_wait = calloc(f->nstrat ? f->nstrat : 1, sizeof *f->comm_wait);
         f->comm_only_us = calloc(f->nstrat ? f->nstrat : 1, sizeof *f->comm_only_us);
         f->comm_only_bytes = calloc(f->nstrat ? f->nstrat : 1, sizeof *f->comm_only_bytes);
+        f->comm_only_model = calloc(f->nstrat ? f->nstrat : 1, sizeof *f->comm_only_model);
         f->phase_us = calloc(f->nstrat ? f->nstrat : 1, sizeof *f->phase_us);
         f->sfail = calloc(f->nstrat ? f->nstrat : 1, sizeof *f->sfail);
         if (!f->strat || !f->step || !f->phase || !f->grid || !f->comm_us || !f->comm_bytes || !f->ncomm ||
-            !f->comm_wait || !f->comm_only_us || !f->comm_only_bytes || !f->phase_us || !f->sfail)
+            !f->comm_wait || !f->comm_only_us || !f->comm_only_bytes || !f->comm_only_model || !f->phase_us || !f->sfail)
             rc = -1;
     }
     for (size_t c = 0; c < nc && !rc; c++) {
@@ -389,6 +390,9 @@ static int build_confs(rp_data_t *d)
         if (cl->kind == RP_COMM) {
             f->comm_only_us[s] += cl->med;
             f->comm_only_bytes[s] += cl->bytes;
+            /* a row without the description's bytes (an older schema) leaves the strategy without a model */
+            if (f->comm_only_model[s] >= 0)
+                f->comm_only_model[s] = cl->row->model_bytes >= 0 ? f->comm_only_model[s] + cl->row->model_bytes : -1;
             /* a phase's wait is part of its time; the medians of the two need not keep that order */
             f->comm_wait[s] += cl->wait < cl->med ? cl->wait : cl->med;
         }
@@ -571,6 +575,7 @@ void rp_free(rp_data_t *d)
         free(d->confs[k].comm_wait);
         free(d->confs[k].comm_only_us);
         free(d->confs[k].comm_only_bytes);
+        free(d->confs[k].comm_only_model);
         free(d->confs[k].phase_us);
         free(d->confs[k].sfail);
     }

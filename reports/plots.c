@@ -359,6 +359,15 @@ static const unsigned series_rgb[] = { 0x4e79a7, 0xe15759, 0x59a14f, 0xf28e2b, 0
  * colour, the token-volume model's ratio to the family's smallest model volume (where the strategy has a model).
  * A configuration with a failed check has no ratio (rp_fastest) and so no point. The x axis is log2 with ticks at
  * the k present only. Labels name the strategy and only the fields that differ between the families. */
+
+/* strategy st's volume model in configuration cm, -1 when it has none */
+static double conf_model(const rp_conf_t *cm, const char *st)
+{
+    for (size_t s = 0; s < cm->nstrat; s++)
+        if (!strcmp(cm->strat[s]->strategy, st)) return rp_volume_model(cm, s);
+    return -1;
+}
+
 static int crossover_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_t *o, char names[][64], int max,
                           int *nn, epb_err_t *err)
 {
@@ -420,7 +429,7 @@ static int crossover_plot(const rp_data_t *d, const char *dir, const rp_plot_opt
                 rc = epb_fail(err, EPB_ESYS, "out of memory");
             minmodel[m < 64 ? m : 63] = 0;
             for (size_t s = 0; s < cm->nstrat && m < 64; s++) {
-                double v = cm->step[s] ? rp_volume_model(cm->step[s]->row, NULL) : -1;
+                double v = cm->step[s] ? rp_volume_model(cm, s) : -1;
                 if (v > 0 && (minmodel[m] == 0 || v < minmodel[m])) minmodel[m] = v;
             }
         }
@@ -451,21 +460,18 @@ static int crossover_plot(const rp_data_t *d, const char *dir, const rp_plot_opt
                 int seen = 0;
                 for (int q = 0; q < nk; q++) seen |= kseen[q] == fam[i].x[m];
                 if (!seen && nk < 64) kseen[nk++] = fam[i].x[m];
-                const rp_cell_t *sc = rp_step(d, fam[i].cfg[m], st);
-                has_model &= sc && rp_volume_model(sc->row, NULL) >= 0 && m < 64 && minmodel[m] > 0;
+                has_model &= conf_model(cm, st) >= 0 && m < 64 && minmodel[m] > 0;
             }
             words_add(colors, sizeof colors, "%.0f", series_rgb[nblocks % NRGB]);
             if (has_model) {
-                const char *fm;
-                rp_volume_model(c0->strat[s]->row, &fm);
-                snprintf(t, sizeof t, "model %s%s: %s", st, lab, fm);
+                snprintf(t, sizeof t, "model %s%s: its traffic description", st, lab);
                 fprintf(mf, "\n\n\"top_k\" ");
                 rp_dat_text(mf, t);
                 fprintf(mf, "\n");
                 for (size_t m = 0; m < fam[i].n; m++) {
                     const rp_cell_t *sc = rp_step(d, fam[i].cfg[m], st);
                     if (!sc || rp_cell_failed(d, sc)) continue;
-                    fprintf(mf, "%g %.6g\n", fam[i].x[m], rp_volume_model(sc->row, NULL) / minmodel[m]);
+                    fprintf(mf, "%g %.6g\n", fam[i].x[m], conf_model(rp_conf(d, fam[i].cfg[m]), st) / minmodel[m]);
                 }
                 words_add(mcolors, sizeof mcolors, "%.0f", series_rgb[nblocks % NRGB]);
                 nmodel++;

@@ -68,6 +68,8 @@ typedef struct {
     double *comm_wait;       /* [nstrat] sum of the wait medians of its comm phases, us */
     double *comm_only_us;    /* [nstrat] sum of the medians of its comm phases (sync left out), us */
     double *comm_only_bytes; /* [nstrat] sum of their median bytes: the measured token volume (and grad_sync) */
+    double *comm_only_model; /* [nstrat] the same phases' model_bytes (the strategy's traffic description on the
+                              * run's routing), or -1 when a row lacks it (older schemas) */
     double *phase_us;        /* [nstrat] sum of the medians of all its phases but the step, us */
     size_t *sfail;           /* [nstrat] failed repetitions of the strategy: the most of any of its cells */
     size_t nfail;            /* sum of sfail: a configuration with any failed check is excluded from comparisons */
@@ -170,10 +172,10 @@ double rp_flops_eff_why(const rp_data_t *d, const rp_cell_t *phase, double *peak
 /* BLAS threads per rank from a device_name ("...; threads=T"), or 0 when it does not say. */
 int rp_threads_of(const char *device_name);
 
-/* The token volume model of DESIGN.md's strategy table (per rank, fwd+bwd, bytes, uniform routing) for the
- * strategy op of row r, and its formula's text; -1 for a strategy without a closed form (hier depends on the
- * hosts) or one the table does not know. */
-double rp_volume_model(const epb_row_t *r, const char **formula);
+/* The token volume (comm phases, fwd+bwd, per rank, bytes) that strategy s's traffic description expects for
+ * configuration f (the CSV's model_bytes, from the strategy's own file through the registry: no list of names
+ * here), next to comm_only_bytes, what the wire carried; -1 when the rows do not carry it (schema 1 and 2). */
+double rp_volume_model(const rp_conf_t *f, size_t s);
 
 
 /* A family: configurations of one mode that differ only in one dimension ("top_k", "experts", "ranks"). */

@@ -484,8 +484,7 @@ static void verdict_row(rp_doc_t *doc, const rp_data_t *d, const rp_conf_t *f, c
         c1[0] = c2[0] = c4[0] = c5[0] = 0;
         const rp_cell_t *best = nr ? rank[0].step : NULL;
         size_t bs = nr ? rank[0].s : 0;
-        const char *bf;
-        double bmodel = best ? rp_volume_model(best->row, &bf) : -1, bbytes = best ? f->comm_only_bytes[bs] : 0;
+        double bmodel = best ? rp_volume_model(f, bs) : -1, bbytes = best ? f->comm_only_bytes[bs] : 0;
         int nsame = 0, noint = 0;
         for (size_t i = 0; i < nr; i++) {
             const rp_rank_t *q = &rank[i];
@@ -501,7 +500,7 @@ static void verdict_row(rp_doc_t *doc, const rp_data_t *d, const rp_conf_t *f, c
                 }
                 nsame += q->same;
                 /* the measured volume next to the model's, both over the fastest strategy's */
-                double m = rp_volume_model(q->step->row, NULL);
+                double m = rp_volume_model(f, q->s);
                 if (bbytes > 0 && f->ncomm[q->s]) {
                     cat(c4, sizeof c4, &k4, "%s%s %.2f", k4 ? "; " : "", st, f->comm_only_bytes[q->s] / bbytes);
                     if (m >= 0 && bmodel > 0) cat(c4, sizeof c4, &k4, " (model %.2f)", m / bmodel);
