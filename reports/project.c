@@ -1,13 +1,17 @@
 /* The projection (DESIGN.md "The projection", docs/METHOD.md): a cost model per phase that predicts a strategy's
- * step on a described cluster from the layer's sizes, the strategy's traffic and the routing's imbalance, and
- * `report --project`, which applies it to every configuration of the CSV files (with the measured step next to
- * it when the cluster file is this machine's calibration), to the --model presets at their published sizes, and
- * to a sweep of P and k: the recommendation table, marked "projected", with the model's validated error.
+ * step on a described cluster, and `report --project`, which applies it to every configuration of the CSV files
+ * (with the measured step next to it when the cluster file is this machine's calibration), to the --model presets
+ * at their published sizes, and to a sweep of P and k: the recommendation table, marked "projected", with the
+ * model's validated error.
  *
- * Every term is small enough to check by hand (tests/projection/by_hand.py recomputes one): a collective costs
- * its level's latency plus the busiest rank's bytes over the level's bandwidth (both levels at once, the slower
- * wins); a GEMM phase its FLOPs over the peak times the efficiency at its rows per expert; a data-movement phase
- * its rows copied over the copy rate; chunks pipeline max(comm, compute) per chunk plus the fill. */
+ * What moves comes from the strategy itself: its registry entry's traffic description (moe/traffic.h), evaluated
+ * on an expected routing (expert shares from the skew, group-limited routing), per rank and link level; the same
+ * description bench checks against the wire on every run. Every term is small enough to check by hand
+ * (tests/projection/by_hand.py recomputes them): a collective costs its level's latency plus the busiest rank's
+ * bytes over the level's bandwidth (both levels at once, the slower wins); a rank's GEMM phase its experts' FLOPs
+ * over the peak times the efficiency at each expert's rows; a data-movement phase its rows copied over the copy
+ * rate. The step is the critical path: the ranks' phases in order, every comm and sync phase starting when the
+ * last rank arrives (the others wait), chunks pipelining max(comm, compute) per chunk plus the fill. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <jansson.h>
@@ -17,88 +21,13 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "moe.h" /* moe_models: the presets at their published sizes */
 #include "report.h"
+#include "strategy.h" /* the registry: each strategy's traffic description; moe_models, the presets */
 
-enum {
-    PH_ROUTE, PH_LAYOUT, PH_PERMUTE, PH_DISPATCH, PH_EXPERTS_FWD, PH_UNPERMUTE, PH_COMBINE, PH_GATE, PH_SHARED_FWD,
-    PH_GATE_BWD, PH_COMBINE_BWD, PH_UNPERMUTE_BWD, PH_EXPERTS_BWD, PH_PERMUTE_BWD, PH_DISPATCH_BWD, PH_SHARED_BWD,
-    PH_ROUTE_BWD, PH_GRAD_SYNC, PH_N
-};
-const char *const rp_model_phases[] = { "route", "layout", "permute", "dispatch", "experts_fwd", "unpermute",
-                                        "combine", "gate", "shared_fwd", "gate_bwd", "combine_bwd", "unpermute_bwd",
-                                        "experts_bwd", "permute_bwd", "dispatch_bwd", "shared_bwd", "route_bwd",
-                                        "grad_sync" };
-const int rp_model_nphases = PH_N;
+const char *const *const rp_model_phases = moe_phase_names;
+const int rp_model_nphases = MOE_NPHASES;
 
 #define MAXP 4096 /* ranks the model takes */
-
-/* ---- routing: expert and rank shares ---- */
-
-/* Expert shares s[e] ~ (e+1)^-gamma of the pairs, none above 1/k (a token picks an expert at most once):
- * s = min(c w, 1/k) with c such that the shares add up to 1. */
-static void expert_shares(long E, long k, double gamma, double *s)
-{
-    double lo = 0, hi = 1, cap = 1.0 / (double)k;
-    for (long e = 0; e < E; e++) s[e] = pow((double)(e + 1), -gamma);
-    for (int it = 0; it < 200; it++) { /* grow hi until it over-fills, then bisect */
-        double sum = 0;
-        for (long e = 0; e < E; e++) sum += fmin(hi * s[e], cap);
-        if (sum >= 1) break;
-        hi *= 2;
-    }
-    for (int it = 0; it < 100; it++) {
-        double c = 0.5 * (lo + hi), sum = 0;
-        for (long e = 0; e < E; e++) sum += fmin(c * s[e], cap);
-        if (sum < 1) lo = c; else hi = c;
-    }
-    double sum = 0;
-    for (long e = 0; e < E; e++) sum += (s[e] = fmin(hi * s[e], cap));
-    for (long e = 0; e < E; e++) s[e] /= sum;
-}
-
-void rp_rank_shares(long E, long k, int P, double gamma, double *S)
-{
-    double *s = malloc(sizeof(double) * (size_t)E);
-    long El = E / P;
-    for (int r = 0; r < P; r++) S[r] = 1.0 / P;
-    if (!s) return;
-    expert_shares(E, k, gamma, s);
-    for (int r = 0; r < P; r++) {
-        S[r] = 0;
-        for (long e = r * El; e < (r + 1) * El; e++) S[r] += s[e];
-    }
-    free(s);
-}
-
-static double max_share(long E, long k, int P, double gamma)
-{
-    double S[MAXP], m = 0;
-    rp_rank_shares(E, k, P, gamma, S);
-    for (int r = 0; r < P; r++) m = fmax(m, S[r]);
-    return m;
-}
-
-double rp_fit_gamma(long E, long k, int P, double smax)
-{
-    if (P < 2 || P > MAXP || E % P || smax <= max_share(E, k, P, 0) + 1e-9) return 0;
-    double lo = 0, hi = 30;
-    if (smax >= max_share(E, k, P, hi)) return hi;
-    for (int it = 0; it < 60; it++) {
-        double g = 0.5 * (lo + hi);
-        if (max_share(E, k, P, g) < smax) lo = g; else hi = g;
-    }
-    return 0.5 * (lo + hi);
-}
-
-/* The chance that a token's k distinct experts include one of a set holding share q of the pairs: exact for
- * uniform routing (1 - C(E - E q, k) / C(E, k) when q = m/E), the same product otherwise. */
-static double hit(double q, long E, long k)
-{
-    double miss = 1;
-    for (long j = 0; j < k; j++) miss *= fmax(0, 1 - q * (double)E / (double)(E - j));
-    return 1 - miss;
-}
 
 /* ---- collectives ---- */
 
@@ -150,75 +79,21 @@ double rp_coll_time(const rp_cluster_t *cl, int co, double bytes, int P)
     return ring_time(cl, co, bytes * f, P, G);
 }
 
-/* ---- the routed exchange (tp2ep, dedup, hier): expected rows per rank and level ---- */
-
-typedef struct {
-    double a[2], b[2]; /* stage A rows, stage B pairs: the busiest rank's max(sent, received), [0] intra [1] inter */
-    double srcA;       /* stage A rows a source sends (its own group's included): what it gathers */
-    double sent[4];    /* dispatch, combine, combine_bwd, dispatch_bwd: the most bytes one rank sends (the CSV's
-                        * bytes column; the times use the busiest rank's sent or received, a[] and b[]) */
-    int ng, gs;
-} xplan_t;
-
-/* row: bytes of a token row; k4: bytes of a row's k int32 or float32 (indices, gates, gate gradients) */
-static int xplan(const rp_mcfg_t *c, int G, int ns, const double *S, double row, double k4, xplan_t *x)
+/* the busiest rank's max(sent, received) of a described call at level l */
+static double busiest(const moe_tcall_t *c, int P, int l)
 {
-    int P = c->P;
-    memset(x, 0, sizeof *x);
-    x->gs = ns;
-    x->ng = P / ns;
-    /* per level l and rank r: stage A rows and stage B pairs sent and received, then each group's share */
-    double *mem = calloc((size_t)9 * (size_t)P, sizeof *mem);
-    if (!mem) return -1;
-    double *sA[2] = { mem, mem + P }, *rA[2] = { mem + 2 * P, mem + 3 * P }, *sB[2] = { mem + 4 * P, mem + 5 * P },
-           *rB[2] = { mem + 6 * P, mem + 7 * P }, *Sg = mem + 8 * P;
-    for (int g = 0; g < x->ng; g++)
-        for (int q = g * ns; q < (g + 1) * ns; q++) Sg[g] += S[q];
-    for (int r = 0; r < P; r++) {
-        for (int g = 0; g < x->ng; g++) {
-            double rows = (double)c->T * hit(Sg[g], c->E, c->k);
-            if (r == 0) x->srcA += rows;
-            if (g == r / ns) continue;
-            int relay = g * ns + r % ns, l = relay / G != r / G;
-            sA[l][r] += rows;
-            rA[l][relay] += rows;
-        }
-        if (ns < 2) continue;
-        for (int o = (r / ns) * ns; o < (r / ns + 1) * ns; o++) { /* the relay's pairs to its group's owners */
-            if (o == r) continue;
-            double pairs = x->ng * (double)c->T * (double)c->k * S[o];
-            int l = o / G != r / G;
-            sB[l][r] += pairs;
-            rB[l][o] += pairs;
-        }
-    }
-    for (int l = 0; l < 2; l++)
-        for (int r = 0; r < P; r++) {
-            x->a[l] = fmax(x->a[l], fmax(sA[l][r], rA[l][r]));
-            x->b[l] = fmax(x->b[l], fmax(sB[l][r], rB[l][r]));
-        }
-    for (int r = 0; r < P; r++) { /* what rank r sends in each phase: dispatch's direction, or the reverse */
-        double sa = sA[0][r] + sA[1][r], ra = rA[0][r] + rA[1][r], sb = sB[0][r] + sB[1][r], rb = rB[0][r] + rB[1][r];
-        x->sent[0] = fmax(x->sent[0], sa * (row + 2 * k4) + sb * row);
-        x->sent[1] = fmax(x->sent[1], (ra + rb) * row);
-        x->sent[2] = fmax(x->sent[2], (sa + sb) * row);
-        x->sent[3] = fmax(x->sent[3], rb * row + ra * (row + k4));
-    }
-    free(mem);
-    return 0;
+    double m = 0;
+    for (int r = 0; r < P; r++) m = fmax(m, fmax(c->sent[l * P + r], c->recv[l * P + r]));
+    return m;
 }
 
-/* stage A's calls (rows of `row` bytes), N chunks each */
-static double stageA(const rp_cluster_t *cl, const xplan_t *x, double row, int N)
+/* A described call (moe/traffic.h): `calls` calls of its bytes split evenly. The collective kinds are listed in
+ * one order in moe/traffic.h and here (RP_CO_*). */
+static double described_time(const rp_cluster_t *cl, const moe_tcall_t *c, int P, int G)
 {
-    if (x->ng < 2) return 0;
-    return N * call_time(cl, RP_CO_ALLTOALL, x->a[0] * row / N, x->a[1] * row / N);
-}
-
-static double stageB(const rp_cluster_t *cl, const xplan_t *x, double row, int N)
-{
-    if (x->gs < 2) return 0;
-    return N * call_time(cl, RP_CO_ALLTOALL, x->b[0] * row / N, x->b[1] * row / N);
+    int n = c->calls, co = (int)c->co;
+    if (c->co == MOE_CO_ALLTOALL) return n * call_time(cl, co, busiest(c, P, 0) / n, busiest(c, P, 1) / n);
+    return n * ring_time(cl, co, busiest(c, P, 0) / n, P, G);
 }
 
 /* ---- compute ---- */
@@ -236,11 +111,17 @@ static double gemm_eff(const rp_cluster_t *cl, double m)
     return cl->curve_eff[n - 1];
 }
 
-/* gflop at m rows per GEMM, us */
-static double gemm_time(const rp_cluster_t *cl, double gflop, double m)
+/* gflop at m rows per GEMM, us (no fixed cost) */
+static double gemm_us(const rp_cluster_t *cl, double gflop, double m)
 {
     if (gflop <= 0) return 0;
-    return gflop * 1e3 / (cl->gemm_tflops * gemm_eff(cl, m > 1 ? m : 1)) + cl->overhead_us;
+    return gflop * 1e3 / (cl->gemm_tflops * gemm_eff(cl, m > 1 ? m : 1));
+}
+
+/* a GEMM phase of gflop at m rows, with the phase's fixed cost */
+static double gemm_time(const rp_cluster_t *cl, double gflop, double m)
+{
+    return gflop > 0 ? gemm_us(cl, gflop, m) + cl->overhead_us : 0;
 }
 
 /* rows of D elements copied once, us */
@@ -250,116 +131,147 @@ static double copy_time(const rp_cluster_t *cl, double rows, long D)
     return rows * (double)D * cl->elem_bytes / (cl->copy_gbps * 1e3) + cl->overhead_us;
 }
 
-static int strat_id(const char *s)
+/* Rank r's experts (forward or backward) in N chunks: every expert's GEMMs at its own rows per chunk, the phase's
+ * fixed cost once per chunk. */
+static double experts_time(const rp_cluster_t *cl, const moe_traffic_t *t, int r, double D, double F, int bwd, int N,
+                           double *gflop)
 {
-    static const char *const names[] = { "local", "agrs", "tp2ep", "dedup", "hier" };
-    for (int i = 0; i < 5; i++)
-        if (!strcmp(s, names[i])) return i;
-    return -1;
+    double us = 0, fl = 0;
+    for (int e = 0; e < t->E; e++) {
+        double m = t->erows[(size_t)r * (size_t)t->E + (size_t)e];
+        if (m <= 0) continue;
+        double g = (bwd ? 12 : 6) * m * D * F / 1e9;
+        fl += g;
+        us += N * gemm_us(cl, g / N, m / N);
+    }
+    *gflop = fl;
+    return fl > 0 ? us + N * cl->overhead_us : 0;
 }
-enum { S_LOCAL, S_AGRS, S_TP2EP, S_DEDUP, S_HIER };
+
+/* The configuration as the strategies and their descriptions take it. */
+static int model_config(const rp_mcfg_t *c, moe_spec_t *spec, moe_config_t *mc, epb_err_t *err)
+{
+    if (moe_spec_parse(c->spec, spec, err)) return EPB_EUSAGE;
+    if (!spec->st->traffic) return epb_fail(err, EPB_EUSAGE, "strategy %s: it has no traffic description", spec->st->name);
+    if (c->P < 1 || c->P > MAXP || c->E % c->P || c->k < 1 || c->k > c->E)
+        return epb_fail(err, EPB_EUSAGE, "P=%d, E=%ld, k=%ld: not a configuration the model takes", c->P, c->E, c->k);
+    *mc = moe_config_default();
+    mc->T = c->T, mc->D = c->D, mc->F = c->F, mc->E = (int)c->E, mc->k = (int)c->k;
+    mc->shared = (int)c->shared, mc->Fs = c->shared ? c->shared_ffn : 0;
+    mc->groups = c->groups > 1 ? c->groups : 1, mc->topk_groups = c->groups > 1 ? c->topk_groups : 1;
+    return EPB_OK;
+}
+
+/* the phases a chunked pipeline overlaps: forward (dispatch, experts, combine) and backward */
+static const int pipe_ph[2][3] = { { MOE_PH_DISPATCH, MOE_PH_EXPERTS_FWD, MOE_PH_COMBINE },
+                                   { MOE_PH_COMBINE_BWD, MOE_PH_EXPERTS_BWD, MOE_PH_DISPATCH_BWD } };
 
 int rp_model(const rp_cluster_t *cl, const rp_mcfg_t *c, rp_pred_t *o, epb_err_t *err)
 {
     memset(o, 0, sizeof *o);
-    int s = strat_id(c->strategy), P = c->P, N = c->chunks > 0 ? c->chunks : 1;
-    if (s < 0) return epb_fail(err, EPB_EUSAGE, "strategy %s: the model has no formula for it", c->strategy);
-    if (P < 1 || P > MAXP || c->E % P || c->k < 1 || c->k > c->E)
-        return epb_fail(err, EPB_EUSAGE, "P=%d, E=%ld, k=%ld: not a configuration the model takes", P, c->E, c->k);
-    int G = cl->gpus_per_node < P ? cl->gpus_per_node : P;
-    double b = cl->elem_bytes, T = (double)c->T, D = (double)c->D, F = (double)c->F, E = (double)c->E,
-           k = (double)c->k, El = E / P, row = D * b, S[MAXP], smax = 0;
-    rp_rank_shares(c->E, c->k, P, c->gamma, S);
-    for (int r = 0; r < P; r++) smax = fmax(smax, S[r]);
-    double *t = o->t_us, *by = o->bytes, *gf = o->gflop;
-    /* rows the busiest owner runs; rows per expert there */
-    double R = s == S_LOCAL ? T * k : P * T * k * smax, m = s == S_LOCAL ? T * k / E : R / El;
-    gf[PH_ROUTE] = 2 * T * D * E / 1e9;
-    gf[PH_ROUTE_BWD] = 4 * T * D * E / 1e9;
-    gf[PH_EXPERTS_FWD] = 6 * R * D * F / 1e9;
-    gf[PH_EXPERTS_BWD] = 12 * R * D * F / 1e9;
+    moe_spec_t spec;
+    moe_config_t mc;
+    int rc = model_config(c, &spec, &mc, err);
+    if (!rc && spec.st->validate) rc = spec.st->validate(&spec, &mc, c->P, err); /* e.g. a node size that does not divide P */
+    if (rc) return rc;
+    int P = c->P, G = cl->gpus_per_node < P ? cl->gpus_per_node : P, N = 1;
+    for (int i = 0; i < spec.st->nparams; i++)
+        if (!strcmp(spec.st->params[i].key, "chunks")) N = (int)spec.param[i];
+    moe_routing_t rt;
+    moe_traffic_t t;
+    if ((rc = moe_routing_expected(&rt, &mc, P, G, c->gamma, err))) return rc;
+    rt.act_bytes = cl->elem_bytes;
+    if ((rc = moe_traffic_init(&t, P, G, mc.E, err)) || (rc = moe_traffic_describe(&spec, &mc, &rt, &t, err))) {
+        moe_traffic_free(&t);
+        moe_routing_free(&rt);
+        return rc;
+    }
+    double *mem = calloc((size_t)P * (2 * MOE_NPHASES + 2), sizeof *mem);
+    if (!mem) {
+        moe_traffic_free(&t);
+        moe_routing_free(&rt);
+        return epb_fail(err, EPB_ESYS, "out of memory");
+    }
+    /* per rank: each phase's own time (compute: the rank's; comm and sync: the same for all), then the timeline */
+    double *own = mem, *tr = mem + (size_t)P * MOE_NPHASES, *clock = tr + (size_t)P * MOE_NPHASES, *w = clock + P;
+#define OWN(r, ph) own[(size_t)(r) * MOE_NPHASES + (size_t)(ph)]
+#define TR(r, ph) tr[(size_t)(r) * MOE_NPHASES + (size_t)(ph)]
+    double comm[MOE_NPHASES] = { 0 }, D = (double)c->D, T = (double)c->T, E = (double)c->E;
+    for (int i = 0; i < t.ncalls; i++) {
+        const moe_tcall_t *q = &t.call[i];
+        comm[q->phase] += described_time(cl, q, P, G);
+        o->bytes_intra[q->phase] += busiest(q, P, 0);
+        o->bytes_inter[q->phase] += busiest(q, P, 1);
+    }
     double sf = (double)c->shared * (double)c->shared_ffn;
-    gf[PH_SHARED_FWD] = 6 * T * D * sf / 1e9;
-    gf[PH_SHARED_BWD] = 12 * T * D * sf / 1e9;
-    t[PH_ROUTE] = gemm_time(cl, gf[PH_ROUTE], T);
-    t[PH_ROUTE_BWD] = gemm_time(cl, gf[PH_ROUTE_BWD], T);
-    t[PH_SHARED_FWD] = gemm_time(cl, gf[PH_SHARED_FWD], T);
-    t[PH_SHARED_BWD] = gemm_time(cl, gf[PH_SHARED_BWD], T);
-    t[PH_EXPERTS_FWD] = N * gemm_time(cl, gf[PH_EXPERTS_FWD] / N, m / N);
-    t[PH_EXPERTS_BWD] = N * gemm_time(cl, gf[PH_EXPERTS_BWD] / N, m / N);
-    /* grad_sync: the router's gradient (f32), the shared experts' three, local's every expert's three */
-    double ring = P > 1 ? 2.0 * (P - 1) / P : 0, Bw = ring * D * sf * b;
-    by[PH_GRAD_SYNC] = ring * D * E * 4 + (sf > 0 ? 3 * Bw : 0);
-    t[PH_GRAD_SYNC] = ring_time(cl, RP_CO_ALLREDUCE, ring * D * E * 4, P, G) +
-                      (sf > 0 ? 3 * ring_time(cl, RP_CO_ALLREDUCE, Bw, P, G) : 0);
-    /* layout: the all-reduce of tokens_per_expert (int64) and the strategy's count all-to-alls */
-    by[PH_LAYOUT] = ring * E * 8;
-    t[PH_LAYOUT] = ring_time(cl, RP_CO_ALLREDUCE, ring * E * 8, P, G);
-    double U, gate, permb; /* rows copied: unpermute (the owner's), gate (the sums), permute (gathers) */
-    if (s == S_LOCAL) {
-        double Bx = ring * E * D * F * b;
-        by[PH_GRAD_SYNC] += 3 * Bx;
-        t[PH_GRAD_SYNC] += 3 * ring_time(cl, RP_CO_ALLREDUCE, Bx, P, G);
-        U = 0, gate = T * k + T, permb = T * k;
-    } else if (s == S_AGRS) {
-        double Bt = (P - 1) * T * row, Bm = (P - 1) * T * k * 4;
-        by[PH_DISPATCH] = Bt + 2 * Bm;
-        t[PH_DISPATCH] = ring_time(cl, RP_CO_ALLGATHER, Bt, P, G) + 2 * ring_time(cl, RP_CO_ALLGATHER, Bm, P, G);
-        by[PH_COMBINE] = by[PH_COMBINE_BWD] = Bt;
-        t[PH_COMBINE] = ring_time(cl, RP_CO_REDUCE_SCATTER, Bt, P, G);
-        t[PH_COMBINE_BWD] = ring_time(cl, RP_CO_ALLGATHER, Bt, P, G);
-        by[PH_DISPATCH_BWD] = Bt + Bm;
-        t[PH_DISPATCH_BWD] = ring_time(cl, RP_CO_REDUCE_SCATTER, Bt, P, G) + ring_time(cl, RP_CO_REDUCE_SCATTER, Bm, P, G);
-        U = 0, gate = R + P * T, permb = R + P * T;
-    } else {
-        int ns = s == S_TP2EP ? P : s == S_DEDUP ? 1 : c->node_size > 0 ? c->node_size : G;
-        if (ns > P || P % ns) ns = P;
-        xplan_t x;
-        if (xplan(c, G, ns, S, row, 4 * k, &x)) return epb_fail(err, EPB_ESYS, "out of memory");
-        double meta = 8 * k; /* int32 indices and float32 gates per stage-A row */
-        by[PH_DISPATCH] = x.sent[0];
-        by[PH_COMBINE] = x.sent[1];
-        by[PH_COMBINE_BWD] = x.sent[2];
-        by[PH_DISPATCH_BWD] = x.sent[3];
-        o->bytes_inter[PH_DISPATCH] = x.a[1] * (row + meta) + x.b[1] * row;
-        o->bytes_inter[PH_COMBINE] = o->bytes_inter[PH_COMBINE_BWD] = (x.a[1] + x.b[1]) * row;
-        o->bytes_inter[PH_DISPATCH_BWD] = x.a[1] * (row + 4 * k) + x.b[1] * row;
-        t[PH_DISPATCH] = stageA(cl, &x, row, N) + 2 * stageA(cl, &x, 4 * k, N) + stageB(cl, &x, row, N);
-        t[PH_COMBINE] = stageB(cl, &x, row, N) + stageA(cl, &x, row, N);
-        t[PH_COMBINE_BWD] = stageA(cl, &x, row, N) + stageB(cl, &x, row, N);
-        t[PH_DISPATCH_BWD] = stageB(cl, &x, row, N) + stageA(cl, &x, row, N) + stageA(cl, &x, 4 * k, N);
-        /* the count all-to-alls: per other group N (1 + ns El) int64, per other rank of the group N El */
-        double cA = x.ng > 1 ? (x.ng - 1) * N * (1 + ns * El) * 8 : 0, cB = ns > 1 ? (ns - 1) * N * El * 8 : 0;
-        by[PH_LAYOUT] += cA + cB;
-        /* stage A's counts go to other groups (other nodes when a group fills whole nodes), stage B's stay in the
-         * group (inside a node when the group fits in one); else they spread as an even all-to-all */
-        if (x.ng > 1)
-            t[PH_LAYOUT] += ns >= G && ns % G == 0 ? call_time(cl, RP_CO_ALLTOALL, 0, cA)
-                                                   : a2a_even_time(cl, cA * (P - 1) / (x.ng - 1), P, G);
-        if (ns > 1)
-            t[PH_LAYOUT] += ns <= G && G % ns == 0 ? call_time(cl, RP_CO_ALLTOALL, cB, 0)
-                                                   : a2a_even_time(cl, cB * (P - 1) / (ns - 1), P, G);
-        double src = x.ng > 1 ? x.srcA : T * k; /* the source's gather: stage-A rows, or tp2ep's pairs */
-        U = R, gate = R + T, permb = src + R;
+    for (int r = 0; r < P; r++) {
+        double gf;
+        OWN(r, MOE_PH_ROUTE) = gemm_time(cl, 2 * T * D * E / 1e9, T);
+        OWN(r, MOE_PH_ROUTE_BWD) = gemm_time(cl, 4 * T * D * E / 1e9, T);
+        OWN(r, MOE_PH_SHARED_FWD) = gemm_time(cl, 6 * T * D * sf / 1e9, T);
+        OWN(r, MOE_PH_SHARED_BWD) = gemm_time(cl, 12 * T * D * sf / 1e9, T);
+        OWN(r, MOE_PH_EXPERTS_FWD) = experts_time(cl, &t, r, D, (double)c->F, 0, N, &gf);
+        o->gflop[MOE_PH_EXPERTS_FWD] = fmax(o->gflop[MOE_PH_EXPERTS_FWD], gf);
+        OWN(r, MOE_PH_EXPERTS_BWD) = experts_time(cl, &t, r, D, (double)c->F, 1, N, &gf);
+        o->gflop[MOE_PH_EXPERTS_BWD] = fmax(o->gflop[MOE_PH_EXPERTS_BWD], gf);
+        for (int ph = 0; ph < MOE_NPHASES; ph++) {
+            double rows = t.copy[(size_t)ph * (size_t)P + (size_t)r];
+            if (rows > 0) OWN(r, ph) += copy_time(cl, rows, c->D);
+            if (moe_phase_kinds[ph] != MOE_COMPUTE) OWN(r, ph) = comm[ph];
+        }
     }
-    t[PH_PERMUTE] = copy_time(cl, permb, c->D);
-    t[PH_UNPERMUTE] = copy_time(cl, U, c->D);
-    t[PH_GATE] = copy_time(cl, gate, c->D);
-    t[PH_GATE_BWD] = t[PH_GATE];
-    t[PH_UNPERMUTE_BWD] = t[PH_UNPERMUTE];
-    t[PH_PERMUTE_BWD] = t[PH_PERMUTE];
-    /* chunks: chunk i+1's dispatch under chunk i's experts, chunk i's combine under chunk i+1's; the phases keep
-     * their exposed part: fill (first dispatch, last combine) plus what each later chunk's comm exceeds its
-     * experts by */
-    static const int pipe[2][3] = { { PH_DISPATCH, PH_EXPERTS_FWD, PH_COMBINE },
-                                    { PH_COMBINE_BWD, PH_EXPERTS_BWD, PH_DISPATCH_BWD } };
-    for (int p = 0; N > 1 && s >= S_TP2EP && p < 2; p++) {
-        double ci = t[pipe[p][0]] / N, x = t[pipe[p][1]] / N, co = t[pipe[p][2]] / N, over = fmax(0, ci + co - x);
-        double wi = ci + co > 0 ? ci / (ci + co) : 0.5;
-        t[pipe[p][0]] = ci + (N - 1) * over * wi;
-        t[pipe[p][2]] = co + (N - 1) * over * (1 - wi);
+    o->gflop[MOE_PH_ROUTE] = 2 * T * D * E / 1e9;
+    o->gflop[MOE_PH_ROUTE_BWD] = 4 * T * D * E / 1e9;
+    o->gflop[MOE_PH_SHARED_FWD] = 6 * T * D * sf / 1e9;
+    o->gflop[MOE_PH_SHARED_BWD] = 12 * T * D * sf / 1e9;
+    for (int ph = 0; ph < MOE_NPHASES; ph++) o->bytes[ph] = moe_traffic_sent(&t, ph);
+    /* the critical path: phases in the order they run; a comm or sync phase begins when the last rank arrives */
+    for (int ph = 0; ph < MOE_NPHASES; ph++) {
+        int pp = N > 1 && ph == pipe_ph[0][0] ? 0 : N > 1 && ph == pipe_ph[1][0] ? 1 : -1;
+        double start = 0;
+        for (int r = 0; r < P; r++) start = fmax(start, clock[r]);
+        if (pp >= 0) { /* chunk i+1's input collective under chunk i's experts, chunk i's output under i+1's */
+            int pin = pipe_ph[pp][0], px = pipe_ph[pp][1], pout = pipe_ph[pp][2];
+            double d = comm[pin] / N, co = comm[pout] / N, wi = d + co > 0 ? d / (d + co) : 0.5, end = 0;
+            for (int r = 0; r < P; r++) {
+                double x = OWN(r, px) / N, over = fmax(0, d + co - x);
+                w[r] = start - clock[r];
+                TR(r, pin) = w[r] + d + (N - 1) * over * wi;
+                TR(r, px) = OWN(r, px);
+                TR(r, pout) = co + (N - 1) * over * (1 - wi);
+                clock[r] = start + TR(r, pin) - w[r] + TR(r, px) + TR(r, pout);
+                end = fmax(end, clock[r]);
+                o->wait_us[pin] = fmax(o->wait_us[pin], w[r]);
+            }
+            for (int r = 0; r < P; r++) { /* the output's last collective completes when every rank is there */
+                o->wait_us[pout] = fmax(o->wait_us[pout], end - clock[r]);
+                TR(r, pout) += end - clock[r];
+                clock[r] = end;
+            }
+            ph = pout; /* the block's phases are done: experts and combine follow dispatch in the phase order */
+            continue;
+        }
+        for (int r = 0; r < P; r++) {
+            if (moe_phase_kinds[ph] == MOE_COMPUTE) {
+                TR(r, ph) = OWN(r, ph);
+                clock[r] += OWN(r, ph);
+                continue;
+            }
+            w[r] = start - clock[r];
+            TR(r, ph) = w[r] + OWN(r, ph);
+            clock[r] = start + OWN(r, ph);
+            o->wait_us[ph] = fmax(o->wait_us[ph], w[r]);
+        }
     }
-    for (int p = 0; p < PH_N; p++) o->step_us += t[p];
+    /* a phase's projected time is, as in the CSV, the most any rank spends in it (a comm phase: its wait too) */
+    for (int ph = 0; ph < MOE_NPHASES; ph++)
+        for (int r = 0; r < P; r++) o->t_us[ph] = fmax(o->t_us[ph], TR(r, ph));
+    for (int r = 0; r < P; r++) o->step_us = fmax(o->step_us, clock[r]);
+#undef OWN
+#undef TR
+    free(mem);
+    moe_traffic_free(&t);
+    moe_routing_free(&rt);
     return EPB_OK;
 }
 
@@ -528,33 +440,43 @@ static void valid_text(const valid_t *v, char *buf, size_t n)
         snprintf(buf, n, "not recorded (run experiments/projection)");
 }
 
-/* the model's configuration of a CSV strategy cell */
+/* the model's configuration of a CSV strategy cell: its strategy's entry and the parameters it declares, taken from
+ * the params column (which also holds the layer's features) */
 static int mcfg_of(const rp_cell_t *st, double gamma, rp_mcfg_t *m)
 {
     const epb_row_t *r = st->row;
     char buf[64];
     memset(m, 0, sizeof *m);
-    snprintf(m->strategy, sizeof m->strategy, "%s", r->op);
-    m->chunks = param_of(r->params, "chunks", buf, sizeof buf) ? atoi(buf) : 1;
-    m->node_size = param_of(r->params, "node_size", buf, sizeof buf) ? atoi(buf) : 0;
+    const moe_strategy_t *e = moe_strategy_find(r->op);
+    if (!e || !e->traffic) return 0;
+    size_t u = (size_t)snprintf(m->spec, sizeof m->spec, "%s", r->op);
+    for (int i = 0; i < e->nparams && u < sizeof m->spec; i++)
+        if (param_of(r->params, e->params[i].key, buf, sizeof buf))
+            u += (size_t)snprintf(m->spec + u, sizeof m->spec - u, "%s%s=%s", i ? "," : ":", e->params[i].key, buf);
     m->T = r->tokens, m->D = r->hidden, m->F = r->ffn, m->E = r->experts, m->k = r->top_k, m->P = r->ranks;
     m->shared = param_of(r->params, "shared", buf, sizeof buf) ? atoi(buf) : 0;
     m->shared_ffn = param_of(r->params, "shared_ffn", buf, sizeof buf) ? atol(buf) : 0;
+    m->groups = param_of(r->params, "groups", buf, sizeof buf) ? atoi(buf) : 1;
+    m->topk_groups = param_of(r->params, "topk_groups", buf, sizeof buf) ? atoi(buf) : 1;
     m->gamma = gamma;
-    return strat_id(m->strategy) >= 0;
+    moe_spec_t sp;
+    epb_err_t e2;
+    return moe_spec_parse(m->spec, &sp, &e2) == EPB_OK;
 }
 
-/* The configuration's routing skew, from the busiest rank's expert FLOPs of its first expert-parallel strategy. */
+/* The configuration's routing skew, from the busiest rank's expert FLOPs of its first expert-parallel strategy
+ * (one whose experts are spread over the ranks). */
 static double conf_gamma(const rp_data_t *d, const rp_conf_t *cf)
 {
     for (size_t s = 0; s < cf->nstrat; s++) {
         const rp_cell_t *st = cf->strat[s];
-        if (!strcmp(st->row->op, "local") || strat_id(st->row->op) < 0) continue;
+        const moe_strategy_t *e = moe_strategy_find(st->row->op);
+        if (!e || e->replicated) continue;
         const rp_cell_t *x = rp_find(d, cf->cfg, st->strategy, "experts_fwd");
         const epb_row_t *r = st->row;
         if (!x || x->row->gflop <= 0 || r->ranks < 2) continue;
         double smax = x->row->gflop * 1e9 / (6.0 * r->hidden * r->ffn * (double)r->tokens * r->top_k * r->ranks);
-        return rp_fit_gamma(r->experts, r->top_k, r->ranks, smax);
+        return moe_fit_gamma(r->experts, r->top_k, r->ranks, smax);
     }
     return 0;
 }
@@ -595,7 +517,8 @@ static void add_strategy(family_t *f, const char *label, const rp_mcfg_t *m)
     f->scfg[f->nstrat++] = *m;
 }
 
-/* plot: projected step of each strategy over agrs's against P, one block per strategy, for each family's own k */
+/* plot: each strategy's projected step over the fastest's at each P, one block per strategy, for each family's own
+ * k */
 static int write_plot(const rp_project_opts_t *o, const char *dir, const rp_cluster_t *cl, family_t *fam, int nfam,
                       epb_err_t *err)
 {
@@ -608,28 +531,27 @@ static int write_plot(const rp_project_opts_t *o, const char *dir, const rp_clus
     int nblocks = 0;
     for (int fi = 0; fi < nfam; fi++) {
         family_t *fm = &fam[fi];
-        int ia = -1;
-        for (int s = 0; s < fm->nstrat; s++)
-            if (!strcmp(fm->scfg[s].strategy, "agrs") && fm->scfg[s].chunks <= 1) ia = s;
-        if (ia < 0) continue;
-        for (int s = 0; s < fm->nstrat; s++) {
-            if (s == ia || !strcmp(fm->scfg[s].strategy, "local")) continue;
+        double step[RP_MAXS][NSP], best[NSP];
+        for (int i = 0; i < NSP; i++) {
+            best[i] = 0;
+            for (int s = 0; s < fm->nstrat; s++) {
+                rp_mcfg_t m = fm->scfg[s];
+                m.P = sweep_P[i];
+                m.k = fm->k0;
+                rp_pred_t pm;
+                epb_err_t e2;
+                step[s][i] = m.E % m.P || rp_model(cl, &m, &pm, &e2) ? -1 : pm.step_us;
+                if (step[s][i] > 0 && (best[i] == 0 || step[s][i] < best[i])) best[i] = step[s][i];
+            }
+        }
+        for (int s = 0; s < fm->nstrat && fm->nstrat > 1; s++) {
             double x[NSP], y[NSP];
             int np = 0;
-            for (int i = 0; i < NSP; i++) {
-                rp_mcfg_t a = fm->scfg[ia], m = fm->scfg[s];
-                a.P = m.P = sweep_P[i];
-                a.k = m.k = fm->k0;
-                if (m.node_size > m.P || (m.node_size && m.P % m.node_size)) m.node_size = 0;
-                rp_pred_t pa, pm;
-                epb_err_t e2;
-                if (a.E % a.P || rp_model(cl, &a, &pa, &e2) || rp_model(cl, &m, &pm, &e2)) continue;
-                x[np] = sweep_P[i];
-                y[np++] = pm.step_us / pa.step_us;
-            }
+            for (int i = 0; i < NSP; i++)
+                if (step[s][i] > 0 && best[i] > 0) x[np] = sweep_P[i], y[np++] = step[s][i] / best[i];
             if (!np || nblocks >= MAXBLOCKS) continue; /* no P of the sweep divides E; or the key is full */
             char title[300];
-            snprintf(title, sizeof title, "%.60s / agrs, %.160s k=%ld", fm->strat[s], fm->label, fm->k0);
+            snprintf(title, sizeof title, "%.60s, %.160s k=%ld", fm->strat[s], fm->label, fm->k0);
             if (nblocks) fprintf(f, "\n\n");
             fprintf(f, "\"P\" ");
             rp_dat_text(f, title);
@@ -656,9 +578,9 @@ static void phase_table(rp_doc_t *doc, const char *const *names, const rp_pred_t
     hdr[0] = "phase (projected us)";
     for (int i = 0; i < n; i++) hdr[i + 1] = names[i];
     rp_doc_table(doc, n + 1, hdr);
-    for (int ph = 0; ph <= PH_N; ph++) {
-        rp_doc_cell(doc, "%s", ph < PH_N ? rp_model_phases[ph] : "step");
-        for (int i = 0; i < n; i++) rp_doc_cell(doc, "%.1f", ph < PH_N ? preds[i].t_us[ph] : preds[i].step_us);
+    for (int ph = 0; ph <= MOE_NPHASES; ph++) {
+        rp_doc_cell(doc, "%s", ph < MOE_NPHASES ? rp_model_phases[ph] : "step");
+        for (int i = 0; i < n; i++) rp_doc_cell(doc, "%.1f", ph < MOE_NPHASES ? preds[i].t_us[ph] : preds[i].step_us);
     }
 }
 
@@ -745,7 +667,7 @@ int rp_project(const rp_data_t *d, const rp_project_opts_t *o, epb_err_t *err)
             snprintf(ctext, sizeof ctext, "P%d-n%d-E%d-k%d-T%ld-D%ld-F%ld-skew%g", h->ranks, h->nodes, h->experts,
                      h->top_k, h->tokens, h->hidden, h->ffn, h->skew);
             double meas = step ? step->med : 0, mb = 0, pb = 0;
-            for (int ph = 0; ph < PH_N; ph++) {
+            for (int ph = 0; ph < MOE_NPHASES; ph++) {
                 const rp_cell_t *x = rp_find(d, cf->cfg, st->strategy, rp_model_phases[ph]);
                 if (x && (x->kind == RP_COMM || x->kind == RP_SYNC)) mb += x->bytes, pb += pb_.bytes[ph];
                 if (pc) {
@@ -762,7 +684,7 @@ int rp_project(const rp_data_t *d, const rp_project_opts_t *o, epb_err_t *err)
             }
             /* the three largest projected phases */
             int top[3] = { -1, -1, -1 };
-            for (int ph = 0; ph < PH_N; ph++)
+            for (int ph = 0; ph < MOE_NPHASES; ph++)
                 for (int j = 0; j < 3; j++)
                     if (top[j] < 0 || pr.t_us[ph] > pr.t_us[top[j]]) {
                         for (int q = 2; q > j; q--) top[q] = top[q - 1];
@@ -818,25 +740,28 @@ int rp_project(const rp_data_t *d, const rp_project_opts_t *o, epb_err_t *err)
         const moe_model_t *mm = &moe_models[i];
         family_t *fm = &fam[nfam++];
         memset(fm, 0, sizeof *fm);
-        rp_mcfg_t m = { .T = 4096, .D = mm->D, .F = mm->F, .E = mm->E, .k = mm->k, .P = 8, .chunks = 1,
-                        .shared = mm->shared, .shared_ffn = mm->Fs };
+        rp_mcfg_t m = { .T = 4096, .D = mm->D, .F = mm->F, .E = mm->E, .k = mm->k, .P = 8, .shared = mm->shared,
+                        .shared_ffn = mm->Fs, .groups = mm->groups, .topk_groups = mm->topk_groups };
         fm->base = m;
         fm->k0 = mm->k;
         snprintf(fm->label, sizeof fm->label, "%s (T=4096)", mm->name);
-        static const char *const strats[] = { "agrs", "tp2ep", "dedup", "hier" };
-        rp_pred_t preds[4];
-        const char *names[4];
+        /* every registered strategy that spreads the experts (one holding every expert on every GPU is not a
+         * choice at these sizes), with its default parameters */
+        rp_pred_t preds[RP_MAXS];
+        const char *names[RP_MAXS];
         int np = 0;
         m.P = mm->E < 64 ? mm->E : 64; /* the per-phase terms at 64 ranks (8 nodes of 8 on a GPU cluster) or E */
-        for (int s = 0; s < 4; s++) {
-            snprintf(m.strategy, sizeof m.strategy, "%s", strats[s]);
-            add_strategy(fm, strats[s], &m);
+        for (int s = 0; s < moe_nstrategies && np < RP_MAXS; s++) {
+            const moe_strategy_t *e = moe_strategies[s];
+            if (e->replicated || !e->traffic) continue;
+            snprintf(m.spec, sizeof m.spec, "%s", e->name);
+            add_strategy(fm, e->name, &m);
             epb_err_t e2;
-            if (!rp_model(&cl, &m, &preds[np], &e2)) names[np++] = strats[s];
+            if (!rp_model(&cl, &m, &preds[np], &e2)) names[np++] = e->name;
         }
         if (!i) {
             rp_doc_heading(doc, 2, "The --model presets at their published sizes (projected)");
-            rp_doc_para(doc, "T=4096 tokens per rank, uniform routing (skew 0; group-limited routing not modelled), "
+            rp_doc_para(doc, "T=4096 tokens per rank, uniform routing (skew 0), the presets' group-limited routing, "
                              "every phase's projected time at P = min(64, E) on %s.", cl.name);
         }
         rp_doc_heading(doc, 3, "%s: D=%ld F=%ld E=%d k=%d, %d shared of FFN %ld, P=%d (projected)", mm->name, mm->D,
@@ -849,7 +774,7 @@ int rp_project(const rp_data_t *d, const rp_project_opts_t *o, epb_err_t *err)
                      "sizes with T=4096 tokens per rank), the projected winner at each P and k on %s, its projected "
                      "step and margin over the runner-up. Validated error of the model: %s. P where E is not a "
                      "multiple of P is left out. Routing skew is the family's own (fitted from its measured busiest "
-                     "rank); group-limited routing is not modelled.", cl.name, vtext);
+                     "rank); group-limited routing is modelled for uniform routing.", cl.name, vtext);
     static const char *const rh[] = { "configuration", "P", "k", "projected winner", "projected step", "margin",
                                       "runner-up", "validated error" };
     rp_doc_table(doc, 8, rh);
@@ -872,7 +797,6 @@ int rp_project(const rp_data_t *d, const rp_project_opts_t *o, epb_err_t *err)
                     rp_mcfg_t m = fm->scfg[s];
                     m.P = P;
                     m.k = k;
-                    if (m.node_size > P || (m.node_size && P % m.node_size)) m.node_size = 0;
                     rp_pred_t pr;
                     epb_err_t e2;
                     if (rp_model(&cl, &m, &pr, &e2)) continue;

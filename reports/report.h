@@ -358,32 +358,32 @@ int rp_calibration_cluster(const rp_data_t *d, rp_cluster_t *c, char *hclass, si
 
 /* One MoE configuration as the model sees it. */
 typedef struct {
-    char strategy[32]; /* local, agrs, tp2ep, dedup, hier */
-    int chunks, node_size; /* strategy parameters (node_size 0: the cluster's node) */
+    char spec[128];    /* the strategy and its parameters in bench's syntax ("tp2ep:chunks=4", "hier:node_size=8");
+                        * node_size 0 (the default): the cluster's node */
     long T, D, F, E, k, shared, shared_ffn;
+    int groups, topk_groups; /* group-limited routing (groups 1: none) */
     int P;
     double gamma; /* routing skew: expert e gets a share ~ (e+1)^-gamma of the pairs (capped at 1/k) */
 } rp_mcfg_t;
 /* A phase's predicted time (us) and the bytes or FLOPs that made it. */
 typedef struct {
-    double t_us[RP_MAXP];
-    double bytes[RP_MAXP];  /* comm: the most bytes one rank sends to other ranks (the CSV's bytes column) */
-    double bytes_inter[RP_MAXP]; /* of which to other nodes (routed exchange: the busiest rank's at that level) */
-    double gflop[RP_MAXP];
-    double step_us;
+    double t_us[RP_MAXP];        /* the most any rank spends in the phase (a comm or sync phase: its wait too) */
+    double wait_us[RP_MAXP];     /* the longest wait of a rank for the last one, in comm and sync phases */
+    double bytes[RP_MAXP];       /* comm: the most bytes one rank sends to other ranks (the CSV's bytes column) */
+    double bytes_intra[RP_MAXP]; /* the busiest rank's max(sent, received) inside its node, summed over the calls */
+    double bytes_inter[RP_MAXP]; /* ... and to other nodes */
+    double gflop[RP_MAXP];       /* the busiest rank's */
+    double step_us;              /* the critical path: the last rank's end */
 } rp_pred_t;
-/* the model's phases, in the CSV's order */
-extern const char *const rp_model_phases[];
+/* the model's phases, in the CSV's order (moe_phase_names) */
+extern const char *const *const rp_model_phases;
 extern const int rp_model_nphases;
 /* One collective (an RP_CO_*) of nominal size bytes as nccl-tests counts it (the gathered buffer for allgather, the
  * send buffer for reduce_scatter and alltoall, the buffer for allreduce) on P ranks of cl, us. */
 double rp_coll_time(const rp_cluster_t *cl, int co, double bytes, int P);
-/* Predicts every phase of c on cluster cl; EPB_EUSAGE for an unknown strategy. */
+/* Predicts every phase of c on cluster cl from its strategy's traffic description (the registry); EPB_EUSAGE for
+ * an unknown strategy or parameter, one without a description, or sizes the model does not take. */
 int rp_model(const rp_cluster_t *cl, const rp_mcfg_t *c, rp_pred_t *out, epb_err_t *err);
-/* The skew exponent whose busiest rank (of P, E/P consecutive experts each) holds share smax of the pairs. */
-double rp_fit_gamma(long E, long k, int P, double smax);
-/* Rank shares under gamma: S[r] of the pairs go to rank r's experts. */
-void rp_rank_shares(long E, long k, int P, double gamma, double *S);
 
 typedef struct {
     const char *cluster_path;

@@ -91,8 +91,8 @@ int main(int argc, char **argv)
             continue;
         }
         rp_mcfg_t m = { .T = num(f, "T"), .D = num(f, "D"), .F = 2048, .E = num(f, "E"), .k = num(f, "k"),
-                        .P = (int)num(f, "P"), .chunks = 1 };
-        snprintf(m.strategy, sizeof m.strategy, "%s", json_string_value(json_object_get(f, "strategy")));
+                        .P = (int)num(f, "P") };
+        snprintf(m.spec, sizeof m.spec, "%s", json_string_value(json_object_get(f, "strategy")));
         rp_cluster_t c = *base;
         c.elem_bytes = (int)num(f, "elem_bytes");
         rp_pred_t pr;
@@ -109,7 +109,7 @@ int main(int argc, char **argv)
             model = pr.t_us[p];
         else { /* the busiest rank's bytes on the figure's level over the phase's time */
             const char *lv = json_string_value(json_object_get(f, "level"));
-            double by = lv && !strcmp(lv, "inter") ? pr.bytes_inter[p] : pr.bytes[p] - pr.bytes_inter[p];
+            double by = lv && !strcmp(lv, "inter") ? pr.bytes_inter[p] : pr.bytes_intra[p];
             model = by / (pr.t_us[p] * 1e3);
             unit = "GB/s";
         }
