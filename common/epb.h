@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 /* ---- exit codes (DESIGN.md "Contracts") ---- */
 enum {
@@ -25,6 +26,25 @@ typedef struct {
 
 /* Writes the message into err (if non-NULL) and returns code, so `return epb_fail(err, EPB_EUSAGE, ...)`. */
 int epb_fail(epb_err_t *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* ---- files and printed text (files.c) ---- */
+/* s as one line a terminal shows as it is: every C0 control byte and DEL becomes a visible escape (\n, \r, \t,
+ * \xHH), so a name from a file or an option can neither break a message into lines nor move the cursor. Cut to
+ * whole escapes within n bytes. Returns buf. */
+const char *epb_printable(const char *s, char *buf, size_t n);
+/* "a regular file", "a directory", "a FIFO", "a character device"... */
+const char *epb_file_kind(mode_t mode);
+/* Opens an input for reading, never blocking: what is not a regular file (a FIFO, a directory, a device) is
+ * refused before it is opened, and what was opened is checked again. EPB_EUSAGE "PATH: not a regular file (a
+ * FIFO)" or "PATH: cannot open: reason"; *fd a blocking descriptor otherwise. */
+int epb_open_regular(const char *path, int *fd, epb_err_t *err);
+/* Whether a and b name one file: the same device and inode when both exist; when neither does yet, the same
+ * canonical path (the folder's real path and the name), so that two spellings of one new file match. */
+int epb_same_file(const char *a, const char *b);
+/* A JSON output written whole over what path names (bench -J, report --calibration-out) may replace a JSON file
+ * only: path is new, or a regular file that is empty or whose first non-blank byte is '{'. A results CSV, a FIFO
+ * or a folder named by mistake is never replaced: EPB_EUSAGE "OPT PATH: ..." (nothing opened for writing). */
+int epb_json_output_ok(const char *opt, const char *path, epb_err_t *err);
 
 /* ---- time ---- */
 double epb_now_us(void); /* monotonic clock, microseconds */

@@ -348,6 +348,26 @@ static void test_csv(void)
     epb_rows_free(&t);
 }
 
+/* the helpers bench and report share for the files they are given and the names they print */
+static void test_files(void)
+{
+    char buf[64], a[300], b[300], c[300];
+    TAP_OK(!strcmp(epb_printable("a\nb\x1b[2Jc\x7f\td\r", buf, sizeof buf), "a\\nb\\x1b[2Jc\\x7f\\td\\r"),
+           "control bytes and DEL become visible escapes: %s", buf);
+    TAP_OK(!strcmp(epb_printable("plain text, kept", buf, sizeof buf), "plain text, kept"), "printable text is kept");
+    TAP_OK(!strcmp(epb_printable("ab\n", buf, 4), "ab"), "cut to whole escapes: '%s'", buf);
+    snprintf(a, sizeof a, "%s/same.csv", dir);
+    snprintf(b, sizeof b, "%s/./same.csv", dir);
+    snprintf(c, sizeof c, "%s/other.csv", dir);
+    TAP_OK(epb_same_file(a, b) && !epb_same_file(a, c), "two spellings of one file yet to be made are one file");
+    write_file(a, "x\n");
+    TAP_OK(epb_same_file(a, b) && !epb_same_file(a, c), "an existing file: the same device and inode");
+    snprintf(b, sizeof b, "%s/link.csv", dir);
+    TAP_OK(symlink(a, b) == 0 && epb_same_file(a, b), "a symbolic link to it is the same file");
+    snprintf(b, sizeof b, "%s/hard.csv", dir);
+    TAP_OK(link(a, b) == 0 && epb_same_file(a, b), "a hard link to it is the same file");
+}
+
 int main(void)
 {
     if (!mkdtemp(dir)) return 99;
@@ -356,6 +376,7 @@ int main(void)
     test_gbps();
     test_values();
     test_csv();
+    test_files();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) {}
