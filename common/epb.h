@@ -162,10 +162,12 @@ int epb_csv_format_row(const epb_row_t *row, char *buf, size_t n);
 
 /* Reads a whole schema 1 or schema 2 file and appends its rows to *t (whose pool the strings go to). Streams
  * the file (memory: the rows and their distinct strings, not the file). Rejects (EPB_EUSAGE, "FILE:LINE:
- * reason") a missing or empty file, a header of neither schema, a wrong column count, an unterminated last
- * line, a NUL byte, a numeric field that is not a plain decimal number (no blanks, no hex, no inf/nan), a text
- * field over its limit, and a row whose schema is not its header's. Schema 1 rows get empty hosts, params,
- * kind, coll and wait_us 0. On failure *t keeps the rows of earlier calls only. */
+ * reason") a missing or empty file, what is not a regular file (a FIFO is never waited on), a header of neither
+ * schema, a wrong column count, an unterminated last line, a NUL byte, a numeric field that is not a plain decimal
+ * number (no blanks, no hex, no inf/nan), a text field over its limit, a row whose schema is not its header's, a
+ * negative time, times out of order (min <= median <= p95 <= max, min <= mean <= max) and a check that is not ok,
+ * fail or skipped. Schema 1 rows get empty hosts, params, kind, coll and wait_us 0. On failure *t keeps the rows
+ * of earlier calls only. */
 int epb_csv_read(const char *path, epb_rows_t *t, epb_err_t *err);
 
 #endif

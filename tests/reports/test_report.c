@@ -421,7 +421,8 @@ static void test_cli(void)
                                   .experts = 2, .top_k = 1, .tokens = 1, .hidden = 1, .ffn = 1, .dtype = "f32",
                                   .router = "softmax", .phase = i ? "step" : "dispatch", .kind = i ? "total" : "comm",
                                   .coll = i ? "" : "alltoallv", .bytes = i ? 0 : UINT64_MAX, .iters = 1,
-                                  .t_med_us = 10, .check = "ok" };
+                                  .t_min_us = 10, .t_med_us = 10, .t_mean_us = 10, .t_p95_us = 10, .t_max_us = 10,
+                                  .check = "ok" };
         char csv[1024];
         epb_err_t e;
         snprintf(csv, sizeof csv, "%s/bigbytes.csv", tmp);
@@ -430,7 +431,7 @@ static void test_cli(void)
         rc = epb_csv_append(csv, big, 2, &e) == EPB_OK ? run(cmd, NULL) : -1;
         snprintf(p, sizeof p, "%s/report.md", out);
         char *md = read_file(p);
-        TAP_OK(rc == 0 && md && strstr(md, "| s | 10.0 | 0.0 | 100.0% | 18446744073709551615 |"),
+        TAP_OK(rc == 0 && md && strstr(md, "| s | 10.0 | 10.0 | 100.0% | 18446744073709551615 |"),
                "bytes = 2^64-1: exit 0, shown as 18446744073709551615 (not 0)");
         free(md);
     }
@@ -579,7 +580,7 @@ static int write_hostile(const char *path)
                 r->coll = pay[2];
                 r->bytes = 1024u << (4 * b);
                 r->iters = 10;
-                r->t_med_us = 10.0 * (b + 1);
+                r->t_min_us = r->t_med_us = r->t_mean_us = r->t_p95_us = r->t_max_us = 10.0 * (b + 1);
                 r->busbw_gbps = 1.0 + b + h;
                 r->check = "ok";
             }
@@ -629,7 +630,8 @@ static void test_degenerate(void)
                               .device_name = "", .mode = "moe", .op = "agrs", .ranks = P, .experts = 8, .top_k = 2,
                               .tokens = 64, .hidden = 64, .ffn = 64, .dtype = "f32", .router = "softmax", .params = "",
                               .phase = ph ? "dispatch" : "route", .kind = ph ? "comm" : "compute", .coll = "",
-                              .iters = 10, .t_med_us = 5, .check = "ok" };
+                              .iters = 10, .t_min_us = 5, .t_med_us = 5, .t_mean_us = 5, .t_p95_us = 5,
+                              .t_max_us = 5, .check = "ok" };
         }
     for (int b = 0; b < 2; b++) {
         epb_row_t *r = &rows[n++];
