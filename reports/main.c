@@ -1,6 +1,6 @@
 /* report: turns epbench CSV files (schema 1 or 2) into report.md, report.html and plots, and (with --baseline)
  * into regression verdicts. Exit codes: 0 ok, 1 regression found (or, with --baseline, a check=fail row in the new
- * data), 2 bad usage or input, 3 system failure. */
+ * data), 2 bad usage or input, 3 system failure, 4 (--baseline) nothing compared. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <getopt.h>
@@ -60,8 +60,9 @@ static void usage(FILE *f)
             "  --validation FILE    the recorded validation the projection quotes (default: %s)\n"
             "  --calibration-out FILE  write a cluster file from the inputs' mode=peak rows (bench --calibrate)\n"
             "  -h, --help\n"
-            "Exit: 0 ok, 1 regression found or (--baseline) a failed check in NEW, 2 bad usage or input, 3 system failure, 4 (--baseline) nothing compared:\n"
-            "no measurement matches the baseline, or none has 3 repetitions on each side.\n",
+            "Exit: 0 ok, 1 regression found or (--baseline) a failed check in NEW, 2 bad usage or input, 3 system failure,\n"
+            "4 (--baseline) nothing compared: no measurement matches the baseline, or every match is below the timer\n"
+            "floor (--min-abs-us) or has fewer than 3 repetitions on a side.\n",
             RP_PLOTS_DIR, RP_VALIDATION);
 }
 
@@ -192,10 +193,10 @@ static const char *find_plots_dir(const opts_t *o, char *buf, size_t n)
 /* prints the verdict lines and the summary; returns whether nothing was compared */
 static int print_verdicts(const rp_match_t *m, size_t n, size_t nslower)
 {
-    size_t counts[5] = { 0 };
+    size_t counts[RP_NVERDICTS];
+    rp_verdict_counts(m, n, counts);
     for (size_t i = 0; i < n; i++) {
         const rp_cmp_t *c = &m[i].cmp;
-        counts[c->verdict]++;
         if (c->verdict == RP_SAME || c->verdict == RP_TOO_SMALL) continue; /* the summary line counts them */
         const epb_row_t *r = m[i].now->row;
         printf("%-8s %s %s %s P=%d", c->verdict == RP_INSUFFICIENT ? "n/a" : rp_verdict_name(c->verdict), r->mode,
@@ -211,12 +212,16 @@ static int print_verdicts(const rp_match_t *m, size_t n, size_t nslower)
             printf(", 95%% CI [%.3f, %.3f], threshold %.3f (baseline noise %.3f), n=%zu/%zu\n", c->lo, c->hi,
                    c->effect, c->noise, c->nb, c->nn);
     }
-    int nothing = counts[RP_INSUFFICIENT] == n; /* n == 0 too */
-    printf("regression check: %zu compared, %zu slower, %zu faster, %zu same, %zu insufficient samples -> %s\n", n,
-           counts[RP_SLOWER], counts[RP_FASTER], counts[RP_SAME] + counts[RP_TOO_SMALL], counts[RP_INSUFFICIENT],
-           nslower ? "REGRESSION" : nothing ? (n ? "NOTHING COMPARED (too few repetitions: 3 needed on each side)"
-                                                 : "NOTHING COMPARED (no measurement matches the baseline)")
-                                       : "no regression");
+    int nothing = rp_nothing_compared(counts);
+    const char *why = !n ? "NOTHING COMPARED (no measurement matches the baseline)"
+                      : !counts[RP_TOO_SMALL] ? "NOTHING COMPARED (too few repetitions: 3 needed on each side)"
+                      : !counts[RP_INSUFFICIENT] ? "NOTHING COMPARED (every match is below the timer floor, --min-abs-us)"
+                                                 : "NOTHING COMPARED (every match is below the timer floor or has too "
+                                                   "few repetitions)";
+    /* ci/nightly reads this line: its fields keep their order, "below timer floor" sits before "insufficient" */
+    printf("regression check: %zu compared, %zu slower, %zu faster, %zu same, %zu below timer floor, %zu insufficient "
+           "samples -> %s\n", n, counts[RP_SLOWER], counts[RP_FASTER], counts[RP_SAME], counts[RP_TOO_SMALL],
+           counts[RP_INSUFFICIENT], nslower ? "REGRESSION" : nothing ? why : "no regression");
     return nothing && !nslower;
 }
 

@@ -657,6 +657,66 @@ static void test_degenerate(void)
     free(err);
 }
 
+/* ---- cli: inputs that hurt (issue 20), each refused before anything is written, or shown as text ---- */
+
+/* rows of a fixture file, changed by the caller, written to a new file with the CSV writer */
+static int rewrite(const char *from, const char *to, void (*change)(epb_row_t *r))
+{
+    epb_rows_t t = { 0 };
+    epb_err_t e;
+    int rc = epb_csv_read(from, &t, &e);
+    for (size_t i = 0; !rc && i < t.nrows; i++) {
+        t.rows[i].schema = EPB_SCHEMA; /* the writer's schema; a schema-1 row keeps its phase names */
+        change(&t.rows[i]);
+    }
+    if (!rc) rc = epb_csv_append(to, t.rows, t.nrows, &e);
+    epb_rows_free(&t);
+    return rc;
+}
+
+static void zero_times(epb_row_t *r)
+{
+    r->t_min_us = r->t_med_us = r->t_mean_us = r->t_p95_us = r->t_max_us = r->wait_us = 0;
+}
+
+static void keep_times(epb_row_t *r)
+{
+    (void)r;
+}
+
+/* rows no writer makes are malformed input, named by file and line; a baseline of zero times compares nothing */
+static void test_rows_sane(void)
+{
+    char cmd[4096], p[1000], q[400], out[400];
+    char *o = NULL;
+    int rc;
+    static const struct { const char *name, *times; } bad_times[] = { /* for ROW's iters,min,med,mean,p95,max */
+        { "negative_time", ",10,-1,2,2,3,4," },
+        { "max_below_median", ",10,1,2,2,3,1," },
+        { "min_above_median", ",10,3,2,2,3,4," },
+    };
+    for (size_t i = 0; i < sizeof bad_times / sizeof bad_times[0]; i++) {
+        char buf[8192];
+        const char *at = strstr(ROW, ",10,1,2,2,3,4,");
+        snprintf(buf, sizeof buf, "%s%.*s%s%s", HDR, (int)(at - ROW), ROW, bad_times[i].times, at + 14);
+        bad_case(bad_times[i].name, buf, 2);
+    }
+    /* a baseline of zero times compares nothing above the timer floor: exit 4, never "no regression" */
+    snprintf(p, sizeof p, "%s/base.csv", fix);
+    snprintf(q, sizeof q, "%s/zero_base.csv", tmp);
+    rc = rewrite(p, q, zero_times);
+    snprintf(p, sizeof p, "%s/same.csv", fix);
+    snprintf(out, sizeof out, "%s/same2.csv", tmp); /* schema 2, as the baseline */
+    if (!rc) rc = rewrite(p, out, keep_times);
+    snprintf(cmd, sizeof cmd, "%s --baseline %s %s", exe, q, out);
+    if (!rc) rc = run(cmd, NULL);
+    snprintf(p, sizeof p, "%s/stdout.txt", tmp);
+    o = read_file(p);
+    TAP_OK(rc == 4 && o && strstr(o, "0 same, 2 below timer floor") && strstr(o, "NOTHING COMPARED (every match is below"),
+           "--baseline of zero times: exit 4, the matches counted below the timer floor, not same (got %d)", rc);
+    free(o);
+}
+
 /* The plots of the verdict fixture: intervals and the model in the crossover, the failed configuration left out of
  * it, the phase stack's wait segments and step marker, busbw's memcpy ceiling, the history's title. */
 static void test_plots_verdict(void)
@@ -1021,6 +1081,7 @@ int main(int argc, char **argv)
         rc = tap_done();
     } else if (!strcmp(argv[1], "cli")) {
         test_cli();
+        test_rows_sane();
         rc = tap_done();
     } else if (!strcmp(argv[1], "verdict")) {
         rc = test_verdict();
