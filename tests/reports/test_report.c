@@ -717,6 +717,24 @@ static void test_rows_sane(void)
     free(o);
 }
 
+/* names from a CSV are text in report.md: no HTML, no code span */
+static void test_markdown(void)
+{
+    char cmd[4096], p[1000], q[400], out[400];
+    int rc;
+    payloads();
+    snprintf(q, sizeof q, "%s/hostile_md.csv", tmp);
+    snprintf(out, sizeof out, "%s/hostile_md", tmp);
+    snprintf(cmd, sizeof cmd, "%s --no-plots %s -o %s", exe, q, out);
+    rc = write_hostile(q) == EPB_OK ? run(cmd, NULL) : -1;
+    snprintf(p, sizeof p, "%s/report.md", out);
+    char *md = read_file(p);
+    TAP_OK(rc == 0 && md && !strstr(md, "<script>") && strstr(md, "&lt;script&gt;") && !strchr(md, '`') &&
+               strstr(md, "&#96;touch "),
+           "report.md shows '<script>' and backquotes as text (&lt;, &#96;), never as HTML or code");
+    free(md);
+}
+
 /* The plots of the verdict fixture: intervals and the model in the crossover, the failed configuration left out of
  * it, the phase stack's wait segments and step marker, busbw's memcpy ceiling, the history's title. */
 static void test_plots_verdict(void)
@@ -935,7 +953,7 @@ static int test_verdict(void)
            "report.html: the verdict heading, then its table, before any per-configuration heading");
     char line[2048];
     const char *l = verdict_line(md, "P=2, 1 node, skew=0, k=1,", line, sizeof line);
-    TAP_OK(l && strstr(l, "tp2ep 300.0 < agrs 400.0") && strstr(l, "agrs 1.33 [") && strstr(l, "tp2ep fastest, by") &&
+    TAP_OK(l && strstr(l, "tp2ep 300.0 &lt; agrs 400.0") && strstr(l, "agrs 1.33 [") && strstr(l, "tp2ep fastest, by") &&
                !strstr(l, "no significant") && strstr(l, "agrs 1.97 (model 2.00)") && strstr(l, "checks: all ok") &&
                strstr(l, "| 3 |"),
            "verdict P=2 k=1: ranking, the interval, the measured volume ratio beside the model's (P/k = 2), 3 "
@@ -1082,6 +1100,7 @@ int main(int argc, char **argv)
     } else if (!strcmp(argv[1], "cli")) {
         test_cli();
         test_rows_sane();
+        test_markdown();
         rc = tap_done();
     } else if (!strcmp(argv[1], "verdict")) {
         rc = test_verdict();
