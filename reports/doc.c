@@ -155,13 +155,6 @@ static void md_text(FILE *f, const char *s, int cell)
     }
 }
 
-static int finish(FILE *f, const char *path, epb_err_t *err)
-{
-    int bad = ferror(f);
-    if (fclose(f) || bad) return epb_fail(err, EPB_ESYS, "%s: write failed: %s", path, strerror(errno));
-    return EPB_OK;
-}
-
 int rp_doc_write_md(const rp_doc_t *doc, const char *path, epb_err_t *err)
 {
     if (doc->oom) return epb_fail(err, EPB_ESYS, "out of memory building the report");
@@ -204,7 +197,7 @@ int rp_doc_write_md(const rp_doc_t *doc, const char *path, epb_err_t *err)
             break;
         }
     }
-    return finish(f, path, err);
+    return rp_close_output(f, path, err);
 }
 
 /* ---- HTML ---- */
@@ -292,5 +285,5 @@ int rp_doc_write_html(const rp_doc_t *doc, const char *dir, const char *path, ep
         }
     }
     fputs("</body></html>\n", f);
-    return finish(f, path, err);
+    return rp_close_output(f, path, err);
 }

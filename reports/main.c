@@ -60,9 +60,9 @@ static void usage(FILE *f)
             "  --validation FILE    the recorded validation the projection quotes (default: %s)\n"
             "  --calibration-out FILE  write a cluster file from the inputs' mode=peak rows (bench --calibrate)\n"
             "  -h, --help\n"
-            "Exit: 0 ok, 1 regression found or (--baseline) a failed check in NEW, 2 bad usage or input, 3 system failure,\n"
-            "4 (--baseline) nothing compared: no measurement matches the baseline, or every match is below the timer\n"
-            "floor (--min-abs-us) or has fewer than 3 repetitions on a side.\n",
+            "Exit: 0 ok, 1 regression found or (--baseline) a failed check in NEW, 2 bad usage or input, 3 system failure\n"
+            "(a write that fails: the file named), 4 (--baseline) nothing compared: no measurement matches the baseline,\n"
+            "or every match is below the timer floor (--min-abs-us) or has fewer than 3 repetitions on a side.\n",
             RP_PLOTS_DIR, RP_VALIDATION);
 }
 

@@ -323,6 +323,9 @@ int rp_outdir_begin(const char *final, char *tmp, size_t n, epb_err_t *err);
 int rp_outdir_commit(const char *tmp, const char *final, epb_err_t *err);
 /* Removes the temporary tree (after a failure). */
 void rp_outdir_abort(const char *tmp);
+/* Closes a file written into it: EPB_ESYS "PATH: write failed: reason" (a full disk: "No space left on device")
+ * when any write, the last flush or the close failed. */
+int rp_close_output(FILE *f, const char *path, epb_err_t *err);
 
 /* ---- the projection: cluster files (cluster.c), the cost model and `report --project` (project.c) ----
  * docs/METHOD.md defines every term; docs/CLUSTER.md the file format. */

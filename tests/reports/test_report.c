@@ -684,6 +684,17 @@ static void keep_times(epb_row_t *r)
     (void)r;
 }
 
+/* stderr is one line (one '\n', at its end) and holds no control byte */
+static int one_clean_line(const char *s)
+{
+    if (!s) return 0;
+    const char *nl = strchr(s, '\n');
+    if (!nl || nl[1]) return 0;
+    for (const char *c = s; c < nl; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) return 0;
+    return 1;
+}
+
 /* rows no writer makes are malformed input, named by file and line; a baseline of zero times compares nothing */
 static void test_rows_sane(void)
 {
@@ -733,6 +744,45 @@ static void test_markdown(void)
                strstr(md, "&#96;touch "),
            "report.md shows '<script>' and backquotes as text (&lt;, &#96;), never as HTML or code");
     free(md);
+}
+
+/* a write that fails (a file size limit, a full tmpfs): exit 3 naming the file and the reason, nothing left */
+static void test_full_disk(void)
+{
+    char cmd[4096], p[1000], out[400];
+    char *err = NULL;
+    int rc;
+    /* a file size limit stands in for a full disk (SIGXFSZ ignored, so that the write fails): the plot data
+     * fit, an image does not; its write failure named, exit 3, nothing left */
+    snprintf(out, sizeof out, "%s/fsize", tmp);
+    snprintf(cmd, sizeof cmd, "trap '' XFSZ; ulimit -f 8; exec %s %s/verdict.csv -o %s", exe, fix, out);
+    rc = run(cmd, &err);
+    if (rp_which("gnuplot", p, sizeof p))
+        TAP_SKIP("no gnuplot: the plots' write failure is not reached");
+    else
+        TAP_OK(rc == 3 && one_clean_line(err) && strstr(err, "/plots/") && strstr(err, ".svg: write failed: File too large") &&
+                   !exists(out) && count_prefix(tmp, ".fsize") == 0,
+               "an image past the file size limit: exit 3, 'plots/NAME.svg: write failed: File too large', nothing left (%s)",
+               err ? one_line(err) : "");
+    free(err);
+    /* a real full disk, where mounting is allowed (root): a 64 KiB tmpfs */
+    char mnt[400];
+    snprintf(mnt, sizeof mnt, "%s/full", tmp);
+    mkdir(mnt, 0755);
+    snprintf(cmd, sizeof cmd, "mount -t tmpfs -o size=64k tmpfs %s", mnt);
+    if (rp_which("gnuplot", p, sizeof p) || geteuid() != 0 || run(cmd, NULL) != 0) {
+        TAP_SKIP("a full tmpfs needs gnuplot (the plots fill it), root and mount");
+    } else {
+        snprintf(cmd, sizeof cmd, "%s %s/verdict.csv -o %s/rep", exe, fix, mnt);
+        rc = run(cmd, &err);
+        snprintf(p, sizeof p, "%s/rep", mnt);
+        TAP_OK(rc == 3 && one_clean_line(err) && strstr(err, "write failed: No space left on device") &&
+                   !strstr(err, "exit status") && !exists(p) && count_prefix(mnt, ".rep") == 0,
+               "a full disk: exit 3, 'FILE: write failed: No space left on device', nothing left (%s)", err ? one_line(err) : "");
+        free(err);
+        snprintf(cmd, sizeof cmd, "umount %s", mnt);
+        run(cmd, NULL);
+    }
 }
 
 /* The plots of the verdict fixture: intervals and the model in the crossover, the failed configuration left out of
@@ -1101,6 +1151,7 @@ int main(int argc, char **argv)
         test_cli();
         test_rows_sane();
         test_markdown();
+        test_full_disk();
         rc = tap_done();
     } else if (!strcmp(argv[1], "verdict")) {
         rc = test_verdict();
