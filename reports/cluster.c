@@ -111,12 +111,14 @@ int rp_cluster_load(const char *path, rp_cluster_t *c, epb_err_t *err)
 {
     memset(c, 0, sizeof *c);
     json_error_t je;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    int fd, rc = epb_open_regular(path, &fd, err); /* a directory is not "not JSON", a FIFO is never waited on */
+    if (rc) return rc;
+    json_t *root = json_loadfd(fd, JSON_REJECT_DUPLICATES, &je);
+    close(fd);
     if (!root) {
         if (je.line < 0) return epb_fail(err, EPB_EUSAGE, "%s: %s", path, je.text);
         return epb_fail(err, EPB_EUSAGE, "%s: not JSON: line %d column %d: %s", path, je.line, je.column, je.text);
     }
-    int rc = EPB_OK;
     double x;
     json_t *v, *lv = NULL, *g = NULL;
     if (!json_is_object(root)) {

@@ -156,6 +156,23 @@ static int parse_args(int argc, char **argv, opts_t *o)
     return EPB_OK;
 }
 
+/* The files given, before any is read or written: an input that is not a regular file is refused (a FIFO would
+ * block the reader for ever). --project may name the file --calibration-out is about to write. */
+static int check_files(const opts_t *o, epb_err_t *err)
+{
+    struct stat st;
+    int fd, rc;
+    if (o->project && !(o->calibration_out && epb_same_file(o->project, o->calibration_out))) {
+        if ((rc = epb_open_regular(o->project, &fd, err))) return rc;
+        close(fd);
+    }
+    /* a missing validation is "not recorded"; one that is there must be a file */
+    if (o->validation && stat(o->validation, &st) == 0 && !S_ISREG(st.st_mode))
+        return epb_fail(err, EPB_EUSAGE, "--validation %s: not a regular file (%s)", o->validation,
+                        epb_file_kind(st.st_mode));
+    return EPB_OK;
+}
+
 static int script_dir_ok(const char *dir)
 {
     char p[PATH_MAX + 32];
@@ -293,6 +310,11 @@ int main(int argc, char **argv)
     int rc = parse_args(argc, argv, &o);
     if (rc) { free(o.base); return rc; }
     epb_err_t err = { "" };
+    if ((rc = check_files(&o, &err))) {
+        fprintf(stderr, "report: %s\n", err.msg);
+        free(o.base);
+        return rc;
+    }
     rp_data_t now, base = { 0 }, hist = { 0 };
     rc = rp_load(&now, o.inputs, o.ninputs, &err);
     if (!rc && o.nbase) rc = rp_load(&base, o.base, o.nbase, &err);

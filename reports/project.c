@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "moe.h" /* moe_models: the presets at their published sizes */
 #include "report.h"
@@ -502,7 +503,11 @@ static void load_validation(const char *path, valid_t *v)
     memset(v, 0, sizeof *v);
     if (!path) return;
     json_error_t je;
-    json_t *r = json_load_file(path, 0, &je);
+    epb_err_t e;
+    int fd;
+    if (epb_open_regular(path, &fd, &e)) return; /* missing: not recorded; main refused one that is not a file */
+    json_t *r = json_loadfd(fd, 0, &je);
+    close(fd);
     if (!r) return;
     json_t *a = json_object_get(r, "step_median_abs_error"), *b = json_object_get(r, "step_p90_abs_error"),
            *c = json_object_get(r, "published_median_abs_error"), *n = json_object_get(r, "configurations"),

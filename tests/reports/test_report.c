@@ -695,6 +695,16 @@ static int one_clean_line(const char *s)
     return 1;
 }
 
+/* the inputs these tests share: a moe fixture, the projection's fixture CSV and cluster file */
+static char good[400], proj[400], cl[400];
+
+static void input_paths(void)
+{
+    snprintf(good, sizeof good, "%s/moe.csv", fix);
+    snprintf(proj, sizeof proj, "%s/../../projection/fixture.csv", fix);
+    snprintf(cl, sizeof cl, "%s/../../projection/cluster.json", fix);
+}
+
 /* rows no writer makes are malformed input, named by file and line; a baseline of zero times compares nothing */
 static void test_rows_sane(void)
 {
@@ -726,6 +736,34 @@ static void test_rows_sane(void)
     TAP_OK(rc == 4 && o && strstr(o, "0 same, 2 below timer floor") && strstr(o, "NOTHING COMPARED (every match is below"),
            "--baseline of zero times: exit 4, the matches counted below the timer floor, not same (got %d)", rc);
     free(o);
+}
+
+/* a FIFO given as any input is refused at once (timeout: blocking is 124); a directory is no JSON */
+static void test_fifo(void)
+{
+    char cmd[4096], q[400], out[400];
+    char *err = NULL;
+    int rc;
+    snprintf(q, sizeof q, "%s/fifo", tmp);
+    mkfifo(q, 0600);
+    static const char *const what[5] = { "a CSV", "--baseline", "--history", "--project", "--validation" };
+    snprintf(out, sizeof out, "%s/out_fifo", tmp);
+    for (int i = 0; i < 5; i++) {
+        if (i == 0) snprintf(cmd, sizeof cmd, "timeout 10 %s %s -o %s", exe, q, out);
+        if (i == 1) snprintf(cmd, sizeof cmd, "timeout 10 %s --baseline %s %s", exe, q, good);
+        if (i == 2) snprintf(cmd, sizeof cmd, "timeout 10 %s --history %s %s -o %s", exe, q, good, out);
+        if (i == 3) snprintf(cmd, sizeof cmd, "timeout 10 %s --project %s %s", exe, q, proj);
+        if (i == 4) snprintf(cmd, sizeof cmd, "timeout 10 %s --project %s --validation %s %s", exe, cl, q, proj);
+        rc = run(cmd, &err);
+        TAP_OK(rc == 2 && err && strstr(err, "fifo: not a regular file (a FIFO)") && one_clean_line(err) && !exists(out),
+               "a FIFO as %s: exit 2 at once, one line naming it (got %d: %s)", what[i], rc, err ? one_line(err) : "");
+        free(err);
+    }
+    snprintf(cmd, sizeof cmd, "%s --project %s %s", exe, tmp, proj);
+    rc = run(cmd, &err);
+    TAP_OK(rc == 2 && err && strstr(err, "not a regular file (a directory)") && !strstr(err, "not JSON"),
+           "a directory as --project: exit 2, 'not a regular file (a directory)', not 'not JSON' (%s)", err ? one_line(err) : "");
+    free(err);
 }
 
 /* names from a CSV are text in report.md: no HTML, no code span */
@@ -1149,7 +1187,9 @@ int main(int argc, char **argv)
         rc = tap_done();
     } else if (!strcmp(argv[1], "cli")) {
         test_cli();
+        input_paths();
         test_rows_sane();
+        test_fifo();
         test_markdown();
         test_full_disk();
         rc = tap_done();
