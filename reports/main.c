@@ -157,7 +157,8 @@ static int parse_args(int argc, char **argv, opts_t *o)
 }
 
 /* The files given, before any is read or written: an input that is not a regular file is refused (a FIFO would
- * block the reader for ever). --project may name the file --calibration-out is about to write. */
+ * block the reader for ever), and --calibration-out may replace neither an input nor a file that is not a cluster
+ * file's JSON. --project may name the file --calibration-out is about to write. */
 static int check_files(const opts_t *o, epb_err_t *err)
 {
     struct stat st;
@@ -170,7 +171,15 @@ static int check_files(const opts_t *o, epb_err_t *err)
     if (o->validation && stat(o->validation, &st) == 0 && !S_ISREG(st.st_mode))
         return epb_fail(err, EPB_EUSAGE, "--validation %s: not a regular file (%s)", o->validation,
                         epb_file_kind(st.st_mode));
-    return EPB_OK;
+    if (!o->calibration_out) return EPB_OK;
+    for (int i = 0; i < o->ninputs; i++)
+        if (epb_same_file(o->calibration_out, o->inputs[i]))
+            return epb_fail(err, EPB_EUSAGE, "--calibration-out %s is the input %s: it would be replaced",
+                            o->calibration_out, o->inputs[i]);
+    if (o->history && epb_same_file(o->calibration_out, o->history))
+        return epb_fail(err, EPB_EUSAGE, "--calibration-out %s is --history %s: it would be replaced",
+                        o->calibration_out, o->history);
+    return epb_json_output_ok("--calibration-out", o->calibration_out, err);
 }
 
 static int script_dir_ok(const char *dir)

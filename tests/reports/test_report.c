@@ -684,6 +684,12 @@ static void keep_times(epb_row_t *r)
     (void)r;
 }
 
+static void fast_memcpy(epb_row_t *r) /* a copy rate past any cluster file's range */
+{
+    if (!strcmp(r->mode, "peak") && !strcmp(r->op, "memcpy"))
+        r->t_min_us = r->t_med_us = r->t_mean_us = r->t_p95_us = r->t_max_us = 1e-6;
+}
+
 /* stderr is one line (one '\n', at its end) and holds no control byte */
 static int one_clean_line(const char *s)
 {
@@ -763,6 +769,37 @@ static void test_fifo(void)
     rc = run(cmd, &err);
     TAP_OK(rc == 2 && err && strstr(err, "not a regular file (a directory)") && !strstr(err, "not JSON"),
            "a directory as --project: exit 2, 'not a regular file (a directory)', not 'not JSON' (%s)", err ? one_line(err) : "");
+    free(err);
+}
+
+/* --calibration-out writes only what --project reads, and over no input or non-JSON file */
+static void test_calibration(void)
+{
+    char cmd[4096], p[1000], q[400];
+    char *err = NULL;
+    int rc;
+    snprintf(q, sizeof q, "%s/fast.csv", tmp);
+    snprintf(p, sizeof p, "%s/cal.json", tmp);
+    rc = rewrite(proj, q, fast_memcpy);
+    snprintf(cmd, sizeof cmd, "%s --calibration-out %s %s", exe, p, q);
+    if (!rc) rc = run(cmd, &err);
+    TAP_OK(rc == 2 && err && strstr(err, "--calibration-out ") && strstr(err, "copy_gbps.value: ") &&
+               strstr(err, "is out of range") && !exists(p),
+           "--calibration-out of a copy rate the reader refuses: exit 2 naming the field, no file (%s)", err ? one_line(err) : "");
+    free(err);
+    long before = fsize(proj);
+    snprintf(q, sizeof q, "%s/proj_copy.csv", tmp);
+    snprintf(cmd, sizeof cmd, "cp %s %s && %s --calibration-out %s %s", proj, q, exe, q, q);
+    rc = run(cmd, &err);
+    TAP_OK(rc == 2 && err && strstr(err, "is the input") && fsize(q) == before,
+           "--calibration-out naming the input CSV: exit 2, the CSV kept (%s)", err ? one_line(err) : "");
+    free(err);
+    snprintf(q, sizeof q, "%s/other_results.csv", tmp);
+    snprintf(cmd, sizeof cmd, "cp %s %s && %s --calibration-out %s %s", good, q, exe, q, proj);
+    before = fsize(good);
+    rc = run(cmd, &err);
+    TAP_OK(rc == 2 && err && strstr(err, "exists and is not a JSON file") && fsize(q) == before,
+           "--calibration-out over a file that is not JSON: exit 2, kept (%s)", err ? one_line(err) : "");
     free(err);
 }
 
@@ -1190,6 +1227,7 @@ int main(int argc, char **argv)
         input_paths();
         test_rows_sane();
         test_fifo();
+        test_calibration();
         test_markdown();
         test_full_disk();
         rc = tap_done();
