@@ -2,7 +2,8 @@
  *   unit:  the computations on tests/reports/fixtures/moe.csv (expected ratios written there) and the
  *          regression statistics on sample sets;
  *   cli:   malformed inputs through the program (exit 2, FILE:LINE, nothing written), regression exit codes,
- *          a report without gnuplot;
+ *          a report without gnuplot; inputs that hurt (FIFOs, calibrations the reader refuses, HTML and terminal
+ *          controls in names, options after --help, a full disk);
  *   plots: every plot rendered and non-empty as SVG and PNG, inlined in report.html (skipped: the plan "1..0 # SKIP",
  *          without gnuplot); a hostile CSV runs nothing;
  *   verdict: fixtures/verdict.csv (make_verdict.py): the verdict first, its intervals, the failed configuration
@@ -690,6 +691,12 @@ static void fast_memcpy(epb_row_t *r) /* a copy rate past any cluster file's ran
         r->t_min_us = r->t_med_us = r->t_mean_us = r->t_p95_us = r->t_max_us = 1e-6;
 }
 
+static void escape_names(epb_row_t *r) /* a host and a strategy that would clear the screen */
+{
+    r->host = "node\x1b[2J01";
+    r->op = "tp2ep\x1b]0;owned\x07";
+}
+
 /* stderr is one line (one '\n', at its end) and holds no control byte */
 static int one_clean_line(const char *s)
 {
@@ -819,6 +826,65 @@ static void test_markdown(void)
                strstr(md, "&#96;touch "),
            "report.md shows '<script>' and backquotes as text (&lt;, &#96;), never as HTML or code");
     free(md);
+}
+
+/* names from a CSV or a cluster file, file names and option values reach the terminal as one line without their control bytes */
+static void test_terminal(void)
+{
+    char cmd[4096], p[1000], q[400];
+    char *err = NULL, *o = NULL;
+    int rc;
+    snprintf(p, sizeof p, "%s/few.csv", fix); /* too few samples: each match has its own line, with its names */
+    snprintf(q, sizeof q, "%s/escapes.csv", tmp);
+    rc = rewrite(p, q, escape_names);
+    snprintf(cmd, sizeof cmd, "%s --baseline %s %s", exe, q, q);
+    if (!rc) rc = run(cmd, &err);
+    snprintf(p, sizeof p, "%s/stdout.txt", tmp);
+    o = read_file(p);
+    int ctl = 0;
+    for (const char *c = o; c && *c; c++) ctl += (unsigned char)*c < 0x20 && *c != '\n';
+    TAP_OK(rc == 4 && o && ctl == 0 && strstr(o, "tp2ep\\x1b]0;owned\\x07") && strstr(o, "node\\x1b[2J:"),
+           "a host and strategy with terminal controls: stdout shows them escaped, no control byte (%d)", ctl);
+    free(o);
+    free(err);
+    snprintf(cmd, sizeof cmd, "%s '%s/no\nsuch\x1b[2J.csv' -o %s/x", exe, tmp, tmp);
+    rc = run(cmd, &err);
+    TAP_OK(rc == 2 && one_clean_line(err) && strstr(err, "no\\nsuch\\x1b[2J.csv: cannot open"),
+           "a file name with a newline and an escape: one line, both shown (%s)", err ? err : "");
+    free(err);
+    snprintf(q, sizeof q, "%s/cluster_esc.json", tmp);
+    char *cj = read_file(cl), *nm = cj ? strstr(cj, "\"name\": \"") : NULL;
+    FILE *f = fopen(q, "w");
+    if (f && nm) fprintf(f, "%.*s\\u001b[2J%s", (int)(nm + 9 - cj), cj, nm + 9);
+    if (f) fclose(f);
+    free(cj);
+    snprintf(cmd, sizeof cmd, "%s --project %s %s", exe, q, proj);
+    rc = run(cmd, NULL);
+    snprintf(p, sizeof p, "%s/stdout.txt", tmp);
+    o = read_file(p);
+    TAP_OK(rc == 0 && o && !strchr(o, '\x1b') && strstr(o, "projection onto \\x1b[2Jtest cluster"),
+           "a cluster name with an escape: --project's tables show it escaped (got %d)", rc);
+    free(o);
+
+    snprintf(cmd, sizeof cmd, "%s --min-effect '0.1\n0.2' --baseline %s %s", exe, good, good);
+    rc = run(cmd, &err);
+    TAP_OK(rc == 2 && one_clean_line(err) && strstr(err, "--min-effect 0.1\\n0.2: expected"),
+           "--min-effect with a newline: exit 2, one line (%s)", err ? err : "");
+    free(err);
+}
+
+/* every option is parsed before --help acts */
+static void test_help(void)
+{
+    char cmd[4096];
+    char *err = NULL;
+    int rc;
+    snprintf(cmd, sizeof cmd, "%s --help --bogus", exe);
+    rc = run(cmd, &err);
+    TAP_OK(rc == 2 && err && strstr(err, "--bogus: unknown option") && one_clean_line(err), "--help --bogus: exit 2 naming --bogus");
+    free(err);
+    snprintf(cmd, sizeof cmd, "%s --help", exe);
+    TAP_OK(run(cmd, NULL) == 0, "--help alone: exit 0");
 }
 
 /* a write that fails (a file size limit, a full tmpfs): exit 3 naming the file and the reason, nothing left */
@@ -1229,6 +1295,8 @@ int main(int argc, char **argv)
         test_fifo();
         test_calibration();
         test_markdown();
+        test_terminal();
+        test_help();
         test_full_disk();
         rc = tap_done();
     } else if (!strcmp(argv[1], "verdict")) {
