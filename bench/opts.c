@@ -143,7 +143,8 @@ void bench_usage(FILE *f)
 "  -e, --max-bytes SIZE  largest size (default 16M)\n"
 "  -f, --step-factor N   multiply the size by N each step, N >= 2 (default 2)\n"
 "  -J, --json FILE       also write the results as nccl-tests JSON (version 2 keys: config, devices, results,\n"
-"                        out_of_bounds, average_bus_bandwidth), replaced whole\n"
+"                        out_of_bounds, average_bus_bandwidth), replaced whole: an existing FILE must be JSON\n"
+"                        (never the --csv file, nor a results CSV or anything else given by mistake)\n"
 "  nccl-tests' spellings work too: --minbytes, --maxbytes, --stepfactor, --iters, --warmup_iters, --check.\n"
 "  --imbalance S         alltoallv only: seeded Zipf skew of per-destination counts, S >= 0 (default 0 = even)\n"
 "  --dtype f32|bf16      element type (default f32; bf16 reductions add in float32; MoE bf16 needs --device cuda)\n"
@@ -598,9 +599,30 @@ static int writable_parent(const char *opt, const char *path, epb_err_t *err)
     return EPB_OK;
 }
 
+/* No two outputs may be one file (-J over the results CSV would replace it with JSON): each pair that would be
+ * written, compared by device and inode, or by canonical path when not made yet. */
+static int distinct_outputs(const bench_opts_t *o, epb_err_t *err)
+{
+    const struct { const char *opt, *path; } out[] = {
+        { "--csv", o->train ? "" : o->csv },
+        { "-J/--json", o->json },
+        { "--per-rank", o->per_rank },
+        { "--loss-csv", o->train ? o->loss_csv : "" },
+    };
+    int n = (int)(sizeof out / sizeof out[0]);
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n; j++)
+            if (out[i].path[0] && out[j].path[0] && epb_same_file(out[i].path, out[j].path))
+                return epb_fail(err, EPB_EUSAGE, "%s %s and %s %s name the same file: each output needs its own",
+                                out[i].opt, out[i].path, out[j].opt, out[j].path);
+    return EPB_OK;
+}
+
 int bench_validate_files(bench_opts_t *o, epb_err_t *err)
 {
     struct stat st;
+    int rc = distinct_outputs(o, err);
+    if (rc) return rc;
     if (o->dump[0]) {
         if (stat(o->dump, &st) == 0) {
             if (!S_ISDIR(st.st_mode)) return epb_fail(err, EPB_EUSAGE, "--dump %s: exists and is not a folder", o->dump);
@@ -616,8 +638,7 @@ int bench_validate_files(bench_opts_t *o, epb_err_t *err)
         return EPB_OK; /* training writes the loss curve, not schema-1 rows */
     }
     if (o->json[0]) {
-        if (stat(o->json, &st) == 0 && !S_ISREG(st.st_mode))
-            return epb_fail(err, EPB_EUSAGE, "-J/--json %s: exists and is not a regular file", o->json);
+        if ((rc = epb_json_output_ok("-J/--json", o->json, err))) return rc;
         if (writable_parent("-J/--json", o->json, err)) return EPB_EUSAGE;
     }
     if (!o->csv_given) { /* the default folder is ours to create */

@@ -100,6 +100,16 @@ case_ "--scale-down 4096 leaves nothing of --hidden 7168, --ffn 2048 or --shared
 case_ "layer too large for memory: needs .* GiB .*--experts 256 --top-k 8 --shared 1 --shared-ffn 2048) .*; --scale-down [0-9]* fits" \
     --model deepseek-v3 --strategy all --ranks 2 --csv "$csv"
 case_ "--topk-groups 4 exceeds --groups 1" --model deepseek-v3 --scale-down 16 --groups 1 --ranks 2 --csv "$csv"
+# issue 20: outputs that are one file, -J over what is not JSON
+case_ "--csv $csv and -J/--json $csv name the same file" --coll allreduce -b 1K -e 1K --ranks 1 --csv "$csv" -J "$csv"
+case_ "--csv $work/n1.csv and -J/--json $work/./n1.csv name the same file" --coll allreduce --ranks 1 \
+    --csv "$work/n1.csv" -J "$work/./n1.csv"
+case_ "--csv $csv and --per-rank $csv name the same file" --strategy local --ranks 1 --csv "$csv" --per-rank "$csv"
+case_ "-J/--json $csv: exists and is not a JSON file" --coll allreduce --ranks 1 --csv "$work/n2.csv" -J "$csv"
+mkfifo "$work/fifo"
+case_ "-J/--json $work/fifo: exists and is a FIFO, not a regular file" --coll allreduce --ranks 1 --csv "$work/n3.csv" -J "$work/fifo"
+[ ! -e "$work/n1.csv" ] && [ ! -e "$work/n2.csv" ] && [ ! -e "$work/n3.csv" ] && [ -p "$work/fifo" ]
+tap_ok $? "the refused outputs were not created, the FIFO is still a FIFO"
 [ -f "$work/foreign.csv" ] && [ "$(cat "$work/foreign.csv")" = "$(printf 'a,b\n1,2')" ]
 tap_ok $? "a CSV with a foreign header is left unchanged by every case"
 # a full disk (the file size limit stands in for it; SIGXFSZ ignored so that the write fails instead): a runtime
