@@ -371,7 +371,10 @@ int bench_self_launch(const bench_opts_t *o, int argc, char **argv, int *launche
     args[a] = NULL;
 
     fprintf(stderr, "bench: launching:");
-    for (int i = 0; i < a; i++) fprintf(stderr, " %s", args[i]);
+    for (int i = 0; i < a; i++) { /* one line, whatever an argument holds */
+        char shown[4 * PATH_MAX];
+        fprintf(stderr, " %s", epb_printable(args[i], shown, sizeof shown));
+    }
     fprintf(stderr, "\n");
     fflush(stderr);
     /* rank 0's stderr is mpirun's pipe: it redraws its progress line when this process's stderr is a terminal */

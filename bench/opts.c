@@ -271,15 +271,11 @@ static int add_strategy(bench_opts_t *o, const char *v, const char *text, epb_er
 }
 
 /* A comma list of NAME or NAME:key=val,key=val; an item with '=' and no ':' continues the previous one's
- * parameters ("tp2ep:chunks=2,node_size=2,agrs"). "all" is every registered strategy, "list" prints them. */
+ * parameters ("tp2ep:chunks=2,node_size=2,agrs"). "all" is every registered strategy ("list" is bench_parse's). */
 static int strategy_opt(bench_opts_t *o, const char *v, epb_err_t *err)
 {
     char cur[256] = "";
     o->nstrategies = 0;
-    if (!strcmp(v, "list")) {
-        o->mode = MODE_LIST;
-        return EPB_OK;
-    }
     if (strlen(v) >= sizeof cur) return epb_fail(err, EPB_EUSAGE, "--strategy: list too long");
     for (const char *p = v;;) {
         const char *end = strchr(p, ',');
@@ -380,6 +376,7 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
     opterr = 0; /* our own messages */
     optind = 1;
     int c, rc = EPB_OK, moe_opt = 0;
+    bench_mode_t act = MODE_NONE; /* --help, --version or a list: acted on once every option has parsed */
     long l;
     char names[256], snames[256], mnames[256];
     while (rc == EPB_OK && (c = getopt_long(argc, argv, ":b:e:f:n:w:c:J:h", long_opts, NULL)) != -1) {
@@ -441,8 +438,11 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
             o->device_given = 1;
             break;
         case OPT_STRATEGY:
+            if (!strcmp(optarg, "list")) {
+                if (act == MODE_NONE) act = MODE_LIST;
+                break;
+            }
             rc = strategy_opt(o, optarg, err);
-            if (!rc && o->mode == MODE_LIST) return EPB_OK;
             if (!rc) rc = set_mode(o, MODE_MOE, "--strategy", err);
             break;
         case OPT_EXPERTS: rc = list_opt("--experts", optarg, 1, 4096, o->experts, &o->nexperts, err); moe_opt = 1; break;
@@ -461,9 +461,8 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
         }
         case OPT_MODEL:
             if (!strcmp(optarg, "list")) {
-                o->mode = MODE_LIST;
-                o->list_models = 1;
-                return EPB_OK;
+                if (act == MODE_NONE) act = MODE_LIST, o->list_models = 1;
+                break;
             }
             if (!moe_model_find(optarg))
                 return epb_fail(err, EPB_EUSAGE, "--model '%s': unknown model (accepted: %s, list)", optarg,
@@ -515,8 +514,8 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
                 return epb_fail(err, EPB_EUSAGE, "--timeout '%s': expected seconds, 0 (never) or from 0.1 to 604800",
                                 optarg);
             break;
-        case 'h': o->mode = MODE_HELP; return EPB_OK;
-        case OPT_VERSION: o->mode = MODE_VERSION; return EPB_OK;
+        case 'h': act = MODE_HELP; break;
+        case OPT_VERSION: if (act != MODE_HELP) act = MODE_VERSION; break;
         case ':':
             return epb_fail(err, EPB_EUSAGE, "%s: missing value (see bench --help)", argv[optind - 1]);
         default:
@@ -528,6 +527,10 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
     if (optind < argc)
         return epb_fail(err, EPB_EUSAGE, "'%s': unexpected argument (options start with -; see bench --help)",
                         argv[optind]);
+    if (act != MODE_NONE) { /* every option given was well formed; what they would run is not asked for */
+        o->mode = act;
+        return EPB_OK;
+    }
     if (o->mode == MODE_NONE && moe_opt) { /* `bench --experts 16` means the registry's default strategy */
         if ((rc = strategy_opt(o, moe_strategy_default()->name, err))) return rc;
         o->mode = MODE_MOE;
