@@ -116,6 +116,7 @@ int main(int argc, char **argv)
         if (!o.ranks_given && o.ranks > 1 && !o.hostfile[0] && strcmp(o.comm, "self") && o.ranks > cores)
             o.ranks = cores < 2 ? 2 : cores;
         if ((rc = validate(&o, o.ranks, &err))) return fail(rc, &err); /* bad input: its one line only */
+        if (o.dry_run) return (rc = bench_launch_check(&o, &err)) ? fail(rc, &err) : EPB_OK;
         if (o.ranks != dflt)
             fprintf(stderr, "bench: --ranks not given: running %d ranks, not the default %d, which would "
                     "oversubscribe this host's %d core%s (give --ranks N to choose)\n", o.ranks, dflt, cores,
@@ -170,13 +171,13 @@ int main(int argc, char **argv)
         rc = v.rc;
         goto done;
     }
-    if (o.mode == MODE_HELP || o.mode == MODE_VERSION || o.mode == MODE_LIST) {
+    if (o.mode == MODE_HELP || o.mode == MODE_VERSION || o.mode == MODE_LIST || o.dry_run) {
         if (ctl->rank == 0) {
             if (o.mode == MODE_HELP) bench_usage(stdout);
             else if (o.mode == MODE_VERSION) print_version();
-            else bench_list(stdout, &o);
+            else if (o.mode == MODE_LIST) bench_list(stdout, &o);
         }
-        goto done;
+        goto done; /* --dry-run under a launcher: rank 0 validated the configuration, nothing runs */
     }
     /* from here every call on the control and data communicators is watched (--timeout) and recorded in the
      * node's heartbeat table */

@@ -18,7 +18,7 @@ enum {
     OPT_VERSION, OPT_STRATEGY, OPT_EXPERTS, OPT_TOPK, OPT_TOKENS, OPT_HIDDEN, OPT_FFN, OPT_ROUTER, OPT_ROUTE_NORM,
     OPT_SKEW, OPT_BIAS_COEFF, OPT_DUMP, OPT_TRAIN, OPT_LR, OPT_LOSS_CSV, OPT_DEVICE, OPT_PER_RANK, OPT_OVERSUB,
     OPT_HOSTFILE, OPT_TIMEOUT, OPT_MODEL, OPT_SCALE_DOWN, OPT_SHARED, OPT_SHARED_FFN, OPT_GATE_BEFORE, OPT_ROUTE_SCALE,
-    OPT_GROUPS, OPT_TOPK_GROUPS, OPT_QUIET,
+    OPT_GROUPS, OPT_TOPK_GROUPS, OPT_QUIET, OPT_DRY_RUN,
 };
 
 static const struct option long_opts[] = {
@@ -73,6 +73,7 @@ static const struct option long_opts[] = {
     { "topk-groups", required_argument, 0, OPT_TOPK_GROUPS },
     { "help", no_argument, 0, 'h' },
     { "version", no_argument, 0, OPT_VERSION },
+    { "dry-run", no_argument, 0, OPT_DRY_RUN },
     { 0, 0, 0, 0 },
 };
 
@@ -178,6 +179,8 @@ void bench_usage(FILE *f)
 "  --device cpu|cuda     where the MoE layer runs and the data buffers live (default cuda when a GPU is\n"
 "                        visible, else cpu); one GPU per rank by node-local rank, shared when fewer\n"
 "  --seed N              seed of every input (default 42)\n"
+"  --dry-run             check the options, the sweep and the output files as a run would (exit 2 naming what\n"
+"                        is wrong), then exit 0 having run and written nothing\n"
 "  -h, --help            this text;  --version  version, git revision and what was built in\n"
 "\n"
 "Exit codes: 0 ok, 1 a check failed, 2 bad usage or input, 3 runtime failure (MPI, CUDA, NCCL, memory, a rank\n"
@@ -516,6 +519,7 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
             break;
         case 'h': act = MODE_HELP; break;
         case OPT_VERSION: if (act != MODE_HELP) act = MODE_VERSION; break;
+        case OPT_DRY_RUN: o->dry_run = 1; break;
         case ':':
             return epb_fail(err, EPB_EUSAGE, "%s: missing value (see bench --help)", argv[optind - 1]);
         default:

@@ -103,7 +103,7 @@ case_ "layer too large for memory: needs .* GiB .*--experts 256 --top-k 8 --shar
     --model deepseek-v3 --strategy all --ranks 2 --csv "$csv"
 case_ "--topk-groups 4 exceeds --groups 1" --model deepseek-v3 --scale-down 16 --groups 1 --ranks 2 --csv "$csv"
 # issue 20: outputs that are one file, -J over what is not JSON, options after --version or a list, control bytes
-# in a value
+# in a value, --dry-run
 case_ "--csv $csv and -J/--json $csv name the same file" --coll allreduce -b 1K -e 1K --ranks 1 --csv "$csv" -J "$csv"
 case_ "--csv $work/n1.csv and -J/--json $work/./n1.csv name the same file" --coll allreduce --ranks 1 \
     --csv "$work/n1.csv" -J "$work/./n1.csv"
@@ -115,6 +115,11 @@ case_ "--bogus: unknown option" --version --bogus
 case_ "--bogus: unknown option" --strategy list --bogus
 case_ "--coll 'all\\\\nfoo': unknown collective" --coll $'all\nfoo' --csv "$csv"
 case_ "--csv $work/x\\\\x1b\\[2J.csv/y: directory" --coll all --csv "$work/x"$'\e'"[2J.csv/y" --ranks 1
+case_ "-n/--iters '0'" --coll all -n 0 --dry-run --csv "$csv"
+case_ "more than 16 ranks per core" --coll all --ranks 100000 --dry-run --csv "$csv"
+"$BENCH" --strategy tp2ep --ranks 2 --csv "$work/dry.csv" --dry-run >"$work/out" 2>"$work/err"
+rc=$?; [ $rc = 0 ] && [ ! -s "$work/out" ] && [ ! -s "$work/err" ] && [ ! -e "$work/dry.csv" ]
+tap_ok $? "--dry-run: exit 0, nothing printed, nothing written (exit $rc)" "$work/err" "$work/out"
 [ ! -e "$work/n1.csv" ] && [ ! -e "$work/n2.csv" ] && [ ! -e "$work/n3.csv" ] && [ -p "$work/fifo" ]
 tap_ok $? "the refused outputs were not created, the FIFO is still a FIFO"
 [ -f "$work/foreign.csv" ] && [ "$(cat "$work/foreign.csv")" = "$(printf 'a,b\n1,2')" ]
