@@ -64,6 +64,7 @@ typedef struct {
     double timeout_s;         /* --timeout: seconds one collective call may take before the job ends (0: off) */
     int quiet;                /* --quiet: no progress on stderr */
     char json[PATH_MAX];      /* -J/--json: nccl-tests JSON of a --coll run ("" = none) */
+    int dry_run;              /* --dry-run: validate everything a run would (options, sweep, files), run nothing */
 } bench_opts_t;
 
 /* Test-only hooks, read by every rank from its own environment (mpirun passes it on), never part of the broadcast
@@ -94,6 +95,9 @@ void bench_usage(FILE *f);
  * job's exit code with *launched set (err then holds bench's line when it has one to add: a rank lost, mpirun
  * failing, an interruption). Otherwise returns EPB_OK, or the reason it cannot launch (EPB_EUSAGE...), *launched 0. */
 int bench_self_launch(const bench_opts_t *o, int argc, char **argv, int *launched, epb_err_t *err);
+/* What bench_self_launch refuses before it launches (no MPI in the build, too many ranks for this host, an unreadable
+ * hostfile): EPB_EUSAGE, or EPB_OK (also under a launcher and for one rank). */
+int bench_launch_check(const bench_opts_t *o, epb_err_t *err);
 /* This host's physical cores (as mpirun counts slots), at least 1. */
 int bench_core_count(void);
 /* Set by a self-launching bench whose stderr is a terminal: rank 0 redraws its progress line through mpirun. */

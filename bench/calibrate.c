@@ -262,6 +262,7 @@ int bench_run_calibrate(bench_ctx_t *b, epb_err_t *err)
 #endif
     if ((rc = calibrate_colls(b, rows, &nrows, params, err))) return rc;
     if ((rc = bench_write_rows(b, rows, (size_t)nrows, err))) return rc;
-    if (b->ctl->rank == 0) printf("# results appended to %s\n", o->csv);
+    char shown[4 * PATH_MAX];
+    if (b->ctl->rank == 0) printf("# results appended to %s\n", epb_printable(o->csv, shown, sizeof shown));
     return EPB_OK;
 }

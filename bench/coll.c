@@ -294,9 +294,11 @@ int bench_run_coll(bench_ctx_t *b, epb_err_t *err)
         double avg = sum.nsizes ? sum.busbw_sum / sum.nsizes : 0;
         printf("# %-20s : %lld %s\n", "Out of bounds values", sum.wrong, sum.wrong ? "FAILED" : "OK");
         printf("# %-20s : %g\n", "Avg bus bandwidth", avg);
-        printf("#\n# results appended to %s\n", b->o->csv);
+        char shown[4 * PATH_MAX]; /* the file names on one line each, whatever they hold */
+        printf("#\n# results appended to %s\n", epb_printable(b->o->csv, shown, sizeof shown));
         if (b->failed_checks) printf("# %d size(s) FAILED the check\n", b->failed_checks);
-        if (root && !(rc = json_finish(b->o, root, &sum, avg, err))) printf("# JSON written to %s\n", b->o->json);
+        if (root && !(rc = json_finish(b->o, root, &sum, avg, err)))
+            printf("# JSON written to %s\n", epb_printable(b->o->json, shown, sizeof shown));
         fflush(stdout);
     }
     json_decref(root);

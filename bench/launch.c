@@ -316,20 +316,12 @@ static int run_child(char **args, int *status, banners_t *b, int *interrupted, e
     return EPB_OK;
 }
 
-int bench_self_launch(const bench_opts_t *o, int argc, char **argv, int *launched, epb_err_t *err)
+int bench_launch_check(const bench_opts_t *o, epb_err_t *err)
 {
-    *launched = 0;
     if (epb_under_launcher() || o->ranks <= 1) return EPB_OK;
     if (!epb_have_mpi())
         return epb_fail(err, EPB_EUSAGE, "--ranks %d: this build has no MPI (built in: %s); use --ranks 1", o->ranks,
                         epb_comm_backends());
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) return epb_fail(err, EPB_ESYS, "cannot find this program's path (/proc/self/exe): %s", strerror(errno));
-    exe[n] = 0;
-    const char *mpirun = getenv("EPB_MPIRUN");
-    if (!mpirun || !*mpirun) mpirun = EPB_MPIRUN;
-
     int cores = bench_core_count();
     /* a typo (--ranks 1048576) must not fork a million local processes: beyond 16 per core on this host, only an
      * explicit --oversubscribe or a hostfile (ranks elsewhere) says it is meant */
@@ -338,6 +330,22 @@ int bench_self_launch(const bench_opts_t *o, int argc, char **argv, int *launche
                         "--hostfile FILE to place them on other hosts, or --oversubscribe if you mean it", o->ranks, cores);
     if (o->hostfile[0] && access(o->hostfile, R_OK))
         return epb_fail(err, EPB_EUSAGE, "--hostfile %s: %s", o->hostfile, strerror(errno));
+    return EPB_OK;
+}
+
+int bench_self_launch(const bench_opts_t *o, int argc, char **argv, int *launched, epb_err_t *err)
+{
+    *launched = 0;
+    int rc = bench_launch_check(o, err);
+    if (rc || epb_under_launcher() || o->ranks <= 1) return rc;
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return epb_fail(err, EPB_ESYS, "cannot find this program's path (/proc/self/exe): %s", strerror(errno));
+    exe[n] = 0;
+    const char *mpirun = getenv("EPB_MPIRUN");
+    if (!mpirun || !*mpirun) mpirun = EPB_MPIRUN;
+
+    int cores = bench_core_count();
     if (o->ranks_given && !o->hostfile[0] && o->ranks > cores)
         fprintf(stderr, "bench: warning: --ranks %d on %d cores oversubscribes this host: ranks take turns on the "
                 "cores, so the timings measure the scheduler as much as the code\n", o->ranks, cores);
@@ -371,7 +379,10 @@ int bench_self_launch(const bench_opts_t *o, int argc, char **argv, int *launche
     args[a] = NULL;
 
     fprintf(stderr, "bench: launching:");
-    for (int i = 0; i < a; i++) fprintf(stderr, " %s", args[i]);
+    for (int i = 0; i < a; i++) { /* one line, whatever an argument holds */
+        char shown[4 * PATH_MAX];
+        fprintf(stderr, " %s", epb_printable(args[i], shown, sizeof shown));
+    }
     fprintf(stderr, "\n");
     fflush(stderr);
     /* rank 0's stderr is mpirun's pipe: it redraws its progress line when this process's stderr is a terminal */
@@ -383,7 +394,7 @@ int bench_self_launch(const bench_opts_t *o, int argc, char **argv, int *launche
     *launched = 1;
     int status = 0, interrupted = 0;
     banners_t b;
-    int rc = run_child(args, &status, &b, &interrupted, err);
+    rc = run_child(args, &status, &b, &interrupted, err);
     free(args);
     bench_hb_rank_t hb[256];
     int nhb = bench_hb_take(key, hb, 256);

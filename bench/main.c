@@ -78,17 +78,25 @@ static int validate(bench_opts_t *o, int P, epb_err_t *err)
     return bench_validate_files(o, err);
 }
 
+/* A message as one line: a value it echoes (an option, a file name) has its control bytes shown, not sent. */
+static const char *shown(const epb_err_t *err, char *buf, size_t n)
+{
+    return epb_printable(err->msg, buf, n);
+}
+
 static int fail(int rc, const epb_err_t *err)
 {
-    fprintf(stderr, "bench: %s\n", err->msg);
+    char s[4 * EPB_ERRLEN];
+    fprintf(stderr, "bench: %s\n", shown(err, s, sizeof s));
     return rc;
 }
 
 /* a rank's failure: "bench: rank R: ..." once, whether or not the message already names the rank */
 static void rank_fail(int rank, const epb_err_t *err)
 {
-    if (!strncmp(err->msg, "rank ", 5)) fprintf(stderr, "bench: %s\n", err->msg);
-    else fprintf(stderr, "bench: rank %d: %s\n", rank, err->msg);
+    char s[4 * EPB_ERRLEN];
+    if (!strncmp(err->msg, "rank ", 5)) fprintf(stderr, "bench: %s\n", shown(err, s, sizeof s));
+    else fprintf(stderr, "bench: rank %d: %s\n", rank, shown(err, s, sizeof s));
     fflush(stderr);
 }
 
@@ -108,6 +116,7 @@ int main(int argc, char **argv)
         if (!o.ranks_given && o.ranks > 1 && !o.hostfile[0] && strcmp(o.comm, "self") && o.ranks > cores)
             o.ranks = cores < 2 ? 2 : cores;
         if ((rc = validate(&o, o.ranks, &err))) return fail(rc, &err); /* bad input: its one line only */
+        if (o.dry_run) return (rc = bench_launch_check(&o, &err)) ? fail(rc, &err) : EPB_OK;
         if (o.ranks != dflt)
             fprintf(stderr, "bench: --ranks not given: running %d ranks, not the default %d, which would "
                     "oversubscribe this host's %d core%s (give --ranks N to choose)\n", o.ranks, dflt, cores,
@@ -123,7 +132,8 @@ int main(int argc, char **argv)
         return fail(rc, &err);
 
     if ((rc = epb_runtime_init(&argc, &argv, &err))) {
-        fprintf(stderr, "bench: %s%s\n", err.msg, bench_mpi_hint());
+        char s[4 * EPB_ERRLEN];
+        fprintf(stderr, "bench: %s%s\n", shown(&err, s, sizeof s), bench_mpi_hint());
         return EPB_ESYS; /* MPI cannot start: a runtime failure, whatever the code */
     }
     epb_comm_t *ctl = NULL, *data = NULL;
@@ -151,7 +161,7 @@ int main(int argc, char **argv)
         v.o = o;
     }
     if (epb_bcast(ctl, &v, sizeof v, 0)) {
-        fprintf(stderr, "bench: %s\n", ctl->err.msg);
+        fail(EPB_ESYS, &ctl->err);
         epb_runtime_abort(EPB_ESYS);
     }
     o = v.o;
@@ -161,13 +171,13 @@ int main(int argc, char **argv)
         rc = v.rc;
         goto done;
     }
-    if (o.mode == MODE_HELP || o.mode == MODE_VERSION || o.mode == MODE_LIST) {
+    if (o.mode == MODE_HELP || o.mode == MODE_VERSION || o.mode == MODE_LIST || o.dry_run) {
         if (ctl->rank == 0) {
             if (o.mode == MODE_HELP) bench_usage(stdout);
             else if (o.mode == MODE_VERSION) print_version();
-            else bench_list(stdout, &o);
+            else if (o.mode == MODE_LIST) bench_list(stdout, &o);
         }
-        goto done;
+        goto done; /* --dry-run under a launcher: rank 0 validated the configuration, nothing runs */
     }
     /* from here every call on the control and data communicators is watched (--timeout) and recorded in the
      * node's heartbeat table */

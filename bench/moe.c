@@ -516,7 +516,9 @@ int bench_run_moe(bench_ctx_t *b, epb_err_t *err)
     moe_backend_destroy(be);
     free(cases);
     if (!rc && b->ctl->rank == 0) {
-        printf("\n# %s appended to %s\n", b->o->train ? "loss curve" : "results", b->o->train ? b->o->loss_csv : b->o->csv);
+        char shown[4 * PATH_MAX];
+        printf("\n# %s appended to %s\n", b->o->train ? "loss curve" : "results",
+               epb_printable(b->o->train ? b->o->loss_csv : b->o->csv, shown, sizeof shown));
         if (b->failed_checks) printf("# %d configuration(s) FAILED the check against one device\n", b->failed_checks);
     }
     if (rc) return rc;

@@ -18,7 +18,7 @@ enum {
     OPT_VERSION, OPT_STRATEGY, OPT_EXPERTS, OPT_TOPK, OPT_TOKENS, OPT_HIDDEN, OPT_FFN, OPT_ROUTER, OPT_ROUTE_NORM,
     OPT_SKEW, OPT_BIAS_COEFF, OPT_DUMP, OPT_TRAIN, OPT_LR, OPT_LOSS_CSV, OPT_DEVICE, OPT_PER_RANK, OPT_OVERSUB,
     OPT_HOSTFILE, OPT_TIMEOUT, OPT_MODEL, OPT_SCALE_DOWN, OPT_SHARED, OPT_SHARED_FFN, OPT_GATE_BEFORE, OPT_ROUTE_SCALE,
-    OPT_GROUPS, OPT_TOPK_GROUPS, OPT_QUIET,
+    OPT_GROUPS, OPT_TOPK_GROUPS, OPT_QUIET, OPT_DRY_RUN,
 };
 
 static const struct option long_opts[] = {
@@ -73,6 +73,7 @@ static const struct option long_opts[] = {
     { "topk-groups", required_argument, 0, OPT_TOPK_GROUPS },
     { "help", no_argument, 0, 'h' },
     { "version", no_argument, 0, OPT_VERSION },
+    { "dry-run", no_argument, 0, OPT_DRY_RUN },
     { 0, 0, 0, 0 },
 };
 
@@ -143,7 +144,8 @@ void bench_usage(FILE *f)
 "  -e, --max-bytes SIZE  largest size (default 16M)\n"
 "  -f, --step-factor N   multiply the size by N each step, N >= 2 (default 2)\n"
 "  -J, --json FILE       also write the results as nccl-tests JSON (version 2 keys: config, devices, results,\n"
-"                        out_of_bounds, average_bus_bandwidth), replaced whole\n"
+"                        out_of_bounds, average_bus_bandwidth), replaced whole: an existing FILE must be JSON\n"
+"                        (never the --csv file, nor a results CSV or anything else given by mistake)\n"
 "  nccl-tests' spellings work too: --minbytes, --maxbytes, --stepfactor, --iters, --warmup_iters, --check.\n"
 "  --imbalance S         alltoallv only: seeded Zipf skew of per-destination counts, S >= 0 (default 0 = even)\n"
 "  --dtype f32|bf16      element type (default f32; bf16 reductions add in float32; MoE bf16 needs --device cuda)\n"
@@ -177,6 +179,8 @@ void bench_usage(FILE *f)
 "  --device cpu|cuda     where the MoE layer runs and the data buffers live (default cuda when a GPU is\n"
 "                        visible, else cpu); one GPU per rank by node-local rank, shared when fewer\n"
 "  --seed N              seed of every input (default 42)\n"
+"  --dry-run             check the options, the sweep and the output files as a run would (exit 2 naming what\n"
+"                        is wrong), then exit 0 having run and written nothing\n"
 "  -h, --help            this text;  --version  version, git revision and what was built in\n"
 "\n"
 "Exit codes: 0 ok, 1 a check failed, 2 bad usage or input, 3 runtime failure (MPI, CUDA, NCCL, memory, a rank\n"
@@ -270,15 +274,11 @@ static int add_strategy(bench_opts_t *o, const char *v, const char *text, epb_er
 }
 
 /* A comma list of NAME or NAME:key=val,key=val; an item with '=' and no ':' continues the previous one's
- * parameters ("tp2ep:chunks=2,node_size=2,agrs"). "all" is every registered strategy, "list" prints them. */
+ * parameters ("tp2ep:chunks=2,node_size=2,agrs"). "all" is every registered strategy ("list" is bench_parse's). */
 static int strategy_opt(bench_opts_t *o, const char *v, epb_err_t *err)
 {
     char cur[256] = "";
     o->nstrategies = 0;
-    if (!strcmp(v, "list")) {
-        o->mode = MODE_LIST;
-        return EPB_OK;
-    }
     if (strlen(v) >= sizeof cur) return epb_fail(err, EPB_EUSAGE, "--strategy: list too long");
     for (const char *p = v;;) {
         const char *end = strchr(p, ',');
@@ -379,6 +379,7 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
     opterr = 0; /* our own messages */
     optind = 1;
     int c, rc = EPB_OK, moe_opt = 0;
+    bench_mode_t act = MODE_NONE; /* --help, --version or a list: acted on once every option has parsed */
     long l;
     char names[256], snames[256], mnames[256];
     while (rc == EPB_OK && (c = getopt_long(argc, argv, ":b:e:f:n:w:c:J:h", long_opts, NULL)) != -1) {
@@ -440,8 +441,11 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
             o->device_given = 1;
             break;
         case OPT_STRATEGY:
+            if (!strcmp(optarg, "list")) {
+                if (act == MODE_NONE) act = MODE_LIST;
+                break;
+            }
             rc = strategy_opt(o, optarg, err);
-            if (!rc && o->mode == MODE_LIST) return EPB_OK;
             if (!rc) rc = set_mode(o, MODE_MOE, "--strategy", err);
             break;
         case OPT_EXPERTS: rc = list_opt("--experts", optarg, 1, 4096, o->experts, &o->nexperts, err); moe_opt = 1; break;
@@ -460,9 +464,8 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
         }
         case OPT_MODEL:
             if (!strcmp(optarg, "list")) {
-                o->mode = MODE_LIST;
-                o->list_models = 1;
-                return EPB_OK;
+                if (act == MODE_NONE) act = MODE_LIST, o->list_models = 1;
+                break;
             }
             if (!moe_model_find(optarg))
                 return epb_fail(err, EPB_EUSAGE, "--model '%s': unknown model (accepted: %s, list)", optarg,
@@ -514,8 +517,9 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
                 return epb_fail(err, EPB_EUSAGE, "--timeout '%s': expected seconds, 0 (never) or from 0.1 to 604800",
                                 optarg);
             break;
-        case 'h': o->mode = MODE_HELP; return EPB_OK;
-        case OPT_VERSION: o->mode = MODE_VERSION; return EPB_OK;
+        case 'h': act = MODE_HELP; break;
+        case OPT_VERSION: if (act != MODE_HELP) act = MODE_VERSION; break;
+        case OPT_DRY_RUN: o->dry_run = 1; break;
         case ':':
             return epb_fail(err, EPB_EUSAGE, "%s: missing value (see bench --help)", argv[optind - 1]);
         default:
@@ -527,6 +531,10 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
     if (optind < argc)
         return epb_fail(err, EPB_EUSAGE, "'%s': unexpected argument (options start with -; see bench --help)",
                         argv[optind]);
+    if (act != MODE_NONE) { /* every option given was well formed; what they would run is not asked for */
+        o->mode = act;
+        return EPB_OK;
+    }
     if (o->mode == MODE_NONE && moe_opt) { /* `bench --experts 16` means the registry's default strategy */
         if ((rc = strategy_opt(o, moe_strategy_default()->name, err))) return rc;
         o->mode = MODE_MOE;
@@ -598,9 +606,30 @@ static int writable_parent(const char *opt, const char *path, epb_err_t *err)
     return EPB_OK;
 }
 
+/* No two outputs may be one file (-J over the results CSV would replace it with JSON): each pair that would be
+ * written, compared by device and inode, or by canonical path when not made yet. */
+static int distinct_outputs(const bench_opts_t *o, epb_err_t *err)
+{
+    const struct { const char *opt, *path; } out[] = {
+        { "--csv", o->train ? "" : o->csv },
+        { "-J/--json", o->json },
+        { "--per-rank", o->per_rank },
+        { "--loss-csv", o->train ? o->loss_csv : "" },
+    };
+    int n = (int)(sizeof out / sizeof out[0]);
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n; j++)
+            if (out[i].path[0] && out[j].path[0] && epb_same_file(out[i].path, out[j].path))
+                return epb_fail(err, EPB_EUSAGE, "%s %s and %s %s name the same file: each output needs its own",
+                                out[i].opt, out[i].path, out[j].opt, out[j].path);
+    return EPB_OK;
+}
+
 int bench_validate_files(bench_opts_t *o, epb_err_t *err)
 {
     struct stat st;
+    int rc = distinct_outputs(o, err);
+    if (rc) return rc;
     if (o->dump[0]) {
         if (stat(o->dump, &st) == 0) {
             if (!S_ISDIR(st.st_mode)) return epb_fail(err, EPB_EUSAGE, "--dump %s: exists and is not a folder", o->dump);
@@ -616,8 +645,7 @@ int bench_validate_files(bench_opts_t *o, epb_err_t *err)
         return EPB_OK; /* training writes the loss curve, not schema-1 rows */
     }
     if (o->json[0]) {
-        if (stat(o->json, &st) == 0 && !S_ISREG(st.st_mode))
-            return epb_fail(err, EPB_EUSAGE, "-J/--json %s: exists and is not a regular file", o->json);
+        if ((rc = epb_json_output_ok("-J/--json", o->json, err))) return rc;
         if (writable_parent("-J/--json", o->json, err)) return EPB_EUSAGE;
     }
     if (!o->csv_given) { /* the default folder is ours to create */

@@ -368,14 +368,16 @@ static int split_record(char *p, char *rend, char **fields, int maxf)
     }
 }
 
-/* Parses one field into row; returns NULL or the reason it is refused. */
+static const char out_of_memory[] = "out of memory";
+
+/* Parses one field into row; returns NULL or the reason it is refused (out_of_memory: not the input's fault). */
 static const char *parse_field(const struct col *c, const char *s, size_t len, epb_row_t *row, epb_strpool_t **pool)
 {
     char *p = (char *)row + c->off, *end;
     if (c->kind == K_STR) {
         if (len > c->max) return "text too long";
         const char *v = epb_strpool_add(pool, s, len);
-        if (!v) return "out of memory";
+        if (!v) return out_of_memory;
         *(const char **)p = v;
         return NULL;
     }
@@ -402,6 +404,42 @@ static const char *parse_field(const struct col *c, const char *s, size_t len, e
         break;
     }
     default: return "bad column";
+    }
+    return NULL;
+}
+
+/* Whether x <= y, allowing for the rounding of two values printed with %.9g. */
+static int le(double x, double y)
+{
+    return x <= y + 1e-8 * fabs(y);
+}
+
+/* What no writer's row can hold, whatever the file's other rows say: a negative time, statistics out of their
+ * order (min <= median <= p95 <= max, min <= mean <= max: they describe one set of samples), a check that is not
+ * ok, fail or skipped. NULL when the row is sane, else the reason, written into why. */
+static const char *row_insane(const epb_row_t *r, char *why, size_t n)
+{
+    static const char *const tn[] = { "t_min_us", "t_med_us", "t_mean_us", "t_p95_us", "t_max_us", "wait_us",
+                                      "hidden_us" };
+    const double t[] = { r->t_min_us, r->t_med_us, r->t_mean_us, r->t_p95_us, r->t_max_us, r->wait_us, r->hidden_us };
+    for (int i = 0; i < 7; i++)
+        if (t[i] < 0) {
+            snprintf(why, n, "column %s: %g is negative (a time is never below 0)", tn[i], t[i]);
+            return why;
+        }
+    /* pairs of (smaller, larger) indices into t */
+    static const int order[][2] = { { 0, 1 }, { 1, 3 }, { 3, 4 }, { 0, 2 }, { 2, 4 } };
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        int a = order[i][0], b = order[i][1];
+        if (!le(t[a], t[b])) {
+            snprintf(why, n, "%s %g exceeds %s %g (the statistics of one set of samples: min <= median <= p95 <= "
+                     "max, min <= mean <= max)", tn[a], t[a], tn[b], t[b]);
+            return why;
+        }
+    }
+    if (strcmp(r->check, "ok") && strcmp(r->check, "fail") && strcmp(r->check, "skipped")) {
+        snprintf(why, n, "column check: '%.40s' is not ok, fail or skipped", r->check);
+        return why;
     }
     return NULL;
 }
@@ -455,9 +493,14 @@ static char *next_record(reader_t *r, int *nul, int *rc, epb_err_t *err, long li
 int epb_csv_read(const char *path, epb_rows_t *t, epb_err_t *err)
 {
     reader_t r = { .path = path };
-    if (!(r.f = fopen(path, "rb"))) return epb_fail(err, EPB_EUSAGE, "%s: cannot open: %s", path, strerror(errno));
+    int fd, rc = epb_open_regular(path, &fd, err); /* a FIFO or a directory is refused, never waited on */
+    if (rc) return rc;
+    if (!(r.f = fdopen(fd, "rb"))) {
+        close(fd);
+        return epb_fail(err, EPB_ESYS, "%s: cannot open: %s", path, strerror(errno));
+    }
     size_t nrows0 = t->nrows;
-    int rc = EPB_OK, nul, schema = 0, ncols = 0, map[EPB_CSV_NCOLS]; /* field i of a row -> cols[map[i]] */
+    int nul, schema = 0, ncols = 0, map[EPB_CSV_NCOLS]; /* field i of a row -> cols[map[i]] */
     char *fields[EPB_CSV_NCOLS + 1];
     long line = 1;
     char *e = next_record(&r, &nul, &rc, err, line);
@@ -514,7 +557,7 @@ int epb_csv_read(const char *path, epb_rows_t *t, epb_err_t *err)
             size_t len = strlen(fields[i]);
             const char *why = parse_field(c, fields[i], len, row, &t->pool);
             if (why)
-                rc = epb_fail(err, !strcmp(why, "out of memory") ? EPB_ESYS : EPB_EUSAGE,
+                rc = epb_fail(err, why == out_of_memory ? EPB_ESYS : EPB_EUSAGE,
                               "%s:%ld: column %s: %s '%.40s%s'", path, line, c->name, why, fields[i],
                               len > 40 ? "..." : "");
         }
@@ -528,6 +571,11 @@ int epb_csv_read(const char *path, epb_rows_t *t, epb_err_t *err)
         for (int i = 0; i < EPB_CSV_NCOLS; i++)
             if (cols[i].kind == K_STR && !*(const char **)((char *)row + cols[i].off))
                 *(const char **)((char *)row + cols[i].off) = "";
+        char insane[256];
+        if (row_insane(row, insane, sizeof insane)) {
+            rc = epb_fail(err, EPB_EUSAGE, "%s:%ld: %s", path, line, insane);
+            break;
+        }
         t->nrows++;
         r.start = (size_t)(e - r.buf);
     }

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 /* ---- exit codes (DESIGN.md "Contracts") ---- */
 enum {
@@ -25,6 +26,25 @@ typedef struct {
 
 /* Writes the message into err (if non-NULL) and returns code, so `return epb_fail(err, EPB_EUSAGE, ...)`. */
 int epb_fail(epb_err_t *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* ---- files and printed text (files.c) ---- */
+/* s as one line a terminal shows as it is: every C0 control byte and DEL becomes a visible escape (\n, \r, \t,
+ * \xHH), so a name from a file or an option can neither break a message into lines nor move the cursor. Cut to
+ * whole escapes within n bytes. Returns buf. */
+const char *epb_printable(const char *s, char *buf, size_t n);
+/* "a regular file", "a directory", "a FIFO", "a character device"... */
+const char *epb_file_kind(mode_t mode);
+/* Opens an input for reading, never blocking: what is not a regular file (a FIFO, a directory, a device) is
+ * refused before it is opened, and what was opened is checked again. EPB_EUSAGE "PATH: not a regular file (a
+ * FIFO)" or "PATH: cannot open: reason"; *fd a blocking descriptor otherwise. */
+int epb_open_regular(const char *path, int *fd, epb_err_t *err);
+/* Whether a and b name one file: the same device and inode when both exist; when neither does yet, the same
+ * canonical path (the folder's real path and the name), so that two spellings of one new file match. */
+int epb_same_file(const char *a, const char *b);
+/* A JSON output written whole over what path names (bench -J, report --calibration-out) may replace a JSON file
+ * only: path is new, or a regular file that is empty or whose first non-blank byte is '{'. A results CSV, a FIFO
+ * or a folder named by mistake is never replaced: EPB_EUSAGE "OPT PATH: ..." (nothing opened for writing). */
+int epb_json_output_ok(const char *opt, const char *path, epb_err_t *err);
 
 /* ---- time ---- */
 double epb_now_us(void); /* monotonic clock, microseconds */
@@ -147,10 +167,12 @@ int epb_csv_format_row(const epb_row_t *row, char *buf, size_t n);
 
 /* Reads a whole schema 1, 2 or 3 file and appends its rows to *t (whose pool the strings go to). Streams
  * the file (memory: the rows and their distinct strings, not the file). Rejects (EPB_EUSAGE, "FILE:LINE:
- * reason") a missing or empty file, a header of neither schema, a wrong column count, an unterminated last
- * line, a NUL byte, a numeric field that is not a plain decimal number (no blanks, no hex, no inf/nan), a text
- * field over its limit, and a row whose schema is not its header's. Schema 1 rows get empty hosts, params,
- * kind, coll and wait_us 0. On failure *t keeps the rows of earlier calls only. */
+ * reason") a missing or empty file, what is not a regular file (a FIFO is never waited on), a header of neither
+ * schema, a wrong column count, an unterminated last line, a NUL byte, a numeric field that is not a plain decimal
+ * number (no blanks, no hex, no inf/nan), a text field over its limit, a row whose schema is not its header's, a
+ * negative time, times out of order (min <= median <= p95 <= max, min <= mean <= max) and a check that is not ok,
+ * fail or skipped. Schema 1 rows get empty hosts, params, kind, coll and wait_us 0. On failure *t keeps the rows
+ * of earlier calls only. */
 int epb_csv_read(const char *path, epb_rows_t *t, epb_err_t *err);
 
 #endif

@@ -20,6 +20,75 @@ static int bad(epb_err_t *err, const char *path, const char *field, const char *
     return epb_fail(err, EPB_EUSAGE, "%s: %s: %s", path, field, why);
 }
 
+/* The ranges a cluster file's numbers must lie in. The reader refuses a file outside them and the writer
+ * (--calibration-out) refuses to write one, so that every file written can be read. */
+typedef struct {
+    double lo, hi; /* lo > 0 tiny: "must be > 0" */
+    int integer;
+} range_t;
+static const range_t R_GPUS = { 1, 1 << 20, 1 }, R_ELEM = { 1, 8, 1 }, R_RATE = { 1e-9, 1e6, 0 },
+                     R_OVERHEAD = { 0, 1e6, 0 }, R_LAT = { 0, 1e7, 0 };
+
+static int check_num(const char *path, const char *field, double d, const range_t *r, epb_err_t *err)
+{
+    char why[128];
+    if (!isfinite(d) || d < r->lo || d > r->hi) {
+        if (r->lo > 0 && r->lo < 1e-6)
+            snprintf(why, sizeof why, "%g is out of range: must be > 0 (and at most %g)", d, r->hi);
+        else
+            snprintf(why, sizeof why, "%g is out of range: must be in [%g, %g]", d, r->lo, r->hi);
+        return bad(err, path, field, why);
+    }
+    if (r->integer && d != floor(d)) return bad(err, path, field, "expected an integer");
+    return EPB_OK;
+}
+
+/* measured points: bytes and us > 0, bytes increasing */
+static int check_points(const char *path, const char *field, const rp_link_t *l, epb_err_t *err)
+{
+    char g[200];
+    for (int i = 0; i < l->npoints; i++) {
+        double b = l->pt_bytes[i], t = l->pt_us[i];
+        snprintf(g, sizeof g, "%s.points[%d]", field, i);
+        if (!(b > 0) || !(t > 0) || !isfinite(b) || !isfinite(t)) return bad(err, path, g, "bytes and us must be > 0");
+        if (i && b <= l->pt_bytes[i - 1]) return bad(err, path, g, "bytes must increase");
+    }
+    return EPB_OK;
+}
+
+/* Every number of c in its range: the one check of the reader and the writer. */
+static int cluster_check(const char *path, const rp_cluster_t *c, epb_err_t *err)
+{
+    int rc;
+    if ((rc = check_num(path, "gpus_per_node.value", c->gpus_per_node, &R_GPUS, err)) ||
+        (rc = check_num(path, "elem_bytes.value", c->elem_bytes, &R_ELEM, err)) ||
+        (rc = check_num(path, "copy_gbps.value", c->copy_gbps, &R_RATE, err)) ||
+        (rc = check_num(path, "phase_overhead_us.value", c->overhead_us, &R_OVERHEAD, err)) ||
+        (rc = check_num(path, "gemm.tflops", c->gemm_tflops, &R_RATE, err)))
+        return rc;
+    if (c->ncurve < 1) return bad(err, path, "gemm.rows", "expected an array of 1 to 32 numbers");
+    char f[64], g[200];
+    for (int i = 0; i < c->ncurve; i++) {
+        snprintf(f, sizeof f, "gemm.rows[%d]", i);
+        if (!(c->curve_m[i] >= 1) || !isfinite(c->curve_m[i]) || (i && c->curve_m[i] <= c->curve_m[i - 1]))
+            return bad(err, path, f, "expected increasing numbers >= 1");
+        snprintf(f, sizeof f, "gemm.efficiency[%d]", i);
+        if (!(c->curve_eff[i] > 0) || c->curve_eff[i] > 1) return bad(err, path, f, "expected a number in (0, 1]");
+    }
+    static const char *const lname[2] = { "intra", "inter" };
+    for (int l = 0; l < 2; l++)
+        for (int co = 0; co < RP_NCO; co++) {
+            const rp_link_t *k = l ? &c->inter[co] : &c->intra[co];
+            snprintf(f, sizeof f, "%s.%s", lname[l], rp_co_names[co]);
+            snprintf(g, sizeof g, "%s.lat_us", f);
+            if ((rc = check_num(path, g, k->lat_us, &R_LAT, err))) return rc;
+            snprintf(g, sizeof g, "%s.bw_gbps", f);
+            if ((rc = check_num(path, g, k->bw_gbps, &R_RATE, err))) return rc;
+            if ((rc = check_points(path, f, k, err))) return rc;
+        }
+    return EPB_OK;
+}
+
 /* obj.key as an object; *o NULL when absent and optional */
 static int get_obj(const char *path, json_t *obj, const char *key, const char *field, json_t **o, epb_err_t *err)
 {
@@ -30,23 +99,16 @@ static int get_obj(const char *path, json_t *obj, const char *key, const char *f
     return EPB_OK;
 }
 
-static int get_num(const char *path, json_t *obj, const char *key, const char *field, double lo, double hi, double *x,
+static int get_num(const char *path, json_t *obj, const char *key, const char *field, const range_t *r, double *x,
                    epb_err_t *err)
 {
     json_t *v = json_object_get(obj, key);
     if (!v) return bad(err, path, field, "missing");
     if (!json_is_number(v)) return bad(err, path, field, "expected a number");
     double d = json_number_value(v);
-    if (!isfinite(d) || d < lo || d > hi) {
-        char why[128];
-        if (lo > 0 && lo < 1e-6)
-            snprintf(why, sizeof why, "%g is out of range: must be > 0 (and at most %g)", d, hi);
-        else
-            snprintf(why, sizeof why, "%g is out of range: must be in [%g, %g]", d, lo, hi);
-        return bad(err, path, field, why);
-    }
-    *x = d;
-    return EPB_OK;
+    int rc = check_num(path, field, d, r, err);
+    if (!rc) *x = d;
+    return rc;
 }
 
 /* every object that holds numbers holds a "source": a non-empty string */
@@ -62,13 +124,13 @@ static int get_source(const char *path, json_t *obj, const char *field, char *ou
 }
 
 /* {"value": X, "source": "..."} */
-static int get_value(const char *path, json_t *root, const char *key, double lo, double hi, double *x, epb_err_t *err)
+static int get_value(const char *path, json_t *root, const char *key, const range_t *r, double *x, epb_err_t *err)
 {
     json_t *o = NULL;
     char f[160];
     int rc = get_obj(path, root, key, key, &o, err);
     snprintf(f, sizeof f, "%s.value", key);
-    if (!rc) rc = get_num(path, o, "value", f, lo, hi, x, err);
+    if (!rc) rc = get_num(path, o, "value", f, r, x, err);
     if (!rc) rc = get_source(path, o, key, NULL, 0, err);
     return rc;
 }
@@ -81,9 +143,9 @@ static int get_link(const char *path, json_t *level, const char *lname, int co, 
     int rc = get_obj(path, level, rp_co_names[co], f, &o, err);
     if (rc) return rc;
     snprintf(g, sizeof g, "%s.lat_us", f);
-    if ((rc = get_num(path, o, "lat_us", g, 0, 1e7, &l->lat_us, err))) return rc;
+    if ((rc = get_num(path, o, "lat_us", g, &R_LAT, &l->lat_us, err))) return rc;
     snprintf(g, sizeof g, "%s.bw_gbps", f);
-    if ((rc = get_num(path, o, "bw_gbps", g, 1e-9, 1e6, &l->bw_gbps, err))) return rc;
+    if ((rc = get_num(path, o, "bw_gbps", g, &R_RATE, &l->bw_gbps, err))) return rc;
     if ((rc = get_source(path, o, f, NULL, 0, err))) return rc;
     l->npoints = 0;
     json_t *pts = json_object_get(o, "points");
@@ -97,26 +159,25 @@ static int get_link(const char *path, json_t *level, const char *lname, int co, 
         if (!json_is_array(p) || json_array_size(p) != 2 || !json_is_number(json_array_get(p, 0)) ||
             !json_is_number(json_array_get(p, 1)))
             return bad(err, path, g, "expected [bytes, us], two numbers");
-        double b = json_number_value(json_array_get(p, 0)), t = json_number_value(json_array_get(p, 1));
-        if (!(b > 0) || !(t > 0) || !isfinite(b) || !isfinite(t)) return bad(err, path, g, "bytes and us must be > 0");
-        if (i && b <= l->pt_bytes[i - 1]) return bad(err, path, g, "bytes must increase");
-        l->pt_bytes[i] = b;
-        l->pt_us[i] = t;
+        l->pt_bytes[i] = json_number_value(json_array_get(p, 0));
+        l->pt_us[i] = json_number_value(json_array_get(p, 1));
         l->npoints = (int)i + 1;
     }
-    return EPB_OK;
+    return check_points(path, f, l, err);
 }
 
 int rp_cluster_load(const char *path, rp_cluster_t *c, epb_err_t *err)
 {
     memset(c, 0, sizeof *c);
     json_error_t je;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    int fd, rc = epb_open_regular(path, &fd, err); /* a directory is not "not JSON", a FIFO is never waited on */
+    if (rc) return rc;
+    json_t *root = json_loadfd(fd, JSON_REJECT_DUPLICATES, &je);
+    close(fd);
     if (!root) {
         if (je.line < 0) return epb_fail(err, EPB_EUSAGE, "%s: %s", path, je.text);
         return epb_fail(err, EPB_EUSAGE, "%s: not JSON: line %d column %d: %s", path, je.line, je.column, je.text);
     }
-    int rc = EPB_OK;
     double x;
     json_t *v, *lv = NULL, *g = NULL;
     if (!json_is_object(root)) {
@@ -139,16 +200,14 @@ int rp_cluster_load(const char *path, rp_cluster_t *c, epb_err_t *err)
         goto out;
     }
     if (v) snprintf(c->host_class, sizeof c->host_class, "%s", json_string_value(v));
-    if ((rc = get_value(path, root, "gpus_per_node", 1, 1 << 20, &x, err))) goto out;
-    if (x != floor(x)) { rc = bad(err, path, "gpus_per_node.value", "expected an integer"); goto out; }
+    if ((rc = get_value(path, root, "gpus_per_node", &R_GPUS, &x, err))) goto out;
     c->gpus_per_node = (int)x;
-    if ((rc = get_value(path, root, "elem_bytes", 1, 8, &x, err))) goto out;
-    if (x != floor(x)) { rc = bad(err, path, "elem_bytes.value", "expected an integer"); goto out; }
+    if ((rc = get_value(path, root, "elem_bytes", &R_ELEM, &x, err))) goto out;
     c->elem_bytes = (int)x;
-    if ((rc = get_value(path, root, "copy_gbps", 1e-9, 1e6, &c->copy_gbps, err))) goto out;
-    if ((rc = get_value(path, root, "phase_overhead_us", 0, 1e6, &c->overhead_us, err))) goto out;
+    if ((rc = get_value(path, root, "copy_gbps", &R_RATE, &c->copy_gbps, err))) goto out;
+    if ((rc = get_value(path, root, "phase_overhead_us", &R_OVERHEAD, &c->overhead_us, err))) goto out;
     if ((rc = get_obj(path, root, "gemm", "gemm", &g, err))) goto out;
-    if ((rc = get_num(path, g, "tflops", "gemm.tflops", 1e-9, 1e6, &c->gemm_tflops, err))) goto out;
+    if ((rc = get_num(path, g, "tflops", "gemm.tflops", &R_RATE, &c->gemm_tflops, err))) goto out;
     if ((rc = get_source(path, g, "gemm", NULL, 0, err))) goto out;
     json_t *rows = json_object_get(g, "rows"), *eff = json_object_get(g, "efficiency");
     if (!rows) { rc = bad(err, path, "gemm.rows", "missing"); goto out; }
@@ -165,15 +224,9 @@ int rp_cluster_load(const char *path, rp_cluster_t *c, epb_err_t *err)
         json_t *r = json_array_get(rows, i), *e = json_array_get(eff, i);
         char f[64];
         snprintf(f, sizeof f, "gemm.rows[%zu]", i);
-        if (!json_is_number(r) || !(json_number_value(r) >= 1) || (i && json_number_value(r) <= c->curve_m[i - 1])) {
-            rc = bad(err, path, f, "expected increasing numbers >= 1");
-            goto out;
-        }
+        if (!json_is_number(r)) { rc = bad(err, path, f, "expected increasing numbers >= 1"); goto out; }
         snprintf(f, sizeof f, "gemm.efficiency[%zu]", i);
-        if (!json_is_number(e) || !(json_number_value(e) > 0) || json_number_value(e) > 1) {
-            rc = bad(err, path, f, "expected a number in (0, 1]");
-            goto out;
-        }
+        if (!json_is_number(e)) { rc = bad(err, path, f, "expected a number in (0, 1]"); goto out; }
         c->curve_m[i] = json_number_value(r);
         c->curve_eff[i] = json_number_value(e);
         c->ncurve = (int)i + 1;
@@ -184,6 +237,7 @@ int rp_cluster_load(const char *path, rp_cluster_t *c, epb_err_t *err)
         for (int co = 0; co < RP_NCO; co++)
             if ((rc = get_link(path, lv, lname[l], co, l ? &c->inter[co] : &c->intra[co], err))) goto out;
     }
+    rc = cluster_check(path, c, err); /* the ranges of what was read together (the curve's order) */
 out:
     json_decref(root);
     return rc;
@@ -205,9 +259,13 @@ int rp_cluster_write(const char *path, const rp_cluster_t *c, const char *source
     if (access(slash ? (*dir ? dir : "/") : ".", W_OK))
         return epb_fail(err, EPB_EUSAGE, "--calibration-out %s: cannot write in %s: %s", path, slash ? dir : ".",
                         strerror(errno));
+    /* what the reader would refuse is not written: the field out of range, named (the calibration's data) */
+    char what[4200];
+    snprintf(what, sizeof what, "--calibration-out %s", path);
+    int rc = cluster_check(what, c, err);
+    if (rc) return rc;
     json_t *root = json_pack("{s:s, s:s, s:s, s:s}", "format", RP_CLUSTER_FORMAT, "name", c->name, "host_class",
                              c->host_class, "source", source);
-    int rc = EPB_OK;
     if (!root) return epb_fail(err, EPB_ESYS, "out of memory");
     json_object_set_new(root, "gpus_per_node", valued(c->gpus_per_node, "ranks per node of the calibration (params rpn)"));
     json_object_set_new(root, "elem_bytes", valued(c->elem_bytes, "f32: the CPU backend's element"));

@@ -133,25 +133,26 @@ void rp_doc_image(rp_doc_t *doc, const char *name, const char *caption)
 
 /* ---- Markdown ---- */
 
-static void md_cell(FILE *f, const char *s)
+/* Text in Markdown is shown, never interpreted as HTML or code: '<', '>', '&' and '`' are written as entities (a
+ * host name "<script>" stays text in every Markdown renderer), a line break as a blank (it would end a heading or a
+ * table row), a '|' in a cell escaped, other control bytes as visible \xHH. The report's own markup (**bold**)
+ * passes. */
+static void md_text(FILE *f, const char *s, int cell)
 {
     for (; *s; s++) {
-        if (*s == '|') fputc('\\', f);
-        fputc(*s == '\n' || *s == '\r' ? ' ' : *s, f);
+        unsigned char c = (unsigned char)*s;
+        switch (c) {
+        case '<': fputs("&lt;", f); break;
+        case '>': fputs("&gt;", f); break;
+        case '&': fputs("&amp;", f); break;
+        case '`': fputs("&#96;", f); break;
+        case '\n': case '\r': fputc(' ', f); break;
+        case '|': fputs(cell ? "\\|" : "|", f); break;
+        default:
+            if (c < 0x20 || c == 0x7f) fprintf(f, "\\x%02x", c);
+            else fputc(c, f);
+        }
     }
-}
-
-/* Text from a CSV in a heading or paragraph stays on its line (a newline would end a heading or start a block). */
-static void md_line(FILE *f, const char *s)
-{
-    for (; *s; s++) fputc(*s == '\n' || *s == '\r' ? ' ' : *s, f);
-}
-
-static int finish(FILE *f, const char *path, epb_err_t *err)
-{
-    int bad = ferror(f);
-    if (fclose(f) || bad) return epb_fail(err, EPB_ESYS, "%s: write failed: %s", path, strerror(errno));
-    return EPB_OK;
 }
 
 int rp_doc_write_md(const rp_doc_t *doc, const char *path, epb_err_t *err)
@@ -164,23 +165,23 @@ int rp_doc_write_md(const rp_doc_t *doc, const char *path, epb_err_t *err)
         switch (b->type) {
         case B_HEAD:
             fprintf(f, "%.*s ", b->level, "######");
-            md_line(f, b->text);
+            md_text(f, b->text, 0);
             fputs("\n\n", f);
             break;
         case B_PARA:
-            md_line(f, b->text);
+            md_text(f, b->text, 0);
             fputs("\n\n", f);
             break;
         case B_IMAGE:
             fputs("![", f);
-            md_line(f, b->text);
+            md_text(f, b->text, 0);
             fprintf(f, "](plots/%s.svg)\n\n", b->name);
             break;
         case B_TABLE:
             for (size_t j = 0; j < b->ncells; j++) {
                 int col = (int)(j % (size_t)b->ncols);
                 fputs(col ? " " : "| ", f);
-                md_cell(f, b->cells[j]);
+                md_text(f, b->cells[j], 1);
                 fputs(" |", f);
                 if (col == b->ncols - 1) {
                     fputc('\n', f);
@@ -196,7 +197,7 @@ int rp_doc_write_md(const rp_doc_t *doc, const char *path, epb_err_t *err)
             break;
         }
     }
-    return finish(f, path, err);
+    return rp_close_output(f, path, err);
 }
 
 /* ---- HTML ---- */
@@ -284,5 +285,5 @@ int rp_doc_write_html(const rp_doc_t *doc, const char *dir, const char *path, ep
         }
     }
     fputs("</body></html>\n", f);
-    return finish(f, path, err);
+    return rp_close_output(f, path, err);
 }

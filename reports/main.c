@@ -1,9 +1,10 @@
 /* report: turns epbench CSV files (schema 1 or 2) into report.md, report.html and plots, and (with --baseline)
  * into regression verdicts. Exit codes: 0 ok, 1 regression found (or, with --baseline, a check=fail row in the new
- * data), 2 bad usage or input, 3 system failure. */
+ * data), 2 bad usage or input, 3 system failure, 4 (--baseline) nothing compared. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@ typedef struct {
     const char *gnuplot;
     char *history;
     int no_plots;
+    int help; /* -h, --help: acted on once every option parsed */
     rp_rule_t rule;
     const char *project, *calibration_out, *validation; /* --project, --calibration-out, --validation */
 } opts_t;
@@ -60,12 +62,27 @@ static void usage(FILE *f)
             "  --validation FILE    the recorded validation the projection quotes (default: %s)\n"
             "  --calibration-out FILE  write a cluster file from the inputs' mode=peak rows (bench --calibrate)\n"
             "  -h, --help\n"
-            "Exit: 0 ok, 1 regression found or (--baseline) a failed check in NEW, 2 bad usage or input, 3 system failure, 4 (--baseline) nothing compared:\n"
-            "no measurement matches the baseline, or none has 3 repetitions on each side.\n",
+            "Exit: 0 ok, 1 regression found or (--baseline) a failed check in NEW, 2 bad usage or input, 3 system failure\n"
+            "(a write that fails: the file named), 4 (--baseline) nothing compared: no measurement matches the baseline,\n"
+            "or every match is below the timer floor (--min-abs-us) or has fewer than 3 repetitions on a side.\n",
             RP_PLOTS_DIR, RP_VALIDATION);
 }
 
-static int parse_args(int argc, char **argv, opts_t *o)
+/* One line on stderr: a message's names (files, options, text from a CSV) with their control bytes made visible,
+ * so that no value breaks it into lines or drives the terminal. */
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+    char raw[EPB_ERRLEN * 2], shown[EPB_ERRLEN * 8];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(raw, sizeof raw, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "report: %s\n", epb_printable(raw, shown, sizeof shown));
+}
+
+/* Every option is parsed before any is acted on: --help after a bad option is still bad usage. */
+static int parse_args(int argc, char **argv, opts_t *o, epb_err_t *err)
 {
     enum { O_BASE = 256, O_MINEFF, O_MINABS, O_NOISE, O_RES, O_SEED, O_PLOTS, O_GNUPLOT, O_NOPLOTS, O_HIST,
            O_PROJECT, O_CALOUT, O_VALID };
@@ -83,44 +100,34 @@ static int parse_args(int argc, char **argv, opts_t *o)
     };
     o->rule = rp_rule_default();
     o->base = calloc((size_t)argc, sizeof *o->base);
-    if (!o->base) return EPB_ESYS;
+    if (!o->base) return epb_fail(err, EPB_ESYS, "out of memory");
     int c;
     long v;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "o:h", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":o:h", lo, NULL)) != -1) {
         switch (c) {
         case 'o': o->out = optarg; break;
         case O_BASE: o->base[o->nbase++] = optarg; break;
         case O_MINEFF:
-            if (epb_parse_double(optarg, 0, 0.99, &o->rule.min_effect)) {
-                fprintf(stderr, "report: --min-effect %s: expected a fraction in [0, 0.99]\n", optarg);
-                return EPB_EUSAGE;
-            }
+            if (epb_parse_double(optarg, 0, 0.99, &o->rule.min_effect))
+                return epb_fail(err, EPB_EUSAGE, "--min-effect %s: expected a fraction in [0, 0.99]", optarg);
             break;
         case O_MINABS:
-            if (epb_parse_double(optarg, 0, 1e9, &o->rule.min_abs_us)) {
-                fprintf(stderr, "report: --min-abs-us %s: expected microseconds >= 0\n", optarg);
-                return EPB_EUSAGE;
-            }
+            if (epb_parse_double(optarg, 0, 1e9, &o->rule.min_abs_us))
+                return epb_fail(err, EPB_EUSAGE, "--min-abs-us %s: expected microseconds >= 0", optarg);
             break;
         case O_NOISE:
-            if (epb_parse_double(optarg, 0, 100, &o->rule.noise_mult)) {
-                fprintf(stderr, "report: --noise-mult %s: expected a number in [0, 100]\n", optarg);
-                return EPB_EUSAGE;
-            }
+            if (epb_parse_double(optarg, 0, 100, &o->rule.noise_mult))
+                return epb_fail(err, EPB_EUSAGE, "--noise-mult %s: expected a number in [0, 100]", optarg);
             break;
         case O_RES:
-            if (epb_parse_int(optarg, 100, 1000000, &v)) {
-                fprintf(stderr, "report: --resamples %s: expected an integer in [100, 1000000]\n", optarg);
-                return EPB_EUSAGE;
-            }
+            if (epb_parse_int(optarg, 100, 1000000, &v))
+                return epb_fail(err, EPB_EUSAGE, "--resamples %s: expected an integer in [100, 1000000]", optarg);
             o->rule.resamples = (int)v;
             break;
         case O_SEED:
-            if (epb_parse_int(optarg, 0, LONG_MAX, &v)) {
-                fprintf(stderr, "report: --seed %s: expected a non-negative integer\n", optarg);
-                return EPB_EUSAGE;
-            }
+            if (epb_parse_int(optarg, 0, LONG_MAX, &v))
+                return epb_fail(err, EPB_EUSAGE, "--seed %s: expected a non-negative integer", optarg);
             o->rule.seed = (uint64_t)v;
             break;
         case O_PLOTS: o->plots_dir = optarg; break;
@@ -130,29 +137,48 @@ static int parse_args(int argc, char **argv, opts_t *o)
         case O_PROJECT: o->project = optarg; break;
         case O_CALOUT: o->calibration_out = optarg; break;
         case O_VALID: o->validation = optarg; break;
-        case 'h': usage(stdout); exit(EPB_OK);
+        case 'h': o->help = 1; break;
+        case ':': return epb_fail(err, EPB_EUSAGE, "%s: missing value (see report --help)", argv[optind - 1]);
         default:
-            fprintf(stderr, "report: %s: unknown option or missing argument\n", argv[optind - 1]);
-            usage(stderr);
-            return EPB_EUSAGE;
+            if (optopt) return epb_fail(err, EPB_EUSAGE, "-%c: unknown option (see report --help)", optopt);
+            return epb_fail(err, EPB_EUSAGE, "%s: unknown option (see report --help)", argv[optind - 1]);
         }
     }
+    if (o->help) return EPB_OK;
     o->inputs = argv + optind;
     o->ninputs = argc - optind;
-    if (o->ninputs < 1) {
-        fprintf(stderr, "report: no input CSV files\n");
-        usage(stderr);
-        return EPB_EUSAGE;
-    }
-    if ((o->project || o->calibration_out) && o->nbase) {
-        fprintf(stderr, "report: --project and --calibration-out do not take --baseline\n");
-        return EPB_EUSAGE;
-    }
-    if (!o->out && !o->nbase && !o->project && !o->calibration_out) {
-        fprintf(stderr, "report: -o DIR is required (or --baseline for a verdict only)\n");
-        return EPB_EUSAGE;
-    }
+    if (o->ninputs < 1) return epb_fail(err, EPB_EUSAGE, "no input CSV files (see report --help)");
+    if ((o->project || o->calibration_out) && o->nbase)
+        return epb_fail(err, EPB_EUSAGE, "--project and --calibration-out do not take --baseline");
+    if (!o->out && !o->nbase && !o->project && !o->calibration_out)
+        return epb_fail(err, EPB_EUSAGE, "-o DIR is required (or --baseline for a verdict only)");
     return EPB_OK;
+}
+
+/* The files given, before any is read or written: an input that is not a regular file is refused (a FIFO would
+ * block the reader for ever), and --calibration-out may replace neither an input nor a file that is not a cluster
+ * file's JSON. --project may name the file --calibration-out is about to write. */
+static int check_files(const opts_t *o, epb_err_t *err)
+{
+    struct stat st;
+    int fd, rc;
+    if (o->project && !(o->calibration_out && epb_same_file(o->project, o->calibration_out))) {
+        if ((rc = epb_open_regular(o->project, &fd, err))) return rc;
+        close(fd);
+    }
+    /* a missing validation is "not recorded"; one that is there must be a file */
+    if (o->validation && stat(o->validation, &st) == 0 && !S_ISREG(st.st_mode))
+        return epb_fail(err, EPB_EUSAGE, "--validation %s: not a regular file (%s)", o->validation,
+                        epb_file_kind(st.st_mode));
+    if (!o->calibration_out) return EPB_OK;
+    for (int i = 0; i < o->ninputs; i++)
+        if (epb_same_file(o->calibration_out, o->inputs[i]))
+            return epb_fail(err, EPB_EUSAGE, "--calibration-out %s is the input %s: it would be replaced",
+                            o->calibration_out, o->inputs[i]);
+    if (o->history && epb_same_file(o->calibration_out, o->history))
+        return epb_fail(err, EPB_EUSAGE, "--calibration-out %s is --history %s: it would be replaced",
+                        o->calibration_out, o->history);
+    return epb_json_output_ok("--calibration-out", o->calibration_out, err);
 }
 
 static int script_dir_ok(const char *dir)
@@ -192,31 +218,39 @@ static const char *find_plots_dir(const opts_t *o, char *buf, size_t n)
 /* prints the verdict lines and the summary; returns whether nothing was compared */
 static int print_verdicts(const rp_match_t *m, size_t n, size_t nslower)
 {
-    size_t counts[5] = { 0 };
+    size_t counts[RP_NVERDICTS];
+    rp_verdict_counts(m, n, counts);
     for (size_t i = 0; i < n; i++) {
         const rp_cmp_t *c = &m[i].cmp;
-        counts[c->verdict]++;
         if (c->verdict == RP_SAME || c->verdict == RP_TOO_SMALL) continue; /* the summary line counts them */
         const epb_row_t *r = m[i].now->row;
-        printf("%-8s %s %s %s P=%d", c->verdict == RP_INSUFFICIENT ? "n/a" : rp_verdict_name(c->verdict), r->mode,
-               m[i].now->strategy, r->phase, r->ranks);
+        /* names from the CSV reach a terminal: their control bytes shown, never sent */
+        char mode[4 * EPB_STR + 1], strat[4 * RP_KEY + 1], phase[4 * EPB_STR + 1], hclass[4 * RP_KEY + 1];
+        printf("%-8s %s %s %s P=%d", c->verdict == RP_INSUFFICIENT ? "n/a" : rp_verdict_name(c->verdict),
+               epb_printable(r->mode, mode, sizeof mode), epb_printable(m[i].now->strategy, strat, sizeof strat),
+               epb_printable(r->phase, phase, sizeof phase), r->ranks);
         if (!strcmp(r->mode, "moe"))
             printf(" E=%d k=%d T=%ld D=%ld F=%ld", r->experts, r->top_k, r->tokens, r->hidden, r->ffn);
         else
             printf(" bytes=%llu", (unsigned long long)r->bytes);
-        printf(" %s: median %.2f -> %.2f us, ratio %.3f", m[i].now->hclass, c->med_b, c->med_n, c->ratio);
+        printf(" %s: median %.2f -> %.2f us, ratio %.3f", epb_printable(m[i].now->hclass, hclass, sizeof hclass),
+               c->med_b, c->med_n, c->ratio);
         if (c->verdict == RP_INSUFFICIENT)
             printf(", insufficient samples (%zu base, %zu new; need 3 each)\n", c->nb, c->nn);
         else
             printf(", 95%% CI [%.3f, %.3f], threshold %.3f (baseline noise %.3f), n=%zu/%zu\n", c->lo, c->hi,
                    c->effect, c->noise, c->nb, c->nn);
     }
-    int nothing = counts[RP_INSUFFICIENT] == n; /* n == 0 too */
-    printf("regression check: %zu compared, %zu slower, %zu faster, %zu same, %zu insufficient samples -> %s\n", n,
-           counts[RP_SLOWER], counts[RP_FASTER], counts[RP_SAME] + counts[RP_TOO_SMALL], counts[RP_INSUFFICIENT],
-           nslower ? "REGRESSION" : nothing ? (n ? "NOTHING COMPARED (too few repetitions: 3 needed on each side)"
-                                                 : "NOTHING COMPARED (no measurement matches the baseline)")
-                                       : "no regression");
+    int nothing = rp_nothing_compared(counts);
+    const char *why = !n ? "NOTHING COMPARED (no measurement matches the baseline)"
+                      : !counts[RP_TOO_SMALL] ? "NOTHING COMPARED (too few repetitions: 3 needed on each side)"
+                      : !counts[RP_INSUFFICIENT] ? "NOTHING COMPARED (every match is below the timer floor, --min-abs-us)"
+                                                 : "NOTHING COMPARED (every match is below the timer floor or has too "
+                                                   "few repetitions)";
+    /* ci/nightly reads this line: its fields keep their order, "below timer floor" sits before "insufficient" */
+    printf("regression check: %zu compared, %zu slower, %zu faster, %zu same, %zu below timer floor, %zu insufficient "
+           "samples -> %s\n", n, counts[RP_SLOWER], counts[RP_FASTER], counts[RP_SAME], counts[RP_TOO_SMALL],
+           counts[RP_INSUFFICIENT], nslower ? "REGRESSION" : nothing ? why : "no regression");
     return nothing && !nslower;
 }
 
@@ -229,8 +263,8 @@ static int write_report(const opts_t *o, const rp_data_t *now, const rp_data_t *
         if (rp_which(o->gnuplot ? o->gnuplot : "gnuplot", gp, sizeof gp) == 0)
             po.gnuplot = gp;
         else
-            fprintf(stderr, "report: %s not found%s; plots skipped, tables written\n",
-                    o->gnuplot ? o->gnuplot : "gnuplot", o->gnuplot ? "" : " on PATH");
+            say("%s not found%s; plots skipped, tables written", o->gnuplot ? o->gnuplot : "gnuplot",
+                o->gnuplot ? "" : " on PATH");
     }
     if (po.gnuplot && !script_dir_ok(po.plots_dir))
         return epb_fail(err, EPB_EUSAGE, "plot scripts not found in %s (use --plots DIR)", po.plots_dir);
@@ -270,7 +304,7 @@ static int project_main(const opts_t *o, const rp_data_t *d, epb_err_t *err)
         char hc[256];
         if ((rc = rp_calibration_cluster(d, &c, hc, sizeof hc, err))) return rc;
         if ((rc = rp_cluster_write(o->calibration_out, &c, o->inputs[0], err))) return rc;
-        fprintf(stderr, "report: wrote %s (host class %s)\n", o->calibration_out, hc);
+        say("wrote %s (host class %s)", o->calibration_out, hc);
     }
     if (!o->project) return EPB_OK;
     char gp[PATH_MAX], pd[PATH_MAX];
@@ -278,22 +312,32 @@ static int project_main(const opts_t *o, const rp_data_t *d, epb_err_t *err)
                              find_plots_dir(o, pd, sizeof pd) };
     if (o->out && !o->no_plots && rp_which(o->gnuplot ? o->gnuplot : "gnuplot", gp, sizeof gp) == 0) po.gnuplot = gp;
     rc = rp_project(d, &po, err);
-    if (!rc && o->out) fprintf(stderr, "report: wrote %s/report.md and %s/projection.csv\n", o->out, o->out);
+    if (!rc && o->out) say("wrote %s/report.md and %s/projection.csv", o->out, o->out);
     return rc;
 }
 
 int main(int argc, char **argv)
 {
     opts_t o = { 0 };
-    int rc = parse_args(argc, argv, &o);
-    if (rc) { free(o.base); return rc; }
     epb_err_t err = { "" };
+    int rc = parse_args(argc, argv, &o, &err);
+    if (!rc && o.help) {
+        usage(stdout);
+        free(o.base);
+        return EPB_OK;
+    }
+    if (!rc) rc = check_files(&o, &err);
+    if (rc) {
+        say("%s", err.msg);
+        free(o.base);
+        return rc;
+    }
     rp_data_t now, base = { 0 }, hist = { 0 };
     rc = rp_load(&now, o.inputs, o.ninputs, &err);
     if (!rc && o.nbase) rc = rp_load(&base, o.base, o.nbase, &err);
     if (!rc && o.history) rc = rp_load(&hist, &o.history, 1, &err);
     if (rc) {
-        fprintf(stderr, "report: %s\n", err.msg);
+        say("%s", err.msg);
         rp_free(&now);
         rp_free(&base);
         free(o.base);
@@ -301,7 +345,7 @@ int main(int argc, char **argv)
     }
     if (o.project || o.calibration_out) { /* the projection's modes (project.c) */
         rc = project_main(&o, &now, &err);
-        if (rc) fprintf(stderr, "report: %s\n", err.msg);
+        if (rc) say("%s", err.msg);
         rp_free(&now);
         rp_free(&hist);
         free(o.base);
@@ -312,7 +356,7 @@ int main(int argc, char **argv)
     if (o.nbase) {
         rc = rp_regress(&base, &now, &o.rule, &m, &nm, &nslower, &err);
         if (!rc && nm == 0) {
-            fprintf(stderr, "report: no measurement of %s has a match in the baseline\n", o.inputs[0]);
+            say("no measurement of %s has a match in the baseline", o.inputs[0]);
         }
     }
     int nothing = 0, failed = 0;
@@ -326,7 +370,7 @@ int main(int argc, char **argv)
             printf("FAILED CHECKS: %zu row%s of the new data say check=fail (%zu moe configuration%s); "
                    "those measurements were not compared\n", now.nfailrows, now.nfailrows == 1 ? "" : "s", nc,
                    nc == 1 ? "" : "s");
-            fprintf(stderr, "report: %zu row%s of %s%s have check=fail: exit 1\n", now.nfailrows,
+            say("%zu row%s of %s%s have check=fail: exit 1", now.nfailrows,
                     now.nfailrows == 1 ? "" : "s", o.inputs[0], o.ninputs > 1 ? " (and the other inputs)" : "");
             failed = 1;
         }
@@ -334,9 +378,9 @@ int main(int argc, char **argv)
     if (!rc && o.out) {
         rp_regress_view_t rv = { m, nm, &o.rule, o.nbase ? o.base[0] : NULL };
         rc = write_report(&o, &now, &hist, o.nbase ? &rv : NULL, &err);
-        if (!rc) fprintf(stderr, "report: wrote %s/report.md and %s/report.html\n", o.out, o.out);
+        if (!rc) say("wrote %s/report.md and %s/report.html", o.out, o.out);
     }
-    if (rc) fprintf(stderr, "report: %s\n", err.msg);
+    if (rc) say("%s", err.msg);
     free(m);
     rp_free(&now);
     rp_free(&base);

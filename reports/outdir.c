@@ -37,6 +37,14 @@ int rp_outdir_begin(const char *final, char *tmp, size_t n, epb_err_t *err)
     return EPB_OK;
 }
 
+int rp_close_output(FILE *f, const char *path, epb_err_t *err)
+{
+    int e = fflush(f) ? errno : 0; /* an earlier failed write left its bytes in the buffer: they fail again here */
+    if (!e && ferror(f)) e = EIO;
+    if (fclose(f) && !e) e = errno;
+    return e ? epb_fail(err, EPB_ESYS, "%s: write failed: %s", path, strerror(e)) : EPB_OK;
+}
+
 static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     (void)st;

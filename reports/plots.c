@@ -107,7 +107,30 @@ void rp_dat_text(FILE *f, const char *text)
     fprintf(f, "\"%s\"", safe);
 }
 
-/* Runs gnuplot on script in DIR/plots with name.dat, for SVG then PNG, with the variables of v. */
+/* Copies what gnuplot writes on the pipe rd into the file out, to the end of the pipe (gnuplot must never block
+ * on it); the first write error's errno, or 0. */
+static int copy_pipe(int rd, const char *out)
+{
+    int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644), e = fd < 0 ? errno : 0;
+    char buf[65536];
+    for (;;) {
+        ssize_t r = read(rd, buf, sizeof buf);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        for (ssize_t w = 0; !e && w < r;) {
+            ssize_t k = write(fd, buf + w, (size_t)(r - w));
+            if (k < 0 && errno == EINTR) continue;
+            if (k <= 0) e = k < 0 ? errno : ENOSPC;
+            else w += k;
+        }
+    }
+    if (fd >= 0 && close(fd) && !e) e = errno;
+    return e;
+}
+
+/* Runs gnuplot on script in DIR/plots with name.dat, for SVG then PNG, with the variables of v. gnuplot writes
+ * the image on its stdout, a pipe this process copies into the file: a write that fails (a full disk) is then
+ * ours to see and to name, where gnuplot would exit 0 over a cut file. */
 int rp_run_gnuplot(const rp_plot_opts_t *o, const char *script, const char *dir, const char *name,
                        const rp_gpvars_t *v, epb_err_t *err)
 {
@@ -121,26 +144,38 @@ int rp_run_gnuplot(const rp_plot_opts_t *o, const char *script, const char *dir,
     for (int f = 0; f < 2; f++) {
         char *e = NULL, out[PATHLEN + 64];
         snprintf(out, sizeof out, "%s/%s.%s", pdir, name, fmts[f]);
-        /* name is ours ([a-z0-9_]), so the file names need no quoting */
-        if (asprintf(&e, "datafile='%s.dat'; outfile='%s.%s'; fmt='%s'%s%s", name, name, fmts[f], fmts[f],
-                     v->len ? "; " : "", v->buf) < 0)
+        /* name is ours ([a-z0-9_]), so the file name needs no quoting */
+        if (asprintf(&e, "datafile='%s.dat'; outfile='/dev/stdout'; fmt='%s'%s%s", name, fmts[f], v->len ? "; " : "",
+                     v->buf) < 0)
             return epb_fail(err, EPB_ESYS, "out of memory");
+        int pfd[2];
+        if (pipe(pfd)) {
+            free(e);
+            return epb_fail(err, EPB_ESYS, "pipe: %s", strerror(errno));
+        }
         pid_t pid = fork();
         if (pid < 0) {
             free(e);
+            close(pfd[0]);
+            close(pfd[1]);
             return epb_fail(err, EPB_ESYS, "fork: %s", strerror(errno));
         }
         if (pid == 0) {
-            int nul = open("/dev/null", O_WRONLY);
-            if (nul >= 0) dup2(nul, STDOUT_FILENO); /* stdout is the report's; gnuplot's errors stay on stderr */
+            dup2(pfd[1], STDOUT_FILENO); /* the image; gnuplot's errors stay on stderr */
+            close(pfd[0]);
+            close(pfd[1]);
             if (chdir(pdir)) _exit(126);
             execl(o->gnuplot, "gnuplot", "-e", e, sabs, (char *)NULL);
             _exit(127);
         }
         free(e);
+        close(pfd[1]);
+        int werr = copy_pipe(pfd[0], out);
+        close(pfd[0]);
         int status;
         while (waitpid(pid, &status, 0) < 0)
             if (errno != EINTR) return epb_fail(err, EPB_ESYS, "waitpid: %s", strerror(errno));
+        if (werr) return epb_fail(err, EPB_ESYS, "%s: write failed: %s", out, strerror(werr));
         struct stat st;
         if (!WIFEXITED(status) || WEXITSTATUS(status) || stat(out, &st) || st.st_size == 0)
             return epb_fail(err, EPB_ESYS, "gnuplot %s failed on %s (exit status %d)", o->gnuplot, script,
@@ -158,11 +193,11 @@ static FILE *open_dat(const char *dir, const char *name, epb_err_t *err, int *rc
     return f;
 }
 
-static int close_dat(FILE *f, epb_err_t *err)
+static int close_dat(FILE *f, const char *dir, const char *name, epb_err_t *err)
 {
-    int bad = ferror(f);
-    if (fclose(f) || bad) return epb_fail(err, EPB_ESYS, "writing plot data: %s", strerror(errno));
-    return EPB_OK;
+    char p[PATHLEN];
+    snprintf(p, sizeof p, "%s/plots/%s.dat", dir, name);
+    return rp_close_output(f, p, err);
 }
 
 static int add_name(char names[][64], int max, int *n, const char *name)
@@ -263,7 +298,7 @@ static int phases_plots(const rp_data_t *d, const char *dir, const rp_plot_opts_
             }
             fprintf(fp, " %.6g\n", f->step[s] ? f->step[s]->med : 0.0);
         }
-        if ((rc = close_dat(fp, err))) break;
+        if ((rc = close_dat(fp, dir, name, err))) break;
         if (!o->gnuplot) continue;
         const epb_row_t *r = f->head->row;
         char title[TEXTLEN];
@@ -326,7 +361,7 @@ static int sweep_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_t 
         }
         fprintf(fp, "\n");
     }
-    rc = close_dat(fp, err);
+    rc = close_dat(fp, dir, name, err);
     if (rc == EPB_OK && o->gnuplot && ns) {
         /* the largest family is one of possibly several: the title names the configuration it holds fixed */
         const epb_row_t *r = c0->head->row;
@@ -484,7 +519,7 @@ static int crossover_plot(const rp_data_t *d, const char *dir, const rp_plot_opt
     if (mf && fclose(mf)) rc = rc ? rc : epb_fail(err, EPB_ESYS, "out of memory");
     if (fp) {
         if (!rc && models) fputs(models, fp);
-        int rc2 = close_dat(fp, err);
+        int rc2 = close_dat(fp, dir, "crossover", err);
         if (!rc) rc = rc2;
     }
     free(models);
@@ -582,7 +617,7 @@ static int busbw_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_t 
                 fprintf(f, "%llu %.6g\n", (unsigned long long)d->cells[i].row->bytes, d->cells[i].busbw);
         drawn++;
     }
-    if (f) rc = close_dat(f, err);
+    if (f) rc = close_dat(f, dir, "busbw", err);
     free(ser);
     rp_map_free(map);
     epb_rows_free(&pool);
@@ -726,7 +761,7 @@ static int history_plot(const rp_data_t *d, const char *dir, const rp_plot_opts_
         drawn++;
     }
     if (f) {
-        int rc2 = close_dat(f, err);
+        int rc2 = close_dat(f, dir, "history", err);
         if (!rc) rc = rc2;
     }
     free(ser);

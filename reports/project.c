@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "report.h"
 #include "strategy.h" /* the registry: each strategy's traffic description; moe_models, the presets */
@@ -414,7 +415,11 @@ static void load_validation(const char *path, valid_t *v)
     memset(v, 0, sizeof *v);
     if (!path) return;
     json_error_t je;
-    json_t *r = json_load_file(path, 0, &je);
+    epb_err_t e;
+    int fd;
+    if (epb_open_regular(path, &fd, &e)) return; /* missing: not recorded; main refused one that is not a file */
+    json_t *r = json_loadfd(fd, 0, &je);
+    close(fd);
     if (!r) return;
     json_t *a = json_object_get(r, "step_median_abs_error"), *b = json_object_get(r, "step_p90_abs_error"),
            *c = json_object_get(r, "published_median_abs_error"), *n = json_object_get(r, "configurations"),
@@ -623,7 +628,11 @@ int rp_project(const rp_data_t *d, const rp_project_opts_t *o, epb_err_t *err)
     rp_doc_para(doc, "Every time on this page is **projected** by the cost model of docs/METHOD.md from the cluster file "
                      "%s (%d GPUs per node, %d-byte elements), not measured. The model's validated error: %s.",
                 o->cluster_path, cl.gpus_per_node, cl.elem_bytes, vtext);
-    printf("projection onto %s (%s): projected, validated error %s\n", cl.name, o->cluster_path, vtext);
+    /* what reaches the terminal: the cluster's name and file, the CSV's strategy labels, control bytes shown */
+    char tname[4 * sizeof cl.name], tpath[4 * 4096], ts1[4 * RP_KEY + 1], ts2[4 * RP_KEY + 1];
+    epb_printable(cl.name, tname, sizeof tname);
+    printf("projection onto %s (%s): projected, validated error %s\n", tname,
+           epb_printable(o->cluster_path, tpath, sizeof tpath), vtext);
     /* 1. the CSV's configurations */
     int nconf = 0;
     for (size_t ci = 0; ci < d->nconfs && !rc; ci++) {
@@ -654,7 +663,7 @@ int rp_project(const rp_data_t *d, const rp_project_opts_t *o, epb_err_t *err)
             const rp_cell_t *st = cf->strat[s];
             rp_mcfg_t m;
             if (!mcfg_of(st, gamma, &m)) {
-                printf("  %-24s %14s\n", st->strategy, "not modelled");
+                printf("  %-24s %14s\n", epb_printable(st->strategy, ts1, sizeof ts1), "not modelled");
                 continue;
             }
             rp_pred_t pr, pb_;
@@ -706,7 +715,7 @@ int rp_project(const rp_data_t *d, const rp_project_opts_t *o, epb_err_t *err)
             else rp_doc_cell(doc, "- (another machine)");
             if (mb > 0) rp_doc_cell(doc, "%.3f", pb / mb); else rp_doc_cell(doc, "-");
             rp_doc_cell(doc, "%s", tp);
-            printf("  %-24s %14s %14s", st->strategy, a, step ? b : "-");
+            printf("  %-24s %14s %14s", epb_printable(st->strategy, ts1, sizeof ts1), a, step ? b : "-");
             if (step && meas > 0 && here) printf(" %+8.0f%%", 100 * (pr.step_us / meas - 1)); else printf(" %9s", "-");
             if (mb > 0) printf(" %12.3f\n", pb / mb); else printf(" %12s\n", "-");
             if (!wname || pr.step_us < best) {
@@ -732,7 +741,8 @@ int rp_project(const rp_data_t *d, const rp_project_opts_t *o, epb_err_t *err)
         if (wname && second > 0) {
             rp_doc_para(doc, "Projected winner on %s: **%s**, %.0f%% faster than the next strategy (projected).",
                         cl.name, wname, 100 * (1 - best / second));
-            printf("  projected winner: %s, %.0f%% faster than the next\n", wname, 100 * (1 - best / second));
+            printf("  projected winner: %s, %.0f%% faster than the next\n", epb_printable(wname, ts1, sizeof ts1),
+                   100 * (1 - best / second));
         }
     }
     /* 2. the presets at their published sizes, T = 4096 tokens per rank (DeepEP's and DeepSeek-V3's setting) */
@@ -778,7 +788,7 @@ int rp_project(const rp_data_t *d, const rp_project_opts_t *o, epb_err_t *err)
     static const char *const rh[] = { "configuration", "P", "k", "projected winner", "projected step", "margin",
                                       "runner-up", "validated error" };
     rp_doc_table(doc, 8, rh);
-    printf("\nrecommendation (projected on %s; validated error %s):\n", cl.name, vtext);
+    printf("\nrecommendation (projected on %s; validated error %s):\n", tname, vtext);
     printf("  %-40s %4s %2s  %-18s %12s %8s  %s\n", "configuration", "P", "k", "winner", "step", "margin", "runner-up");
     for (int fi = 0; fi < nfam && !rc; fi++) {
         family_t *fm = &fam[fi];
@@ -827,8 +837,9 @@ int rp_project(const rp_data_t *d, const rp_project_opts_t *o, epb_err_t *err)
                     rp_doc_cell(doc, "±%.0f%% here, %.0f%% published", 100 * v.step_med, 100 * v.pub_med);
                 else
                     rp_doc_cell(doc, "not recorded");
-                printf("  %-40.40s %4d %2d  %-18.18s %12s %7.0f%%  %s\n", fm->label, P, k, fm->strat[wi], a,
-                       si >= 0 ? 100 * (1 - best / second) : 0.0, si >= 0 ? fm->strat[si] : "-");
+                printf("  %-40.40s %4d %2d  %-18.18s %12s %7.0f%%  %s\n", fm->label, P, k,
+                       epb_printable(fm->strat[wi], ts1, sizeof ts1), a, si >= 0 ? 100 * (1 - best / second) : 0.0,
+                       epb_printable(si >= 0 ? fm->strat[si] : "-", ts2, sizeof ts2));
             }
     }
     if (!rc && o->out) {

@@ -13,7 +13,8 @@ const char *rp_verdict_name(rp_verdict_t v)
     case RP_SLOWER: return "slower";
     case RP_FASTER: return "faster";
     case RP_INSUFFICIENT: return "insufficient samples";
-    case RP_TOO_SMALL: return "same (below timer floor)";
+    case RP_TOO_SMALL: return "below timer floor";
+    case RP_NVERDICTS: break;
     }
     return "?";
 }
@@ -137,7 +138,8 @@ int rp_compare(const double *base, size_t nb, const double *now, size_t nn, cons
     out->med_n = nn ? sn.med : 0;
     out->ratio = out->med_b > 0 ? out->med_n / out->med_b : 0;
     if (nb < 3 || nn < 3) { out->verdict = RP_INSUFFICIENT; return EPB_OK; }
-    if (out->med_b <= 0) { /* a phase that takes no time (local's dispatch): nothing to compare */
+    /* a phase that takes no time (local's dispatch), or under the timer floor on both sides: nothing to compare */
+    if (out->med_b <= 0 || (out->med_b < rule->min_abs_us && out->med_n < rule->min_abs_us)) {
         out->verdict = RP_TOO_SMALL;
         return EPB_OK;
     }
@@ -161,6 +163,17 @@ int rp_compare(const double *base, size_t nb, const double *now, size_t nn, cons
     /* a significant change smaller than the timer floor is not worth an alarm (sub-microsecond phases) */
     if (out->verdict != RP_SAME && fabs(out->med_n - out->med_b) < rule->min_abs_us) out->verdict = RP_TOO_SMALL;
     return EPB_OK;
+}
+
+void rp_verdict_counts(const rp_match_t *m, size_t n, size_t counts[RP_NVERDICTS])
+{
+    memset(counts, 0, RP_NVERDICTS * sizeof *counts);
+    for (size_t i = 0; i < n; i++) counts[m[i].cmp.verdict]++;
+}
+
+int rp_nothing_compared(const size_t counts[RP_NVERDICTS])
+{
+    return counts[RP_SAME] + counts[RP_SLOWER] + counts[RP_FASTER] == 0;
 }
 
 static uint64_t fnv1a(const char *s)

@@ -196,7 +196,7 @@ double rp_weak_eff(const rp_data_t *d, const rp_family_t *f, size_t i, const cha
 
 /* ---- regression (regress.c) ---- */
 
-typedef enum { RP_SAME, RP_SLOWER, RP_FASTER, RP_INSUFFICIENT, RP_TOO_SMALL } rp_verdict_t;
+typedef enum { RP_SAME, RP_SLOWER, RP_FASTER, RP_INSUFFICIENT, RP_TOO_SMALL, RP_NVERDICTS } rp_verdict_t;
 const char *rp_verdict_name(rp_verdict_t v);
 
 typedef struct {
@@ -237,6 +237,11 @@ typedef struct {
  * failed check on either side (rp_cell_failed) are left out. */
 int rp_regress(const rp_data_t *base, const rp_data_t *now, const rp_rule_t *rule, rp_match_t **out,
                size_t *nout, size_t *nslower, epb_err_t *err);
+/* counts[v]: how many of the n matches got verdict v. */
+void rp_verdict_counts(const rp_match_t *m, size_t n, size_t counts[RP_NVERDICTS]);
+/* Whether nothing was compared: no match is same, slower or faster (none matched, or every match is below the
+ * timer floor or has too few samples). A comparison that guards nothing must never read as "no regression". */
+int rp_nothing_compared(const size_t counts[RP_NVERDICTS]);
 
 /* The verdict of one configuration: strategies ranked by step time, each one's ratio to the fastest with a
  * bootstrap interval over repetitions (rp_ratio_ci; analyze.c). */
@@ -320,6 +325,9 @@ int rp_outdir_begin(const char *final, char *tmp, size_t n, epb_err_t *err);
 int rp_outdir_commit(const char *tmp, const char *final, epb_err_t *err);
 /* Removes the temporary tree (after a failure). */
 void rp_outdir_abort(const char *tmp);
+/* Closes a file written into it: EPB_ESYS "PATH: write failed: reason" (a full disk: "No space left on device")
+ * when any write, the last flush or the close failed. */
+int rp_close_output(FILE *f, const char *path, epb_err_t *err);
 
 /* ---- the projection: cluster files (cluster.c), the cost model and `report --project` (project.c) ----
  * docs/METHOD.md defines every term; docs/CLUSTER.md the file format. */

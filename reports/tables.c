@@ -59,21 +59,16 @@ static void cfg_title(const epb_row_t *r, const char *hclass, char *buf, size_t 
 
 static void regression_section(rp_doc_t *doc, const rp_regress_view_t *rv)
 {
-    size_t ns = 0, nf = 0, nsame = 0, nins = 0;
-    for (size_t i = 0; i < rv->nmatches; i++) {
-        rp_verdict_t v = rv->matches[i].cmp.verdict;
-        ns += v == RP_SLOWER;
-        nf += v == RP_FASTER;
-        nins += v == RP_INSUFFICIENT;
-        nsame += v == RP_SAME || v == RP_TOO_SMALL;
-    }
+    size_t c[RP_NVERDICTS];
+    rp_verdict_counts(rv->matches, rv->nmatches, c);
     rp_doc_heading(doc, 2, "Regression check against %s", rv->base_name ? rv->base_name : "the baseline");
     rp_doc_para(doc,
-                "%zu matching measurements: %zu slower, %zu faster, %zu same, %zu with insufficient samples. "
-                "Rule: ratio of medians new/base with a %.0f%% bootstrap interval (%d resamples); slower only when "
+                "%zu matching measurements: %zu slower, %zu faster, %zu same, %zu below the timer floor, %zu with "
+                "insufficient samples%s. Rule: ratio of medians new/base with a %.0f%% bootstrap interval (%d resamples); slower only when "
                 "the whole interval lies above 1 + threshold, faster only when below 1 - threshold, the threshold "
                 "being the larger of %.2f and %g x the baseline's robust CV (see reports/REGRESSION.md).",
-                rv->nmatches, ns, nf, nsame, nins, rv->rule->level * 100, rv->rule->resamples,
+                rv->nmatches, c[RP_SLOWER], c[RP_FASTER], c[RP_SAME], c[RP_TOO_SMALL], c[RP_INSUFFICIENT],
+                rp_nothing_compared(c) ? ": NOTHING COMPARED" : "", rv->rule->level * 100, rv->rule->resamples,
                 rv->rule->min_effect, rv->rule->noise_mult);
     static const char *const hdr[] = { "verdict", "mode", "op", "phase", "configuration", "n base/new",
                                        "median base us", "median new us", "ratio", "95% CI", "threshold" };

@@ -12,11 +12,13 @@ case_() { # expected-substring, then bench arguments
     "$BENCH" "$@" >"$work/out" 2>"$work/err"
     local rc=$? lines
     lines=$(wc -l < "$work/err")
+    local args="$*"
+    args=${args//[[:cntrl:]]/?} # a TAP line is one line
     if [ "$rc" -eq 2 ] && [ "$lines" -eq 1 ] && grep -q -- "$want" "$work/err" && [ ! -s "$work/out" ] &&
        [ "$(cksum < "$csv")" = "$sum_before" ]; then
-        tap_ok 0 "$* -> exit 2: $(cat "$work/err")"
+        tap_ok 0 "$args -> exit 2: $(cat "$work/err")"
     else
-        tap_ok 1 "$* -> exit $rc, $lines stderr line(s), want '$want'" "$work/err" "$work/out"
+        tap_ok 1 "$args -> exit $rc, $lines stderr line(s), want '$want'" "$work/err" "$work/out"
     fi
 }
 case_ "--coll 'foo': unknown collective (accepted: allgather, reduce_scatter, alltoall, alltoallv, allreduce, all)" --coll foo --csv "$csv"
@@ -100,6 +102,26 @@ case_ "--scale-down 4096 leaves nothing of --hidden 7168, --ffn 2048 or --shared
 case_ "layer too large for memory: needs .* GiB .*--experts 256 --top-k 8 --shared 1 --shared-ffn 2048) .*; --scale-down [0-9]* fits" \
     --model deepseek-v3 --strategy all --ranks 2 --csv "$csv"
 case_ "--topk-groups 4 exceeds --groups 1" --model deepseek-v3 --scale-down 16 --groups 1 --ranks 2 --csv "$csv"
+# issue 20: outputs that are one file, -J over what is not JSON, options after --version or a list, control bytes
+# in a value, --dry-run
+case_ "--csv $csv and -J/--json $csv name the same file" --coll allreduce -b 1K -e 1K --ranks 1 --csv "$csv" -J "$csv"
+case_ "--csv $work/n1.csv and -J/--json $work/./n1.csv name the same file" --coll allreduce --ranks 1 \
+    --csv "$work/n1.csv" -J "$work/./n1.csv"
+case_ "--csv $csv and --per-rank $csv name the same file" --strategy local --ranks 1 --csv "$csv" --per-rank "$csv"
+case_ "-J/--json $csv: exists and is not a JSON file" --coll allreduce --ranks 1 --csv "$work/n2.csv" -J "$csv"
+mkfifo "$work/fifo"
+case_ "-J/--json $work/fifo: exists and is a FIFO, not a regular file" --coll allreduce --ranks 1 --csv "$work/n3.csv" -J "$work/fifo"
+case_ "--bogus: unknown option" --version --bogus
+case_ "--bogus: unknown option" --strategy list --bogus
+case_ "--coll 'all\\\\nfoo': unknown collective" --coll $'all\nfoo' --csv "$csv"
+case_ "--csv $work/x\\\\x1b\\[2J.csv/y: directory" --coll all --csv "$work/x"$'\e'"[2J.csv/y" --ranks 1
+case_ "-n/--iters '0'" --coll all -n 0 --dry-run --csv "$csv"
+case_ "more than 16 ranks per core" --coll all --ranks 100000 --dry-run --csv "$csv"
+"$BENCH" --strategy tp2ep --ranks 2 --csv "$work/dry.csv" --dry-run >"$work/out" 2>"$work/err"
+rc=$?; [ $rc = 0 ] && [ ! -s "$work/out" ] && [ ! -s "$work/err" ] && [ ! -e "$work/dry.csv" ]
+tap_ok $? "--dry-run: exit 0, nothing printed, nothing written (exit $rc)" "$work/err" "$work/out"
+[ ! -e "$work/n1.csv" ] && [ ! -e "$work/n2.csv" ] && [ ! -e "$work/n3.csv" ] && [ -p "$work/fifo" ]
+tap_ok $? "the refused outputs were not created, the FIFO is still a FIFO"
 [ -f "$work/foreign.csv" ] && [ "$(cat "$work/foreign.csv")" = "$(printf 'a,b\n1,2')" ]
 tap_ok $? "a CSV with a foreign header is left unchanged by every case"
 # a full disk (the file size limit stands in for it; SIGXFSZ ignored so that the write fails instead): a runtime

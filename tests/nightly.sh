@@ -3,7 +3,9 @@
 # the first night becomes the baseline; a night with a 300% slowdown injected by the test-only knob is confirmed
 # by a second pass and exits 1 naming the phase; --accept makes it the baseline; bad matrix lines and options
 # exit 2 and leave no night behind. Then the job's robustness: a torn or old-schema history, a corrupt or
-# misplaced baseline, a held history lock, a failed report, nights that compare nothing (exit 4), and the
+# misplaced baseline, a baseline that is the history, a FIFO or a device, or holds failed checks, bad options and a
+# bad last matrix line (all exit 2 before anything is measured), --accept of a failed night, a held history lock, a
+# failed report, nights that compare nothing (exit 4; a baseline of zero times among them), and the
 # cleanup of dead Open MPI files (in a scratch directory, never the machine's /dev/shm). Not a timing test: the
 # injected effect is 4x, and every check whose verdict could depend on timing runs without a baseline. TAP output.
 set -u
@@ -119,6 +121,73 @@ tap_ok $? "a baseline in a missing directory: exit 2 before any bench run" "$wor
 NIGHTLY_HISTORY=$work/missing/history.csv night_log "$r"; rc=$?
 [ $rc = 2 ] && grep -q "history $work/missing/history.csv: directory $work/missing does not exist" "$work/log" && nothing_measured "$r"
 tap_ok $? "a history in a missing directory: exit 2 before any bench run" "$work/log"
+
+# issue 20: what a night took as it came, now refused before anything is measured
+# with_rows IN OUT PYEXPR: IN's rows, each changed by the Python statement on row (a dict by column name)
+with_rows() {
+    python3 -c 'import csv,sys
+rd = csv.DictReader(open(sys.argv[1])); w = csv.DictWriter(open(sys.argv[2], "w", newline=""), rd.fieldnames, lineterminator="\n")
+w.writeheader()
+for row in rd: exec(sys.argv[3]); w.writerow(row)' "$@"
+}
+r=$work/samefile; fresh "$r"
+cp "$work/res/baseline.csv" "$r/history.csv"
+NIGHTLY_BASELINE=$r/history.csv night_log "$r"; rc=$?
+[ $rc = 2 ] && grep -q "baseline $r/history.csv and --history $r/history.csv are one file" "$work/log" && nothing_measured "$r"
+tap_ok $? "--baseline equal to --history: exit 2 before any bench run" "$work/log"
+ln -s history.csv "$r/baseline.csv"
+night_log "$r"; rc=$?
+[ $rc = 2 ] && grep -q "are one file" "$work/log" && nothing_measured "$r"
+tap_ok $? "a baseline that is a link to the history (same device and inode): exit 2 before any bench run" "$work/log"
+
+r=$work/fifo; fresh "$r"
+mkfifo "$r/baseline.csv"
+NIGHTLY_RESULTS=$r timeout 60 "$ROOT/ci/nightly" >"$work/log" 2>&1; rc=$?
+[ $rc = 2 ] && grep -q "baseline $r/baseline.csv: not a regular file (fifo)" "$work/log" && [ -p "$r/baseline.csv" ] &&
+    nothing_measured "$r"
+tap_ok $? "a FIFO as the baseline: exit 2, the FIFO left as it is, nothing measured (exit $rc)" "$work/log"
+r=$work/devnull; fresh "$r"
+ln -s /dev/null "$r/baseline.csv"
+night_log "$r"; rc=$?
+[ $rc = 2 ] && grep -q "not a regular file (character special file)" "$work/log" && [ -L "$r/baseline.csv" ] && nothing_measured "$r"
+tap_ok $? "a link to a device as the baseline: exit 2, the link kept, nothing measured" "$work/log"
+
+r=$work/failbase; fresh "$r"
+with_rows "$work/res/baseline.csv" "$r/baseline.csv" 'row["check"] = "fail"'
+night_log "$r"; rc=$?
+[ $rc = 2 ] && grep -q "the baseline $r/baseline.csv has failed checks ([0-9]* rows with check=fail)" "$work/log" &&
+    nothing_measured "$r"
+tap_ok $? "a baseline with check=fail rows: exit 2 naming it, before any bench run" "$work/log"
+with_rows "$work/res/baseline.csv" "$r/baseline.csv" 'row["check"] = "FAILED"'
+night_log "$r"; rc=$?
+[ $rc = 2 ] && grep -q "baseline.csv:2: column check: 'FAILED' is not ok, fail or skipped" "$work/log" && nothing_measured "$r"
+tap_ok $? "a baseline with check=FAILED rows: exit 2 naming the file and line, before any bench run" "$work/log"
+cp "$work/res/baseline.csv" "$r/baseline.csv"
+with_rows "$work/res/baseline.csv" "$r/failed-night.csv" 'row["check"] = "fail"'
+echo "$r/failed-night.csv" >"$r/latest-night"
+NIGHTLY_RESULTS=$r "$ROOT/ci/nightly" --accept >"$work/log" 2>&1; rc=$?
+[ $rc = 2 ] && grep -q "has failed checks" "$work/log" && cmp -s "$work/res/baseline.csv" "$r/baseline.csv"
+tap_ok $? "--accept of a night whose checks failed: exit 2, the baseline unchanged" "$work/log"
+
+r=$work/badopts; fresh "$r"
+NIGHTLY_RESULTS=$r "$ROOT/ci/nightly" --min-effect nan >"$work/log" 2>&1; rc=$?
+[ $rc = 2 ] && grep -q "min-effect/NIGHTLY_MIN_EFFECT nan: expected a fraction" "$work/log" && nothing_measured "$r"
+tap_ok $? "--min-effect nan: exit 2 before any bench run" "$work/log"
+NIGHTLY_RESULTS=$r NIGHTLY_NOISE_MULT=-1 "$ROOT/ci/nightly" >"$work/log" 2>&1; rc=$?
+[ $rc = 2 ] && grep -q "noise-mult/NIGHTLY_NOISE_MULT -1: expected a number" "$work/log" && nothing_measured "$r"
+tap_ok $? "NIGHTLY_NOISE_MULT=-1: exit 2 before any bench run" "$work/log"
+{ cat "$work/m"; echo "--coll allgather -b 1000 -e 1000 --ranks 3"; } >"$work/m2"
+NIGHTLY_MATRIX=$work/m2 night_log "$r"; rc=$?
+[ $rc = 2 ] && grep -q "bench refused the line '--coll allgather -b 1000 -e 1000 --ranks 3': .*cannot be split over 3 ranks" "$work/log" &&
+    nothing_measured "$r"
+tap_ok $? "a bad last matrix line: exit 2 naming it before the first line runs" "$work/log"
+
+# a baseline whose times are all 0 guards nothing: exit 4, the reason said
+r=$work/zero; fresh "$r"
+with_rows "$work/res/baseline.csv" "$r/baseline.csv" 'row.update({k: "0" for k in row if k.startswith("t_") or k in ("wait_us", "algbw_gbps", "busbw_gbps")})'
+night_log "$r"; rc=$?
+[ $rc = 4 ] && grep -q "1 below timer floor" "$work/log" && grep -q "^nightly: NOTHING COMPARED: no match above the timer floor" "$work/log"
+tap_ok $? "a baseline of zero times: exit 4, 'NOTHING COMPARED: no match above the timer floor'" "$work/log"
 
 r=$work/failrep; fresh "$r"
 mkdir -p "$work/fakebin"; printf '#!/bin/sh\nexit 1\n' >"$work/fakebin/gnuplot"; chmod +x "$work/fakebin/gnuplot"

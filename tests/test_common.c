@@ -51,8 +51,8 @@ static epb_row_t sample_row(int i)
     r.iters = 20;
     r.t_min_us = 1.25;
     r.t_med_us = 2.5 + i;
-    r.t_mean_us = 2.75;
-    r.t_p95_us = 3.125;
+    r.t_mean_us = 2.75 + i;
+    r.t_p95_us = 3.125 + i;
     r.t_max_us = 123456.789;
     r.wait_us = 0.5 + i;
     r.algbw_gbps = 0.0123456789;
@@ -294,7 +294,7 @@ static void test_csv(void)
     }
 
     /* malformed inputs: each is rejected with file:line */
-    struct { const char *name, *want; char text[8192]; } *cases = calloc(16, sizeof *cases);
+    struct { const char *name, *want; char text[8192]; } *cases = calloc(32, sizeof *cases);
     int nc = 0;
     /* the row with field `col` replaced by `v` */
     #define WITH(col, v) do { char r_[4096]; int k_ = 0; r_[0] = 0; \
@@ -325,6 +325,21 @@ static void test_csv(void)
     cases[nc].name = "text over its limit"; cases[nc].want = ":2: column op: text too long";
     WITH("op", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
     nc++;
+    /* numbers no writer's row holds (issue 20): a negative time, statistics out of order, an unknown check */
+    cases[nc].name = "a negative time"; cases[nc].want = ":2: column t_min_us: -0.5 is negative";
+    WITH("t_min_us", "-0.5"); nc++;
+    cases[nc].name = "a negative wait"; cases[nc].want = ":2: column wait_us: -3 is negative";
+    WITH("wait_us", "-3"); nc++;
+    cases[nc].name = "min above the median"; cases[nc].want = ":2: t_min_us 3 exceeds t_med_us 2.5";
+    WITH("t_min_us", "3"); nc++;
+    cases[nc].name = "the median above p95"; cases[nc].want = ":2: t_med_us 2.5 exceeds t_p95_us 2";
+    WITH("t_p95_us", "2"); nc++;
+    cases[nc].name = "max below p95 and the median"; cases[nc].want = ":2: t_p95_us 3.125 exceeds t_max_us 2";
+    WITH("t_max_us", "2"); nc++;
+    cases[nc].name = "the mean above max"; cases[nc].want = ":2: t_mean_us 200000 exceeds t_max_us 123457";
+    WITH("t_mean_us", "200000"); nc++;
+    cases[nc].name = "a check that is not ok, fail or skipped"; cases[nc].want = ":2: column check: 'FAILED' is not ok";
+    WITH("check", "FAILED"); nc++;
     cases[nc].name = "a NUL byte inside a field"; cases[nc].want = ":2: a NUL byte";
     snprintf(cases[nc].text, 8192, "%s%s", hdr, good);
     size_t nul_at = strlen(hdr) + 3; /* inside run_id; the file is written with its length below */
@@ -355,7 +370,34 @@ static void test_csv(void)
     #undef WITH
     free(cases);
     TAP_OK(read_file("/nonexistent.csv", &t, &err) == EPB_EUSAGE, "missing file rejected");
+    /* a FIFO is refused at once (no writer would ever come: the read would block for ever), a directory too */
+    char fifo[300];
+    snprintf(fifo, sizeof fifo, "%s/fifo.csv", dir);
+    TAP_OK(mkfifo(fifo, 0600) == 0 && read_file(fifo, &t, &err) == EPB_EUSAGE && strstr(err.msg, "not a regular file (a FIFO)"),
+           "a FIFO is refused without blocking: %s", err.msg);
+    TAP_OK(read_file(dir, &t, &err) == EPB_EUSAGE && strstr(err.msg, "not a regular file (a directory)"),
+           "a directory is refused: %s", err.msg);
     epb_rows_free(&t);
+}
+
+/* the helpers bench and report share for the files they are given and the names they print */
+static void test_files(void)
+{
+    char buf[64], a[300], b[300], c[300];
+    TAP_OK(!strcmp(epb_printable("a\nb\x1b[2Jc\x7f\td\r", buf, sizeof buf), "a\\nb\\x1b[2Jc\\x7f\\td\\r"),
+           "control bytes and DEL become visible escapes: %s", buf);
+    TAP_OK(!strcmp(epb_printable("plain text, kept", buf, sizeof buf), "plain text, kept"), "printable text is kept");
+    TAP_OK(!strcmp(epb_printable("ab\n", buf, 4), "ab"), "cut to whole escapes: '%s'", buf);
+    snprintf(a, sizeof a, "%s/same.csv", dir);
+    snprintf(b, sizeof b, "%s/./same.csv", dir);
+    snprintf(c, sizeof c, "%s/other.csv", dir);
+    TAP_OK(epb_same_file(a, b) && !epb_same_file(a, c), "two spellings of one file yet to be made are one file");
+    write_file(a, "x\n");
+    TAP_OK(epb_same_file(a, b) && !epb_same_file(a, c), "an existing file: the same device and inode");
+    snprintf(b, sizeof b, "%s/link.csv", dir);
+    TAP_OK(symlink(a, b) == 0 && epb_same_file(a, b), "a symbolic link to it is the same file");
+    snprintf(b, sizeof b, "%s/hard.csv", dir);
+    TAP_OK(link(a, b) == 0 && epb_same_file(a, b), "a hard link to it is the same file");
 }
 
 int main(void)
@@ -366,6 +408,7 @@ int main(void)
     test_gbps();
     test_values();
     test_csv();
+    test_files();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) {}

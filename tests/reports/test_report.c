@@ -2,7 +2,8 @@
  *   unit:  the computations on tests/reports/fixtures/moe.csv (expected ratios written there) and the
  *          regression statistics on sample sets;
  *   cli:   malformed inputs through the program (exit 2, FILE:LINE, nothing written), regression exit codes,
- *          a report without gnuplot;
+ *          a report without gnuplot; inputs that hurt (FIFOs, calibrations the reader refuses, HTML and terminal
+ *          controls in names, options after --help, a full disk);
  *   plots: every plot rendered and non-empty as SVG and PNG, inlined in report.html (skipped: the plan "1..0 # SKIP",
  *          without gnuplot); a hostile CSV runs nothing;
  *   verdict: fixtures/verdict.csv (make_verdict.py): the verdict first, its intervals, the failed configuration
@@ -423,7 +424,8 @@ static void test_cli(void)
                                   .experts = 2, .top_k = 1, .tokens = 1, .hidden = 1, .ffn = 1, .dtype = "f32",
                                   .router = "softmax", .phase = i ? "step" : "dispatch", .kind = i ? "total" : "comm",
                                   .coll = i ? "" : "alltoallv", .bytes = i ? 0 : UINT64_MAX, .iters = 1,
-                                  .t_med_us = 10, .check = "ok" };
+                                  .t_min_us = 10, .t_med_us = 10, .t_mean_us = 10, .t_p95_us = 10, .t_max_us = 10,
+                                  .check = "ok" };
         char csv[1024];
         epb_err_t e;
         snprintf(csv, sizeof csv, "%s/bigbytes.csv", tmp);
@@ -432,7 +434,7 @@ static void test_cli(void)
         rc = epb_csv_append(csv, big, 2, &e) == EPB_OK ? run(cmd, NULL) : -1;
         snprintf(p, sizeof p, "%s/report.md", out);
         char *md = read_file(p);
-        TAP_OK(rc == 0 && md && strstr(md, "| s | 10.0 | 0.0 | 100.0% | 18446744073709551615 |"),
+        TAP_OK(rc == 0 && md && strstr(md, "| s | 10.0 | 10.0 | 100.0% | 18446744073709551615 |"),
                "bytes = 2^64-1: exit 0, shown as 18446744073709551615 (not 0)");
         free(md);
     }
@@ -583,7 +585,7 @@ static int write_hostile(const char *path)
                 r->coll = pay[2];
                 r->bytes = 1024u << (4 * b);
                 r->iters = 10;
-                r->t_med_us = 10.0 * (b + 1);
+                r->t_min_us = r->t_med_us = r->t_mean_us = r->t_p95_us = r->t_max_us = 10.0 * (b + 1);
                 r->busbw_gbps = 1.0 + b + h;
                 r->check = "ok";
             }
@@ -633,7 +635,8 @@ static void test_degenerate(void)
                               .device_name = "", .mode = "moe", .op = "agrs", .ranks = P, .experts = 8, .top_k = 2,
                               .tokens = 64, .hidden = 64, .ffn = 64, .dtype = "f32", .router = "softmax", .params = "",
                               .phase = ph ? "dispatch" : "route", .kind = ph ? "comm" : "compute", .coll = "",
-                              .iters = 10, .t_med_us = 5, .check = "ok" };
+                              .iters = 10, .t_min_us = 5, .t_med_us = 5, .t_mean_us = 5, .t_p95_us = 5,
+                              .t_max_us = 5, .check = "ok" };
         }
     for (int b = 0; b < 2; b++) {
         epb_row_t *r = &rows[n++];
@@ -657,6 +660,274 @@ static void test_degenerate(void)
     TAP_OK(rc == 0, "a family without steps and 0-byte coll rows: exit 0, undrawable points left out (%s)",
            one_line(err) ? err : "");
     free(err);
+}
+
+/* ---- cli: inputs that hurt (issue 20), each refused before anything is written, or shown as text ---- */
+
+/* rows of a fixture file, changed by the caller, written to a new file with the CSV writer */
+static int rewrite(const char *from, const char *to, void (*change)(epb_row_t *r))
+{
+    epb_rows_t t = { 0 };
+    epb_err_t e;
+    int rc = epb_csv_read(from, &t, &e);
+    for (size_t i = 0; !rc && i < t.nrows; i++) {
+        t.rows[i].schema = EPB_SCHEMA; /* the writer's schema; a schema-1 row keeps its phase names */
+        change(&t.rows[i]);
+    }
+    if (!rc) rc = epb_csv_append(to, t.rows, t.nrows, &e);
+    epb_rows_free(&t);
+    return rc;
+}
+
+static void zero_times(epb_row_t *r)
+{
+    r->t_min_us = r->t_med_us = r->t_mean_us = r->t_p95_us = r->t_max_us = r->wait_us = 0;
+}
+
+static void keep_times(epb_row_t *r)
+{
+    (void)r;
+}
+
+static void fast_memcpy(epb_row_t *r) /* a copy rate past any cluster file's range */
+{
+    if (!strcmp(r->mode, "peak") && !strcmp(r->op, "memcpy"))
+        r->t_min_us = r->t_med_us = r->t_mean_us = r->t_p95_us = r->t_max_us = 1e-6;
+}
+
+static void escape_names(epb_row_t *r) /* a host and a strategy that would clear the screen */
+{
+    r->host = "node\x1b[2J01";
+    r->op = "tp2ep\x1b]0;owned\x07";
+}
+
+/* stderr is one line (one '\n', at its end) and holds no control byte */
+static int one_clean_line(const char *s)
+{
+    if (!s) return 0;
+    const char *nl = strchr(s, '\n');
+    if (!nl || nl[1]) return 0;
+    for (const char *c = s; c < nl; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) return 0;
+    return 1;
+}
+
+/* the inputs these tests share: a moe fixture, the projection's fixture CSV and cluster file */
+static char good[400], proj[400], cl[400];
+
+static void input_paths(void)
+{
+    snprintf(good, sizeof good, "%s/moe.csv", fix);
+    snprintf(proj, sizeof proj, "%s/../../projection/fixture.csv", fix);
+    snprintf(cl, sizeof cl, "%s/../../projection/cluster.json", fix);
+}
+
+/* rows no writer makes are malformed input, named by file and line; a baseline of zero times compares nothing */
+static void test_rows_sane(void)
+{
+    char cmd[4096], p[1000], q[400], out[400];
+    char *o = NULL;
+    int rc;
+    static const struct { const char *name, *times; } bad_times[] = { /* for ROW's iters,min,med,mean,p95,max */
+        { "negative_time", ",10,-1,2,2,3,4," },
+        { "max_below_median", ",10,1,2,2,3,1," },
+        { "min_above_median", ",10,3,2,2,3,4," },
+    };
+    for (size_t i = 0; i < sizeof bad_times / sizeof bad_times[0]; i++) {
+        char buf[8192];
+        const char *at = strstr(ROW, ",10,1,2,2,3,4,");
+        snprintf(buf, sizeof buf, "%s%.*s%s%s", HDR, (int)(at - ROW), ROW, bad_times[i].times, at + 14);
+        bad_case(bad_times[i].name, buf, 2);
+    }
+    /* a baseline of zero times compares nothing above the timer floor: exit 4, never "no regression" */
+    snprintf(p, sizeof p, "%s/base.csv", fix);
+    snprintf(q, sizeof q, "%s/zero_base.csv", tmp);
+    rc = rewrite(p, q, zero_times);
+    snprintf(p, sizeof p, "%s/same.csv", fix);
+    snprintf(out, sizeof out, "%s/same2.csv", tmp); /* schema 2, as the baseline */
+    if (!rc) rc = rewrite(p, out, keep_times);
+    snprintf(cmd, sizeof cmd, "%s --baseline %s %s", exe, q, out);
+    if (!rc) rc = run(cmd, NULL);
+    snprintf(p, sizeof p, "%s/stdout.txt", tmp);
+    o = read_file(p);
+    TAP_OK(rc == 4 && o && strstr(o, "0 same, 2 below timer floor") && strstr(o, "NOTHING COMPARED (every match is below"),
+           "--baseline of zero times: exit 4, the matches counted below the timer floor, not same (got %d)", rc);
+    free(o);
+}
+
+/* a FIFO given as any input is refused at once (timeout: blocking is 124); a directory is no JSON */
+static void test_fifo(void)
+{
+    char cmd[4096], q[400], out[400];
+    char *err = NULL;
+    int rc;
+    snprintf(q, sizeof q, "%s/fifo", tmp);
+    mkfifo(q, 0600);
+    static const char *const what[5] = { "a CSV", "--baseline", "--history", "--project", "--validation" };
+    snprintf(out, sizeof out, "%s/out_fifo", tmp);
+    for (int i = 0; i < 5; i++) {
+        if (i == 0) snprintf(cmd, sizeof cmd, "timeout 10 %s %s -o %s", exe, q, out);
+        if (i == 1) snprintf(cmd, sizeof cmd, "timeout 10 %s --baseline %s %s", exe, q, good);
+        if (i == 2) snprintf(cmd, sizeof cmd, "timeout 10 %s --history %s %s -o %s", exe, q, good, out);
+        if (i == 3) snprintf(cmd, sizeof cmd, "timeout 10 %s --project %s %s", exe, q, proj);
+        if (i == 4) snprintf(cmd, sizeof cmd, "timeout 10 %s --project %s --validation %s %s", exe, cl, q, proj);
+        rc = run(cmd, &err);
+        TAP_OK(rc == 2 && err && strstr(err, "fifo: not a regular file (a FIFO)") && one_clean_line(err) && !exists(out),
+               "a FIFO as %s: exit 2 at once, one line naming it (got %d: %s)", what[i], rc, err ? one_line(err) : "");
+        free(err);
+    }
+    snprintf(cmd, sizeof cmd, "%s --project %s %s", exe, tmp, proj);
+    rc = run(cmd, &err);
+    TAP_OK(rc == 2 && err && strstr(err, "not a regular file (a directory)") && !strstr(err, "not JSON"),
+           "a directory as --project: exit 2, 'not a regular file (a directory)', not 'not JSON' (%s)", err ? one_line(err) : "");
+    free(err);
+}
+
+/* --calibration-out writes only what --project reads, and over no input or non-JSON file */
+static void test_calibration(void)
+{
+    char cmd[4096], p[1000], q[400];
+    char *err = NULL;
+    int rc;
+    snprintf(q, sizeof q, "%s/fast.csv", tmp);
+    snprintf(p, sizeof p, "%s/cal.json", tmp);
+    rc = rewrite(proj, q, fast_memcpy);
+    snprintf(cmd, sizeof cmd, "%s --calibration-out %s %s", exe, p, q);
+    if (!rc) rc = run(cmd, &err);
+    TAP_OK(rc == 2 && err && strstr(err, "--calibration-out ") && strstr(err, "copy_gbps.value: ") &&
+               strstr(err, "is out of range") && !exists(p),
+           "--calibration-out of a copy rate the reader refuses: exit 2 naming the field, no file (%s)", err ? one_line(err) : "");
+    free(err);
+    long before = fsize(proj);
+    snprintf(q, sizeof q, "%s/proj_copy.csv", tmp);
+    snprintf(cmd, sizeof cmd, "cp %s %s && %s --calibration-out %s %s", proj, q, exe, q, q);
+    rc = run(cmd, &err);
+    TAP_OK(rc == 2 && err && strstr(err, "is the input") && fsize(q) == before,
+           "--calibration-out naming the input CSV: exit 2, the CSV kept (%s)", err ? one_line(err) : "");
+    free(err);
+    snprintf(q, sizeof q, "%s/other_results.csv", tmp);
+    snprintf(cmd, sizeof cmd, "cp %s %s && %s --calibration-out %s %s", good, q, exe, q, proj);
+    before = fsize(good);
+    rc = run(cmd, &err);
+    TAP_OK(rc == 2 && err && strstr(err, "exists and is not a JSON file") && fsize(q) == before,
+           "--calibration-out over a file that is not JSON: exit 2, kept (%s)", err ? one_line(err) : "");
+    free(err);
+}
+
+/* names from a CSV are text in report.md: no HTML, no code span */
+static void test_markdown(void)
+{
+    char cmd[4096], p[1000], q[400], out[400];
+    int rc;
+    payloads();
+    snprintf(q, sizeof q, "%s/hostile_md.csv", tmp);
+    snprintf(out, sizeof out, "%s/hostile_md", tmp);
+    snprintf(cmd, sizeof cmd, "%s --no-plots %s -o %s", exe, q, out);
+    rc = write_hostile(q) == EPB_OK ? run(cmd, NULL) : -1;
+    snprintf(p, sizeof p, "%s/report.md", out);
+    char *md = read_file(p);
+    TAP_OK(rc == 0 && md && !strstr(md, "<script>") && strstr(md, "&lt;script&gt;") && !strchr(md, '`') &&
+               strstr(md, "&#96;touch "),
+           "report.md shows '<script>' and backquotes as text (&lt;, &#96;), never as HTML or code");
+    free(md);
+}
+
+/* names from a CSV or a cluster file, file names and option values reach the terminal as one line without their control bytes */
+static void test_terminal(void)
+{
+    char cmd[4096], p[1000], q[400];
+    char *err = NULL, *o = NULL;
+    int rc;
+    snprintf(p, sizeof p, "%s/few.csv", fix); /* too few samples: each match has its own line, with its names */
+    snprintf(q, sizeof q, "%s/escapes.csv", tmp);
+    rc = rewrite(p, q, escape_names);
+    snprintf(cmd, sizeof cmd, "%s --baseline %s %s", exe, q, q);
+    if (!rc) rc = run(cmd, &err);
+    snprintf(p, sizeof p, "%s/stdout.txt", tmp);
+    o = read_file(p);
+    int ctl = 0;
+    for (const char *c = o; c && *c; c++) ctl += (unsigned char)*c < 0x20 && *c != '\n';
+    TAP_OK(rc == 4 && o && ctl == 0 && strstr(o, "tp2ep\\x1b]0;owned\\x07") && strstr(o, "node\\x1b[2J:"),
+           "a host and strategy with terminal controls: stdout shows them escaped, no control byte (%d)", ctl);
+    free(o);
+    free(err);
+    snprintf(cmd, sizeof cmd, "%s '%s/no\nsuch\x1b[2J.csv' -o %s/x", exe, tmp, tmp);
+    rc = run(cmd, &err);
+    TAP_OK(rc == 2 && one_clean_line(err) && strstr(err, "no\\nsuch\\x1b[2J.csv: cannot open"),
+           "a file name with a newline and an escape: one line, both shown (%s)", err ? err : "");
+    free(err);
+    snprintf(q, sizeof q, "%s/cluster_esc.json", tmp);
+    char *cj = read_file(cl), *nm = cj ? strstr(cj, "\"name\": \"") : NULL;
+    FILE *f = fopen(q, "w");
+    if (f && nm) fprintf(f, "%.*s\\u001b[2J%s", (int)(nm + 9 - cj), cj, nm + 9);
+    if (f) fclose(f);
+    free(cj);
+    snprintf(cmd, sizeof cmd, "%s --project %s %s", exe, q, proj);
+    rc = run(cmd, NULL);
+    snprintf(p, sizeof p, "%s/stdout.txt", tmp);
+    o = read_file(p);
+    TAP_OK(rc == 0 && o && !strchr(o, '\x1b') && strstr(o, "projection onto \\x1b[2Jtest cluster"),
+           "a cluster name with an escape: --project's tables show it escaped (got %d)", rc);
+    free(o);
+
+    snprintf(cmd, sizeof cmd, "%s --min-effect '0.1\n0.2' --baseline %s %s", exe, good, good);
+    rc = run(cmd, &err);
+    TAP_OK(rc == 2 && one_clean_line(err) && strstr(err, "--min-effect 0.1\\n0.2: expected"),
+           "--min-effect with a newline: exit 2, one line (%s)", err ? err : "");
+    free(err);
+}
+
+/* every option is parsed before --help acts */
+static void test_help(void)
+{
+    char cmd[4096];
+    char *err = NULL;
+    int rc;
+    snprintf(cmd, sizeof cmd, "%s --help --bogus", exe);
+    rc = run(cmd, &err);
+    TAP_OK(rc == 2 && err && strstr(err, "--bogus: unknown option") && one_clean_line(err), "--help --bogus: exit 2 naming --bogus");
+    free(err);
+    snprintf(cmd, sizeof cmd, "%s --help", exe);
+    TAP_OK(run(cmd, NULL) == 0, "--help alone: exit 0");
+}
+
+/* a write that fails (a file size limit, a full tmpfs): exit 3 naming the file and the reason, nothing left */
+static void test_full_disk(void)
+{
+    char cmd[4096], p[1000], out[400];
+    char *err = NULL;
+    int rc;
+    /* a file size limit stands in for a full disk (SIGXFSZ ignored, so that the write fails): the plot data
+     * fit, an image does not; its write failure named, exit 3, nothing left */
+    snprintf(out, sizeof out, "%s/fsize", tmp);
+    snprintf(cmd, sizeof cmd, "trap '' XFSZ; ulimit -f 8; exec %s %s/verdict.csv -o %s", exe, fix, out);
+    rc = run(cmd, &err);
+    if (rp_which("gnuplot", p, sizeof p))
+        TAP_SKIP("no gnuplot: the plots' write failure is not reached");
+    else
+        TAP_OK(rc == 3 && one_clean_line(err) && strstr(err, "/plots/") && strstr(err, ".svg: write failed: File too large") &&
+                   !exists(out) && count_prefix(tmp, ".fsize") == 0,
+               "an image past the file size limit: exit 3, 'plots/NAME.svg: write failed: File too large', nothing left (%s)",
+               err ? one_line(err) : "");
+    free(err);
+    /* a real full disk, where mounting is allowed (root): a 64 KiB tmpfs */
+    char mnt[400];
+    snprintf(mnt, sizeof mnt, "%s/full", tmp);
+    mkdir(mnt, 0755);
+    snprintf(cmd, sizeof cmd, "mount -t tmpfs -o size=64k tmpfs %s", mnt);
+    if (rp_which("gnuplot", p, sizeof p) || geteuid() != 0 || run(cmd, NULL) != 0) {
+        TAP_SKIP("a full tmpfs needs gnuplot (the plots fill it), root and mount");
+    } else {
+        snprintf(cmd, sizeof cmd, "%s %s/verdict.csv -o %s/rep", exe, fix, mnt);
+        rc = run(cmd, &err);
+        snprintf(p, sizeof p, "%s/rep", mnt);
+        TAP_OK(rc == 3 && one_clean_line(err) && strstr(err, "write failed: No space left on device") &&
+                   !strstr(err, "exit status") && !exists(p) && count_prefix(mnt, ".rep") == 0,
+               "a full disk: exit 3, 'FILE: write failed: No space left on device', nothing left (%s)", err ? one_line(err) : "");
+        free(err);
+        snprintf(cmd, sizeof cmd, "umount %s", mnt);
+        run(cmd, NULL);
+    }
 }
 
 /* The plots of the verdict fixture: intervals and the model in the crossover, the failed configuration left out of
@@ -883,7 +1154,7 @@ static int test_verdict(void)
            "report.html: the verdict heading, then its table, before any per-configuration heading");
     char line[2048];
     const char *l = verdict_line(md, "P=2, 1 node, skew=0, k=1,", line, sizeof line);
-    TAP_OK(l && strstr(l, "tp2ep 300.0 < agrs 400.0") && strstr(l, "agrs 1.33 [") && strstr(l, "tp2ep fastest, by") &&
+    TAP_OK(l && strstr(l, "tp2ep 300.0 &lt; agrs 400.0") && strstr(l, "agrs 1.33 [") && strstr(l, "tp2ep fastest, by") &&
                !strstr(l, "no significant") && strstr(l, "agrs 1.97 (model 1.97)") && strstr(l, "checks: all ok") &&
                strstr(l, "| 3 |"),
            "verdict P=2 k=1: ranking, the interval, the measured volume ratio beside the traffic description's, 3 "
@@ -1029,6 +1300,14 @@ int main(int argc, char **argv)
         rc = tap_done();
     } else if (!strcmp(argv[1], "cli")) {
         test_cli();
+        input_paths();
+        test_rows_sane();
+        test_fifo();
+        test_calibration();
+        test_markdown();
+        test_terminal();
+        test_help();
+        test_full_disk();
         rc = tap_done();
     } else if (!strcmp(argv[1], "verdict")) {
         rc = test_verdict();
