@@ -115,7 +115,7 @@ static int traffic(const moe_spec_t *spec, const moe_config_t *c, const moe_rout
 {
     (void)spec;
     int P = rt->P, El = c->E / P;
-    double rowb = (double)c->T * (double)c->D * (double)moe_dtype_size(c->dtype), meta = (double)c->T * c->k * 4.0;
+    double rowb = (double)c->T * (double)c->D * rt->act_bytes, meta = (double)c->T * c->k * 4.0;
     static const struct { int ph; moe_co_t co; int meta; } calls[] = {
         { MOE_PH_DISPATCH, MOE_CO_ALLGATHER, 0 }, { MOE_PH_DISPATCH, MOE_CO_ALLGATHER, 1 },
         { MOE_PH_DISPATCH, MOE_CO_ALLGATHER, 1 }, { MOE_PH_COMBINE, MOE_CO_REDUCE_SCATTER, 0 },

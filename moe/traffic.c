@@ -166,6 +166,7 @@ int moe_routing_expected(moe_routing_t *rt, const moe_config_t *c, int P, int G,
     x->M = c->topk_groups;
     moe_expert_shares(c->E, c->k, gamma, x->s);
     *rt = (moe_routing_t){ .P = P, .G = G < 1 ? 1 : G, .T = c->T, .E = c->E, .k = c->k, .exact = 0,
+                           .act_bytes = (double)moe_dtype_size(c->dtype),
                            .pairs_e = exp_pairs_e, .reach = exp_reach, .impl = x };
     return EPB_OK;
 }
@@ -258,6 +259,7 @@ int moe_routing_exact(moe_routing_t *rt, const moe_config_t *c, int P, int G, co
             if (e >= 0 && e < c->E) x->pe[(size_t)(t / c->T) * (size_t)c->E + (size_t)e] += 1;
         }
     *rt = (moe_routing_t){ .P = P, .G = G < 1 ? 1 : G, .T = c->T, .E = c->E, .k = c->k, .exact = 1,
+                           .act_bytes = (double)moe_dtype_size(c->dtype),
                            .pairs_e = ex_pairs_e, .reach = ex_reach, .impl = x };
     return EPB_OK;
 }
@@ -359,7 +361,7 @@ int moe_traffic_describe(const moe_spec_t *spec, const moe_config_t *c, const mo
     const moe_strategy_t *st = spec->st;
     if (!st->traffic) return epb_fail(err, EPB_EUSAGE, "strategy %s has no traffic description", st->name);
     int P = rt->P, El = c->E / P;
-    double ab = (double)moe_dtype_size(c->dtype);
+    double ab = rt->act_bytes;
     /* the experts' rows: each owner its experts' pairs; a replicated strategy every rank its own tokens' */
     for (int e = 0; e < c->E; e++)
         for (int s = 0; s < P; s++) {
@@ -391,7 +393,7 @@ int moe_traffic_xchg(const moe_config_t *c, const moe_routing_t *rt, int ns, int
     int P = rt->P, k = c->k, El = c->E / P;
     if (ns < 1 || ns > P || P % ns) ns = P; /* as xchg_setup: a group size that does not divide P is one group */
     int ng = P / ns, A = ng > 1, B = ns > 1;
-    double row = (double)c->D * (double)moe_dtype_size(c->dtype), k4 = 4.0 * k, T = (double)rt->T;
+    double row = (double)c->D * rt->act_bytes, k4 = 4.0 * k, T = (double)rt->T;
     /* the count exchanges: stage A's per other group and chunk (rows, then pairs per (index, local expert)),
      * stage B's per other rank of the group and chunk (pairs per local expert) */
     if (A) {
