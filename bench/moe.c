@@ -416,6 +416,18 @@ static int run_case(bench_ctx_t *b, moe_backend_t *be, const moe_case_t *mc, epb
                 (rc = epb_allreduce(b->ctl, &peak, &peak, 1, EPB_DT_I64, EPB_MAX))))
         epb_fail(err, rc, "%s", b->ctl->err.msg);
     sm.peak = (uint64_t)peak;
+    /* the last step's load: rows the busiest rank's experts computed, what the busiest rank would compute holding
+     * its E/P experts alone (replicated strategies: its own rows), and the pairs the capacity dropped */
+    double load[2] = { (double)run.rows, (double)run.rows }, dropped = (double)run.dropped;
+    if (!run.st->replicated) {
+        const moe_config_t *c = &mc->cfg;
+        int P = b->ctl->size, lo = (int)((long)c->E * b->ctl->rank / P), hi = (int)((long)c->E * (b->ctl->rank + 1) / P);
+        load[1] = 0;
+        for (int e = lo; e < hi; e++) load[1] += (double)run.tpe[e];
+    }
+    if (!rc && ((rc = epb_allreduce(b->ctl, load, load, 2, EPB_DT_F64, EPB_MAX)) ||
+                (rc = epb_allreduce(b->ctl, &dropped, &dropped, 1, EPB_DT_F64, EPB_SUM))))
+        epb_fail(err, rc, "%s", b->ctl->err.msg);
     if (!rc && pr) rc = write_per_rank(b, mc, &sm, pr, iters, err);
     /* what the strategy's traffic description expects of each phase on this step's routing (next to what the
      * wire carried; the exact tables are kept up to MOE_TRAFFIC_MAXP_EXACT ranks) */
@@ -440,7 +452,10 @@ static int run_case(bench_ctx_t *b, moe_backend_t *be, const moe_case_t *mc, epb
     if (!rc) {
         epb_row_t rows[NROW];
         fill_rows(b, mc, &sm, iters, rows);
-        for (int p = 0; p < NROW; p++) rows[p].check = !o->check ? "skipped" : failed ? "fail" : "ok";
+        for (int p = 0; p < NROW; p++) {
+            rows[p].check = !o->check ? "skipped" : failed ? "fail" : "ok";
+            rows[p].dropped = dropped, rows[p].load_max = load[0], rows[p].load_plain = load[1];
+        }
         char differ[512] = "";
         for (int p = 0, u = 0; have_model && p < MOE_NPHASES; p++) {
             rows[p].model_bytes = model[p];

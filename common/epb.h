@@ -1,5 +1,5 @@
 /* epbench common module: exit codes, error reporting, statistics, size parsing, bandwidth formulas,
- * seeded values, bfloat16 conversion and the CSV writer/reader (schema 3; schemas 1 and 2 read).
+ * seeded values, bfloat16 conversion and the CSV writer/reader (schema 4; schemas 1 to 3 read).
  * Shared by bench/, collectives/, moe/ and reports/; it depends on nothing but libc and libm. */
 #ifndef EPB_COMMON_H
 #define EPB_COMMON_H
@@ -90,11 +90,12 @@ typedef uint16_t epb_bf16;
 epb_bf16 epb_f32_to_bf16(float f); /* round to nearest even; NaN stays NaN */
 float epb_bf16_to_f32(epb_bf16 h);
 
-/* ---- CSV schema 3 (DESIGN.md "Results: CSV schema 2", extended: docs/CSV.md defines every column) ----
- * Schema 3 is schema 2 plus columns at the end (model_bytes, ...); schema 1 lacks hosts, params, kind, coll,
- * wait_us and hidden_us. Every schema is read; only the current one is written. */
-#define EPB_SCHEMA 3
-#define EPB_CSV_NCOLS 42    /* schema 3 */
+/* ---- CSV schema 4 (DESIGN.md "Results: CSV schema 2", extended: docs/CSV.md defines every column) ----
+ * Schema 4 is schema 3 plus columns at the end (dropped, load_max, load_plain), schema 3 is schema 2 plus
+ * model_bytes; schema 1 lacks hosts, params, kind, coll, wait_us and hidden_us. Every schema is read; only the
+ * current one is written. */
+#define EPB_SCHEMA 4
+#define EPB_CSV_NCOLS 45    /* schema 4 */
 extern const char *const epb_csv_columns[EPB_CSV_NCOLS];
 /* Longest text the reader accepts (and the writer writes) per kind of field; longer text is an input error. */
 #define EPB_STR 96       /* most text fields */
@@ -130,6 +131,11 @@ typedef struct {
     double model_bytes; /* MoE phases: the bytes the strategy's traffic description (moe/traffic.h) expects this
                          * phase to send, the most of any rank, on this run's own routing; the `bytes` column is
                          * what the wire carried */
+    /* schema 4 (-1 in rows of older schemas, and where the column does not apply); moe rows: every row of the
+     * configuration carries the last step's values */
+    double dropped;     /* (token, expert) pairs of the whole batch the expert capacity dropped (0 without it) */
+    double load_max;    /* rows the busiest rank's experts computed (padding included) */
+    double load_plain;  /* rows the busiest rank would compute holding its E/P experts alone, no replicas */
 } epb_row_t;
 
 /* Rows read from CSV files, with the strings they point at (each distinct text stored once). */

@@ -182,6 +182,8 @@ struct moe_run {
     void *sa1, *sa3, *ss, *swork; /* (T,S*Fs) x3 saved, (2,T,S*Fs) scratch */
     int64_t *counts;             /* (E) host: this rank's selections */
     int64_t *tpe;                /* (E) host: tokens_per_expert, all-reduced over the group */
+    int64_t dropped;             /* (token, expert) pairs of this rank's tokens the expert capacity dropped in the
+                                  * last step (0 without a capacity): the CSV's `dropped`, summed over ranks */
     float *bias_after;           /* (E) host: bias after this step's update */
     float *scores, *rwork;       /* (T,E) saved scores, route_backward scratch */
     float *d_gate;               /* (T,k) gradient of this rank's gate weights */

@@ -37,6 +37,10 @@ tap_ok $? "every comm and sync phase that ran names its collectives; no compute 
 # each strategy's traffic description (its registry entry, moe/traffic.h) against the wire, on the run's own routing
 csv_all "$work/r.csv" 'float(r["model_bytes"]) >= 0 and abs(float(r["bytes"]) - float(r["model_bytes"])) <= 0.5'
 tap_ok $? "every phase of every run sent the bytes its strategy's traffic description expects (model_bytes)"
+# the load columns: without replicas or a capacity the busiest rank holds its own experts' pairs (at least the mean,
+# T k), nothing is dropped, and the replicated local computes exactly its own T k rows
+csv_all "$work/r.csv" 'float(r["dropped"]) == 0 and float(r["load_max"]) == float(r["load_plain"]) and float(r["load_max"]) >= int(r["tokens"]) * int(r["top_k"]) and (r["op"] != "local" or float(r["load_max"]) == int(r["tokens"]) * int(r["top_k"]))'
+tap_ok $? "load_max = load_plain >= T k on every row (local: = T k), dropped 0"
 # skew 8 really leaves experts empty
 "$BENCH" --ranks "$N" -n 1 -w 0 --strategy tp2ep --experts $E2 --top-k 1 --skew 8 "${small[@]}" --dump "$work/dump" --csv "$work/d.csv" >/dev/null 2>&1
 python3 -c "
