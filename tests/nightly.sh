@@ -89,12 +89,13 @@ night_log "$r"; rc=$?
 tap_ok $? "a history that does not parse (a row glued by an older job): exit 2 naming the line, before any bench run" "$work/log"
 
 r=$work/schema1; fresh "$r"
+schema=$(sed -n 's/^#define EPB_SCHEMA \([0-9]*\)$/\1/p' "$ROOT/common/epb.h")
 cp "$ROOT/tests/reports/fixtures/base.csv" "$r/history.csv"
 night_log "$r"; rc=$?
 [ $rc = 0 ] && cmp -s "$ROOT/tests/reports/fixtures/base.csv" "$r/history-schema1.csv" && grep -q "moved to $r/history-schema1.csv" "$work/log" &&
     [ "$(head -c 9 "$r/history.csv")" = "schema,ru" ] && [ "$(rows "$r/history.csv")" = 3 ] &&
-    [ "$(sed -n '2{s/,.*//;p}' "$r/history.csv")" = 3 ] && [ -s "$(ls -d "$r"/report-*/report.md)" ]
-tap_ok $? "a schema 1 history is moved to history-schema1.csv (said so) and a history of the current schema (3) starts with the night" "$work/log"
+    [ "$(sed -n '2{s/,.*//;p}' "$r/history.csv")" = "$schema" ] && [ -s "$(ls -d "$r"/report-*/report.md)" ]
+tap_ok $? "a schema 1 history is moved to history-schema1.csv (said so) and a history of the current schema ($schema) starts with the night" "$work/log"
 
 r=$work/locked; fresh "$r"
 # the holder is one process (the subshell execs sleep), so killing it releases the lock and nothing lingers
