@@ -854,7 +854,7 @@ static void test_terminal(void)
     snprintf(cmd, sizeof cmd, "%s '%s/no\nsuch\x1b[2J.csv' -o %s/x", exe, tmp, tmp);
     rc = run(cmd, &err);
     TAP_OK(rc == 2 && one_clean_line(err) && strstr(err, "no\\nsuch\\x1b[2J.csv: cannot open"),
-           "a file name with a newline and an escape: one line, both shown (%s)", err ? err : "");
+           "a file name with a newline and an escape: one line, both shown (%s)", err ? one_line(err) : "");
     free(err);
     snprintf(q, sizeof q, "%s/cluster_esc.json", tmp);
     char *cj = read_file(cl), *nm = cj ? strstr(cj, "\"name\": \"") : NULL;
@@ -873,7 +873,7 @@ static void test_terminal(void)
     snprintf(cmd, sizeof cmd, "%s --min-effect '0.1\n0.2' --baseline %s %s", exe, good, good);
     rc = run(cmd, &err);
     TAP_OK(rc == 2 && one_clean_line(err) && strstr(err, "--min-effect 0.1\\n0.2: expected"),
-           "--min-effect with a newline: exit 2, one line (%s)", err ? err : "");
+           "--min-effect with a newline: exit 2, one line (%s)", err ? one_line(err) : "");
     free(err);
 }
 
