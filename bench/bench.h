@@ -21,6 +21,7 @@ typedef struct {
     /* common */
     int ranks, ranks_given;
     int iters, warmup, check;
+    int iters_given, warmup_given; /* -n / -w given: MoE runs below BENCH_DECODE_T tokens then keep them */
     uint64_t seed;
     epb_dtype_t dtype;
     bind_mode_t bind;
@@ -65,6 +66,7 @@ typedef struct {
     int quiet;                /* --quiet: no progress on stderr */
     char json[PATH_MAX];      /* -J/--json: nccl-tests JSON of a --coll run ("" = none) */
     int dry_run;              /* --dry-run: validate everything a run would (options, sweep, files), run nothing */
+    int decode;               /* --decode: decode-size batches (--tokens 1..BENCH_DECODE_T, default 1,2,4..256) */
 } bench_opts_t;
 
 /* Test-only hooks, read by every rank from its own environment (mpirun passes it on), never part of the broadcast
@@ -83,6 +85,16 @@ typedef struct {
 int bench_hooks_read(bench_hooks_t *h, bench_mode_t mode, epb_err_t *err);
 
 /* opts.c */
+/* Decode-size runs (issue 22): below this many tokens per rank a MoE configuration's default iterations are
+ * BENCH_DECODE_ITERS timed after BENCH_DECODE_WARMUP (instead of -n 20 -w 5): its phases last microseconds, and
+ * the median and p95 of 20 samples of a latency-bound step move with the scheduler. --decode sweeps 1, 2, 4, ...
+ * up to this many tokens per rank. */
+#define BENCH_DECODE_T 256
+#define BENCH_DECODE_ITERS 100
+#define BENCH_DECODE_WARMUP 10
+/* The timed and warm-up iterations of a MoE configuration of T tokens per rank: -n and -w where given, else the
+ * defaults above (T < BENCH_DECODE_T) or o->iters, o->warmup. */
+int bench_moe_iters(const bench_opts_t *o, long T, int *warmup);
 /* Parses argv into o. Returns EPB_OK, or EPB_EUSAGE with a one-line message naming the option and the
  * accepted values. Does not touch the file system. */
 int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err);

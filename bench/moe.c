@@ -213,6 +213,7 @@ static void fill_rows(const bench_ctx_t *b, const moe_case_t *mc, const samples_
         r->ffn = c->F;
         r->router = moe_router_label(c->router, c->route_norm);
         r->skew = c->skew;
+        r->iters = iters;
         r->phase = p < MOE_NPHASES ? moe_phase_names[p] : "step";
         r->kind = p < MOE_NPHASES ? moe_kind_name(moe_phase_kinds[p]) : "total";
         r->coll = p < MOE_NPHASES ? sm->coll[p] : "";
@@ -339,7 +340,7 @@ static int write_per_rank(bench_ctx_t *b, const moe_case_t *mc, const samples_t 
 static int run_case(bench_ctx_t *b, moe_backend_t *be, const moe_case_t *mc, epb_err_t *err)
 {
     const bench_opts_t *o = b->o;
-    int iters = o->iters, rc;
+    int warmup, iters = bench_moe_iters(o, mc->cfg.T, &warmup), rc;
     moe_run_t run;
     be->peak_bytes = be->cur_bytes;
     char spec[96];
@@ -371,7 +372,7 @@ static int run_case(bench_ctx_t *b, moe_backend_t *be, const moe_case_t *mc, epb
         moe_run_destroy(&run);
         return epb_fail(err, EPB_ESYS, "out of memory");
     }
-    for (int i = 0; i < o->warmup && !rc; i++) rc = moe_run_step(&run, err);
+    for (int i = 0; i < warmup && !rc; i++) rc = moe_run_step(&run, err);
     for (int it = 0; it < iters && !rc; it++) {
         double wait[MOE_NPHASES], step_wait = 0, step_hidden = 0;
         if ((rc = epb_barrier(b->ctl))) { epb_fail(err, rc, "%s", b->ctl->err.msg); break; }
@@ -503,9 +504,16 @@ int bench_run_moe(bench_ctx_t *b, epb_err_t *err)
         char blas[160];
         if (be->on_device) snprintf(blas, sizeof blas, "%s, %s expert GEMMs", b->base.device_name, moe_cuda_gemm_path(be));
         else epb_blas_info(blas, sizeof blas);
-        printf("# epbench moe | %d ranks on %d node%s (%s) | comm %s | %s | %s | iters %d warmup %d | check %s\n",
+        char its[96];
+        int w0, w1, i0 = bench_moe_iters(b->o, BENCH_DECODE_T, &w0), i1 = bench_moe_iters(b->o, 1, &w1), small = 0;
+        for (int i = 0; i < n; i++) small |= cases[i].cfg.T < BENCH_DECODE_T;
+        if (small && (i0 != i1 || w0 != w1))
+            snprintf(its, sizeof its, "iters %d warmup %d (%d and %d below %d tokens)", i0, w0, i1, w1, BENCH_DECODE_T);
+        else if (small) snprintf(its, sizeof its, "iters %d warmup %d", i1, w1);
+        else snprintf(its, sizeof its, "iters %d warmup %d", i0, w0);
+        printf("# epbench moe | %d ranks on %d node%s (%s) | comm %s | %s | %s | %s | check %s\n",
                b->ctl->size, b->base.nodes, b->base.nodes > 1 ? "s" : "", b->base.hosts, b->base.backend, blas,
-               b->base.dtype, b->o->iters, b->o->warmup, b->o->check ? "on" : "off");
+               b->base.dtype, its, b->o->check ? "on" : "off");
     }
     bench_progress_begin(&b->progress, b->ctl->rank == 0 && !b->o->quiet, n);
     for (int i = 0; i < n && !rc; i++) {

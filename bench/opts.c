@@ -18,7 +18,7 @@ enum {
     OPT_VERSION, OPT_STRATEGY, OPT_EXPERTS, OPT_TOPK, OPT_TOKENS, OPT_HIDDEN, OPT_FFN, OPT_ROUTER, OPT_ROUTE_NORM,
     OPT_SKEW, OPT_BIAS_COEFF, OPT_DUMP, OPT_TRAIN, OPT_LR, OPT_LOSS_CSV, OPT_DEVICE, OPT_PER_RANK, OPT_OVERSUB,
     OPT_HOSTFILE, OPT_TIMEOUT, OPT_MODEL, OPT_SCALE_DOWN, OPT_SHARED, OPT_SHARED_FFN, OPT_GATE_BEFORE, OPT_ROUTE_SCALE,
-    OPT_GROUPS, OPT_TOPK_GROUPS, OPT_QUIET, OPT_DRY_RUN,
+    OPT_GROUPS, OPT_TOPK_GROUPS, OPT_QUIET, OPT_DRY_RUN, OPT_DECODE,
 };
 
 static const struct option long_opts[] = {
@@ -71,6 +71,7 @@ static const struct option long_opts[] = {
     { "route-scale", required_argument, 0, OPT_ROUTE_SCALE },
     { "groups", required_argument, 0, OPT_GROUPS },
     { "topk-groups", required_argument, 0, OPT_TOPK_GROUPS },
+    { "decode", no_argument, 0, OPT_DECODE },
     { "help", no_argument, 0, 'h' },
     { "version", no_argument, 0, OPT_VERSION },
     { "dry-run", no_argument, 0, OPT_DRY_RUN },
@@ -113,7 +114,10 @@ void bench_usage(FILE *f)
 "                        parameters, e.g. tp2ep:chunks=4 (default tp2ep when another MoE option is given)\n"
 "  --experts LIST        experts E, divisible by the ranks (default 16)\n"
 "  --top-k LIST          experts per token k <= E (default 2)\n"
-"  --tokens LIST         tokens per rank T (default 256)\n"
+"  --tokens LIST         tokens per rank T (default 256); below 256 the default iterations are -n 100 -w 10\n"
+"  --decode              decode-size batches: --tokens 1,2,4,...,256 unless given (each at most 256); with\n"
+"                        --model NAME the published layer at those sizes. The forward phases are the decode\n"
+"                        latency (the step still runs and checks the backward too)\n"
 "  --hidden LIST         hidden size D (default 512)\n"
 "  --ffn LIST            expert FFN size F (default 1024)\n"
 "  --router softmax|sigmoid  (default softmax);  --route-norm  renormalise the k gate weights to sum 1\n"
@@ -210,6 +214,13 @@ void bench_list_strategies(FILE *f, const char *indent)
             fprintf(f, "%s  :%s=N  %s (default %ld, %ld..%ld)\n", indent, st->params[p].key, st->params[p].what,
                     st->params[p].def, st->params[p].lo, st->params[p].hi);
     }
+}
+
+int bench_moe_iters(const bench_opts_t *o, long T, int *warmup)
+{
+    int small = T < BENCH_DECODE_T;
+    *warmup = o->warmup_given || !small ? o->warmup : BENCH_DECODE_WARMUP;
+    return o->iters_given || !small ? o->iters : BENCH_DECODE_ITERS;
 }
 
 static void defaults(bench_opts_t *o)
@@ -395,8 +406,8 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
         case 'b': rc = size_opt("-b/--min-bytes", optarg, &o->min_bytes, err); o->min_given = o->coll_opt_given = 1; break;
         case 'e': rc = size_opt("-e/--max-bytes", optarg, &o->max_bytes, err); o->max_given = 1; break;
         case 'f': rc = int_opt("-f/--step-factor", optarg, 2, 1024, &o->factor, err); o->coll_opt_given = 1; break;
-        case 'n': rc = int_opt("-n/--iters", optarg, 1, 100000000, &o->iters, err); break;
-        case 'w': rc = int_opt("-w/--warmup", optarg, 0, 100000000, &o->warmup, err); break;
+        case 'n': rc = int_opt("-n/--iters", optarg, 1, 100000000, &o->iters, err); o->iters_given = 1; break;
+        case 'w': rc = int_opt("-w/--warmup", optarg, 0, 100000000, &o->warmup, err); o->warmup_given = 1; break;
         case 'c': rc = int_opt("-c/--check", optarg, 0, 1, &o->check, err); break;
         case OPT_CSV:
             if (!*optarg) return epb_fail(err, EPB_EUSAGE, "--csv: expected a file path");
@@ -487,6 +498,7 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
             o->route_scale_given = moe_opt = 1;
             break;
         case OPT_GROUPS: rc = int_opt("--groups", optarg, 1, MOE_MAX_GROUPS, &o->groups, err); moe_opt = 1; break;
+        case OPT_DECODE: o->decode = 1; moe_opt = 1; break;
         case OPT_TOPK_GROUPS: rc = int_opt("--topk-groups", optarg, 1, MOE_MAX_GROUPS, &o->topk_groups, err); moe_opt = 1; break;
         case OPT_ROUTE_NORM: o->route_norm = 1; moe_opt = 1; break;
         case OPT_SKEW:
@@ -554,6 +566,15 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
                         "--calibrate (see bench --help)", moe_strategy_names(snames, sizeof snames),
                         epb_coll_names(names, sizeof names));
     if ((rc = apply_model(o, err))) return rc;
+    if (o->decode && o->train)
+        return epb_fail(err, EPB_EUSAGE, "--decode measures decode-size steps; --train %d runs a loss curve instead: "
+                        "give one of them", o->train);
+    if (o->decode && !o->ntokens) /* 1, 2, 4, ... BENCH_DECODE_T tokens per rank */
+        for (long t = 1; t <= BENCH_DECODE_T && o->ntokens < BENCH_MAX_LIST; t *= 2) o->tokens[o->ntokens++] = t;
+    for (int i = 0; o->decode && i < o->ntokens; i++)
+        if (o->tokens[i] > BENCH_DECODE_T)
+            return epb_fail(err, EPB_EUSAGE, "--decode: --tokens %ld is not a decode size (1..%d tokens per rank)",
+                            o->tokens[i], BENCH_DECODE_T);
     if (!o->nexperts) o->nexperts = 1;
     if (!o->ntop_k) o->ntop_k = 1;
     if (!o->ntokens) o->ntokens = 1;

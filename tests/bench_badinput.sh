@@ -96,6 +96,9 @@ case_ "--route-scale '0': expected a positive number" --strategy tp2ep --route-s
 models=$("$BENCH" --model list | awk '{printf "%s%s", n++ ? ", " : "", $1}') # the presets' own list
 case_ "--model 'gpt-5': unknown model (accepted: $models, list)" --strategy tp2ep --model gpt-5 --ranks 1 --csv "$csv"
 case_ "--scale-down '0': expected an integer from 1" --model deepseek-v3 --scale-down 0 --ranks 1 --csv "$csv"
+case_ "--decode: --tokens 512 is not a decode size (1..256 tokens per rank)" --decode --tokens 1,512 --ranks 1 --csv "$csv"
+case_ "--decode measures decode-size steps; --train 3 runs a loss curve instead" --decode --train 3 --ranks 1 --csv "$csv"
+case_ "MoE options (--experts, --top-k, --train...) need --strategy, not --coll" --coll alltoall --decode --csv "$csv"
 case_ "--scale-down 'x4': expected an integer" --model deepseek-v3 --scale-down x4 --ranks 1 --csv "$csv"
 case_ "--scale-down 4096 leaves nothing of --hidden 7168, --ffn 2048 or --shared-ffn" --model deepseek-v3 --scale-down 4096 \
     --ranks 1 --csv "$csv"

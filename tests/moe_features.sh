@@ -125,5 +125,23 @@ ok = names == set(sys.argv[2:]) and all(r["check"] == "ok" for r in rows) and ds
 sys.exit(0 if ok else 1)
 PY
     tap_ok $? "every preset's rows name it and its features in params; deepseek-v3/64 is E=256 k=8 D=112 F=32" "$work/m.csv"
+    # decode-size runs (issue 22): --decode sweeps 1, 2, 4 ... 256 tokens per rank, 100 timed iterations below 256
+    # unless -n says otherwise; every size checked
+    rm -f "$work/dec.csv"
+    "$BENCH" --model mixtral-8x7b --scale-down 64 --decode --strategy tp2ep --ranks 2 --csv "$work/dec.csv" \
+        >"$work/out" 2>"$work/err" &&
+    "$BENCH" --model mixtral-8x7b --scale-down 64 --decode --tokens 3 -n 7 --strategy dedup --ranks 2 \
+        --csv "$work/dec.csv" >>"$work/out" 2>>"$work/err" &&
+    grep -q "iters 20 warmup 5 (100 and 10 below 256 tokens)" "$work/out" &&
+    python3 - "$work/dec.csv" <<'PY'
+import csv, sys
+rows = [r for r in csv.DictReader(open(sys.argv[1])) if r["phase"] == "step"]
+got = [(r["op"], int(r["tokens"]), int(r["iters"])) for r in rows]
+want = [("tp2ep", t, 100 if t < 256 else 20) for t in (1, 2, 4, 8, 16, 32, 64, 128, 256)] + [("dedup", 3, 7)]
+print("# got", got)
+sys.exit(0 if got == want and all(r["check"] == "ok" for r in rows) else 1)
+PY
+    tap_ok $? "--model mixtral-8x7b --decode: T 1..256 checked, 100 iterations below 256 (20 at 256), -n 7 kept" \
+        "$work/out" "$work/err"
 fi
 tap_done
