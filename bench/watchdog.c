@@ -369,7 +369,21 @@ static void fire(bench_watchdog_t *wd, int ch, double waited_s)
     int32_t none = 0;
     if (wd->tab && !__atomic_compare_exchange_n(&wd->tab->reporter, &none, wd->rank + 1, 0, __ATOMIC_ACQ_REL,
                                                 __ATOMIC_ACQUIRE)) {
-        /* another rank of this node has said it; one line is enough */
+        /* another rank of this node is saying it; one line is enough. Its line comes first: exiting now would
+         * let mpirun end the job (and the reporter) before that line is written, so wait (at most 2 s) until the
+         * reporter's slot says it has written it, or the reporter is gone. */
+        for (int i = 0; i < wd->tab->nslots; i++) {
+            hb_slot_t *s = &wd->tab->slot[i];
+            int pid = __atomic_load_n(&s->pid, __ATOMIC_ACQUIRE);
+            if (s == wd->me || !pid || __atomic_load_n(&s->rank, __ATOMIC_RELAXED) != none - 1) continue;
+            for (int t = 0; t < 200 && __atomic_load_n(&s->state, __ATOMIC_ACQUIRE) != HB_FAILED; t++) {
+                const char *st = proc_state(pid);
+                if (!strcmp(st, "dead") || !strcmp(st, "gone")) break;
+                struct timespec ms10 = { 0, 10000000 };
+                nanosleep(&ms10, NULL);
+            }
+            break;
+        }
         __atomic_store_n(&wd->me->state, HB_FAILED, __ATOMIC_RELEASE);
         _exit(EPB_ESYS);
     }
