@@ -504,13 +504,16 @@ int bench_run_moe(bench_ctx_t *b, epb_err_t *err)
         char blas[160];
         if (be->on_device) snprintf(blas, sizeof blas, "%s, %s expert GEMMs", b->base.device_name, moe_cuda_gemm_path(be));
         else epb_blas_info(blas, sizeof blas);
+        /* the iterations of the sweep's configurations: those of the large ones, then the small ones' if they differ */
         char its[96];
-        int w0, w1, i0 = bench_moe_iters(b->o, BENCH_DECODE_T, &w0), i1 = bench_moe_iters(b->o, 1, &w1), small = 0;
-        for (int i = 0; i < n; i++) small |= cases[i].cfg.T < BENCH_DECODE_T;
-        if (small && (i0 != i1 || w0 != w1))
-            snprintf(its, sizeof its, "iters %d warmup %d (%d and %d below %d tokens)", i0, w0, i1, w1, BENCH_DECODE_T);
-        else if (small) snprintf(its, sizeof its, "iters %d warmup %d", i1, w1);
-        else snprintf(its, sizeof its, "iters %d warmup %d", i0, w0);
+        int w0, w1, i0 = bench_moe_iters(b->o, BENCH_DECODE_T, &w0), i1 = bench_moe_iters(b->o, 1, &w1), small = 0, large = 0;
+        for (int i = 0; i < n; i++) {
+            if (cases[i].cfg.T < BENCH_DECODE_T) small = 1;
+            else large = 1;
+        }
+        int len = snprintf(its, sizeof its, "iters %d warmup %d", large ? i0 : i1, large ? w0 : w1);
+        if (small && large && (i0 != i1 || w0 != w1))
+            snprintf(its + len, sizeof its - (size_t)len, " (%d and %d below %d tokens)", i1, w1, BENCH_DECODE_T);
         printf("# epbench moe | %d ranks on %d node%s (%s) | comm %s | %s | %s | %s | check %s\n",
                b->ctl->size, b->base.nodes, b->base.nodes > 1 ? "s" : "", b->base.hosts, b->base.backend, blas,
                b->base.dtype, its, b->o->check ? "on" : "off");

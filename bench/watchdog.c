@@ -364,6 +364,23 @@ static void waiting_for(const bench_watchdog_t *wd, int ch, line_t *l)
             elsewhere > 1 ? "are" : "is");
 }
 
+/* Until the slot of rank `rank` on this node says HB_FAILED (its line written) or its process is gone: at most 2 s */
+static void wait_reporter(const bench_watchdog_t *wd, int rank)
+{
+    for (int i = 0; i < wd->tab->nslots; i++) {
+        hb_slot_t *s = &wd->tab->slot[i];
+        int pid = __atomic_load_n(&s->pid, __ATOMIC_ACQUIRE);
+        if (s == wd->me || !pid || __atomic_load_n(&s->rank, __ATOMIC_RELAXED) != rank) continue;
+        const struct timespec ms10 = { 0, 10000000 };
+        for (int t = 0; t < 200 && __atomic_load_n(&s->state, __ATOMIC_ACQUIRE) != HB_FAILED; t++) {
+            const char *st = proc_state(pid);
+            if (!strcmp(st, "dead") || !strcmp(st, "gone")) return;
+            nanosleep(&ms10, NULL);
+        }
+        return;
+    }
+}
+
 static void fire(bench_watchdog_t *wd, int ch, double waited_s)
 {
     int32_t none = 0;
@@ -372,18 +389,7 @@ static void fire(bench_watchdog_t *wd, int ch, double waited_s)
         /* another rank of this node is saying it; one line is enough. Its line comes first: exiting now would
          * let mpirun end the job (and the reporter) before that line is written, so wait (at most 2 s) until the
          * reporter's slot says it has written it, or the reporter is gone. */
-        for (int i = 0; i < wd->tab->nslots; i++) {
-            hb_slot_t *s = &wd->tab->slot[i];
-            int pid = __atomic_load_n(&s->pid, __ATOMIC_ACQUIRE);
-            if (s == wd->me || !pid || __atomic_load_n(&s->rank, __ATOMIC_RELAXED) != none - 1) continue;
-            for (int t = 0; t < 200 && __atomic_load_n(&s->state, __ATOMIC_ACQUIRE) != HB_FAILED; t++) {
-                const char *st = proc_state(pid);
-                if (!strcmp(st, "dead") || !strcmp(st, "gone")) break;
-                struct timespec ms10 = { 0, 10000000 };
-                nanosleep(&ms10, NULL);
-            }
-            break;
-        }
+        wait_reporter(wd, none - 1);
         __atomic_store_n(&wd->me->state, HB_FAILED, __ATOMIC_RELEASE);
         _exit(EPB_ESYS);
     }
