@@ -213,9 +213,10 @@ typedef struct {
 /* The job-wide clock, us: this rank's monotonic clock moved onto rank 0's (epb_clock_offset). */
 static inline double bench_job_now(const bench_ctx_t *b) { return epb_now_us() + b->clock_offset_us; }
 
-/* topo: this rank's topology and binding, from bench_topo_init (done before the data communicator) */
+/* topo: this rank's topology and binding, from bench_topo_init (done before the data communicator); wd: the
+ * watchdog (NULL: none), which sees the set-up's calls too */
 int bench_ctx_init(bench_ctx_t *b, const bench_opts_t *o, epb_comm_t *ctl, epb_comm_t *data, const bench_topo_t *topo,
-                   epb_err_t *err);
+                   bench_watchdog_t *wd, epb_err_t *err);
 /* Max over ranks of per-iteration times (in place, n samples), then statistics into the row. */
 int bench_reduce_times(bench_ctx_t *b, double *t_us, int n, epb_stats_t *st);
 /* This rank's wait per sample: from its arrival arr[i] (job clock) to the last rank's arrival at sample i. n

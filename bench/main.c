@@ -208,8 +208,7 @@ int main(int argc, char **argv)
         goto done;
     }
     bench_ctx_t b;
-    if (!(rc = bench_ctx_init(&b, &o, ctl, data, &topo, &err))) {
-        b.wd = wd;
+    if (!(rc = bench_ctx_init(&b, &o, ctl, data, &topo, wd, &err))) {
         if (o.mode == MODE_COLL) rc = bench_run_coll(&b, &err);
         else if (o.mode == MODE_CALIBRATE) rc = bench_run_calibrate(&b, &err);
         else if (o.mode == MODE_MOE) rc = bench_run_moe(&b, &err);

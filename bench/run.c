@@ -45,10 +45,11 @@ static int job_hosts(bench_ctx_t *b, epb_err_t *err)
 }
 
 int bench_ctx_init(bench_ctx_t *b, const bench_opts_t *o, epb_comm_t *ctl, epb_comm_t *data, const bench_topo_t *topo,
-                   epb_err_t *err)
+                   bench_watchdog_t *wd, epb_err_t *err)
 {
     memset(b, 0, sizeof *b);
     b->o = o;
+    b->wd = wd;
     int hrc = bench_hooks_read(&b->hooks, o->mode, err);
     if (hrc) return hrc;
     b->ctl = ctl;
@@ -80,7 +81,13 @@ int bench_ctx_init(bench_ctx_t *b, const bench_opts_t *o, epb_comm_t *ctl, epb_c
     memcpy(b->run_id, id.run_id, sizeof b->run_id);
     memcpy(b->utc, id.utc, sizeof b->utc);
     memcpy(b->host, id.host, sizeof b->host);
-    if ((rc = job_hosts(b, err)) || (rc = epb_clock_offset(ctl, &b->clock_offset_us, err))) return rc;
+    if ((rc = job_hosts(b, err))) return rc;
+    /* the clock offset's ping-pongs and splits are MPI calls of their own, outside the counting wrapper: watched
+     * as one call of the control communicator (every rank makes it) */
+    bench_watchdog_call(b->wd, BENCH_WD_CTL, "set-up", 1);
+    rc = epb_clock_offset(ctl, &b->clock_offset_us, err);
+    bench_watchdog_call(b->wd, BENCH_WD_CTL, "set-up", 0);
+    if (rc) return rc;
     r->run_id = b->run_id;
     r->utc = b->utc;
     r->host = b->host;

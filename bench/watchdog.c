@@ -69,7 +69,8 @@ typedef struct {
 
 /* the collectives' names as the counting wrapper gives them, and the watchdog's own calls */
 static const char *const coll_names[] = { "a call", "allgather", "reduce_scatter", "alltoall", "alltoallv",
-                                          "allreduce", "bcast", "barrier", "wait", "sync", "set-up", "finalize" };
+                                          "allreduce", "bcast", "barrier", "wait", "sync", "set-up", "finalize",
+                                          "split" };
 #define NCOLL ((int)(sizeof coll_names / sizeof *coll_names))
 enum { COLL_WAIT = 8 }; /* coll_names[COLL_WAIT]: the wait of a started collective */
 static const char *const seq_names[NSEQ] = { "the data communicator", "the control communicator",

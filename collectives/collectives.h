@@ -159,7 +159,8 @@ static inline int epb_comm_split_node(epb_comm_t *c, epb_comm_t **out) { return 
  * the call (its message in c->err). leave runs when every call that entered returns: a blocking call, a
  * non-blocking start (once started), a wait (named "wait"). So enter and leave always come in pairs, and a
  * rank is inside the communicator exactly between them. sync is not a call (see epb_comm_tally_sync_calls).
- * Splitting a wrapper gives a wrapper of the sub-communicator with the same hooks. */
+ * Splitting a wrapper is a call too (named "split", 0 bytes: it waits for every rank of the parent) and gives a
+ * wrapper of the sub-communicator with the same hooks. */
 typedef struct {
     int (*enter)(void *ctx, epb_comm_t *c, const char *coll, double bytes_out);
     void (*leave)(void *ctx, epb_comm_t *c, const char *coll);

@@ -223,10 +223,10 @@ static int t_split(epb_comm_t *c, int color, int key, epb_comm_t **out)
     tally_t *t = c->impl;
     epb_comm_t *part = NULL;
     *out = NULL;
-    if (epb_comm_split(t->inner, color, key, &part)) {
-        c->err = t->inner->err;
-        return EPB_ESYS;
-    }
+    /* a split is a collective of the parent's ranks (it waits for every one of them): the hooks are told, so a
+     * watchdog sees a rank stuck in it like in any other call */
+    if (enter(c, "split", 0)) return EPB_ESYS;
+    if (done(c, "split", epb_comm_split(t->inner, color, key, &part))) return EPB_ESYS;
     if (!part) return EPB_OK;
     epb_err_t e;
     if (epb_comm_tally_create(part, 1, &t->t, out, &e)) {

@@ -193,8 +193,9 @@ static void test_tally(epb_comm_t *world)
     bad = epb_comm_tally_create(world, 0, &sync_hooks, &ts, &err) || epb_comm_tally_sync_calls(ts) ||
           epb_comm_tally_sync_calls(world) != EPB_EUSAGE || epb_sync(ts) || ks.calls != 1 ||
           strcmp(ks.last, "sync") || ks.leaves != 1 || ks.inside || ks.bytes != 0;
-    /* a split keeps it */
-    bad += epb_comm_split(ts, 0, me, &ts_half) || !ts_half || epb_sync(ts_half) || ks.calls != 2 || ks.inside;
+    /* a split keeps it (the split itself a call of the parent's) */
+    bad += epb_comm_split(ts, 0, me, &ts_half) || !ts_half || ks.calls != 2 || strcmp(ks.last, "split") ||
+           epb_sync(ts_half) || ks.calls != 3 || ks.inside;
     epb_comm_destroy(ts_half);
     epb_comm_t *tt = NULL;
     int unwrap_bad = epb_comm_tally_create(ts, 0, &hooks, &tt, &err) || epb_comm_unwrap(tt) != world ||
@@ -209,13 +210,16 @@ static void test_tally(epb_comm_t *world)
     k.refuse = 0;
     verdict(world, bad, "a refused call fails with the hook's message and never reaches the communicator");
     epb_comm_t *half = NULL;
+    calls = k.calls, leaves = k.leaves;
     bad = epb_comm_split(t, me % 2, me, &half) != EPB_OK || !half;
+    /* the split waits for every rank of the parent: a call (a watchdog sees a rank stuck in it), 0 bytes */
+    bad += k.calls != calls + 1 || k.leaves != leaves + 1 || k.inside || strcmp(k.last, "split");
     if (half) {
         k.bytes = 0;
         bad += epb_allgather(half, s, r, n, EPB_DT_F32) || k.bytes != (half->size - 1) * n * 4.0;
         epb_comm_destroy(half);
     }
-    verdict(world, bad, "a split of the wrapper is counted too, over its own ranks");
+    verdict(world, bad, "a split of the wrapper is a call named split, and the split is counted too, over its own ranks");
     free(s), free(r), free(sc), free(vs), free(vr);
     epb_comm_destroy(t);
 }
