@@ -111,7 +111,9 @@ PY
 tap_ok $? "$N ranks: delaying the gate op by 20 ms moves gate by ~20 ms per entry and leaves combine's transfer within 10 ms"
 if [ "$N" = 2 ]; then
     bench late EPB_TEST_DELAY=experts_fwd:20:1 --; tap_ok $? "$N ranks: runs with rank 1 late by 20 ms" "$work/late.out"
-    # rank 0 waits for rank 1 in combine: in some iteration its wait is >= 15 ms, and its least transfer < 5 ms
+    # rank 0 waits for rank 1 in combine: in some iteration its wait is >= 15 ms, and its least transfer is under
+    # half the 20 ms delay (a wait counted as transfer puts all of it there; the margin is for a rank descheduled
+    # after the last arrival on a loaded 2-core machine: 6.1 ms least transfer over 7 steps seen under two hogs)
     python3 - "$work/late.pr" <<'PY'
 import csv, sys
 m = {}
@@ -124,9 +126,9 @@ for r in csv.DictReader(open(sys.argv[1])):
 bad = []
 for (s, q), (w, x) in sorted(m.items()):
     print("# %s %s combine, rank 0: largest wait %.0f us, least transfer %.0f us" % (s, q, w, x))
-    if w < 15000 or x > 5000: bad.append(s)
+    if w < 15000 or x > 10000: bad.append(s)
 sys.exit(0 if m and not bad else 1)
 PY
-    tap_ok $? "$N ranks: rank 1 late by 20 ms shows as >= 15 ms of wait in combine, < 5 ms of transfer"
+    tap_ok $? "$N ranks: rank 1 late by 20 ms shows as >= 15 ms of wait in combine, < 10 ms of transfer"
 fi
 tap_done
