@@ -66,6 +66,7 @@ typedef struct {
     int quiet;                /* --quiet: no progress on stderr */
     char json[PATH_MAX];      /* -J/--json: nccl-tests JSON of a --coll run ("" = none) */
     int dry_run;              /* --dry-run: validate everything a run would (options, sweep, files), run nothing */
+    int dispatch_fp8;         /* --dispatch-dtype fp8 (0: the activation dtype) */
     int decode;               /* --decode: decode-size batches (--tokens 1..BENCH_DECODE_T, default 1,2,4..256) */
 } bench_opts_t;
 

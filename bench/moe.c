@@ -56,6 +56,7 @@ static int enumerate(const bench_opts_t *o, moe_case_t *cases, int max, epb_err_
                             c.groups = o->groups;
                             c.topk_groups = o->topk_groups;
                             c.gate_before = o->gate_before;
+                            c.dispatch_fp8 = o->dispatch_fp8;
                             c.shared = o->shared;
                             /* the shared experts' FFN: given (or the preset's), else the expert FFN's */
                             c.Fs = !o->shared ? 0 : o->shared_ffn ? o->shared_ffn / o->scale_down : c.F;
@@ -243,7 +244,7 @@ static void fill_rows(const bench_ctx_t *b, const moe_case_t *mc, const samples_
 }
 
 static int check_and_dump(bench_ctx_t *b, moe_run_t *run, const moe_case_t *mc, char *line, size_t n, int *failed,
-                          epb_err_t *err)
+                          double *fp8_err, epb_err_t *err)
 {
     moe_global_t g;
     int rc = moe_run_gather(run, &g, err);
@@ -252,7 +253,7 @@ static int check_and_dump(bench_ctx_t *b, moe_run_t *run, const moe_case_t *mc, 
     if (b->ctl->rank == 0) {
         if (b->o->check) {
             double tol = mc->cfg.dtype == MOE_BF16 ? CHECK_TOL_BF16 : b->o->device == BENCH_DEV_CUDA ? CHECK_TOL_CUDA : CHECK_TOL;
-            int bad = moe_check_global(&g, &mc->cfg, b->ctl->size, tol, line, n, err);
+            int bad = moe_check_global(&g, &mc->cfg, b->ctl->size, tol, line, n, fp8_err, err);
             verdict[0] = bad > 0;
             verdict[1] = bad < 0;
         }
@@ -444,10 +445,11 @@ static int run_case(bench_ctx_t *b, moe_backend_t *be, const moe_case_t *mc, epb
     }
     char line[1024] = "";
     int failed = 0;
+    double fp8_err = -1; /* rank 0's, which writes the rows */
     if (!rc && (o->check || o->dump[0])) {
         /* the other ranks wait for rank 0's single-device check (and --dump): as long as it takes, not a hang */
         bench_watchdog_hold(b->wd, 1);
-        rc = check_and_dump(b, &run, mc, line, sizeof line, &failed, err);
+        rc = check_and_dump(b, &run, mc, line, sizeof line, &failed, &fp8_err, err);
         bench_watchdog_hold(b->wd, 0);
     }
     if (!rc) {
@@ -456,6 +458,7 @@ static int run_case(bench_ctx_t *b, moe_backend_t *be, const moe_case_t *mc, epb
         for (int p = 0; p < NROW; p++) {
             rows[p].check = !o->check ? "skipped" : failed ? "fail" : "ok";
             rows[p].dropped = dropped, rows[p].load_max = load[0], rows[p].load_plain = load[1];
+            rows[p].quant_err = o->check ? fp8_err : -1;
         }
         char differ[512] = "";
         for (int p = 0, u = 0; have_model && p < MOE_NPHASES; p++) {

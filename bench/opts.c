@@ -19,6 +19,7 @@ enum {
     OPT_SKEW, OPT_BIAS_COEFF, OPT_DUMP, OPT_TRAIN, OPT_LR, OPT_LOSS_CSV, OPT_DEVICE, OPT_PER_RANK, OPT_OVERSUB,
     OPT_HOSTFILE, OPT_TIMEOUT, OPT_MODEL, OPT_SCALE_DOWN, OPT_SHARED, OPT_SHARED_FFN, OPT_GATE_BEFORE, OPT_ROUTE_SCALE,
     OPT_GROUPS, OPT_TOPK_GROUPS, OPT_QUIET, OPT_DRY_RUN, OPT_DECODE,
+    OPT_DISPATCH_DTYPE,
 };
 
 static const struct option long_opts[] = {
@@ -72,6 +73,7 @@ static const struct option long_opts[] = {
     { "groups", required_argument, 0, OPT_GROUPS },
     { "topk-groups", required_argument, 0, OPT_TOPK_GROUPS },
     { "decode", no_argument, 0, OPT_DECODE },
+    { "dispatch-dtype", required_argument, 0, OPT_DISPATCH_DTYPE },
     { "help", no_argument, 0, 'h' },
     { "version", no_argument, 0, OPT_VERSION },
     { "dry-run", no_argument, 0, OPT_DRY_RUN },
@@ -128,6 +130,11 @@ void bench_usage(FILE *f)
 "                        of its two best biased scores; each token chooses among its M best groups only\n"
 "  --gate-before         the expert sees gate*x instead of its output being scaled (Llama 4; torchtitan's\n"
 "                        score_before_experts)\n"
+"  --dispatch-dtype fp8|act  the tokens travel to the experts as FP8 e4m3, a float32 scale per 128 elements\n"
+"                        (DeepEP's dispatch format: about half of bf16's bytes), dequantized by the owner; the\n"
+"                        check's reference quantizes alike, and the check also states the error against the\n"
+"                        unquantized layer. Combine and backward stay in --dtype. Not with --gate-before.\n"
+"                        (default act: the activation dtype)\n"
 "  --shared S            S shared SwiGLU experts every token passes through, added to y (default 0)\n"
 "  --shared-ffn F        their FFN size each (default: the expert FFN size); needs --shared\n"
 "  --model NAME|list     a published configuration (E, k, router, route-norm/scale, groups, gate-before, shared\n"
@@ -499,6 +506,13 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
             break;
         case OPT_GROUPS: rc = int_opt("--groups", optarg, 1, MOE_MAX_GROUPS, &o->groups, err); moe_opt = 1; break;
         case OPT_DECODE: o->decode = 1; moe_opt = 1; break;
+        case OPT_DISPATCH_DTYPE:
+            if (strcmp(optarg, "fp8") && strcmp(optarg, "act"))
+                return epb_fail(err, EPB_EUSAGE, "--dispatch-dtype '%s': expected fp8 or act (the activation dtype)",
+                                optarg);
+            o->dispatch_fp8 = !strcmp(optarg, "fp8");
+            moe_opt = 1;
+            break;
         case OPT_TOPK_GROUPS: rc = int_opt("--topk-groups", optarg, 1, MOE_MAX_GROUPS, &o->topk_groups, err); moe_opt = 1; break;
         case OPT_ROUTE_NORM: o->route_norm = 1; moe_opt = 1; break;
         case OPT_SKEW:

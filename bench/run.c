@@ -63,7 +63,7 @@ int bench_ctx_init(bench_ctx_t *b, const bench_opts_t *o, epb_comm_t *ctl, epb_c
 #endif
     epb_row_t *r = &b->base;
     r->schema = EPB_SCHEMA;
-    r->model_bytes = r->dropped = r->load_max = r->load_plain = -1; /* MoE rows set them */
+    r->model_bytes = r->dropped = r->load_max = r->load_plain = r->quant_err = -1; /* MoE rows set them */
     /* rank 0 names the run; everyone uses its name, clock and host */
     struct { char run_id[EPB_STR], utc[EPB_STR], host[64]; } id;
     memset(&id, 0, sizeof id);

@@ -28,6 +28,7 @@ struct col {
 #define N(name, kind) { #name, kind, offsetof(epb_row_t, name), 0, 1, 0 }
 #define N3(name) { #name, K_DBL, offsetof(epb_row_t, name), 0, 3, -1 }
 #define N4(name) { #name, K_DBL, offsetof(epb_row_t, name), 0, 4, -1 }
+#define N5(name) { #name, K_DBL, offsetof(epb_row_t, name), 0, 5, -1 }
 static const struct col cols[EPB_CSV_NCOLS] = {
     N(schema, K_INT),        S(run_id, EPB_STR),      S(utc, EPB_STR),          S(git_rev, EPB_STR),
     S(host, EPB_STR),        N(nodes, K_INT),         S2(hosts, EPB_HOSTS),     S(backend, EPB_STR),
@@ -42,19 +43,21 @@ static const struct col cols[EPB_CSV_NCOLS] = {
     N(algbw_gbps, K_DBL),    N(busbw_gbps, K_DBL),    N(gflop, K_DBL),          N(tflops, K_DBL),
     N(peak_mem_bytes, K_U64), S(check, EPB_STR),
     N3(model_bytes),         N4(dropped),             N4(load_max),             N4(load_plain),
+    N5(quant_err),
 };
 #undef S
 #undef S2
 #undef N
 #undef N3
 #undef N4
+#undef N5
 
 const char *const epb_csv_columns[EPB_CSV_NCOLS] = {
     "schema", "run_id", "utc", "git_rev", "host", "nodes", "hosts", "backend", "device", "device_name", "mode",
     "op", "ranks", "experts", "top_k", "tokens", "hidden", "ffn", "dtype", "router", "skew", "seed", "params",
     "phase", "kind", "coll", "bytes", "iters", "t_min_us", "t_med_us", "t_mean_us", "t_p95_us", "t_max_us",
     "wait_us", "hidden_us", "algbw_gbps", "busbw_gbps", "gflop", "tflops", "peak_mem_bytes", "check",
-    "model_bytes", "dropped", "load_max", "load_plain",
+    "model_bytes", "dropped", "load_max", "load_plain", "quant_err",
 };
 
 /* The header line of a schema (1 to EPB_SCHEMA), with its '\n'. */

@@ -1,5 +1,5 @@
 /* epbench common module: exit codes, error reporting, statistics, size parsing, bandwidth formulas,
- * seeded values, bfloat16 conversion and the CSV writer/reader (schema 4; schemas 1 to 3 read).
+ * seeded values, bfloat16 conversion and the CSV writer/reader (schema 5; schemas 1 to 4 read).
  * Shared by bench/, collectives/, moe/ and reports/; it depends on nothing but libc and libm. */
 #ifndef EPB_COMMON_H
 #define EPB_COMMON_H
@@ -90,12 +90,13 @@ typedef uint16_t epb_bf16;
 epb_bf16 epb_f32_to_bf16(float f); /* round to nearest even; NaN stays NaN */
 float epb_bf16_to_f32(epb_bf16 h);
 
-/* ---- CSV schema 4 (DESIGN.md "Results: CSV schema 2", extended: docs/CSV.md defines every column) ----
- * Schema 4 is schema 3 plus columns at the end (dropped, load_max, load_plain), schema 3 is schema 2 plus
+/* ---- CSV schema 5 (DESIGN.md "Results: CSV schema 2", extended: docs/CSV.md defines every column) ----
+ * Schema 5 is schema 4 plus quant_err at the end, schema 4 is schema 3 plus dropped, load_max and load_plain,
+ * schema 3 is schema 2 plus
  * model_bytes; schema 1 lacks hosts, params, kind, coll, wait_us and hidden_us. Every schema is read; only the
  * current one is written. */
-#define EPB_SCHEMA 4
-#define EPB_CSV_NCOLS 45    /* schema 4 */
+#define EPB_SCHEMA 5
+#define EPB_CSV_NCOLS 46    /* schema 5 */
 extern const char *const epb_csv_columns[EPB_CSV_NCOLS];
 /* Longest text the reader accepts (and the writer writes) per kind of field; longer text is an input error. */
 #define EPB_STR 96       /* most text fields */
@@ -136,6 +137,9 @@ typedef struct {
     double dropped;     /* (token, expert) pairs of the whole batch the expert capacity dropped (0 without it) */
     double load_max;    /* rows the busiest rank's experts computed (padding included) */
     double load_plain;  /* rows the busiest rank would compute holding its E/P experts alone, no replicas */
+    /* schema 5 (-1 in rows of older schemas, and where the column does not apply) */
+    double quant_err;   /* moe rows with --dispatch-dtype fp8 and the check on: y's norm-wise error against the
+                         * unquantized layer (what FP8 dispatch costs; not a pass/fail check) */
 } epb_row_t;
 
 /* Rows read from CSV files, with the strings they point at (each distinct text stored once). */

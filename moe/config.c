@@ -11,7 +11,7 @@ moe_config_t moe_config_default(void)
     return (moe_config_t){ .T = 2048, .D = 1024, .F = 2048, .E = 16, .k = 2, .router = MOE_SOFTMAX,
                            .route_norm = false, .skew = 0, .bias_coeff = 1e-3, .seed = 1, .dtype = MOE_F32,
                            .route_scale = 1, .groups = 1, .topk_groups = 1, .gate_before = false, .shared = 0,
-                           .Fs = 0 };
+                           .Fs = 0, .dispatch_fp8 = false };
 }
 
 moe_route_t moe_route_of(const moe_config_t *c)
@@ -29,6 +29,7 @@ void moe_config_params(const moe_config_t *c, char *buf, size_t n)
     if (c->gate_before) ADD("%sgate_before=1", u ? ";" : "");
     if (c->route_scale != 1) ADD("%sroute_scale=%g", u ? ";" : "", c->route_scale);
     if (c->groups > 1) ADD("%sgroups=%d;topk_groups=%d", u ? ";" : "", c->groups, c->topk_groups);
+    if (c->dispatch_fp8) ADD("%sdispatch_dtype=fp8", u ? ";" : "");
 #undef ADD
 }
 
@@ -73,6 +74,69 @@ const char *moe_kind_name(moe_kind_t k) { return k == MOE_COMM ? "comm" : k == M
 const char *moe_dtype_name(moe_dtype_t dt) { return dt == MOE_BF16 ? "bf16" : "f32"; }
 size_t moe_dtype_size(moe_dtype_t dt) { return dt == MOE_BF16 ? 2 : 4; }
 
+/* ---- FP8 e4m3 rows (moe.h) ---- */
+
+size_t moe_fp8_row_bytes(long D)
+{
+    size_t nb = (size_t)(D + MOE_FP8_BLOCK - 1) / MOE_FP8_BLOCK;
+    return 4 * nb + (((size_t)D + 3) & ~(size_t)3);
+}
+
+double moe_dispatch_row_bytes(const moe_config_t *c, double act_bytes)
+{
+    return c->dispatch_fp8 ? (double)moe_fp8_row_bytes(c->D) : (double)c->D * act_bytes;
+}
+
+uint8_t moe_e4m3_from_f32(float v)
+{
+    uint8_t sign = signbit(v) ? 0x80 : 0;
+    float a = fabsf(v);
+    if (isnan(v)) return 0x7F;
+    if (a >= 448.0f) return sign | 0x7E; /* saturated: 448 and what would round past it (infinity too) */
+    int e;
+    frexpf(a, &e);                       /* a in [2^(e-1), 2^e) */
+    int E = e - 1 < -6 ? -6 : e - 1;     /* below 2^-6 the subnormal spacing 2^-9 */
+    int m = (int)rintf(ldexpf(a, 3 - E)); /* a / 2^(E-3): exact; rintf rounds to nearest even */
+    if (m == 16) E++, m = 8;             /* rounded up to the next power of two */
+    if (m < 8) return sign | (uint8_t)m; /* subnormal (E is -6), or zero */
+    return sign | (uint8_t)(((E + 7) << 3) | (m - 8));
+}
+
+float moe_e4m3_to_f32(uint8_t code)
+{
+    int ef = (code >> 3) & 15, mt = code & 7;
+    if (ef == 15 && mt == 7) return NAN;
+    float v = ef ? ldexpf(1.0f + (float)mt / 8.0f, ef - 7) : ldexpf((float)mt, -9);
+    return code & 0x80 ? -v : v;
+}
+
+void moe_fp8_quant_row(uint8_t *q, const float *x, long D)
+{
+    long nb = (D + MOE_FP8_BLOCK - 1) / MOE_FP8_BLOCK;
+    uint8_t *codes = q + 4 * nb;
+    for (long b = 0; b < nb; b++) {
+        long lo = b * MOE_FP8_BLOCK, hi = lo + MOE_FP8_BLOCK < D ? lo + MOE_FP8_BLOCK : D;
+        float amax = 0;
+        for (long i = lo; i < hi; i++) amax = fmaxf(amax, fabsf(x[i]));
+        float s = amax > 0 ? amax / 448.0f : 1.0f;
+        memcpy(q + 4 * b, &s, 4);
+        for (long i = lo; i < hi; i++) codes[i] = moe_e4m3_from_f32(x[i] / s);
+    }
+    memset(codes + D, 0, moe_fp8_row_bytes(D) - 4 * (size_t)nb - (size_t)D);
+}
+
+void moe_fp8_dequant_row(float *x, const uint8_t *q, long D)
+{
+    long nb = (D + MOE_FP8_BLOCK - 1) / MOE_FP8_BLOCK;
+    const uint8_t *codes = q + 4 * nb;
+    for (long b = 0; b < nb; b++) {
+        float s;
+        memcpy(&s, q + 4 * b, 4);
+        long lo = b * MOE_FP8_BLOCK, hi = lo + MOE_FP8_BLOCK < D ? lo + MOE_FP8_BLOCK : D;
+        for (long i = lo; i < hi; i++) x[i] = moe_e4m3_to_f32(codes[i]) * s;
+    }
+}
+
 int moe_config_validate(const moe_config_t *c, epb_err_t *err)
 {
     if (c->T < 1) return epb_fail(err, EPB_EUSAGE, "--tokens %ld must be positive", c->T);
@@ -107,6 +171,10 @@ int moe_config_validate(const moe_config_t *c, epb_err_t *err)
     if (c->shared == 0 && c->Fs != 0)
         return epb_fail(err, EPB_EUSAGE, "--shared-ffn %ld needs shared experts (--shared S, S >= 1)", c->Fs);
     if (c->shared > 0 && c->Fs < 1) return epb_fail(err, EPB_EUSAGE, "--shared-ffn %ld must be positive", c->Fs);
+    if (c->dispatch_fp8 && c->gate_before)
+        return epb_fail(err, EPB_EUSAGE, "--dispatch-dtype fp8 with --gate-before: the strategies scale the rows by "
+                        "their gates at different places (the source, the relay, the owner), and e4m3 rounding does "
+                        "not commute with the scaling, so the layer would not be one function to check; use one");
     /* row indices are int32 in the ops; GEMM sizes are int in cblas */
     if ((double)c->T * c->k > 2147483647.0 || (double)c->D * c->F > 2147483647.0)
         return epb_fail(err, EPB_EUSAGE, "--tokens %ld x --top-k %d or --hidden x --ffn exceed 2^31-1", c->T, c->k);
@@ -156,7 +224,8 @@ int moe_mem_check(const moe_config_t *c, int P, uint64_t avail_bytes, epb_err_t 
 int moe_mem_check_job(const moe_config_t *c, int P, int local, int El, uint64_t avail_bytes, epb_err_t *err)
 {
     if (!avail_bytes) avail_bytes = moe_mem_available();
-    uint64_t need = moe_mem_estimate(c, P) + (uint64_t)local * moe_mem_estimate_rank(c, P, El);
+    /* with FP8 dispatch the check computes the unquantized layer too, next to the reference */
+    uint64_t need = moe_mem_estimate(c, P) * (c->dispatch_fp8 ? 2 : 1) + (uint64_t)local * moe_mem_estimate_rank(c, P, El);
     char sh[64] = "", here[64] = "";
     if (c->shared > 0) snprintf(sh, sizeof sh, " --shared %d --shared-ffn %ld", c->shared, c->Fs);
     if (local > 0) snprintf(here, sizeof here, ", %d of them on this host with the reference check", local);

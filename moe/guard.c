@@ -106,6 +106,21 @@ static int g_scale_rows_backward(moe_backend_t *be, void *d_in, float *d_w, cons
     GUARD(be, MOE_FORBID_COMPUTE, "scale_rows_backward");
     return be->real->scale_rows_backward(be, d_in, d_w, d_out, in, pos, w, N, k, D);
 }
+static int g_quant_fp8(moe_backend_t *be, void *q, const void *x, long n, long D)
+{
+    GUARD(be, MOE_FORBID_COMPUTE, "quant_fp8");
+    return be->real->quant_fp8(be, q, x, n, D);
+}
+static int g_dequant_fp8(moe_backend_t *be, void *x, const void *q, long n, long D)
+{
+    GUARD(be, MOE_FORBID_COMPUTE, "dequant_fp8");
+    return be->real->dequant_fp8(be, x, q, n, D);
+}
+static int g_gather_bytes(moe_backend_t *be, void *out, const void *rows, const int32_t *pos, long n, size_t row_bytes)
+{
+    GUARD(be, MOE_FORBID_COMPUTE, "gather_bytes");
+    return be->real->gather_bytes(be, out, rows, pos, n, row_bytes);
+}
 static int g_add(moe_backend_t *be, void *y, const void *a, size_t n)
 {
     GUARD(be, MOE_FORBID_COMPUTE, "add");
@@ -148,6 +163,9 @@ static const moe_ops_t guard_ops = {
     .experts_backward = g_experts_backward,
     .scale_rows_forward = g_scale_rows_forward,
     .scale_rows_backward = g_scale_rows_backward,
+    .quant_fp8 = g_quant_fp8,
+    .dequant_fp8 = g_dequant_fp8,
+    .gather_bytes = g_gather_bytes,
     .add = g_add,
     .combine_forward = g_combine_forward,
     .combine_backward = g_combine_backward,

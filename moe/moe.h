@@ -31,17 +31,22 @@ typedef struct {
                          * score_before_experts, Llama 4); false */
     int shared;         /* S shared SwiGLU experts every token passes through, added to y (0: none) */
     long Fs;            /* their FFN size each (0 when S is 0) */
+    /* what crosses the wire */
+    bool dispatch_fp8;  /* --dispatch-dtype fp8: every expert's input row is the e4m3 quantization of its token
+                         * (DeepEP's dispatch format, moe_fp8_row_bytes), dequantized on the owner; the combine and
+                         * the backward stay in the activation dtype (the quantization's gradient is the identity) */
 } moe_config_t;
 
 /* T=2048 D=1024 F=2048 E=16 k=2 softmax, no renormalisation, skew 0, bias_coeff 1e-3, seed 1, f32; route_scale 1,
- * groups 1 (topk_groups 1), gate after the experts, no shared experts */
+ * groups 1 (topk_groups 1), gate after the experts, no shared experts, dispatch in the activation dtype */
 moe_config_t moe_config_default(void);
 /* EPB_EUSAGE with a one-line message naming the option ("--top-k 5 exceeds --experts 4"). */
 int moe_config_validate(const moe_config_t *c, epb_err_t *err);
 /* The router's rule of c (ops.h) */
 moe_route_t moe_route_of(const moe_config_t *c);
 /* The layer features of c that are not default, "key=val;..." in this order: shared, shared_ffn, gate_before,
- * route_scale, groups, topk_groups ("" when none): the CSV's params column after the strategy's parameters. */
+ * route_scale, groups, topk_groups, dispatch_dtype ("" when none): the CSV's params column after the strategy's
+ * parameters. */
 void moe_config_params(const moe_config_t *c, char *buf, size_t n);
 
 /* ---- published configurations (--model NAME) ---- */
@@ -69,6 +74,25 @@ int moe_router_parse(const char *s, moe_router_t *out); /* "softmax" | "sigmoid"
 const char *moe_router_name(moe_router_t r);
 const char *moe_dtype_name(moe_dtype_t dt);            /* "f32" | "bf16" */
 size_t moe_dtype_size(moe_dtype_t dt);
+
+/* ---- FP8 dispatch rows (--dispatch-dtype fp8) ----
+ * A row of D elements travels as ceil(D/MOE_FP8_BLOCK) float32 scales, then D e4m3 codes (OCP FP8 E4M3: bias 7,
+ * no infinities, largest finite 448), then zero padding to a multiple of 4 bytes. A block's scale is its largest
+ * magnitude / 448 (1 for an all-zero block); an element's code is e4m3(x / scale), rounded to nearest even and
+ * saturated to +-448, NaN kept NaN; it dequantizes to code * scale. Elements of a normal code are within 2^-4
+ * of their value relative (half of e4m3's 2^-3 spacing), smaller ones within 2^-10 * scale absolute. */
+#define MOE_FP8_BLOCK 128
+size_t moe_fp8_row_bytes(long D);
+/* bytes of one dispatched row of c on the wire: moe_fp8_row_bytes(D) with dispatch_fp8, else D * act_bytes */
+double moe_dispatch_row_bytes(const moe_config_t *c, double act_bytes);
+/* The e4m3 code of v (the rounding above; -0 keeps its sign, NaN is 0x7F) and the value of a code: the CPU
+ * backend's conversions, which tests compare with the CUDA toolkit's __nv_cvt_float_to_fp8. */
+uint8_t moe_e4m3_from_f32(float v);
+float moe_e4m3_to_f32(uint8_t code);
+/* One row of D float32 values into a packed row (moe_fp8_row_bytes(D) bytes) and back: the CPU backend's ops and
+ * the reference of the tests. */
+void moe_fp8_quant_row(uint8_t *q, const float *x, long D);
+void moe_fp8_dequant_row(float *x, const uint8_t *q, long D);
 
 /* ---- memory ---- */
 /* Bytes one process needs to hold the single-device layer over P*T tokens (all weights, their gradients, the

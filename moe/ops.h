@@ -144,6 +144,14 @@ typedef struct {
                                const void *in,      /* (N,D) */
                                const int32_t *pos, const float *w,
                                long N, int k, long D);
+    /* ---- FP8 rows (--dispatch-dtype fp8; moe.h "FP8 dispatch rows" gives the format and the rounding) ----
+     * q: n packed rows of moe_fp8_row_bytes(D) bytes each, from x (n,D) (act) */
+    int (*quant_fp8)(moe_backend_t *be, void *q, const void *x, long n, long D);
+    /* x (n,D) (act) = code * scale of the n packed rows q (rounded to bf16 for a bf16 backend) */
+    int (*dequant_fp8)(moe_backend_t *be, void *x, const void *q, long n, long D);
+    /* out row i = rows row pos[i] for n rows of row_bytes bytes (a multiple of 4), copied as they are: a relay
+     * forwarding packed rows */
+    int (*gather_bytes)(moe_backend_t *be, void *out, const void *rows, const int32_t *pos, long n, size_t row_bytes);
     /* y[i] += a[i] over n elements (act): the shared experts' output into the layer's */
     int (*add)(moe_backend_t *be, void *y, const void *a, size_t n);
 
@@ -167,8 +175,8 @@ typedef struct {
                             long N, int k, long D);
 } moe_ops_t;
 
-/* What a phase forbids (moe_backend_guard): the compute ops (route, permute, unpermute, experts, scale_rows, add,
- * combine), and the memory ops that move data (zero, copy, to_backend, to_host) */
+/* What a phase forbids (moe_backend_guard): the compute ops (route, permute, unpermute, experts, scale_rows, the FP8
+ * rows, add, combine), and the memory ops that move data (zero, copy, to_backend, to_host) */
 enum { MOE_FORBID_COMPUTE = 1, MOE_FORBID_MEMOPS = 2 };
 
 struct moe_backend {

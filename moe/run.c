@@ -775,36 +775,40 @@ int moe_run_gather(moe_run_t *r, moe_global_t *g, epb_err_t *err)
 
 /* ---- the single-device check ---- */
 
+/* The reference layer of c (T = the global batch) on be, its seeded inputs rounded to bf16 for a bf16 run (dtype) */
+static int ref_layer(moe_run_t *L, const moe_config_t *c, moe_dtype_t dtype, const float *bias, moe_backend_t *be,
+                     epb_err_t *err)
+{
+    if (moe_run_create_single(L, c, be, err) || moe_run_set_bias(L, bias, err)) return EPB_ESYS;
+    size_t D = (size_t)c->D, E = (size_t)c->E, F = (size_t)c->F, T = (size_t)c->T;
+    size_t sn = D * (size_t)c->shared * (size_t)c->Fs;
+    if (dtype == MOE_BF16) {
+        float *t[] = { L->x, L->dy, L->w1, L->w3, L->w2, L->sw1, L->sw3, L->sw2 };
+        size_t n[] = { T * D, T * D, E * D * F, E * D * F, E * F * D, sn, sn, sn };
+        for (int i = 0; i < 8; i++)
+            if (n[i]) moe_round_bf16(t[i], n[i]);
+    }
+    return EPB_OK;
+}
+
 int moe_check_global(const moe_global_t *g, const moe_config_t *cfg, int P, double tol, char *report,
-                     size_t report_len, epb_err_t *err)
+                     size_t report_len, double *fp8_err, epb_err_t *err)
 {
     moe_config_t c = *cfg;
     c.dtype = MOE_F32; /* the reference is float32; for a bf16 run, on the bf16-rounded inputs the run had */
     c.T = (long)P * cfg->T;
     moe_backend_t *be = NULL;
-    moe_run_t L;
+    moe_run_t L, U;
     memset(&L, 0, sizeof L);
+    memset(&U, 0, sizeof U);
     int bad = -1;
-    if (moe_cpu_backend_create(&be, err) || moe_run_create_single(&L, &c, be, err) ||
-        moe_run_set_bias(&L, g->expert_bias, err))
-        goto out;
+    if (fp8_err) *fp8_err = -1;
+    if (moe_cpu_backend_create(&be, err) || ref_layer(&L, &c, cfg->dtype, g->expert_bias, be, err)) goto out;
     size_t D = (size_t)c.D, E = (size_t)c.E, F = (size_t)c.F, k = (size_t)c.k, T = (size_t)c.T;
     /* the reference seeds its own inputs by global index (the CPU backend's memory is host memory): a strategy
      * that initialised a shard wrongly fails */
     float *x = L.x, *dy = L.dy, *w1 = L.w1, *w3 = L.w3, *w2 = L.w2;
-    if (cfg->dtype == MOE_BF16) {
-        moe_round_bf16(x, T * D);
-        moe_round_bf16(dy, T * D);
-        moe_round_bf16(w1, E * D * F);
-        moe_round_bf16(w3, E * D * F);
-        moe_round_bf16(w2, E * F * D);
-    }
     size_t sn = D * (size_t)c.shared * (size_t)c.Fs;
-    if (cfg->dtype == MOE_BF16 && sn) {
-        moe_round_bf16(L.sw1, sn);
-        moe_round_bf16(L.sw3, sn);
-        moe_round_bf16(L.sw2, sn);
-    }
     int inputs_differ = memcmp(x, g->x, T * D * 4) || memcmp(dy, g->dy, T * D * 4) ||
                         memcmp(L.Wr, g->router_w, D * E * 4) || memcmp(w1, g->w1, E * D * F * 4) ||
                         memcmp(w3, g->w3, E * D * F * 4) || memcmp(w2, g->w2, E * F * D * 4) ||
@@ -837,10 +841,25 @@ int moe_check_global(const moe_global_t *g, const moe_config_t *cfg, int P, doub
     for (size_t e = 0; e < E; e++) tpe_diff += g->tokens_per_expert[e] != L.tpe[e];
     bad += (idx_diff != 0) + (tpe_diff != 0);
     if (report && used < report_len)
-        snprintf(report + used, report_len - used, ", topk_idx %ld differ%s, tokens_per_expert %ld differ%s%s", idx_diff,
-                 idx_diff ? " FAIL" : "", tpe_diff, tpe_diff ? " FAIL" : "",
-                 inputs_differ ? ", seeded inputs differ FAIL" : "");
+        used += (size_t)snprintf(report + used, report_len - used, ", topk_idx %ld differ%s, tokens_per_expert %ld "
+                                 "differ%s%s", idx_diff, idx_diff ? " FAIL" : "", tpe_diff, tpe_diff ? " FAIL" : "",
+                                 inputs_differ ? ", seeded inputs differ FAIL" : "");
+    if (cfg->dispatch_fp8) { /* what FP8 dispatch costs in accuracy: the run against the unquantized layer */
+        moe_config_t u = c;
+        u.dispatch_fp8 = false;
+        if (ref_layer(&U, &u, cfg->dtype, g->expert_bias, be, err) || moe_run_step(&U, err)) {
+            bad = -1;
+            goto out;
+        }
+        double ey = moe_rel_err_l2(g->y, U.y, T * D), edx = moe_rel_err_l2(g->dx, U.dx, T * D),
+               edw = moe_rel_err_l2(g->dw1, U.dw1, E * D * F);
+        if (fp8_err) *fp8_err = ey;
+        if (report && used < report_len)
+            snprintf(report + used, report_len - used, "; fp8 dispatch against the unquantized layer (norm-wise, not "
+                     "a check): y %.2e, dx %.2e, dw1 %.2e", ey, edx, edw);
+    }
 out:
+    moe_run_destroy(&U);
     moe_run_destroy(&L);
     moe_backend_destroy(be);
     return bad;

@@ -3,7 +3,8 @@
  * experts on the gathered rows routed to them, applies the gates there, and reduce-scatters the partial outputs
  * back to their shards. Backward mirrors it. Per-rank volume, fwd+bwd: about 4(P-1)*T*D*b bytes, whatever k.
  * With --gate-before the gates scale the gathered rows as they are placed and the partial outputs are summed
- * unweighted; the gate gradients come from the expert inputs. */
+ * unweighted; the gate gradients come from the expert inputs. With --dispatch-dtype fp8 the tokens are gathered as
+ * FP8 rows (quantized by their source, dequantized by every rank). */
 #include <stdlib.h>
 
 #include "strategy.h"
@@ -12,6 +13,7 @@ typedef struct {
     void *xg, *yg, *dyg, *dxg;  /* (P*T,D) gathered tokens, partial outputs, output grads, input grads */
     int32_t *idx_g, *pos_g;     /* (P*T*k) */
     float *w_g, *d_gate_g;      /* (P*T*k) */
+    void *xq, *xgq;             /* --dispatch-dtype fp8: (T) and (P*T) packed rows */
 } agrs_t;
 
 static int setup(moe_run_t *r, epb_err_t *err)
@@ -25,6 +27,10 @@ static int setup(moe_run_t *r, epb_err_t *err)
         !(a->dyg = moe_alloc(r, G * D * ab, err)) || !(a->dxg = moe_alloc(r, G * D * ab, err)) ||
         !(a->idx_g = moe_alloc(r, Gk * 4, err)) || !(a->pos_g = moe_alloc(r, Gk * 4, err)) ||
         !(a->w_g = moe_alloc(r, Gk * 4, err)) || !(a->d_gate_g = moe_alloc(r, Gk * 4, err)))
+        return EPB_ESYS;
+    size_t qb = moe_fp8_row_bytes(c->D);
+    if (c->dispatch_fp8 &&
+        (!(a->xq = moe_alloc(r, (size_t)c->T * qb, err)) || !(a->xgq = moe_alloc(r, G * qb, err))))
         return EPB_ESYS;
     return EPB_OK;
 }
@@ -41,8 +47,16 @@ static int dispatch(moe_run_t *r, epb_err_t *err)
     const moe_config_t *c = &r->cfg;
     epb_comm_t *cm = r->comm;
     long G = (long)r->P * c->T;
+    size_t qw = moe_fp8_row_bytes(c->D) / 4; /* a packed row in 4-byte words */
+    if (c->dispatch_fp8) {
+        MOE_PHASE(MOE_PH_PERMUTE);
+        MOE_DO(r->be->ops->quant_fp8(r->be, a->xq, r->x, c->T, c->D));
+    }
     MOE_PHASE(MOE_PH_DISPATCH);
-    MOE_DO(epb_allgather(cm, r->x, a->xg, (size_t)(c->T * c->D), r->comm_dt));
+    if (c->dispatch_fp8)
+        MOE_DO(epb_allgather(cm, a->xq, a->xgq, (size_t)c->T * qw, EPB_DT_I32));
+    else
+        MOE_DO(epb_allgather(cm, r->x, a->xg, (size_t)(c->T * c->D), r->comm_dt));
     MOE_DO(epb_allgather(cm, r->topk_idx, a->idx_g, (size_t)(c->T * c->k), EPB_DT_I32));
     MOE_DO(epb_allgather(cm, r->topk_w, a->w_g, (size_t)(c->T * c->k), EPB_DT_F32));
     MOE_DO(epb_sync(cm));
@@ -50,6 +64,7 @@ static int dispatch(moe_run_t *r, epb_err_t *err)
     long rows = 0; /* the global counts of the owned experts: the gathered rows routed here */
     for (int e = r->e0; e < r->e0 + r->El; e++) rows += (long)r->tpe[e];
     if (moe_rows_reserve(r, rows, err)) return EPB_ESYS;
+    if (c->dispatch_fp8) MOE_DO(r->be->ops->dequant_fp8(r->be, a->xg, a->xgq, G, c->D));
     MOE_DO(r->be->ops->permute_forward(r->be, r->xp, a->pos_g, r->offsets, a->xg, a->idx_g, G, c->k, c->D, r->e0, r->El));
     if (c->gate_before)
         MOE_DO(r->be->ops->scale_rows_forward(r->be, r->xp, a->xg, a->pos_g, a->w_g, G, c->k, c->D));
@@ -115,7 +130,8 @@ static int traffic(const moe_spec_t *spec, const moe_config_t *c, const moe_rout
 {
     (void)spec;
     int P = rt->P, El = c->E / P;
-    double rowb = (double)c->T * (double)c->D * rt->act_bytes, meta = (double)c->T * c->k * 4.0;
+    double rowb = (double)c->T * (double)c->D * rt->act_bytes, meta = (double)c->T * c->k * 4.0,
+           xrowb = (double)c->T * moe_dispatch_row_bytes(c, rt->act_bytes); /* the tokens' all-gather */
     static const struct { int ph; moe_co_t co; int meta; } calls[] = {
         { MOE_PH_DISPATCH, MOE_CO_ALLGATHER, 0 }, { MOE_PH_DISPATCH, MOE_CO_ALLGATHER, 1 },
         { MOE_PH_DISPATCH, MOE_CO_ALLGATHER, 1 }, { MOE_PH_COMBINE, MOE_CO_REDUCE_SCATTER, 0 },
@@ -125,7 +141,7 @@ static int traffic(const moe_spec_t *spec, const moe_config_t *c, const moe_rout
     for (size_t i = 0; P > 1 && i < sizeof calls / sizeof *calls; i++) {
         int q = moe_traffic_call(t, calls[i].ph, calls[i].co, 1);
         if (q < 0) return -1;
-        for (int r = 0; r < P; r++) moe_traffic_ring(t, q, r, (P - 1) * (calls[i].meta ? meta : rowb));
+        for (int r = 0; r < P; r++) moe_traffic_ring(t, q, r, (P - 1) * (calls[i].meta ? meta : i == 0 ? xrowb : rowb));
     }
     for (int r = 0; r < P; r++) {
         double R = 0;

@@ -1,13 +1,15 @@
 /* local: no expert parallelism (data parallel). Every rank holds all E experts and runs its own T tokens through
  * them; the framework all-reduces tokens_per_expert and every weight gradient. The single-device semantics: the
  * reference every strategy is checked against is this strategy on one rank over the whole batch. With
- * --gate-before the gate weights scale the expert rows as they are placed, and the combine sums unweighted. */
+ * --gate-before the gate weights scale the expert rows as they are placed, and the combine sums unweighted. With
+ * --dispatch-dtype fp8 the expert rows are quantized and dequantized in place: what an owner receives elsewhere. */
 #include <stdlib.h>
 
 #include "strategy.h"
 
 typedef struct {
     int32_t *pos; /* (T*k) row of pair i in xp */
+    void *q;      /* (T*k) packed FP8 rows with --dispatch-dtype fp8 */
 } local_t;
 
 static int setup(moe_run_t *r, epb_err_t *err)
@@ -15,7 +17,10 @@ static int setup(moe_run_t *r, epb_err_t *err)
     local_t *a = calloc(1, sizeof *a);
     if (!a) return epb_fail(err, EPB_ESYS, "rank %d: out of memory", r->rank);
     r->priv = a;
-    return (a->pos = moe_alloc(r, (size_t)(r->cfg.T * r->cfg.k) * 4, err)) ? EPB_OK : EPB_ESYS;
+    size_t Tk = (size_t)(r->cfg.T * r->cfg.k);
+    if (!(a->pos = moe_alloc(r, Tk * 4, err))) return EPB_ESYS;
+    if (r->cfg.dispatch_fp8 && !(a->q = moe_alloc(r, Tk * moe_fp8_row_bytes(r->cfg.D), err))) return EPB_ESYS;
+    return EPB_OK;
 }
 
 static void teardown(moe_run_t *r)
@@ -33,6 +38,10 @@ static int dispatch(moe_run_t *r, epb_err_t *err)
     MOE_DO(r->be->ops->permute_forward(r->be, r->xp, a->pos, r->offsets, r->x, r->topk_idx, c->T, c->k, c->D, 0, c->E));
     if (c->gate_before) /* the expert's input is gate * x */
         MOE_DO(r->be->ops->scale_rows_forward(r->be, r->xp, r->x, a->pos, r->topk_w, c->T, c->k, c->D));
+    if (c->dispatch_fp8) { /* the expert's input is its token as FP8 rows carry it */
+        MOE_DO(r->be->ops->quant_fp8(r->be, a->q, r->xp, (long)r->offsets[c->E], c->D));
+        MOE_DO(r->be->ops->dequant_fp8(r->be, r->xp, a->q, (long)r->offsets[c->E], c->D));
+    }
     return EPB_OK;
 }
 

@@ -393,7 +393,8 @@ int moe_traffic_xchg(const moe_config_t *c, const moe_routing_t *rt, int ns, int
     int P = rt->P, k = c->k, El = c->E / P;
     if (ns < 1 || ns > P || P % ns) ns = P; /* as xchg_setup: a group size that does not divide P is one group */
     int ng = P / ns, A = ng > 1, B = ns > 1;
-    double row = (double)c->D * rt->act_bytes, k4 = 4.0 * k, T = (double)rt->T;
+    double row = (double)c->D * rt->act_bytes, k4 = 4.0 * k, T = (double)rt->T,
+           drow = moe_dispatch_row_bytes(c, rt->act_bytes); /* a dispatched row (FP8 with --dispatch-dtype fp8) */
     /* the count exchanges: stage A's per other group and chunk (rows, then pairs per (index, local expert)),
      * stage B's per other rank of the group and chunk (pairs per local expert) */
     if (A) {
@@ -432,7 +433,7 @@ int moe_traffic_xchg(const moe_config_t *c, const moe_routing_t *rt, int ns, int
                 double rows = rt->reach(rt, r, g * ns, (g + 1) * ns);
                 int relay = g * ns + li;
                 nsA += rows;
-                moe_traffic_p2p(t, dA, r, relay, rows * row);
+                moe_traffic_p2p(t, dA, r, relay, rows * drow);
                 moe_traffic_p2p(t, dAi, r, relay, rows * k4);
                 moe_traffic_p2p(t, dAg, r, relay, rows * k4);
                 moe_traffic_p2p(t, cA, relay, r, rows * row);
@@ -448,7 +449,7 @@ int moe_traffic_xchg(const moe_config_t *c, const moe_routing_t *rt, int ns, int
             for (int s = li; s < P; s += ns) pb += A || s == r ? moe_routing_pairs(rt, s, o) : 0;
             relay_pairs += pb;
             if (!B) continue;
-            moe_traffic_p2p(t, dB, r, o, pb * row);
+            moe_traffic_p2p(t, dB, r, o, pb * drow);
             moe_traffic_p2p(t, cB, o, r, pb * row);
             moe_traffic_p2p(t, bB, r, o, pb * row);
             moe_traffic_p2p(t, xB, o, r, pb * row);

@@ -7,7 +7,12 @@
  * --gate-before: whoever holds the gates before the experts (the source without stage A, else the relay) scales
  * the rows as it places them (scale_rows_forward instead of a gather) and sums what comes back unweighted; the
  * gate gradients come from the expert-input gradients, against the unscaled rows, where the rows were scaled (the
- * relay keeps its received rows for that and takes dy in a buffer of its own). */
+ * relay keeps its received rows for that and takes dy in a buffer of its own).
+ *
+ * --dispatch-dtype fp8: the source quantizes the rows it sends (its gather, then quant_fp8), stage A and B carry
+ * packed rows (moe_fp8_row_bytes each, as 4-byte words), a relay forwards them as they came (gather_bytes), and the
+ * owner dequantizes what it received before its gather into expert order; with neither stage the owner's rows are
+ * quantized and dequantized in place. The combine and the whole backward stay in the activation dtype. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +31,9 @@ typedef struct {
     long T, D;
     size_t ab;
     int gb;                    /* --gate-before */
+    int fp8;                   /* --dispatch-dtype fp8 */
+    size_t qb;                 /* its packed row: bytes (qb / 4 words on the wire) */
+    buf_t xsAq, xRq, xsBq, xoq; /* the packed rows of xsA, xR, xsB, xo */
     /* routing on the host */
     int32_t *idx_h;            /* (T*k) */
     float *w_h;                /* (T*k) */
@@ -56,6 +64,7 @@ typedef struct {
     buf_t go, inv, poso;
     /* alltoallv splits per chunk: A in rows of D and of k elements, B in rows of D */
     spl_t sAD[MOE_MAXCHUNKS], sAK[MOE_MAXCHUNKS], sBD[MOE_MAXCHUNKS];
+    spl_t sAQ[MOE_MAXCHUNKS], sBQ[MOE_MAXCHUNKS]; /* the forward dispatch's with fp8: rows of qb / 4 words */
     size_t *splmem;
     buf_t stage;               /* device communicators: the count exchanges go through it */
     int hin[MOE_MAXCHUNKS][3], nin[MOE_MAXCHUNKS], hout[MOE_MAXCHUNKS][2], nout[MOE_MAXCHUNKS];
@@ -133,6 +142,8 @@ int xchg_setup(moe_run_t *r, int group_size, epb_err_t *err)
     x->N = r->chunks, x->El = r->El, x->k = c->k, x->T = c->T, x->D = c->D;
     x->ab = moe_dtype_size(c->dtype);
     x->gb = c->gate_before;
+    x->fp8 = c->dispatch_fp8;
+    x->qb = moe_fp8_row_bytes(c->D);
     if (x->A && x->B) {
         if (epb_comm_split(r->comm, x->li, x->g, &x->own_inter) || epb_comm_split(r->comm, x->g, x->li, &x->own_intra))
             return epb_fail(err, EPB_ESYS, "rank %d: split: %s", r->rank, r->comm->err.msg);
@@ -150,7 +161,7 @@ int xchg_setup(moe_run_t *r, int group_size, epb_err_t *err)
     x->cA_s = calloc(2 * ng * N * (1 + gs * El), sizeof *x->cA_s);
     x->cB_r = calloc(gs * N * El, sizeof *x->cB_r);
     x->pairs = calloc(N * gs * El, sizeof *x->pairs);
-    x->splmem = calloc(N * 4 * (2 * ng + gs), sizeof *x->splmem);
+    x->splmem = calloc(N * 4 * (3 * ng + 2 * gs), sizeof *x->splmem);
     if (!x->idx_h || !x->w_h || !x->dg_h || !x->sA || !x->sB || !x->cA_s || !x->cB_r || !x->pairs || !x->splmem)
         return OOM();
     x->rA = x->sA + N * ng;
@@ -158,9 +169,9 @@ int xchg_setup(moe_run_t *r, int group_size, epb_err_t *err)
     x->cA_r = x->cA_s + ng * N * (1 + gs * El);
     size_t *m = x->splmem;
     for (size_t ch = 0; ch < N; ch++) {
-        spl_t *s[3] = { &x->sAD[ch], &x->sAK[ch], &x->sBD[ch] };
-        size_t w[3] = { ng, ng, gs };
-        for (int i = 0; i < 3; i++) {
+        spl_t *s[5] = { &x->sAD[ch], &x->sAK[ch], &x->sBD[ch], &x->sAQ[ch], &x->sBQ[ch] };
+        size_t w[5] = { ng, ng, gs, ng, gs };
+        for (int i = 0; i < 5; i++) {
             s[i]->sc = m, s[i]->sd = m + w[i], s[i]->rc = m + 2 * w[i], s[i]->rd = m + 3 * w[i];
             m += 4 * w[i];
         }
@@ -410,6 +421,7 @@ int xchg_dispatch(moe_run_t *r, epb_err_t *err)
             x->brA[ch + 1] = x->bR[ch + 1] = x->brA[ch] + ro;
             splits(&x->sAD[ch], x->sA + ch * ng, x->rA + ch * ng, ng, x->D);
             splits(&x->sAK[ch], x->sA + ch * ng, x->rA + ch * ng, ng, k);
+            splits(&x->sAQ[ch], x->sA + ch * ng, x->rA + ch * ng, ng, (long)(x->qb / 4));
         }
     } else { /* the relay is the source: its tokens in chunk order */
         for (int ch = 0; ch < N; ch++) {
@@ -442,6 +454,7 @@ int xchg_dispatch(moe_run_t *r, epb_err_t *err)
             }
             x->bsB[ch + 1] = x->bsB[ch] + so, x->brB[ch + 1] = x->brB[ch] + ro;
             splits(&x->sBD[ch], x->sB + ch * gs, x->rB + ch * gs, gs, x->D);
+            splits(&x->sBQ[ch], x->sB + ch * gs, x->rB + ch * gs, gs, (long)(x->qb / 4));
         }
     }
     for (int ch = 0; ch < N; ch++) {
@@ -478,6 +491,11 @@ int xchg_dispatch(moe_run_t *r, epb_err_t *err)
         return EPB_ESYS;
     if (bgrow(r, &x->go, (size_t)rows * 4, err) || (!x->B && bgrow(r, &x->poso, (size_t)R * k * 4, err)))
         return EPB_ESYS;
+    size_t qb = x->qb;
+    if (x->fp8 && ((x->A && (bgrow(r, &x->xsAq, (size_t)nsA * qb, err) || bgrow(r, &x->xRq, (size_t)R * qb, err))) ||
+                   (x->B && (bgrow(r, &x->xsBq, (size_t)nsB * qb, err) || bgrow(r, &x->xoq, (size_t)nrB * qb, err))) ||
+                   (!x->A && !x->B && bgrow(r, &x->xoq, (size_t)rows * qb, err))))
+        return EPB_ESYS;
     if (hgrow(x, 5, &x->idxR_h, (size_t)R * k, 4) || hgrow(x, 6, &x->go_h, (size_t)rows, 4) ||
         (x->B && (hgrow(x, 7, &x->gB_h, (size_t)nsB, 4) || hgrow(x, 8, &x->posB_h, (size_t)R * k, 4) ||
                   hgrow(x, 9, &x->inv_h, (size_t)nrB, 4))) ||
@@ -491,6 +509,7 @@ int xchg_dispatch(moe_run_t *r, epb_err_t *err)
         MOE_DO(upload(r, &x->idxAs, x->idxA_h, 0, nsA * k));
         MOE_DO(be->ops->to_backend(be, x->gateAs.p, x->gateA_h, (size_t)nsA * k * 4));
         MOE_DO(gather(r, x->xsA.p, r->x, &x->gA, 0, nsA));
+        if (x->fp8) MOE_DO(be->ops->quant_fp8(be, x->xsAq.p, x->xsA.p, nsA, x->D));
     } else
         memcpy(x->idxR_h, x->idx_h, Tk * 4);
     for (int ch = 0; ch < N; ch++) {
@@ -509,6 +528,7 @@ int xchg_dispatch(moe_run_t *r, epb_err_t *err)
             MOE_DO(be->ops->scale_rows_forward(be, x->xsB.p, r->x, x->posB.p, r->topk_w, x->T, k, x->D));
         else
             MOE_DO(gather(r, x->xsB.p, r->x, &x->gB, 0, nsB));
+        if (x->fp8) MOE_DO(be->ops->quant_fp8(be, x->xsBq.p, x->xsB.p, nsB, x->D));
     }
     if (!x->A && !x->B) MOE_DO(upload(r, &x->poso, x->poso_h, 0, (long)Tk));
     return EPB_OK;
@@ -522,13 +542,19 @@ static int fwd_in_start(moe_run_t *r, int ch, epb_err_t *err)
     MOE_PHASE(MOE_PH_DISPATCH);
     int *h = x->hin[ch];
     if (x->A) {
-        if (a2av(r, x->inter, &x->sAD[ch], 0, x->xsA.p, x->bsA[ch], x->xR.p, x->brA[ch], x->D, r->comm_dt, &h[0], err) ||
+        if ((x->fp8 ? a2av(r, x->inter, &x->sAQ[ch], 0, x->xsAq.p, x->bsA[ch], x->xRq.p, x->brA[ch], (long)(x->qb / 4),
+                           EPB_DT_I32, &h[0], err)
+                    : a2av(r, x->inter, &x->sAD[ch], 0, x->xsA.p, x->bsA[ch], x->xR.p, x->brA[ch], x->D, r->comm_dt,
+                           &h[0], err)) ||
             a2av(r, x->inter, &x->sAK[ch], 0, x->idxAs.p, x->bsA[ch], x->idxR.p, x->brA[ch], x->k, EPB_DT_I32, &h[1], err) ||
             a2av(r, x->inter, &x->sAK[ch], 0, x->gateAs.p, x->bsA[ch], x->gateR.p, x->brA[ch], x->k, EPB_DT_F32, &h[2], err))
             return EPB_ESYS;
         x->nin[ch] = 3;
     } else {
-        if (a2av(r, x->intra, &x->sBD[ch], 0, x->xsB.p, x->bsB[ch], x->xo.p, x->brB[ch], x->D, r->comm_dt, &h[0], err))
+        if (x->fp8 ? a2av(r, x->intra, &x->sBQ[ch], 0, x->xsBq.p, x->bsB[ch], x->xoq.p, x->brB[ch], (long)(x->qb / 4),
+                          EPB_DT_I32, &h[0], err)
+                   : a2av(r, x->intra, &x->sBD[ch], 0, x->xsB.p, x->bsB[ch], x->xo.p, x->brB[ch], x->D, r->comm_dt,
+                          &h[0], err))
             return EPB_ESYS;
         x->nin[ch] = 1;
     }
@@ -561,13 +587,19 @@ static int fwd_in_finish(moe_run_t *r, int ch, epb_err_t *err)
             if (rc) return rc;
             MOE_DO(upload(r, &x->gB, x->gB_h, x->bsB[ch], x->bsB[ch + 1] - x->bsB[ch]));
             MOE_DO(upload(r, &x->posB, x->posB_h, lo * k, n * k));
-            if (x->gb && n) /* the relay's pairs leave as gate * x */
+            long pb = x->bsB[ch], pn = x->bsB[ch + 1] - pb;
+            if (x->fp8 && pn) /* the packed rows go on as they came */
+                MOE_DO(be->ops->gather_bytes(be, (char *)x->xsBq.p + (size_t)pb * x->qb, x->xRq.p,
+                                             (const int32_t *)x->gB.p + pb, pn, x->qb));
+            else if (x->gb && n) /* the relay's pairs leave as gate * x */
                 MOE_DO(be->ops->scale_rows_forward(be, x->xsB.p, at(x->xR.p, lo, x->D, x->ab), (const int32_t *)x->posB.p + lo * k,
                                                (const float *)x->gateR.p + lo * k, n, (int)k, x->D));
             else if (!x->gb)
-                MOE_DO(gather(r, x->xsB.p, x->xR.p, &x->gB, x->bsB[ch], x->bsB[ch + 1] - x->bsB[ch]));
+                MOE_DO(gather(r, x->xsB.p, x->xR.p, &x->gB, pb, pn));
             MOE_PHASE(MOE_PH_DISPATCH);
-            if (a2av(r, x->intra, &x->sBD[ch], 0, x->xsB.p, x->bsB[ch], x->xo.p, x->brB[ch], x->D, r->comm_dt, NULL, err))
+            if (x->fp8 ? a2av(r, x->intra, &x->sBQ[ch], 0, x->xsBq.p, pb, x->xoq.p, x->brB[ch], (long)(x->qb / 4),
+                              EPB_DT_I32, NULL, err)
+                       : a2av(r, x->intra, &x->sBD[ch], 0, x->xsB.p, pb, x->xo.p, x->brB[ch], x->D, r->comm_dt, NULL, err))
                 return EPB_ESYS;
             MOE_PHASE(MOE_PH_PERMUTE);
         } else {
@@ -577,12 +609,21 @@ static int fwd_in_finish(moe_run_t *r, int ch, epb_err_t *err)
             MOE_DO(upload(r, &x->poso, x->poso_h, lo * k, n * k));
         }
     }
+    if (x->fp8 && x->B) { /* the owner's received pairs of this chunk, dequantized */
+        long rb = x->brB[ch], rn = x->brB[ch + 1] - rb;
+        if (rn) MOE_DO(be->ops->dequant_fp8(be, at(x->xo.p, rb, x->D, x->ab), (char *)x->xoq.p + (size_t)rb * x->qb, rn, x->D));
+    } else if (x->fp8 && x->A && n) /* the owner is the relay: its received rows, dequantized */
+        MOE_DO(be->ops->dequant_fp8(be, at(x->xR.p, lo, x->D, x->ab), (char *)x->xRq.p + (size_t)lo * x->qb, n, x->D));
     if (x->gb && !x->B) { /* the relay is the owner: its rows become expert rows as gate * x */
         if (n)
             MOE_DO(be->ops->scale_rows_forward(be, r->xp, at(xR(r, x), lo, x->D, x->ab), (const int32_t *)x->poso.p + lo * k,
                                            gateR(r, x) + lo * k, n, (int)k, x->D));
     } else
         MOE_DO(gather(r, r->xp, x->B ? x->xo.p : xR(r, x), &x->go, xlo, xn));
+    if (x->fp8 && !x->A && !x->B && xn) { /* nothing crossed: the owner's rows as FP8 would carry them */
+        MOE_DO(be->ops->quant_fp8(be, x->xoq.p, at(r->xp, xlo, x->D, x->ab), xn, x->D));
+        MOE_DO(be->ops->dequant_fp8(be, at(r->xp, xlo, x->D, x->ab), x->xoq.p, xn, x->D));
+    }
     return EPB_OK;
 }
 

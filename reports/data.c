@@ -150,7 +150,7 @@ const char *rp_layer_params(const char *params)
     /* docs/CSV.md, params: the strategy's own parameters come first, then these, in this order; the first of them
      * starts the layer's part. The keys are the schema's, like the column names. */
     static const char *const keys[] = { "model", "scale_down", "shared", "shared_ffn", "gate_before", "route_scale",
-                                        "groups", "topk_groups", NULL };
+                                        "groups", "topk_groups", "dispatch_dtype", NULL };
     for (const char *p = params ? params : ""; *p;) {
         const char *eq = strchr(p, '='), *end = strchr(p, ';');
         if (eq && (!end || eq < end))

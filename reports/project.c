@@ -160,6 +160,7 @@ static int model_config(const rp_mcfg_t *c, moe_spec_t *spec, moe_config_t *mc, 
     mc->T = c->T, mc->D = c->D, mc->F = c->F, mc->E = (int)c->E, mc->k = (int)c->k;
     mc->shared = (int)c->shared, mc->Fs = c->shared ? c->shared_ffn : 0;
     mc->groups = c->groups > 1 ? c->groups : 1, mc->topk_groups = c->groups > 1 ? c->topk_groups : 1;
+    mc->dispatch_fp8 = c->dispatch_fp8 != 0;
     return EPB_OK;
 }
 
@@ -463,6 +464,7 @@ static int mcfg_of(const rp_cell_t *st, double gamma, rp_mcfg_t *m)
     m->shared_ffn = param_of(r->params, "shared_ffn", buf, sizeof buf) ? atol(buf) : 0;
     m->groups = param_of(r->params, "groups", buf, sizeof buf) ? atoi(buf) : 1;
     m->topk_groups = param_of(r->params, "topk_groups", buf, sizeof buf) ? atoi(buf) : 1;
+    m->dispatch_fp8 = param_of(r->params, "dispatch_dtype", buf, sizeof buf) && !strcmp(buf, "fp8");
     m->gamma = gamma;
     moe_spec_t sp;
     epb_err_t e2;

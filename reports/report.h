@@ -104,7 +104,8 @@ typedef struct {
  * when there is one: "node07" + "NVIDIA H100" -> "node/NVIDIA H100". */
 void rp_host_class(const epb_row_t *r, char *buf, size_t n);
 /* The layer's part of a moe row's params: from the first layer-feature key of docs/CSV.md (model=, scale_down=,
- * shared=, shared_ffn=, gate_before=, route_scale=, groups=, topk_groups=) to the end; "" when none. */
+ * shared=, shared_ffn=, gate_before=, route_scale=, groups=, topk_groups=,
+ * dispatch_dtype=) to the end; "" when none. */
 const char *rp_layer_params(const char *params);
 /* Configuration key: mode, ranks, nodes, backend, device, experts, top_k, tokens, hidden, ffn, dtype, router,
  * skew, seed, host class; for coll and peak rows also params (an uneven --imbalance run is its own configuration),
@@ -370,6 +371,7 @@ typedef struct {
                         * node_size 0 (the default): the cluster's node */
     long T, D, F, E, k, shared, shared_ffn;
     int groups, topk_groups; /* group-limited routing (groups 1: none) */
+    int dispatch_fp8;        /* dispatch_dtype=fp8: the dispatched rows are FP8 rows (moe_fp8_row_bytes) */
     int P;
     double gamma; /* routing skew: expert e gets a share ~ (e+1)^-gamma of the pairs (capped at 1/k) */
 } rp_mcfg_t;

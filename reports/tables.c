@@ -128,6 +128,8 @@ static void check_cell(rp_doc_t *doc, const rp_cell_t *c)
     if (!c) rp_doc_cell(doc, "-");
     else if (c->nfail) rp_doc_cell(doc, "FAILED (%zu of %zu)", c->nfail, c->n);
     else if (!strcmp(c->row->check, "skipped")) rp_doc_cell(doc, "skipped");
+    else if (c->row->quant_err > 0) /* schema 5: what FP8 dispatch cost, next to the check that it is right */
+        rp_doc_cell(doc, "ok; FP8 dispatch: y %.1e from the unquantized layer (norm-wise)", c->row->quant_err);
     else rp_doc_cell(doc, "ok");
 }
 

@@ -93,6 +93,9 @@ case_ "--shared-ffn 64 needs shared experts (--shared S, S >= 1)" --strategy tp2
 case_ "--shared-ffn 64 needs shared experts" --strategy tp2ep --model deepseek-v3 --shared 0 --shared-ffn 64 --ranks 1 --csv "$csv"
 case_ "--shared '-1': expected an integer from 0" --strategy tp2ep --shared -1 --ranks 1 --csv "$csv"
 case_ "--route-scale '0': expected a positive number" --strategy tp2ep --route-scale 0 --ranks 1 --csv "$csv"
+case_ "--dispatch-dtype 'e5m2': expected fp8 or act" --strategy tp2ep --dispatch-dtype e5m2 --ranks 1 --csv "$csv"
+case_ "--dispatch-dtype fp8 with --gate-before" --strategy tp2ep --dispatch-dtype fp8 --gate-before --ranks 1 --csv "$csv"
+case_ "--dispatch-dtype fp8 with --gate-before" --strategy agrs --model llama4-scout --scale-down 64 --dispatch-dtype fp8 --ranks 1 --csv "$csv"
 models=$("$BENCH" --model list | awk '{printf "%s%s", n++ ? ", " : "", $1}') # the presets' own list
 case_ "--model 'gpt-5': unknown model (accepted: $models, list)" --strategy tp2ep --model gpt-5 --ranks 1 --csv "$csv"
 case_ "--scale-down '0': expected an integer from 1" --model deepseek-v3 --scale-down 0 --ranks 1 --csv "$csv"

@@ -2,7 +2,8 @@
 # The features of published MoE models (issue 14) at N ranks, every registered strategy checked against the
 # single-device computation (-c 1: exit 0 only when every configuration agrees):
 # - each feature alone (gate before the experts, route scale, group-limited routing, shared experts) and all of them
-#   together, on every strategy, the pipelined ones also in 2 chunks, hier on nodes of 2 ranks where N allows; and
+#   together, and FP8 dispatch (issue 22: y moved from the unquantized layer by less than e4m3's bound, tp2ep's
+#   dispatch bytes those of FP8 rows), on every strategy, the pipelined ones also in 2 chunks, hier on nodes of 2 ranks where N allows; and
 #   10 training steps with all of them, every strategy's loss curve equal to local's;
 # - group-limited routing with groups aligned to ranks (G = N, and G = 2N: groups of experts owned by whole ranks):
 #   on the real routing (a --dump's topk_idx) no token reaches more than M ranks, while without groups some token
@@ -29,6 +30,35 @@ run "every strategy, 2 shared experts of FFN 24, k=2" "${small[@]}" --top-k 2 --
 run "every strategy, all together (sigmoid + route-norm, scale 2.5, groups 2 of $G, gate-before, 2 shared), k=3" \
     "${small[@]}" --top-k 3 --router sigmoid --route-norm --route-scale 2.5 --groups $G --topk-groups 2 --gate-before \
     --shared 2 --shared-ffn 24 --skew 0.5
+# FP8 dispatch (issue 22): D=160 is a full scale block and a partial one; the check's reference quantizes alike
+run "every strategy, FP8 dispatch, D=160, groups 2 of $G, 2 shared, k=2" --tokens 24 --hidden 160 --ffn 48 \
+    --experts $E --strategy "$SPECS" --top-k 2 --groups $G --topk-groups 2 --shared 2 --shared-ffn 24 \
+    --dispatch-dtype fp8
+python3 - "$work/out" <<'PY'
+import re, sys
+e = [float(m) for m in re.findall(r"fp8 dispatch against the unquantized layer \(norm-wise, not a check\): y ([0-9.e+-]+)",
+                                  open(sys.argv[1]).read())]
+print("# y's error against the unquantized layer: %s" % " ".join("%.2e" % v for v in e))
+sys.exit(0 if e and all(1e-4 <= v <= 1 / 16 for v in e) else 1)  # above f32 round-off, within e4m3
+PY
+tap_ok $? "$N ranks: FP8 dispatch moves y away from the unquantized layer, within e4m3's 1/16 (every strategy)"
+run "tp2ep and dedup, the same layer without FP8" --tokens 24 --hidden 160 --ffn 48 --experts $E --strategy tp2ep,dedup \
+    --top-k 2 --groups $G --topk-groups 2 --shared 2 --shared-ffn 24
+python3 - "$work/r.csv" <<'PY'
+import csv, sys
+# the same routing (it reads the unquantized tokens): a dispatched row is 2 scales and 160 codes, 168 bytes, against
+# 640 of f32; dedup's rows also carry k=2 indices and gates (16 bytes) in both
+d = {}
+for r in csv.DictReader(open(sys.argv[1])):
+    if r["phase"] == "dispatch" and r["op"] in ("tp2ep", "dedup") and r["params"].startswith("chunks=1;") \
+            and r["hidden"] == "160":
+        d[(r["op"], "dispatch_dtype=fp8" in r["params"])] = float(r["bytes"])
+want = {"tp2ep": 168 / 640, "dedup": (168 + 16) / (640 + 16)}
+got = {s: d[(s, True)] / d[(s, False)] for s in want if (s, True) in d and d.get((s, False))}
+print("# dispatch bytes with FP8 / without: %s" % ", ".join("%s %.4f (want %.4f)" % (s, got[s], want[s]) for s in got))
+sys.exit(0 if len(got) == 2 and all(abs(got[s] - want[s]) < 1e-9 for s in got) else 1)
+PY
+tap_ok $? "$N ranks: FP8 dispatch rows are 168 bytes where f32's are 640 (tp2ep's and dedup's dispatch, same routing)"
 bad=$(python3 -c 'import csv,sys; print(sum(r["check"] != "ok" for r in csv.DictReader(open(sys.argv[1]))))' "$work/r.csv")
 [ "$bad" -eq 0 ]; tap_ok $? "every row of the feature runs check=ok ($bad not)"
 csv_all "$work/r.csv" 'float(r["model_bytes"]) >= 0 and abs(float(r["bytes"]) - float(r["model_bytes"])) <= 0.5'
@@ -37,7 +67,7 @@ python3 - "$work/r.csv" <<'PY'
 import csv, sys
 ps = {r["params"] for r in csv.DictReader(open(sys.argv[1]))}
 want = ["gate_before=1", "route_scale=2.5", "groups=", "shared=2;shared_ffn=24",
-        "shared=2;shared_ffn=24;gate_before=1;route_scale=2.5;groups="]
+        "shared=2;shared_ffn=24;gate_before=1;route_scale=2.5;groups=", "topk_groups=2;dispatch_dtype=fp8"]
 sys.exit(0 if all(any(w in p for p in ps) for w in want) else 1)
 PY
 tap_ok $? "each feature's configuration is set apart in the params column"

@@ -59,7 +59,7 @@ static epb_row_t sample_row(int i)
     r.busbw_gbps = 9.87654321;
     r.peak_mem_bytes = 1ull << 40;
     r.model_bytes = 65536.0 * (1 + i);
-    r.dropped = 3 + i, r.load_max = 1536.5 + i, r.load_plain = 2048 + i;
+    r.dropped = 3 + i, r.load_max = 1536.5 + i, r.load_plain = 2048 + i, r.quant_err = 0.03125 + i;
     r.check = "ok";
     return r;
 }
@@ -184,7 +184,7 @@ static void test_csv(void)
     for (size_t i = 0; same && i < 3; i++) {
         const epb_row_t *g = &t.rows[i];
         same &= g->schema == EPB_SCHEMA && g->model_bytes == rows[i].model_bytes && g->dropped == rows[i].dropped &&
-                g->load_max == rows[i].load_max && g->load_plain == rows[i].load_plain && !strcmp(g->device_name, rows[i].device_name) && g->tokens == rows[i].tokens &&
+                g->load_max == rows[i].load_max && g->load_plain == rows[i].load_plain && g->quant_err == rows[i].quant_err && !strcmp(g->device_name, rows[i].device_name) && g->tokens == rows[i].tokens &&
                 g->bytes == rows[i].bytes && g->seed == rows[i].seed && g->t_med_us == rows[i].t_med_us &&
                 g->t_max_us == rows[i].t_max_us && fabs(g->algbw_gbps - rows[i].algbw_gbps) < 1e-15 &&
                 g->skew == 1.5 && g->peak_mem_bytes == rows[i].peak_mem_bytes && !strcmp(g->check, "ok") &&
@@ -254,10 +254,11 @@ static void test_csv(void)
     TAP_OK(WIFEXITED(status) && WEXITSTATUS(status) == 0 && file_size(path) == before,
            "a short write to an existing file is cut back to its old length (%ld)", file_size(path));
 
-    /* schema 1 and 2 files are read, their missing columns empty (text), 0 (schema 2's numbers in schema 1) or -1
-     * (those of schemas 3 and 4) */
+    /* schema 1 to 4 files are read, their missing columns empty (text), 0 (schema 2's numbers in schema 1) or -1
+     * (those of schemas 3, 4 and 5) */
     static const char *const v2only[] = { "hosts", "params", "kind", "coll", "wait_us", "hidden_us" };
-    static const char *const v3only[] = { "model_bytes" }, *const v4only[] = { "dropped", "load_max", "load_plain" };
+    static const char *const v3only[] = { "model_bytes" }, *const v4only[] = { "dropped", "load_max", "load_plain" },
+                             *const v5only[] = { "quant_err" };
     /* the current row split into its fields */
     char *fields[EPB_CSV_NCOLS], tmp[4096];
     snprintf(tmp, sizeof tmp, "%s", good);
@@ -267,28 +268,31 @@ static void test_csv(void)
         if (*q == '"') { q = strchr(q + 1, '"'); while (q[1] == '"') q = strchr(q + 2, '"'); continue; }
         if (*q == ',' || !*q) { int end = !*q; *q = 0; fields[nf++] = s0; s0 = q + 1; if (end) break; }
     }
-    for (int old = 1; old <= 3; old++) {
+    for (int old = 1; old <= 4; old++) {
         char ohdr[2048] = "", orow[4096] = "";
         int skip[EPB_CSV_NCOLS] = { 0 };
         for (int i = 0; i < EPB_CSV_NCOLS; i++) {
             for (size_t j = 0; old == 1 && j < sizeof v2only / sizeof *v2only; j++) skip[i] |= !strcmp(epb_csv_columns[i], v2only[j]);
             for (size_t j = 0; old <= 2 && j < sizeof v3only / sizeof *v3only; j++) skip[i] |= !strcmp(epb_csv_columns[i], v3only[j]);
-            for (size_t j = 0; j < sizeof v4only / sizeof *v4only; j++) skip[i] |= !strcmp(epb_csv_columns[i], v4only[j]);
+            for (size_t j = 0; old <= 3 && j < sizeof v4only / sizeof *v4only; j++) skip[i] |= !strcmp(epb_csv_columns[i], v4only[j]);
+            for (size_t j = 0; j < sizeof v5only / sizeof *v5only; j++) skip[i] |= !strcmp(epb_csv_columns[i], v5only[j]);
         }
         for (int i = 0, first = 1; i < EPB_CSV_NCOLS && nf == EPB_CSV_NCOLS; i++) {
             if (skip[i]) continue;
             strcat(ohdr, first ? "" : ",");
             strcat(ohdr, epb_csv_columns[i]);
-            strcat(orow, first ? (old == 1 ? "1" : old == 2 ? "2" : "3") : ",");
+            strcat(orow, first ? (old == 1 ? "1" : old == 2 ? "2" : old == 3 ? "3" : "4") : ",");
             if (!first) strcat(orow, fields[i]);
             first = 0;
         }
         snprintf(text, sizeof text, "%s\n%s\n", ohdr, orow);
         write_file(bad, text);
         int ok = read_file(bad, &t, &err) == EPB_OK && t.nrows == 1 && t.rows[0].schema == old &&
-                 t.rows[0].bytes == rows[0].bytes && (old == 3 ? t.rows[0].model_bytes == rows[0].model_bytes
+                 t.rows[0].bytes == rows[0].bytes && (old >= 3 ? t.rows[0].model_bytes == rows[0].model_bytes
                                                                     : t.rows[0].model_bytes == -1) &&
-                 t.rows[0].dropped == -1 && t.rows[0].load_max == -1 && t.rows[0].load_plain == -1;
+                 (old == 4 ? t.rows[0].dropped == rows[0].dropped && t.rows[0].load_plain == rows[0].load_plain
+                           : t.rows[0].dropped == -1 && t.rows[0].load_max == -1 && t.rows[0].load_plain == -1) &&
+                 t.rows[0].quant_err == -1;
         if (ok && old == 1) ok = !strcmp(t.rows[0].kind, "") && !strcmp(t.rows[0].params, "") && t.rows[0].wait_us == 0;
         if (ok && old == 2) ok = !strcmp(t.rows[0].params, rows[0].params ? rows[0].params : "");
         TAP_OK(ok, "a schema %d file reads, its later columns empty or -1 (%s)", old, err.msg);
@@ -314,7 +318,7 @@ static void test_csv(void)
     snprintf(cases[nc++].text, 8192, "%s1,2,3\n", hdr);
     cases[nc].name = "non-numeric field"; cases[nc].want = ":2: column schema";
     snprintf(cases[nc++].text, 8192, "%sx%s", hdr, good + 1);
-    cases[nc].name = "mixed schemas"; cases[nc].want = ":3: schema 1 under a schema 4 header";
+    cases[nc].name = "mixed schemas"; cases[nc].want = ":3: schema 1 under a schema 5 header";
     snprintf(cases[nc++].text, 8192, "%s%s1%s", hdr, good, good + 1);
     cases[nc].name = "wrong header"; cases[nc].want = ":1: not an epbench CSV header";
     snprintf(cases[nc++].text, 8192, "schema,run,utc\n");

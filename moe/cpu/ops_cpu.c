@@ -310,6 +310,35 @@ static int cpu_scale_rows_backward(moe_backend_t *be, void *d_inv, float *d_w, c
     return EPB_OK;
 }
 
+/* ---------------------------------------------------------------- FP8 rows */
+
+static int cpu_quant_fp8(moe_backend_t *be, void *qv, const void *xv, long n, long D)
+{
+    (void)be;
+    size_t w = moe_fp8_row_bytes(D);
+    const float *x = xv;
+    for (long i = 0; i < n; i++) moe_fp8_quant_row((uint8_t *)qv + (size_t)i * w, x + i * D, D);
+    return EPB_OK;
+}
+
+static int cpu_dequant_fp8(moe_backend_t *be, void *xv, const void *qv, long n, long D)
+{
+    (void)be;
+    size_t w = moe_fp8_row_bytes(D);
+    float *x = xv;
+    for (long i = 0; i < n; i++) moe_fp8_dequant_row(x + i * D, (const uint8_t *)qv + (size_t)i * w, D);
+    return EPB_OK;
+}
+
+static int cpu_gather_bytes(moe_backend_t *be, void *outv, const void *rowsv, const int32_t *pos, long n,
+                            size_t row_bytes)
+{
+    (void)be;
+    for (long i = 0; i < n; i++)
+        memcpy((char *)outv + (size_t)i * row_bytes, (const char *)rowsv + (size_t)pos[i] * row_bytes, row_bytes);
+    return EPB_OK;
+}
+
 static int cpu_add(moe_backend_t *be, void *yv, const void *av, size_t n)
 {
     (void)be;
@@ -391,6 +420,9 @@ static const moe_ops_t cpu_ops = {
     .experts_backward = cpu_experts_backward,
     .scale_rows_forward = cpu_scale_rows_forward,
     .scale_rows_backward = cpu_scale_rows_backward,
+    .quant_fp8 = cpu_quant_fp8,
+    .dequant_fp8 = cpu_dequant_fp8,
+    .gather_bytes = cpu_gather_bytes,
     .add = cpu_add,
     .combine_forward = cpu_combine_forward,
     .combine_backward = cpu_combine_backward,

@@ -14,6 +14,7 @@
  * Layout: kernels first, then launchers, then the ops table. */
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <limits.h>
@@ -448,6 +449,45 @@ template <typename T> static __global__ void add_kernel(T *y, const T *a, long n
 {
     long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) st(y, i, ld(y, i) + ld(a, i));
+}
+
+/* ---------------------------------------------------------------- FP8 rows (moe.h: the format and the rounding)
+ * One block of MOE_FP8_BLOCK threads per (row, scale block): grid (rows, blocks per row). The conversions are the
+ * toolkit's (__nv_cvt_float_to_fp8 with __NV_SATFINITE: round to nearest even, saturated, NaN kept), which
+ * moe_e4m3_from_f32 on the CPU matches (tests/cuda_emu compares them). */
+template <typename T> static __global__ void quant_fp8_kernel(uint8_t *q, const T *x, long D, size_t w)
+{
+    __shared__ float part[MOE_FP8_BLOCK];
+    long i = blockIdx.x, nb = gridDim.y, d = (long)blockIdx.y * MOE_FP8_BLOCK + threadIdx.x;
+    float v = d < D ? ld(x + i * D, d) : 0.0f;
+    part[threadIdx.x] = fabsf(v);
+    __syncthreads();
+    for (int h = MOE_FP8_BLOCK / 2; h > 0; h >>= 1) { /* the block's largest magnitude (NaN ignored, as fmaxf does) */
+        if ((int)threadIdx.x < h) part[threadIdx.x] = fmaxf(part[threadIdx.x], part[threadIdx.x + h]);
+        __syncthreads();
+    }
+    float amax = part[0], sc = amax > 0 ? amax / 448.0f : 1.0f;
+    uint8_t *row = q + (size_t)i * w;
+    if (threadIdx.x == 0) ((float *)row)[blockIdx.y] = sc;
+    if (d < D) row[4 * nb + d] = __nv_cvt_float_to_fp8(v / sc, __NV_SATFINITE, __NV_E4M3);
+    else if ((size_t)(4 * nb + d) < w) row[4 * nb + d] = 0; /* the padding to 4 bytes */
+}
+
+template <typename T> static __global__ void dequant_fp8_kernel(T *x, const uint8_t *q, long D, size_t w)
+{
+    long i = blockIdx.x, nb = gridDim.y, d = (long)blockIdx.y * MOE_FP8_BLOCK + threadIdx.x;
+    if (d >= D) return;
+    const uint8_t *row = q + (size_t)i * w;
+    __half_raw h = __nv_cvt_fp8_to_halfraw(row[4 * nb + d], __NV_E4M3); /* every e4m3 value is a half exactly */
+    st(x + i * D, d, __half2float(__half(h)) * ((const float *)row)[blockIdx.y]);
+}
+
+/* out row i = rows row pos[i], in 4-byte words (w4 per row) */
+static __global__ void gather_words_kernel(uint32_t *out, const uint32_t *rows, const int32_t *pos, long w4)
+{
+    long i = blockIdx.x;
+    const uint32_t *src = rows + (long)pos[i] * w4;
+    for (long j = threadIdx.x; j < w4; j += blockDim.x) out[i * w4 + j] = src[j];
 }
 
 /* ---------------------------------------------------------------- memory, copies, timing */
@@ -1125,6 +1165,44 @@ static int cu_add(moe_backend_t *be, void *y, const void *a, size_t n)
     return EPB_OK;
 }
 
+static int cu_quant_fp8(moe_backend_t *be, void *q, const void *x, long n, long D)
+{
+    if (n == 0) return EPB_OK;
+    cudaStream_t s = impl(be)->stream;
+    dim3 grid((unsigned)n, (unsigned)((D + MOE_FP8_BLOCK - 1) / MOE_FP8_BLOCK));
+    size_t w = moe_fp8_row_bytes(D);
+    if (be->dtype == MOE_BF16)
+        EPB_LAUNCH(quant_fp8_kernel<bf16>, grid, MOE_FP8_BLOCK, 0, s, (uint8_t *)q, (const bf16 *)x, D, w);
+    else
+        EPB_LAUNCH(quant_fp8_kernel<float>, grid, MOE_FP8_BLOCK, 0, s, (uint8_t *)q, (const float *)x, D, w);
+    CK_LAUNCH(quant_fp8);
+    return EPB_OK;
+}
+
+static int cu_dequant_fp8(moe_backend_t *be, void *x, const void *q, long n, long D)
+{
+    if (n == 0) return EPB_OK;
+    cudaStream_t s = impl(be)->stream;
+    dim3 grid((unsigned)n, (unsigned)((D + MOE_FP8_BLOCK - 1) / MOE_FP8_BLOCK));
+    size_t w = moe_fp8_row_bytes(D);
+    if (be->dtype == MOE_BF16)
+        EPB_LAUNCH(dequant_fp8_kernel<bf16>, grid, MOE_FP8_BLOCK, 0, s, (bf16 *)x, (const uint8_t *)q, D, w);
+    else
+        EPB_LAUNCH(dequant_fp8_kernel<float>, grid, MOE_FP8_BLOCK, 0, s, (float *)x, (const uint8_t *)q, D, w);
+    CK_LAUNCH(dequant_fp8);
+    return EPB_OK;
+}
+
+static int cu_gather_bytes(moe_backend_t *be, void *out, const void *rows, const int32_t *pos, long n, size_t row_bytes)
+{
+    if (n == 0) return EPB_OK;
+    long w4 = (long)(row_bytes / 4);
+    EPB_LAUNCH(gather_words_kernel, (unsigned)n, w4 >= 256 ? 256 : 64, 0, impl(be)->stream, (uint32_t *)out,
+               (const uint32_t *)rows, pos, w4);
+    CK_LAUNCH(gather_words);
+    return EPB_OK;
+}
+
 /* ---------------------------------------------------------------- the table */
 
 static moe_ops_t make_ops(void)
@@ -1154,6 +1232,9 @@ static moe_ops_t make_ops(void)
     o.experts_backward = cu_experts_backward;
     o.scale_rows_forward = cu_scale_rows_forward;
     o.scale_rows_backward = cu_scale_rows_backward;
+    o.quant_fp8 = cu_quant_fp8;
+    o.dequant_fp8 = cu_dequant_fp8;
+    o.gather_bytes = cu_gather_bytes;
     o.add = cu_add;
     o.combine_forward = cu_combine_forward;
     o.combine_backward = cu_combine_backward;

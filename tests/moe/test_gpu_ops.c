@@ -100,6 +100,55 @@ static float *rnd(size_t n, uint64_t stream, double scale, int act)
     return x;
 }
 
+/* ---- FP8 rows (--dispatch-dtype fp8): the CUDA kernels' bytes equal the CPU's, every code, tie and edge ---- */
+static void test_fp8(moe_backend_t *cpu)
+{
+    enum { D = 301, N = 5 }; /* two full blocks of 128, one of 45 and 3 bytes of padding */
+    size_t w = moe_fp8_row_bytes(D);
+    float *x = calloc(N * D, 4);
+    /* row 0: block 0 every code 0..127 (scale 1: 448 is among them; 0x7F as NaN), block 1 the codes 128..255 (all
+     * negative), block 2: 448, then the midpoints of neighbouring codes (ties, subnormal ones first) */
+    for (int c = 0; c < 128; c++) x[c] = moe_e4m3_to_f32((uint8_t)c), x[128 + c] = moe_e4m3_to_f32((uint8_t)(128 + c));
+    x[256] = 448;
+    for (int c = 0; c < 44; c++) x[257 + c] = (moe_e4m3_to_f32((uint8_t)c) + moe_e4m3_to_f32((uint8_t)(c + 1))) / 2;
+    /* row 1: seeded over 2^-12..2^12 (subnormal codes within a block); row 2 zero; row 3 tiny; row 4 -0 and a big
+     * block with an infinity (its scale is infinite: the block is NaN on both) */
+    for (long i = 0; i < D; i++) {
+        x[D + i] = (float)(epb_uniform(9, 1, (uint64_t)i) * ldexp(1, (int)(i % 25) - 12));
+        x[3 * D + i] = (float)(1e-30 * epb_uniform(9, 2, (uint64_t)i));
+        x[4 * D + i] = i < 128 ? -0.0f : (float)(3e4 * epb_uniform(9, 3, (uint64_t)i));
+    }
+    x[4 * D + 200] = INFINITY;
+    if (bf) moe_round_bf16(x, N * D); /* the bf16 backend's tokens; every value above is a bf16 value already */
+    uint8_t *q = malloc(N * w), *qg;
+    float *y = malloc(N * D * 4), *yg;
+    cpu->ops->quant_fp8(cpu, q, x, N, D);
+    cpu->ops->dequant_fp8(cpu, y, q, N, D);
+    if (bf) moe_round_bf16(y, N * D); /* the bf16 backend stores code * scale in bf16 */
+    void *dx = up_act(x, N * D), *dq = scratch(N * w), *dy = scratch(N * D * moe_dtype_size(G->dtype));
+    ok_call(G->ops->quant_fp8(G, dq, dx, N, D), "quant_fp8");
+    ok_call(G->ops->dequant_fp8(G, dy, dq, N, D), "dequant_fp8");
+    qg = down(dq, N * w);
+    yg = down_act(dy, N * D);
+    size_t qdiff = 0, ydiff = 0, nans = 0;
+    for (size_t i = 0; i < N * w; i++) qdiff += q[i] != qg[i];
+    for (size_t i = 0; i < N * D; i++) {
+        nans += isnan(yg[i]);
+        ydiff += isnan(y[i]) != isnan(yg[i]) || (!isnan(y[i]) && memcmp(&y[i], &yg[i], 4));
+    }
+    TAP_OK(qdiff == 0, "%s quant_fp8: %zu of %zu bytes differ from the CPU's (every e4m3 code, ties, subnormal codes, "
+           "zero and -0 blocks, an infinity)", bf ? "bf16" : "f32", qdiff, N * w);
+    TAP_OK(ydiff == 0 && nans >= 2, "%s dequant_fp8: %zu of %zu values differ from the CPU's (%zu NaN on both)",
+           bf ? "bf16" : "f32", ydiff, (size_t)N * D, nans);
+    int32_t pos[3] = { 4, 0, 2 };
+    void *dp = up(pos, sizeof pos), *dg = scratch(3 * w);
+    ok_call(G->ops->gather_bytes(G, dg, dq, dp, 3, w), "gather_bytes");
+    uint8_t *gg = down(dg, 3 * w);
+    TAP_OK(!memcmp(gg, qg + 4 * w, w) && !memcmp(gg + w, qg, w) && !memcmp(gg + 2 * w, qg + 2 * w, w),
+           "%s gather_bytes: packed rows moved whole", bf ? "bf16" : "f32");
+    free(x), free(q), free(y), free(qg), free(yg), free(gg);
+}
+
 /* ---- the ops one by one ---- */
 static void test_perm_experts(moe_backend_t *cpu, moe_backend_t *g2, const float *x, void *dx_, const int32_t *idx,
                               int32_t *didx, const float *tw, float *dtw, long N, long D, long F, int E, int k);
@@ -453,6 +502,7 @@ int main(void)
         /* DeepSeek-V3's router: sigmoid, renormalised, scaled by 2.5, 4 of 8 groups; and softmax in groups of 2 */
         test_ops(cpu, g2, 130, 50, 36, 32, 4, rt_of(MOE_SIGMOID, 1, 0.5, 2.5, 8, 4));
         test_ops(cpu, g2, 96, 40, 24, 16, 3, rt_of(MOE_SOFTMAX, 0, 0, 0.7, 8, 2));
+        test_fp8(cpu);
         test_many_experts(cpu, g2, 2100, 24, 16, 300, 4);          /* 8400 pairs: 33 blocks; 300 experts */
         test_route_ties(cpu, 64, 32, 16, 4, rt_of(MOE_SOFTMAX, 1, 0, 1, 1, 1));
         test_route_ties(cpu, 64, 32, 16, 4, rt_of(MOE_SIGMOID, 0, 0, 1, 1, 1));

@@ -1,7 +1,8 @@
 /* The CPU ops one by one and the module's edges: routing ties and corner cases, group-limited routing and the route
  * scale on hand-made scores, the permutation and its inverse (whole and for a subset of experts), the gate-before
  * ops (scale_rows) and add, the bias update on known histograms, seeded initialisation by global index, bad
- * configurations, the presets, the params text, the memory refusal, the .npy writer and the dump directory. */
+ * configurations, the presets, the params text, the memory refusal, the .npy writer and the dump directory, and the
+ * FP8 e4m3 rows of --dispatch-dtype fp8 (codes, rounding, scales, the ops). */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -269,6 +270,75 @@ static void test_init(void)
     TAP_OK(mx <= 1 / sqrt(8.0) && mx > 0.5 / sqrt(8.0), "w1 ~ U(-1,1)/sqrt(D) (max %g)", mx);
 }
 
+/* e4m3 by the OCP spec: known codes, ties to even, saturation, every code back to itself, the row format and its
+ * error bound, and the CPU ops */
+static void test_fp8(moe_backend_t *be)
+{
+    static const struct { float v; uint8_t c; } known[] = {
+        { 0.0f, 0x00 }, { -0.0f, 0x80 }, { 1.0f, 0x38 }, { -2.0f, 0xC0 }, { 448.0f, 0x7E }, { -448.0f, 0xFE },
+        { 460.0f, 0x7E }, { 1e9f, 0x7E }, { -INFINITY, 0xFE }, { 0x1p-9f, 0x01 }, { 0x1p-6f, 0x08 },
+        { 0x1p-10f, 0x00 },    /* half the smallest subnormal: a tie, to even 0 */
+        { 0x3p-10f, 0x02 },    /* 1.5 x 2^-9: a tie, to even 2 */
+        { 1.0625f, 0x38 },     /* between 1 and 1.125: to even 1 */
+        { 1.1875f, 0x3A },     /* between 1.125 and 1.25: to even 1.25 */
+        { 0x1.f8p-7f, 0x08 },  /* rounds up out of the subnormals (7.875 x 2^-9 -> 8 x 2^-9) */
+        { 240.0f, 0x77 },      /* 1.875 x 2^7 */
+        { 248.0f, 0x78 },      /* between 240 and 256: to even 256 */
+    };
+    int bad = 0;
+    for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+        if (moe_e4m3_from_f32(known[i].v) != known[i].c) {
+            bad++;
+            printf("# e4m3(%a) = 0x%02x, want 0x%02x\n", (double)known[i].v, moe_e4m3_from_f32(known[i].v), known[i].c);
+        }
+    TAP_OK(!bad && moe_e4m3_from_f32(NAN) == 0x7F, "e4m3: %zu known codes, ties to even, saturation at 448, NaN 0x7F",
+           sizeof known / sizeof *known);
+    int back = 0, nan = 0;
+    for (int c = 0; c < 256; c++) {
+        float v = moe_e4m3_to_f32((uint8_t)c);
+        if ((c & 0x7F) == 0x7F) nan += isnan(v);
+        else back += moe_e4m3_from_f32(v) == c;
+    }
+    TAP_OK(back == 254 && nan == 2 && moe_e4m3_to_f32(0x7E) == 448 && moe_e4m3_to_f32(0x01) == 0x1p-9f,
+           "e4m3: every finite code decodes and encodes back to itself (%d of 254), 0x7F/0xFF are NaN", back);
+    /* rows: D = 301 is two full blocks of 128 and one of 45, 3 bytes of padding */
+    enum { D = 301, N = 3 };
+    TAP_OK(moe_fp8_row_bytes(D) == 3 * 4 + 304 && moe_fp8_row_bytes(1) == 8 && moe_fp8_row_bytes(7168) == 56 * 4 + 7168,
+           "FP8 row bytes: %zu for D=301 (3 scales, 301 codes, 3 of padding), 8 for D=1, %zu for D=7168",
+           moe_fp8_row_bytes(D), moe_fp8_row_bytes(7168));
+    float x[N * D], y[N * D], z[N * D];
+    uint8_t q[N * (3 * 4 + 304)], q2[sizeof q];
+    for (long i = 0; i < N * D; i++) x[i] = (float)(epb_uniform(5, 1, (uint64_t)i) * ldexp(1, (int)(i % 13) - 6));
+    for (long i = 128; i < 256; i++) x[i] = 0; /* an all-zero block: scale 1 */
+    moe_config_t c = moe_config_default();
+    c.D = D;
+    c.dispatch_fp8 = true;
+    int rc = be->ops->quant_fp8(be, q, x, N, D) || be->ops->dequant_fp8(be, y, q, N, D);
+    double worst = 0;
+    int in_bound = 1;
+    for (long t = 0; t < N; t++)
+        for (long b = 0; b < 3; b++) {
+            float s, amax = 0;
+            memcpy(&s, q + t * moe_fp8_row_bytes(D) + 4 * b, 4);
+            for (long i = b * 128; i < D && i < (b + 1) * 128; i++) amax = fmaxf(amax, fabsf(x[t * D + i]));
+            in_bound &= s == (amax > 0 ? amax / 448 : 1);
+            for (long i = b * 128; i < D && i < (b + 1) * 128; i++) { /* half a spacing: 2^-4 relative, 2^-10 s below */
+                double e = fabs((double)y[t * D + i] - x[t * D + i]), lim = fmax(fabs(x[t * D + i]) / 16, s * 0x1p-10);
+                in_bound &= e <= lim;
+                if (fabs(x[t * D + i]) >= s * 0x1p-6) worst = fmax(worst, e / fabs(x[t * D + i])); /* a normal code */
+            }
+        }
+    int pad0 = 1;
+    for (long t = 0; t < N; t++)
+        for (size_t j = 12 + D; j < moe_fp8_row_bytes(D); j++) pad0 &= q[t * moe_fp8_row_bytes(D) + j] == 0;
+    TAP_OK(!rc && in_bound && worst > 0.02 && worst <= 1.0 / 16 && pad0 && moe_dispatch_row_bytes(&c, 2) == 316,
+           "FP8 rows: scale = block max / 448 (1 for a zero block), every element within half a spacing (worst of a "
+           "normal code %.4f relative, bound 1/16), padding zero, 316 bytes on the wire against 602 of bf16", worst);
+    int32_t pos[2] = { 2, 0 };
+    rc = be->ops->gather_bytes(be, q2, q, pos, 2, moe_fp8_row_bytes(D)) || be->ops->dequant_fp8(be, z, q2, 2, D);
+    TAP_OK(!rc && !memcmp(z, y + 2 * D, D * 4) && !memcmp(z + D, y, D * 4), "gather_bytes moves packed rows whole");
+}
+
 static void test_bad_input(void)
 {
     epb_err_t err;
@@ -297,6 +367,8 @@ static void test_bad_input(void)
     cases[n].want = "--shared-ffn 64 needs shared experts", cases[n].c = g8, cases[n++].c.Fs = 64;
     cases[n].want = "--shared-ffn 0 must be positive", cases[n].c = g8, cases[n++].c.shared = 2;
     cases[n].want = "--shared -1 must be >= 0", cases[n].c = g8, cases[n++].c.shared = -1;
+    cases[n].want = "--dispatch-dtype fp8 with --gate-before", cases[n].c = g8, cases[n].c.gate_before = true,
+    cases[n++].c.dispatch_fp8 = true;
     for (int i = 0; i < n; i++) {
         memset(&err, 0, sizeof err);
         int rc = moe_config_validate(&cases[i].c, &err);
@@ -475,6 +547,7 @@ int main(void)
     test_route_groups(be);
     test_scale_rows(be);
     test_permute(be);
+    test_fp8(be);
     test_bias_update();
     test_init();
     test_bad_input();
