@@ -80,7 +80,7 @@ static void mem_hint(const bench_opts_t *o, const moe_case_t *mc, int P, int loc
         moe_config_t t = mc->cfg;
         t.D = mc->D0 / s, t.F = mc->F0 / s, t.Fs = t.shared ? mc->Fs0 / s : 0;
         if (t.D < 1 || t.F < 1 || (t.shared && t.Fs < 1)) return;
-        if (moe_mem_estimate(&t, P) + (uint64_t)local * moe_mem_estimate_rank(&t, P, El) <= avail) {
+        if (moe_mem_need_job(&t, P, local, El) <= avail) {
             size_t u = strlen(err->msg);
             snprintf(err->msg + u, sizeof err->msg - u, "; --scale-down %ld fits", s);
             return;

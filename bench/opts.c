@@ -170,7 +170,7 @@ void bench_usage(FILE *f)
 "  -n, --iters N         timed iterations per size (default 20)\n"
 "  -w, --warmup N        untimed iterations first (default 5)\n"
 "  -c, --check 0|1       verify results against seeded expectations (default 1); wrong elements exit 1\n"
-"  --csv FILE            append CSV schema 4 rows (default " DEFAULT_CSV ", its folder created; docs/CSV.md)\n"
+"  --csv FILE            append CSV schema 5 rows (default " DEFAULT_CSV ", its folder created; docs/CSV.md)\n"
 "  --ranks N             ranks to launch when started by hand (default 4, or this host's core count (at least\n"
 "                        2) when 4 would oversubscribe it; 1 runs in-process); more ranks than cores runs with a\n"
 "                        warning (the timings then measure the scheduler); more than 16 per core is refused\n"

@@ -1,4 +1,5 @@
 /* Configuration, validation, memory estimate, seeded initialisation and the load-balancing bias update. */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -118,7 +119,7 @@ void moe_fp8_quant_row(uint8_t *q, const float *x, long D)
         long lo = b * MOE_FP8_BLOCK, hi = lo + MOE_FP8_BLOCK < D ? lo + MOE_FP8_BLOCK : D;
         float amax = 0;
         for (long i = lo; i < hi; i++) amax = fmaxf(amax, fabsf(x[i]));
-        float s = amax > 0 ? amax / 448.0f : 1.0f;
+        float s = amax > 0 ? fmaxf(amax / 448.0f, FLT_MIN) : 1.0f; /* a normal scale, even for a tiny block */
         memcpy(q + 4 * b, &s, 4);
         for (long i = lo; i < hi; i++) codes[i] = moe_e4m3_from_f32(x[i] / s);
     }
@@ -171,6 +172,9 @@ int moe_config_validate(const moe_config_t *c, epb_err_t *err)
     if (c->shared == 0 && c->Fs != 0)
         return epb_fail(err, EPB_EUSAGE, "--shared-ffn %ld needs shared experts (--shared S, S >= 1)", c->Fs);
     if (c->shared > 0 && c->Fs < 1) return epb_fail(err, EPB_EUSAGE, "--shared-ffn %ld must be positive", c->Fs);
+    if (c->dispatch_fp8 && c->D > 65535L * MOE_FP8_BLOCK)
+        return epb_fail(err, EPB_EUSAGE, "--dispatch-dtype fp8: --hidden %ld has more than 65535 scale blocks of %d",
+                        c->D, MOE_FP8_BLOCK);
     if (c->dispatch_fp8 && c->gate_before)
         return epb_fail(err, EPB_EUSAGE, "--dispatch-dtype fp8 with --gate-before: the strategies scale the rows by "
                         "their gates at different places (the source, the relay, the owner), and e4m3 rounding does "
@@ -196,7 +200,9 @@ uint64_t moe_mem_estimate_rank(const moe_config_t *c, int P, int El)
     double rows = 4 * R * D * b + R * 4 + 5 * R * F * b;  /* xp ep_out d_ep_out d_xp, pos; a1 a3 s, work x2 */
     double SF = (double)c->shared * (double)c->Fs;         /* the shared experts: one SwiGLU of FFN S*Fs */
     double shared = 3 * D * SF * b * 2 + N * D * b + 5 * N * SF * b; /* weights, grads; output; a1 a3 s, work x2 */
-    return (uint64_t)(weights + router + tokens + rows + shared);
+    /* FP8 dispatch: packed rows of the pairs (sent, received, forwarded) and of the tokens (agrs's gather) */
+    double fp8 = c->dispatch_fp8 ? (2 * R + 2 * N) * (double)moe_fp8_row_bytes(c->D) : 0;
+    return (uint64_t)(weights + router + tokens + rows + shared + fp8);
 }
 
 uint64_t moe_mem_available(void)
@@ -221,11 +227,16 @@ int moe_mem_check(const moe_config_t *c, int P, uint64_t avail_bytes, epb_err_t 
     return moe_mem_check_job(c, P, 0, c->E, avail_bytes, err);
 }
 
+uint64_t moe_mem_need_job(const moe_config_t *c, int P, int local, int El)
+{
+    /* with FP8 dispatch the check computes the unquantized layer too, next to the reference */
+    return moe_mem_estimate(c, P) * (c->dispatch_fp8 ? 2 : 1) + (uint64_t)local * moe_mem_estimate_rank(c, P, El);
+}
+
 int moe_mem_check_job(const moe_config_t *c, int P, int local, int El, uint64_t avail_bytes, epb_err_t *err)
 {
     if (!avail_bytes) avail_bytes = moe_mem_available();
-    /* with FP8 dispatch the check computes the unquantized layer too, next to the reference */
-    uint64_t need = moe_mem_estimate(c, P) * (c->dispatch_fp8 ? 2 : 1) + (uint64_t)local * moe_mem_estimate_rank(c, P, El);
+    uint64_t need = moe_mem_need_job(c, P, local, El);
     char sh[64] = "", here[64] = "";
     if (c->shared > 0) snprintf(sh, sizeof sh, " --shared %d --shared-ffn %ld", c->shared, c->Fs);
     if (local > 0) snprintf(here, sizeof here, ", %d of them on this host with the reference check", local);

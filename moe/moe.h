@@ -78,7 +78,7 @@ size_t moe_dtype_size(moe_dtype_t dt);
 /* ---- FP8 dispatch rows (--dispatch-dtype fp8) ----
  * A row of D elements travels as ceil(D/MOE_FP8_BLOCK) float32 scales, then D e4m3 codes (OCP FP8 E4M3: bias 7,
  * no infinities, largest finite 448), then zero padding to a multiple of 4 bytes. A block's scale is its largest
- * magnitude / 448 (1 for an all-zero block); an element's code is e4m3(x / scale), rounded to nearest even and
+ * magnitude / 448 (1 for an all-zero block, FLT_MIN at least); an element's code is e4m3(x / scale), rounded to nearest even and
  * saturated to +-448, NaN kept NaN; it dequantizes to code * scale. Elements of a normal code are within 2^-4
  * of their value relative (half of e4m3's 2^-3 spacing), smaller ones within 2^-10 * scale absolute. */
 #define MOE_FP8_BLOCK 128
@@ -110,6 +110,9 @@ int moe_mem_check(const moe_config_t *c, int P, uint64_t avail_bytes, epb_err_t 
 /* The same for a job: the reference check (moe_mem_estimate) plus `local` ranks on this host holding El experts
  * each (moe_mem_estimate_rank); local 0 is moe_mem_check. */
 int moe_mem_check_job(const moe_config_t *c, int P, int local, int El, uint64_t avail_bytes, epb_err_t *err);
+/* What moe_mem_check_job compares with the available memory (with FP8 dispatch the check's second, unquantized
+ * reference counts too) */
+uint64_t moe_mem_need_job(const moe_config_t *c, int P, int local, int El);
 
 /* ---- seeded values by global index (identical whatever the rank count) ---- */
 enum {

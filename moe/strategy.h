@@ -258,8 +258,9 @@ void moe_global_free(moe_global_t *g);
  * Writes one line per tensor into report (may be NULL) and returns the number of tensors that differ beyond tol
  * (relative to the reference's largest magnitude; bf16 norm-wise; NaN always differs), or -1 on a set-up failure
  * (reason in err). With cfg->dispatch_fp8 the reference quantizes as the run did, and a second one without FP8
- * gives what the quantization costs: y's norm-wise error against it into *fp8_err (y, dx and dw1 in the report);
- * *fp8_err is -1 otherwise (fp8_err may be NULL). */
+ * gives what the quantization costs, float32 against float32 on the same inputs (the run's own bf16 or GPU rounding
+ * is not in it): y's norm-wise difference into *fp8_err (y, dx and dw1 in the report); *fp8_err is -1 otherwise
+ * (fp8_err may be NULL). */
 int moe_check_global(const moe_global_t *g, const moe_config_t *cfg, int P, double tol, char *report,
                      size_t report_len, double *fp8_err, epb_err_t *err);
 

@@ -32,10 +32,10 @@ for dt in f32 bf16; do
     run "all strategies $dt and chunked ones: gate-before, route-scale, groups, shared experts" --strategy "$piped" \
         --dtype "$dt" --experts 8 --top-k 3 --router sigmoid --route-norm --route-scale 2.5 --groups 4 --topk-groups 2 \
         --gate-before --shared 2 --shared-ffn 48 "${small[@]}"
-    # FP8 dispatch (issue 22): the quant/dequant kernels and the packed rows through every exchange; D=200 is a full
-    # scale block and a partial one, 8 bytes of scales and 200 codes a row
-    run "all strategies $dt and chunked ones: --dispatch-dtype fp8, D=200" --strategy "$piped" --dtype "$dt" \
-        --experts 8 --top-k 2 --dispatch-dtype fp8 --tokens 64 --hidden 200 --ffn 96
+    # FP8 dispatch (issue 22): the quant/dequant kernels and the packed rows through every exchange; D=136 is a full
+    # scale block and a partial one, 8 bytes of scales and 136 codes a row
+    run "all strategies $dt and chunked ones: --dispatch-dtype fp8, D=136" --strategy "$piped" --dtype "$dt" \
+        --experts 8 --top-k 2 --dispatch-dtype fp8 --tokens 32 --hidden 136 --ffn 48
 done
 rows=$(tail -n +2 "$work/r.csv" | wc -l) bad=$(python3 -c 'import csv,sys; print(sum(r["check"] != "ok" or r["device"] != "cuda" for r in csv.DictReader(open(sys.argv[1]))))' "$work/r.csv")
 [ "$bad" -eq 0 ] && [ "$rows" -gt 0 ]; tap_ok $? "$rows CSV rows, device cuda, all check=ok ($bad not)"

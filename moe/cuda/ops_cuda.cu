@@ -17,6 +17,7 @@
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
@@ -466,7 +467,7 @@ template <typename T> static __global__ void quant_fp8_kernel(uint8_t *q, const 
         if ((int)threadIdx.x < h) part[threadIdx.x] = fmaxf(part[threadIdx.x], part[threadIdx.x + h]);
         __syncthreads();
     }
-    float amax = part[0], sc = amax > 0 ? amax / 448.0f : 1.0f;
+    float amax = part[0], sc = amax > 0 ? fmaxf(amax / 448.0f, FLT_MIN) : 1.0f; /* a normal scale (moe.h) */
     uint8_t *row = q + (size_t)i * w;
     if (threadIdx.x == 0) ((float *)row)[blockIdx.y] = sc;
     if (d < D) row[4 * nb + d] = __nv_cvt_float_to_fp8(v / sc, __NV_SATFINITE, __NV_E4M3);

@@ -4,6 +4,7 @@
  * configurations, the presets, the params text, the memory refusal, the .npy writer and the dump directory, and the
  * FP8 e4m3 rows of --dispatch-dtype fp8 (codes, rounding, scales, the ops). */
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -334,6 +335,18 @@ static void test_fp8(moe_backend_t *be)
     TAP_OK(!rc && in_bound && worst > 0.02 && worst <= 1.0 / 16 && pad0 && moe_dispatch_row_bytes(&c, 2) == 316,
            "FP8 rows: scale = block max / 448 (1 for a zero block), every element within half a spacing (worst of a "
            "normal code %.4f relative, bound 1/16), padding zero, 316 bytes on the wire against 602 of bf16", worst);
+    /* a block of subnormal floats: amax / 448 would underflow (to 0 below ~6e-43: 0/0 = NaN); the scale is FLT_MIN */
+    float tiny[128], tq[128];
+    uint8_t tb[4 + 128];
+    for (int i = 0; i < 128; i++) tiny[i] = (float)(i - 64) * 1e-43f;
+    moe_fp8_quant_row(tb, tiny, 128);
+    moe_fp8_dequant_row(tq, tb, 128);
+    float ts;
+    memcpy(&ts, tb, 4);
+    int finite = 1;
+    for (int i = 0; i < 128; i++) finite &= !isnan(tq[i]) && fabsf(tq[i] - tiny[i]) <= 0x1p-10f * FLT_MIN;
+    TAP_OK(ts == FLT_MIN && finite, "FP8 rows: a block of subnormal values gets the scale FLT_MIN, no NaN, within half a "
+           "spacing of it");
     int32_t pos[2] = { 2, 0 };
     rc = be->ops->gather_bytes(be, q2, q, pos, 2, moe_fp8_row_bytes(D)) || be->ops->dequant_fp8(be, z, q2, 2, D);
     TAP_OK(!rc && !memcmp(z, y + 2 * D, D * 4) && !memcmp(z + D, y, D * 4), "gather_bytes moves packed rows whole");
