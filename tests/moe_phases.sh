@@ -79,7 +79,7 @@ sys.exit(0 if not bad and twice else 1)
 PY
 tap_ok $? "$N ranks: a delayed phase counts the delay at every entry (and some strategy enters permute twice)"
 [ "$N" -le 2 ] || { tap_done; exit; }
-bench gate EPB_TEST_DELAY=gate:20 --; tap_ok $? "$N ranks: runs with gate delayed 20 ms" "$work/gate.out"
+bench gate EPB_TEST_DELAY=gate:40 --; tap_ok $? "$N ranks: runs with gate delayed 40 ms" "$work/gate.out"
 # From every rank's own records, the least over the iterations: a rank that the scheduler takes off its core (other
 # jobs on the machine) loses time in some iterations, never in all of them, while a planted delay is in every one.
 python3 - "$work/base.pr" "$work/gate.pr" <<'PY'
@@ -99,16 +99,17 @@ bad, moved = [], []
 for k, (t, x, n) in a.items():
     s, q, rank, p = k
     d, dx = b[k][0] - t, b[k][1] - x
-    if p == "gate" and not 18000 * n <= d <= 40000 * n:
+    if p == "gate" and not 36000 * n <= d <= 80000 * n:
         bad.append("%s %s rank %s: gate moved %.0f us for %d entries" % (s, q, rank, d, n))
     if p == "gate" and rank == "0":
         moved.append("%s +%.0f/%d" % (s, d, n))
-    # the delay is 20 ms: a gate op inside combine would move its transfer by that much
-    if p == "combine" and abs(dx) > 10000: bad.append("%s %s rank %s: combine's transfer moved %.0f us" % (s, q, rank, dx))
+    # the delay is 40 ms: a gate op inside combine would move its transfer by that much; half of it is the bound
+    # (20 ms was the delay once: combine's least transfer moved 10.6 ms under two hogs, a sanitizer run and builds)
+    if p == "combine" and abs(dx) > 20000: bad.append("%s %s rank %s: combine's transfer moved %.0f us" % (s, q, rank, dx))
 print("# " + ("; ".join(bad) if bad else "gate (least over iterations, rank 0) " + ", ".join(moved) + " us"))
 sys.exit(1 if bad or not moved else 0)
 PY
-tap_ok $? "$N ranks: delaying the gate op by 20 ms moves gate by ~20 ms per entry and leaves combine's transfer within 10 ms"
+tap_ok $? "$N ranks: delaying the gate op by 40 ms moves gate by ~40 ms per entry and leaves combine's transfer within 20 ms"
 if [ "$N" = 2 ]; then
     bench late EPB_TEST_DELAY=experts_fwd:20:1 --; tap_ok $? "$N ranks: runs with rank 1 late by 20 ms" "$work/late.out"
     # rank 0 waits for rank 1 in combine: in some iteration its wait is >= 15 ms, and its least transfer is under
