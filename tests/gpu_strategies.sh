@@ -34,8 +34,9 @@ for dt in f32 bf16; do
         --gate-before --shared 2 --shared-ffn 48 "${small[@]}"
     # FP8 dispatch (issue 22): the quant/dequant kernels and the packed rows through every exchange; D=136 is a full
     # scale block and a partial one, 8 bytes of scales and 136 codes a row
-    run "all strategies $dt and chunked ones: --dispatch-dtype fp8, D=136" --strategy "$piped" --dtype "$dt" \
-        --experts 8 --top-k 2 --dispatch-dtype fp8 --tokens 32 --hidden 136 --ffn 48
+    # (bf16 only: f32's kernels are test_gpu_ops's, and the emulator's time is CI's)
+    [ "$dt" = bf16 ] && run "all strategies $dt and chunked ones: --dispatch-dtype fp8, D=136" --strategy "$piped" \
+        --dtype "$dt" --experts 8 --top-k 2 --dispatch-dtype fp8 --tokens 32 --hidden 136 --ffn 48
 done
 rows=$(tail -n +2 "$work/r.csv" | wc -l) bad=$(python3 -c 'import csv,sys; print(sum(r["check"] != "ok" or r["device"] != "cuda" for r in csv.DictReader(open(sys.argv[1]))))' "$work/r.csv")
 [ "$bad" -eq 0 ] && [ "$rows" -gt 0 ]; tap_ok $? "$rows CSV rows, device cuda, all check=ok ($bad not)"
