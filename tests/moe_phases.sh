@@ -7,10 +7,10 @@
 #     dispatch hides some at 2 ranks or more;
 #   - a phase delayed by 10 ms grows by at least 10 ms per entry (a phase entered twice per step, as tp2ep's
 #     permute, loses one entry if the timer assigns instead of adding);
-#   - a 20 ms delay of the gate op moves gate by ~20 ms per entry and leaves combine's transfer (its time less its
-#     wait for the last rank) unchanged within 5 ms: no compute in a comm phase (strategies in one chunk);
+#   - a 40 ms delay of the gate op moves gate by ~40 ms per entry and leaves combine's transfer (its time less its
+#     wait for the last rank) unchanged within 20 ms: no compute in a comm phase (strategies in one chunk);
 #   - (2 ranks) a 20 ms delay of rank 1 before combine (in experts_fwd) is wait on the other rank, not transfer:
-#     combine's wait >= 15 ms, its transfer (time - wait) < 5 ms (strategies in one chunk).
+#     combine's wait >= 15 ms, its transfer (time - wait) < 10 ms (strategies in one chunk).
 # The last two compare times in milliseconds: they run at 1 and 2 ranks (one per core on the 2-core CI machine);
 # at 3 and 4 ranks, which share cores, only the first three run. They compare, per rank, the least time over the
 # iterations (a planted delay is in every iteration, a rank taken off its core by other jobs is not), so that they
