@@ -67,6 +67,10 @@ typedef struct {
     char json[PATH_MAX];      /* -J/--json: nccl-tests JSON of a --coll run ("" = none) */
     int dry_run;              /* --dry-run: validate everything a run would (options, sweep, files), run nothing */
     int dispatch_fp8;         /* --dispatch-dtype fp8 (0: the activation dtype) */
+    double capacity[BENCH_MAX_LIST]; /* --capacity-factor LIST (0: no expert capacity; one 0 by default) */
+    int ncapacity;
+    int drop_policy, drop_policy_given; /* --drop-policy (moe_drop_t; probs) */
+    int pad_to_capacity;      /* --pad-to-capacity */
     int decode;               /* --decode: decode-size batches (--tokens 1..BENCH_DECODE_T, default 1,2,4..256) */
 } bench_opts_t;
 

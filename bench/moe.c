@@ -34,7 +34,8 @@ static int enumerate(const bench_opts_t *o, moe_case_t *cases, int max, epb_err_
             for (int k = 0; k < o->ntop_k; k++)
                 for (int t = 0; t < o->ntokens; t++)
                     for (int d = 0; d < o->nhidden; d++)
-                        for (int f = 0; f < o->nffn; f++) {
+                        for (int f = 0; f < o->nffn; f++)
+                        for (int cf = 0; cf < o->ncapacity; cf++) {
                             if (n == max) {
                                 epb_fail(err, EPB_EUSAGE, "the sweep has more than %d configurations", max);
                                 return -1;
@@ -57,6 +58,9 @@ static int enumerate(const bench_opts_t *o, moe_case_t *cases, int max, epb_err_
                             c.topk_groups = o->topk_groups;
                             c.gate_before = o->gate_before;
                             c.dispatch_fp8 = o->dispatch_fp8;
+                            c.capacity_factor = o->capacity[cf];
+                            c.drop_policy = (moe_drop_t)o->drop_policy;
+                            c.pad_to_capacity = o->pad_to_capacity && o->capacity[cf] > 0; /* the capped ones */
                             c.shared = o->shared;
                             /* the shared experts' FFN: given (or the preset's), else the expert FFN's */
                             c.Fs = !o->shared ? 0 : o->shared_ffn ? o->shared_ffn / o->scale_down : c.F;
@@ -111,6 +115,12 @@ int bench_moe_plan(const bench_opts_t *o, int P, epb_err_t *err)
         else if (c->dtype != MOE_F32 && o->train)
             rc = epb_fail(err, EPB_EUSAGE, "--train: the SGD update is implemented for --dtype f32 only");
         else if (c->E % P) rc = epb_fail(err, EPB_EUSAGE, "--experts %d cannot be divided over %d ranks (E %% ranks must be 0)", c->E, P);
+        else if (c->pad_to_capacity && (!cases[i].spec.st->pads || moe_spec_get(&cases[i].spec, "chunks") > 1))
+            rc = epb_fail(err, EPB_EUSAGE, "--pad-to-capacity: %s%s has no per-expert block to pad (%s); tp2ep in one "
+                          "chunk pads", cases[i].spec.st->name, cases[i].spec.st->pads ? " in chunks" : "",
+                          cases[i].spec.st->pads ? "a chunk's pairs per expert are not bounded by a share of the capacity"
+                          : cases[i].spec.st->replicated ? "every rank computes its own tokens"
+                          : "its rows serve several experts of a token, or every rank gathers every token");
         else if (cases[i].spec.st->validate && (rc = cases[i].spec.st->validate(&cases[i].spec, c, P, err))) break;
         else if ((rc = moe_mem_check_job(c, P, local, El, 0, err))) /* and rank 0's check holds the global batch */
             mem_hint(o, mc, P, local, El, err);
@@ -125,13 +135,15 @@ int bench_moe_plan(const bench_opts_t *o, int P, epb_err_t *err)
  * are not default (moe_config_params), each key=val, ';'-joined */
 static void case_params(const bench_opts_t *o, const moe_case_t *mc, char *buf, size_t n)
 {
-    char feat[160]; /* the six features at most: well under 160 characters */
     moe_spec_params(&mc->spec, buf, n);
     size_t u = strlen(buf);
     if (o->model[0] && u < n) u += (size_t)snprintf(buf + u, n - u, "%smodel=%s", u ? ";" : "", o->model);
     if (o->scale_down > 1 && u < n) u += (size_t)snprintf(buf + u, n - u, "%sscale_down=%d", u ? ";" : "", o->scale_down);
-    moe_config_params(&mc->cfg, feat, sizeof feat);
-    if (feat[0] && u < n) snprintf(buf + u, n - u, "%s%s", u ? ";" : "", feat);
+    size_t sep = u ? 1 : 0; /* the features after a ';' when something came before */
+    if (u + sep + 1 < n) {
+        moe_config_params(&mc->cfg, buf + u + sep, n - u - sep);
+        if (sep && buf[u + 1]) buf[u] = ';';
+    }
 }
 
 /* ---- the human table ---- */
@@ -421,11 +433,11 @@ static int run_case(bench_ctx_t *b, moe_backend_t *be, const moe_case_t *mc, epb
     /* the last step's load: rows the busiest rank's experts computed, what the busiest rank would compute holding
      * its E/P experts alone (replicated strategies: its own rows), and the pairs the capacity dropped */
     double load[2] = { (double)run.rows, (double)run.rows }, dropped = (double)run.dropped;
-    if (!run.st->replicated) {
+    if (!run.st->replicated) { /* its experts' kept pairs (padded: P blocks of the capacity; nothing to pad at 1 rank) */
         const moe_config_t *c = &mc->cfg;
         int P = b->ctl->size, lo = (int)((long)c->E * b->ctl->rank / P), hi = (int)((long)c->E * (b->ctl->rank + 1) / P);
         load[1] = 0;
-        for (int e = lo; e < hi; e++) load[1] += (double)run.tpe[e];
+        for (int e = lo; e < hi; e++) load[1] += c->pad_to_capacity && P > 1 ? (double)P * moe_capacity(c) : (double)run.kept[e];
     }
     if (!rc && ((rc = epb_allreduce(b->ctl, load, load, 2, EPB_DT_F64, EPB_MAX)) ||
                 (rc = epb_allreduce(b->ctl, &dropped, &dropped, 1, EPB_DT_F64, EPB_SUM))))

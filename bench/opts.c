@@ -19,7 +19,7 @@ enum {
     OPT_SKEW, OPT_BIAS_COEFF, OPT_DUMP, OPT_TRAIN, OPT_LR, OPT_LOSS_CSV, OPT_DEVICE, OPT_PER_RANK, OPT_OVERSUB,
     OPT_HOSTFILE, OPT_TIMEOUT, OPT_MODEL, OPT_SCALE_DOWN, OPT_SHARED, OPT_SHARED_FFN, OPT_GATE_BEFORE, OPT_ROUTE_SCALE,
     OPT_GROUPS, OPT_TOPK_GROUPS, OPT_QUIET, OPT_DRY_RUN, OPT_DECODE,
-    OPT_DISPATCH_DTYPE,
+    OPT_DISPATCH_DTYPE, OPT_CAPACITY, OPT_DROP_POLICY, OPT_PAD_CAPACITY,
 };
 
 static const struct option long_opts[] = {
@@ -74,6 +74,9 @@ static const struct option long_opts[] = {
     { "topk-groups", required_argument, 0, OPT_TOPK_GROUPS },
     { "decode", no_argument, 0, OPT_DECODE },
     { "dispatch-dtype", required_argument, 0, OPT_DISPATCH_DTYPE },
+    { "capacity-factor", required_argument, 0, OPT_CAPACITY },
+    { "drop-policy", required_argument, 0, OPT_DROP_POLICY },
+    { "pad-to-capacity", no_argument, 0, OPT_PAD_CAPACITY },
     { "help", no_argument, 0, 'h' },
     { "version", no_argument, 0, OPT_VERSION },
     { "dry-run", no_argument, 0, OPT_DRY_RUN },
@@ -135,6 +138,15 @@ void bench_usage(FILE *f)
 "                        check's reference quantizes alike, and the check also states the error against the\n"
 "                        unquantized layer. Combine and backward stay in --dtype. Not with --gate-before.\n"
 "                        (default act: the activation dtype)\n"
+"  --capacity-factor LIST  expert capacity (GShard, Switch, Megatron): each rank's T tokens keep at most\n"
+"                        ceil(C*T*k/E) pairs per expert; the rest are dropped (no expert, nothing added to y,\n"
+"                        zero gradient), counted in the CSV's dropped column. 0: no capacity (0,1,1.25\n"
+"                        compares with the uncapped layer; default 0)\n"
+"  --drop-policy probs|position  which pairs an expert over capacity keeps: the largest gate weights, or the\n"
+"                        first tokens (default probs); needs --capacity-factor\n"
+"  --pad-to-capacity     every (source rank, expert) block of the dispatch padded with zero rows to the\n"
+"                        capacity: even all-to-all splits, fixed expert rows (static shapes; tp2ep in one\n"
+"                        chunk; at 1 rank nothing is exchanged and nothing padded)\n"
 "  --shared S            S shared SwiGLU experts every token passes through, added to y (default 0)\n"
 "  --shared-ffn F        their FFN size each (default: the expert FFN size); needs --shared\n"
 "  --model NAME|list     a published configuration (E, k, router, route-norm/scale, groups, gate-before, shared\n"
@@ -259,8 +271,10 @@ static void defaults(bench_opts_t *o)
     snprintf(o->loss_csv, sizeof o->loss_csv, "results/loss.csv");
 }
 
-/* "1,2,4" into out (at most BENCH_MAX_LIST values, each in [lo, hi]) */
-static int list_opt(const char *name, const char *v, long lo, long hi, long *out, int *n, epb_err_t *err)
+/* A comma list v of option name: each element through one(tok, i, ctx) (non-zero: not a value; `what` names the
+ * values in the message), at most BENCH_MAX_LIST; the count into *n */
+static int split_list(const char *name, const char *v, const char *what, int (*one)(const char *, int, void *),
+                      void *ctx, int *n, epb_err_t *err)
 {
     char buf[256];
     if (strlen(v) >= sizeof buf) return epb_fail(err, EPB_EUSAGE, "%s: list too long", name);
@@ -271,13 +285,35 @@ static int list_opt(const char *name, const char *v, long lo, long hi, long *out
     for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         if (*n == BENCH_MAX_LIST)
             return epb_fail(err, EPB_EUSAGE, "%s '%s': at most %d values", name, v, BENCH_MAX_LIST);
-        if (epb_parse_int(tok, lo, hi, &out[*n]))
-            return epb_fail(err, EPB_EUSAGE, "%s '%s': '%s' is not an integer from %ld to %ld", name, v, tok, lo, hi);
+        if (one(tok, *n, ctx)) return epb_fail(err, EPB_EUSAGE, "%s '%s': '%s' is not %s", name, v, tok, what);
         (*n)++;
     }
     if (*n == 0 || v[strlen(v) - 1] == ',' || v[0] == ',')
-        return epb_fail(err, EPB_EUSAGE, "%s '%s': expected a comma list of integers", name, v);
+        return epb_fail(err, EPB_EUSAGE, "%s '%s': expected a comma list of %s", name, v, what);
     return EPB_OK;
+}
+
+typedef struct { long lo, hi, *out; } ilist_t;
+static int one_int(const char *tok, int i, void *ctx)
+{
+    ilist_t *l = ctx;
+    return epb_parse_int(tok, l->lo, l->hi, &l->out[i]);
+}
+
+/* "1,2,4" into out (at most BENCH_MAX_LIST values, each in [lo, hi]) */
+static int list_opt(const char *name, const char *v, long lo, long hi, long *out, int *n, epb_err_t *err)
+{
+    char what[96];
+    snprintf(what, sizeof what, "an integer from %ld to %ld", lo, hi);
+    ilist_t l = { lo, hi, out };
+    return split_list(name, v, what, one_int, &l, n, err);
+}
+
+/* --capacity-factor: numbers from 0 (no capacity) to 1e6 */
+static int one_factor(const char *tok, int i, void *ctx)
+{
+    double *out = ctx;
+    return epb_parse_double(tok, 0, 1e6, &out[i]);
 }
 
 static int add_strategy(bench_opts_t *o, const char *v, const char *text, epb_err_t *err)
@@ -513,6 +549,20 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
             o->dispatch_fp8 = !strcmp(optarg, "fp8");
             moe_opt = 1;
             break;
+        case OPT_CAPACITY:
+            rc = split_list("--capacity-factor", optarg, "a number from 0 (no capacity) to 1e6", one_factor,
+                            o->capacity, &o->ncapacity, err);
+            moe_opt = 1;
+            break;
+        case OPT_DROP_POLICY: {
+            moe_drop_t d;
+            if (moe_drop_parse(optarg, &d))
+                return epb_fail(err, EPB_EUSAGE, "--drop-policy '%s': expected probs or position", optarg);
+            o->drop_policy = (int)d;
+            o->drop_policy_given = moe_opt = 1;
+            break;
+        }
+        case OPT_PAD_CAPACITY: o->pad_to_capacity = 1; moe_opt = 1; break;
         case OPT_TOPK_GROUPS: rc = int_opt("--topk-groups", optarg, 1, MOE_MAX_GROUPS, &o->topk_groups, err); moe_opt = 1; break;
         case OPT_ROUTE_NORM: o->route_norm = 1; moe_opt = 1; break;
         case OPT_SKEW:
@@ -580,6 +630,14 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
                         "--calibrate (see bench --help)", moe_strategy_names(snames, sizeof snames),
                         epb_coll_names(names, sizeof names));
     if ((rc = apply_model(o, err))) return rc;
+    int capped = 0;
+    for (int i = 0; i < o->ncapacity; i++) capped |= o->capacity[i] > 0;
+    if (o->drop_policy_given && !capped)
+        return epb_fail(err, EPB_EUSAGE, "--drop-policy %s needs an expert capacity (--capacity-factor C, C > 0)",
+                        moe_drop_name((moe_drop_t)o->drop_policy));
+    if (o->pad_to_capacity && !capped)
+        return epb_fail(err, EPB_EUSAGE, "--pad-to-capacity needs an expert capacity (--capacity-factor C, C > 0)");
+    if (!o->ncapacity) o->ncapacity = 1; /* capacity[0] = 0: none */
     if (o->decode && o->train)
         return epb_fail(err, EPB_EUSAGE, "--decode measures decode-size steps; --train %d runs a loss curve instead: "
                         "give one of them", o->train);

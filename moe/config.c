@@ -2,6 +2,7 @@
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -12,7 +13,8 @@ moe_config_t moe_config_default(void)
     return (moe_config_t){ .T = 2048, .D = 1024, .F = 2048, .E = 16, .k = 2, .router = MOE_SOFTMAX,
                            .route_norm = false, .skew = 0, .bias_coeff = 1e-3, .seed = 1, .dtype = MOE_F32,
                            .route_scale = 1, .groups = 1, .topk_groups = 1, .gate_before = false, .shared = 0,
-                           .Fs = 0, .dispatch_fp8 = false };
+                           .Fs = 0, .dispatch_fp8 = false, .capacity_factor = 0, .drop_policy = MOE_DROP_PROBS,
+                           .pad_to_capacity = false, .cap_group = 0 };
 }
 
 moe_route_t moe_route_of(const moe_config_t *c)
@@ -31,7 +33,75 @@ void moe_config_params(const moe_config_t *c, char *buf, size_t n)
     if (c->route_scale != 1) ADD("%sroute_scale=%g", u ? ";" : "", c->route_scale);
     if (c->groups > 1) ADD("%sgroups=%d;topk_groups=%d", u ? ";" : "", c->groups, c->topk_groups);
     if (c->dispatch_fp8) ADD("%sdispatch_dtype=fp8", u ? ";" : "");
+    if (c->capacity_factor > 0)
+        ADD("%scapacity_factor=%g;drop_policy=%s%s", u ? ";" : "", c->capacity_factor, moe_drop_name(c->drop_policy),
+            c->pad_to_capacity ? ";pad_to_capacity=1" : "");
 #undef ADD
+}
+
+int moe_drop_parse(const char *s, moe_drop_t *out)
+{
+    if (s && !strcmp(s, "probs")) return *out = MOE_DROP_PROBS, 0;
+    if (s && !strcmp(s, "position")) return *out = MOE_DROP_POSITION, 0;
+    return -1;
+}
+
+const char *moe_drop_name(moe_drop_t d) { return d == MOE_DROP_POSITION ? "position" : "probs"; }
+
+long moe_capacity(const moe_config_t *c)
+{
+    if (!(c->capacity_factor > 0)) return 0;
+    long G = c->cap_group > 0 ? c->cap_group : c->T;
+    double cap = ceil(c->capacity_factor * (double)G * c->k / c->E);
+    /* an expert gets a token at most once: a capacity above G keeps every pair */
+    return cap < 1 ? 1 : cap > (double)G ? G : (long)cap;
+}
+
+/* the pairs of one expert in a group, in token order; with MOE_DROP_PROBS sorted by weight, larger first */
+typedef struct { float w; int32_t i; } moe_pair_t;
+static int pair_by_weight(const void *a, const void *b)
+{
+    const moe_pair_t *p = a, *q = b;
+    if (p->w != q->w) return p->w > q->w ? -1 : 1;
+    return (p->i > q->i) - (p->i < q->i); /* the earlier token first */
+}
+
+long moe_capacity_drop(const int32_t *idx, const float *w, long N, int k, int E, long G, long cap, moe_drop_t policy,
+                       int32_t *assign, int64_t *kept)
+{
+    long Gk = G * k, dropped = 0;
+    int64_t *start = malloc(((size_t)E + 1) * sizeof *start);
+    moe_pair_t *pr = malloc((size_t)(Gk > 0 ? Gk : 1) * sizeof *pr);
+    if (!start || !pr) {
+        free(start), free(pr);
+        return -1;
+    }
+    if (kept) memset(kept, 0, (size_t)E * sizeof *kept);
+    for (long g0 = 0; g0 < N; g0 += G) {
+        const int32_t *ix = idx + g0 * k;
+        long n = (g0 + G <= N ? G : N - g0) * k;
+        /* a stable counting sort of the group's pairs by expert: each expert's pairs in token order */
+        memset(start, 0, ((size_t)E + 1) * sizeof *start);
+        for (long i = 0; i < n; i++) start[ix[i] + 1]++;
+        for (int e = 0; e < E; e++) start[e + 1] += start[e];
+        for (long i = 0; i < n; i++) {
+            int64_t at = start[ix[i]]++;
+            pr[at].i = (int32_t)i, pr[at].w = w[g0 * k + i];
+        }
+        for (int e = E; e > 0; e--) start[e] = start[e - 1]; /* back to the buckets' starts */
+        start[0] = 0;
+        for (int e = 0; e < E; e++) {
+            moe_pair_t *b = pr + start[e];
+            long m = (long)(start[e + 1] - start[e]);
+            if (m > cap && policy == MOE_DROP_PROBS) qsort(b, (size_t)m, sizeof *b, pair_by_weight);
+            for (long j = 0; j < m; j++) assign[g0 * k + b[j].i] = j < cap ? e : -1;
+            if (m > cap) dropped += m - cap;
+            if (kept) kept[e] += m < cap ? m : cap;
+        }
+    }
+    free(start);
+    free(pr);
+    return dropped;
 }
 
 int moe_router_parse(const char *s, moe_router_t *out)
@@ -179,6 +249,14 @@ int moe_config_validate(const moe_config_t *c, epb_err_t *err)
         return epb_fail(err, EPB_EUSAGE, "--dispatch-dtype fp8 with --gate-before: the strategies scale the rows by "
                         "their gates at different places (the source, the relay, the owner), and e4m3 rounding does "
                         "not commute with the scaling, so the layer would not be one function to check; use one");
+    if (!(c->capacity_factor >= 0) || !isfinite(c->capacity_factor))
+        return epb_fail(err, EPB_EUSAGE, "--capacity-factor %g must be a positive finite number", c->capacity_factor);
+    if (c->drop_policy != MOE_DROP_PROBS && c->drop_policy != MOE_DROP_POSITION)
+        return epb_fail(err, EPB_EUSAGE, "--drop-policy: unknown policy (%d); use probs or position", (int)c->drop_policy);
+    if (c->pad_to_capacity && !(c->capacity_factor > 0))
+        return epb_fail(err, EPB_EUSAGE, "--pad-to-capacity needs an expert capacity (--capacity-factor C)");
+    if (c->cap_group < 0 || (c->cap_group > 0 && c->T % c->cap_group))
+        return epb_fail(err, EPB_EUSAGE, "capacity group of %ld tokens does not divide --tokens %ld", c->cap_group, c->T);
     /* row indices are int32 in the ops; GEMM sizes are int in cblas */
     if ((double)c->T * c->k > 2147483647.0 || (double)c->D * c->F > 2147483647.0)
         return epb_fail(err, EPB_EUSAGE, "--tokens %ld x --top-k %d or --hidden x --ffn exceed 2^31-1", c->T, c->k);

@@ -35,19 +35,43 @@ typedef struct {
     bool dispatch_fp8;  /* --dispatch-dtype fp8: every expert's input row is the e4m3 quantization of its token
                          * (DeepEP's dispatch format, moe_fp8_row_bytes), dequantized on the owner; the combine and
                          * the backward stay in the activation dtype (the quantization's gradient is the identity) */
+    /* expert capacity (GShard, Switch, Megatron --moe-expert-capacity-factor), moe_capacity_drop: each capacity
+     * group of cap_group consecutive tokens (a rank's T: the tokens one router call sees) keeps at most
+     * moe_capacity(c) of its (token, expert) pairs per expert; the rest are dropped (they reach no expert and add
+     * nothing to y, so their gradient is zero). tokens_per_expert and the bias update count the router's choices. */
+    double capacity_factor; /* > 0: the capacity is ceil(capacity_factor * cap_group * k / E); 0: no capacity */
+    moe_drop_t drop_policy; /* which pairs stay: the highest gate weights, or the first tokens */
+    bool pad_to_capacity;   /* every (source, expert) block of the dispatch padded with zero rows to the capacity:
+                             * the all-to-all's splits and the experts' rows fixed, as static-shape kernels need */
+    long cap_group;         /* tokens per capacity group; 0: T (the check's reference sets the run's T) */
 } moe_config_t;
 
 /* T=2048 D=1024 F=2048 E=16 k=2 softmax, no renormalisation, skew 0, bias_coeff 1e-3, seed 1, f32; route_scale 1,
- * groups 1 (topk_groups 1), gate after the experts, no shared experts, dispatch in the activation dtype */
+ * groups 1 (topk_groups 1), gate after the experts, no shared experts, dispatch in the activation dtype, no expert
+ * capacity (drop policy probs) */
 moe_config_t moe_config_default(void);
 /* EPB_EUSAGE with a one-line message naming the option ("--top-k 5 exceeds --experts 4"). */
 int moe_config_validate(const moe_config_t *c, epb_err_t *err);
 /* The router's rule of c (ops.h) */
 moe_route_t moe_route_of(const moe_config_t *c);
 /* The layer features of c that are not default, "key=val;..." in this order: shared, shared_ffn, gate_before,
- * route_scale, groups, topk_groups, dispatch_dtype ("" when none): the CSV's params column after the strategy's
- * parameters. */
+ * route_scale, groups, topk_groups, dispatch_dtype, capacity_factor, drop_policy, pad_to_capacity ("" when none):
+ * the CSV's params column after the strategy's parameters. */
 void moe_config_params(const moe_config_t *c, char *buf, size_t n);
+
+/* ---- expert capacity (--capacity-factor) ---- */
+int moe_drop_parse(const char *s, moe_drop_t *out); /* "probs" | "position"; 0 or -1 */
+const char *moe_drop_name(moe_drop_t d);
+/* The pairs one expert keeps per capacity group: ceil(capacity_factor * G * k / E) with G = cap_group (T when 0),
+ * at least 1; 0 without a capacity. */
+long moe_capacity(const moe_config_t *c);
+/* The capacity rule on N tokens' routing (idx, w: (N,k) as the router left them; N a multiple of the group size G,
+ * tokens in global order): in each group of G tokens, expert e keeps its cap pairs with the largest gate weight
+ * (MOE_DROP_PROBS; ties: the earlier token) or of the earliest tokens (MOE_DROP_POSITION). assign (N*k) is idx
+ * where kept and -1 where dropped; kept (E, may be NULL) counts the kept pairs per expert. Returns the pairs
+ * dropped, or -1 out of memory. */
+long moe_capacity_drop(const int32_t *idx, const float *w, long N, int k, int E, long G, long cap, moe_drop_t policy,
+                       int32_t *assign, int64_t *kept);
 
 /* ---- published configurations (--model NAME) ---- */
 /* The routed-expert layer of a model as its published configuration gives it. T is not here (--tokens stays the

@@ -21,6 +21,8 @@
 
 typedef enum { MOE_F32, MOE_BF16 } moe_dtype_t;
 typedef enum { MOE_SOFTMAX, MOE_SIGMOID } moe_router_t;
+/* which (token, expert) pairs an expert over its capacity keeps (moe.h "expert capacity") */
+typedef enum { MOE_DROP_PROBS, MOE_DROP_POSITION } moe_drop_t;
 
 /* The router's rule (DESIGN.md "The MoE layer"), passed by value to route_forward/route_backward and to the
  * per-token functions of route_row.h. */

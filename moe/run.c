@@ -264,6 +264,8 @@ static int alloc_seed(moe_run_t *r, epb_err_t *err)
         !(r->dw2 = moe_alloc(r, wn * ab, err)) || !(r->scores = moe_alloc(r, T * E * 4, err)) ||
         !(r->rwork = moe_alloc(r, T * E * 4, err)) || !(r->d_gate = moe_alloc(r, T * k * 4, err)))
         return EPB_ESYS;
+    r->assign = r->topk_idx;
+    if (c->capacity_factor > 0 && !(r->assign = moe_alloc(r, T * k * 4, err))) return EPB_ESYS;
     size_t SF = (size_t)c->shared * (size_t)c->Fs, sn = D * SF;
     if (SF && (!(r->sw1 = moe_alloc(r, sn * ab, err)) || !(r->sw3 = moe_alloc(r, sn * ab, err)) ||
                !(r->sw2 = moe_alloc(r, sn * ab, err)) || !(r->dsw1 = moe_alloc(r, sn * ab, err)) ||
@@ -337,11 +339,17 @@ int moe_run_create(moe_run_t *r, const moe_spec_t *spec, const moe_config_t *cfg
     moe_backend_guard(be);
     r->bufs = calloc(1, sizeof(bufs_t));
     r->counts = calloc((size_t)cfg->E, sizeof *r->counts);
-    r->tpe = calloc((size_t)cfg->E, sizeof *r->tpe);
+    r->tpe = calloc(2 * (size_t)cfg->E, sizeof *r->tpe); /* tpe, then kept: one all-reduce with a capacity */
+    r->kept = r->tpe ? r->tpe + cfg->E : NULL;
     r->bias_after = calloc((size_t)cfg->E, sizeof *r->bias_after);
     r->chunks = (int)moe_spec_get(spec, "chunks");
     if (r->chunks < 1 || !r->st->pipe_fwd) r->chunks = 1; /* only a pipelined strategy declares chunks */
     r->offsets = calloc((size_t)r->chunks * ((size_t)r->El + 1), sizeof *r->offsets);
+    if (cfg->capacity_factor > 0) {
+        r->assign_h = malloc((size_t)cfg->T * (size_t)cfg->k * sizeof *r->assign_h);
+        r->gate_h = malloc((size_t)cfg->T * (size_t)cfg->k * sizeof *r->gate_h);
+        if (!r->assign_h || !r->gate_h) rc = epb_fail(err, EPB_ESYS, "rank %d: out of memory", r->rank);
+    }
     if (!r->bufs || !r->counts || !r->tpe || !r->bias_after || !r->offsets)
         rc = epb_fail(err, EPB_ESYS, "rank %d: out of memory", r->rank);
     for (int i = 0; i < 2 && !rc; i++)
@@ -387,6 +395,8 @@ void moe_run_destroy(moe_run_t *r)
     epb_comm_destroy(r->own_hcomm);
     free(r->counts);
     free(r->tpe);
+    free(r->assign_h);
+    free(r->gate_h);
     free(r->bias_after);
     free(r->offsets);
     memset(r, 0, sizeof *r);
@@ -511,9 +521,22 @@ int moe_run_forward(moe_run_t *r, epb_err_t *err)
                               c->k, moe_route_of(c)));
     r->m.flop[MOE_PH_ROUTE] = 2.0 * (double)c->T * (double)c->D * (double)c->E;
     memcpy(r->tpe, r->counts, (size_t)c->E * sizeof *r->tpe);
-    /* layout: the global tokens_per_expert (the bias update and the owners' row counts need it) */
+    r->dropped = 0;
+    if (c->capacity_factor > 0) { /* the capacity rule on this rank's pairs (a capacity group of its T tokens) */
+        size_t Tk = (size_t)c->T * (size_t)c->k;
+        MOE_DO(be->ops->to_host(be, r->assign_h, r->topk_idx, Tk * 4));
+        MOE_DO(be->ops->to_host(be, r->gate_h, r->topk_w, Tk * 4));
+        long G = c->cap_group > 0 ? c->cap_group : c->T;
+        r->dropped = moe_capacity_drop(r->assign_h, r->gate_h, c->T, c->k, c->E, G, moe_capacity(c), c->drop_policy,
+                                       r->assign_h, r->kept);
+        if (r->dropped < 0) return epb_fail(err, EPB_ESYS, "rank %d: out of memory (expert capacity)", r->rank);
+        MOE_DO(be->ops->to_backend(be, r->assign, r->assign_h, Tk * 4));
+    }
+    /* layout: the global tokens_per_expert (the bias update and the owners' row counts need it), with a capacity
+     * the kept pairs per expert beside it in the same all-reduce */
     MOE_PHASE(MOE_PH_LAYOUT);
-    MOE_DO(moe_allreduce_host(r, r->tpe, (size_t)c->E, EPB_DT_I64));
+    MOE_DO(moe_allreduce_host(r, r->tpe, (size_t)c->E * (c->capacity_factor > 0 ? 2 : 1), EPB_DT_I64));
+    if (!(c->capacity_factor > 0)) memcpy(r->kept, r->tpe, (size_t)c->E * sizeof *r->kept);
     int rc = r->st->dispatch(r, err);
     if (!rc) rc = r->st->pipe_fwd ? pipeline(r, r->st->pipe_fwd, 0, err) : experts_chunk(r, 0, 0, err);
     if (!rc) rc = r->st->combine(r, err);
@@ -613,9 +636,10 @@ int moe_run_traffic(moe_run_t *r, int G, moe_traffic_t *t, epb_err_t *err)
     size_t n = (size_t)c->T * (size_t)c->k;
     int32_t *all = malloc(sizeof *all * n * (size_t)r->P);
     if (!all) return epb_fail(err, EPB_ESYS, "rank %d: out of memory (traffic)", r->rank);
-    int rc = gather_sharded(r, all, r->topk_idx, n, 4, 0, err);
+    int rc = gather_sharded(r, all, r->assign, n, 4, 0, err); /* the pairs that reached an expert */
     moe_routing_t rt;
     if (!rc && !(rc = moe_routing_exact(&rt, c, r->P, G, all, err))) {
+        if (c->pad_to_capacity && r->P > 1) rt.pad = (double)moe_capacity(c); /* one rank: no exchange to pad */
         if (!(rc = moe_traffic_init(t, r->P, G, c->E, err)) && (rc = moe_traffic_describe(&r->spec, c, &rt, t, err)))
             moe_traffic_free(t);
         moe_routing_free(&rt);
@@ -719,7 +743,7 @@ void moe_global_free(moe_global_t *g)
     free(g->topk_idx);
     free(g->tokens_per_expert);
     g->topk_idx = NULL;
-    g->tokens_per_expert = NULL;
+    g->tokens_per_expert = g->kept = NULL;
 }
 
 int moe_run_gather(moe_run_t *r, moe_global_t *g, epb_err_t *err)
@@ -741,7 +765,8 @@ int moe_run_gather(moe_run_t *r, moe_global_t *g, epb_err_t *err)
     g->expert_bias_after = malloc(E * 4);
     g->topk_w = malloc(P * T * k * 4);
     g->topk_idx = malloc(P * T * k * 4);
-    g->tokens_per_expert = malloc(E * 8);
+    g->tokens_per_expert = malloc(2 * E * 8); /* then kept */
+    g->kept = g->tokens_per_expert ? g->tokens_per_expert + E : NULL;
     for (int i = 0; i < 4; i++) if (!*tok[i]) rc = EPB_ESYS;
     for (int i = 0; i < 6; i++) if (!*wts[i]) rc = EPB_ESYS;
     if (rc || !g->router_w || !g->d_router_w || !g->expert_bias || !g->expert_bias_after || !g->topk_w ||
@@ -760,6 +785,10 @@ int moe_run_gather(moe_run_t *r, moe_global_t *g, epb_err_t *err)
     if (!rc) {
         memcpy(g->expert_bias_after, r->bias_after, E * 4);
         memcpy(g->tokens_per_expert, r->tpe, E * 8);
+        memcpy(g->kept, r->kept, E * 8);
+        g->dropped = r->dropped;
+        if (epb_allreduce(r->hcomm, &g->dropped, &g->dropped, 1, EPB_DT_I64, EPB_SUM))
+            rc = epb_fail(err, EPB_ESYS, "rank %d: %s", r->rank, r->hcomm->err.msg);
     }
     /* the shared experts are replicated (their gradients all-reduced): this rank's copy is the global one */
     size_t sn = D * (size_t)c->shared * (size_t)c->Fs;
@@ -797,6 +826,9 @@ int moe_check_global(const moe_global_t *g, const moe_config_t *cfg, int P, doub
     moe_config_t c = *cfg;
     c.dtype = MOE_F32; /* the reference is float32; for a bf16 run, on the bf16-rounded inputs the run had */
     c.T = (long)P * cfg->T;
+    /* the capacity rule per rank's T tokens, as the run applied it; padding changes rows, not the layer */
+    c.cap_group = cfg->cap_group > 0 ? cfg->cap_group : cfg->T;
+    c.pad_to_capacity = false;
     moe_backend_t *be = NULL;
     moe_run_t L, U;
     memset(&L, 0, sizeof L);
@@ -836,14 +868,19 @@ int moe_check_global(const moe_global_t *g, const moe_config_t *cfg, int P, doub
             used += (size_t)snprintf(report + used, report_len - used, "%s%s %.2e%s", i ? ", " : "", t[i].name, e,
                                      ok ? "" : " FAIL");
     }
-    long idx_diff = 0, tpe_diff = 0;
+    long idx_diff = 0, tpe_diff = 0, kept_diff = 0;
     for (size_t i = 0; i < T * k; i++) idx_diff += g->topk_idx[i] != L.topk_idx[i];
-    for (size_t e = 0; e < E; e++) tpe_diff += g->tokens_per_expert[e] != L.tpe[e];
-    bad += (idx_diff != 0) + (tpe_diff != 0);
+    for (size_t e = 0; e < E; e++) tpe_diff += g->tokens_per_expert[e] != L.tpe[e], kept_diff += g->kept[e] != L.kept[e];
+    bad += (idx_diff != 0) + (tpe_diff != 0) + (kept_diff != 0) + (g->dropped != L.dropped);
     if (report && used < report_len)
         used += (size_t)snprintf(report + used, report_len - used, ", topk_idx %ld differ%s, tokens_per_expert %ld "
                                  "differ%s%s", idx_diff, idx_diff ? " FAIL" : "", tpe_diff, tpe_diff ? " FAIL" : "",
                                  inputs_differ ? ", seeded inputs differ FAIL" : "");
+    if (report && used < report_len && cfg->capacity_factor > 0)
+        used += (size_t)snprintf(report + used, report_len - used, ", capacity %ld: %lld pairs dropped (the "
+                                 "reference's %lld)%s, kept per expert %ld differ%s", moe_capacity(cfg),
+                                 (long long)g->dropped, (long long)L.dropped, g->dropped != L.dropped ? " FAIL" : "",
+                                 kept_diff, kept_diff ? " FAIL" : "");
     if (cfg->dispatch_fp8) { /* what FP8 dispatch costs in accuracy: the run against the unquantized layer */
         moe_config_t u = c;
         u.dispatch_fp8 = false;

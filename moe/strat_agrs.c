@@ -57,12 +57,12 @@ static int dispatch(moe_run_t *r, epb_err_t *err)
         MOE_DO(epb_allgather(cm, a->xq, a->xgq, (size_t)c->T * qw, EPB_DT_I32));
     else
         MOE_DO(epb_allgather(cm, r->x, a->xg, (size_t)(c->T * c->D), r->comm_dt));
-    MOE_DO(epb_allgather(cm, r->topk_idx, a->idx_g, (size_t)(c->T * c->k), EPB_DT_I32));
+    MOE_DO(epb_allgather(cm, r->assign, a->idx_g, (size_t)(c->T * c->k), EPB_DT_I32));
     MOE_DO(epb_allgather(cm, r->topk_w, a->w_g, (size_t)(c->T * c->k), EPB_DT_F32));
     MOE_DO(epb_sync(cm));
     MOE_PHASE(MOE_PH_PERMUTE);
-    long rows = 0; /* the global counts of the owned experts: the gathered rows routed here */
-    for (int e = r->e0; e < r->e0 + r->El; e++) rows += (long)r->tpe[e];
+    long rows = 0; /* the global counts of the owned experts: the gathered rows routed here (and kept) */
+    for (int e = r->e0; e < r->e0 + r->El; e++) rows += (long)r->kept[e];
     if (moe_rows_reserve(r, rows, err)) return EPB_ESYS;
     if (c->dispatch_fp8) MOE_DO(r->be->ops->dequant_fp8(r->be, a->xg, a->xgq, G, c->D));
     MOE_DO(r->be->ops->permute_forward(r->be, r->xp, a->pos_g, r->offsets, a->xg, a->idx_g, G, c->k, c->D, r->e0, r->El));

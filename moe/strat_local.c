@@ -35,7 +35,7 @@ static int dispatch(moe_run_t *r, epb_err_t *err)
     const moe_config_t *c = &r->cfg;
     MOE_PHASE(MOE_PH_PERMUTE);
     if (moe_rows_reserve(r, c->T * c->k, err)) return EPB_ESYS;
-    MOE_DO(r->be->ops->permute_forward(r->be, r->xp, a->pos, r->offsets, r->x, r->topk_idx, c->T, c->k, c->D, 0, c->E));
+    MOE_DO(r->be->ops->permute_forward(r->be, r->xp, a->pos, r->offsets, r->x, r->assign, c->T, c->k, c->D, 0, c->E));
     if (c->gate_before) /* the expert's input is gate * x */
         MOE_DO(r->be->ops->scale_rows_forward(r->be, r->xp, r->x, a->pos, r->topk_w, c->T, c->k, c->D));
     if (c->dispatch_fp8) { /* the expert's input is its token as FP8 rows carry it */

@@ -27,6 +27,7 @@ const moe_strategy_t moe_strategy_tp2ep = {
     .params = params,
     .nparams = 1,
     .is_default = 1, /* the seed's strategy */
+    .pads = 1,       /* --pad-to-capacity: stage B's (owner, expert) blocks padded (xchg.c) */
     .setup = setup,
     .traffic = traffic,
     XCHG_STRATEGY_OPS,

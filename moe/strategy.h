@@ -48,6 +48,8 @@ typedef struct {
     const char *anchor;    /* where the field uses it ("torchtitan PR #1269, Megatron alltoall") */
     int replicated;        /* every rank holds all E experts; their gradients are all-reduced in grad_sync */
     int is_default;        /* the strategy of a MoE run given no --strategy (`bench --experts 16`): one entry */
+    int pads;              /* --pad-to-capacity: its dispatch pads every (source, expert) block to the capacity
+                            * (in one chunk) */
     const moe_param_t *params;
     int nparams;
     /* Optional: whether spec can run cfg on P ranks (EPB_EUSAGE naming the parameter), checked on rank 0 with
@@ -180,8 +182,15 @@ struct moe_run {
     void *dsw1, *dsw3, *dsw2;    /* like sw1, sw3, sw2, all-reduced in grad_sync */
     void *ys;                    /* (T,D) the shared experts' output */
     void *sa1, *sa3, *ss, *swork; /* (T,S*Fs) x3 saved, (2,T,S*Fs) scratch */
+    int32_t *assign;             /* (T,k) the pairs that reach an expert, what the strategies route by: topk_idx
+                                  * where kept, -1 where the expert capacity dropped the pair (topk_idx itself
+                                  * without a capacity); topk_idx stays the router's choice (route_bwd, the check) */
     int64_t *counts;             /* (E) host: this rank's selections */
     int64_t *tpe;                /* (E) host: tokens_per_expert, all-reduced over the group */
+    int64_t *kept;               /* (E) host: the pairs of each expert that assign keeps, all-reduced (= tpe
+                                  * without a capacity): the rows its owner computes */
+    int32_t *assign_h;           /* (T,k) host scratch of the capacity rule (NULL without a capacity) */
+    float *gate_h;               /* (T,k) likewise */
     int64_t dropped;             /* (token, expert) pairs of this rank's tokens the expert capacity dropped in the
                                   * last step (0 without a capacity): the CSV's `dropped`, summed over ranks */
     float *bias_after;           /* (E) host: bias after this step's update */
@@ -248,6 +257,8 @@ typedef struct {
         *expert_bias_after;
     int32_t *topk_idx;
     int64_t *tokens_per_expert;
+    int64_t *kept;    /* (E) the pairs each expert computed (the expert capacity's kept; = tokens_per_expert without) */
+    int64_t dropped;  /* pairs the expert capacity dropped, every rank's */
     float *shared_w1, *shared_w3, *shared_w2, *d_shared_w1, *d_shared_w3, *d_shared_w2; /* NULL without shared */
 } moe_global_t;
 int moe_run_gather(moe_run_t *r, moe_global_t *g, epb_err_t *err);

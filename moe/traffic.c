@@ -366,12 +366,12 @@ int moe_traffic_describe(const moe_spec_t *spec, const moe_config_t *c, const mo
     for (int e = 0; e < c->E; e++)
         for (int s = 0; s < P; s++) {
             int o = st->replicated ? s : e / El;
-            t->erows[(size_t)o * (size_t)c->E + (size_t)e] += rt->pairs_e(rt, s, e);
+            t->erows[(size_t)o * (size_t)c->E + (size_t)e] += rt->pad > 0 && !st->replicated ? rt->pad : rt->pairs_e(rt, s, e);
         }
-    /* the framework's own: tokens_per_expert summed over the group (layout), the router's gradient, the shared
-     * experts' and a replicated strategy's expert gradients (grad_sync) */
+    /* the framework's own: tokens_per_expert (with a capacity the kept pairs too) summed over the group (layout),
+     * the router's gradient, the shared experts' and a replicated strategy's expert gradients (grad_sync) */
     double sn = (double)c->D * c->shared * (double)c->Fs, wn = (double)c->E * (double)c->D * (double)c->F;
-    if (moe_traffic_allreduce(t, MOE_PH_LAYOUT, c->E, 8) || moe_traffic_allreduce(t, MOE_PH_GRAD_SYNC, (double)c->D * c->E, 4))
+    if (moe_traffic_allreduce(t, MOE_PH_LAYOUT, (double)c->E * (c->capacity_factor > 0 ? 2 : 1), 8) || /* + kept */ moe_traffic_allreduce(t, MOE_PH_GRAD_SYNC, (double)c->D * c->E, 4))
         return epb_fail(err, EPB_ESYS, "out of memory");
     for (int i = 0; st->replicated && i < 3; i++)
         if (moe_traffic_allreduce(t, MOE_PH_GRAD_SYNC, wn, ab)) return epb_fail(err, EPB_ESYS, "out of memory");
@@ -427,7 +427,7 @@ int moe_traffic_xchg(const moe_config_t *c, const moe_routing_t *rt, int ns, int
     for (int r = 0; r < P; r++) {
         int g0 = r / ns, li = r % ns;
         double nsA = 0, relay_pairs = 0, relay_rows = 0, R = 0, own_pairs = 0;
-        for (int e = r * El; e < (r + 1) * El; e++) R += moe_routing_expert_rows(rt, e);
+        for (int e = r * El; e < (r + 1) * El; e++) R += rt->pad > 0 ? P * rt->pad : moe_routing_expert_rows(rt, e);
         if (A) /* stage A, r as a source: a token once to each group it needs, to the relay of r's index there */
             for (int g = 0; g < ng; g++) {
                 double rows = rt->reach(rt, r, g * ns, (g + 1) * ns);
@@ -446,7 +446,8 @@ int moe_traffic_xchg(const moe_config_t *c, const moe_routing_t *rt, int ns, int
         /* stage B, r as a relay: those sources' pairs to each owner of its group */
         for (int o = g0 * ns; o < (g0 + 1) * ns; o++) {
             double pb = 0;
-            for (int s = li; s < P; s += ns) pb += A || s == r ? moe_routing_pairs(rt, s, o) : 0;
+            for (int s = li; s < P; s += ns) /* padded: El blocks of the capacity */
+                pb += A || s == r ? (rt->pad > 0 ? El * rt->pad : moe_routing_pairs(rt, s, o)) : 0;
             relay_pairs += pb;
             if (!B) continue;
             moe_traffic_p2p(t, dB, r, o, pb * drow);

@@ -25,6 +25,8 @@ struct moe_routing {
     int E, k;  /* experts (rank r owns [r E/P, (r+1) E/P)), experts per token */
     int exact; /* 1: a step's routing; 0: expected values */
     double act_bytes; /* bytes of an activation element on the wire: the run's dtype; the projection's cluster's */
+    double pad;       /* > 0 (--pad-to-capacity): every (source rank, expert) block of the routed exchange and every
+                       * expert's rows per source hold this many rows (the capacity), whatever pairs_e says */
     /* (token, expert) pairs from rank s's tokens to expert e */
     double (*pairs_e)(const moe_routing_t *rt, int s, int e);
     /* tokens of rank s with at least one pair on the experts of ranks [lo, hi) */

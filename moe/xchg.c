@@ -32,6 +32,9 @@ typedef struct {
     size_t ab;
     int gb;                    /* --gate-before */
     int fp8;                   /* --dispatch-dtype fp8 */
+    int pad;                   /* --pad-to-capacity (tp2ep in one chunk): every (owner, local expert) block of stage
+                                * B holds cap pairs, the missing ones zero rows (a gather index of -1) */
+    long cap;
     size_t qb;                 /* its packed row: bytes (qb / 4 words on the wire) */
     buf_t xsAq, xRq, xsBq, xoq; /* the packed rows of xsA, xR, xsB, xo */
     /* routing on the host */
@@ -143,6 +146,8 @@ int xchg_setup(moe_run_t *r, int group_size, epb_err_t *err)
     x->ab = moe_dtype_size(c->dtype);
     x->gb = c->gate_before;
     x->fp8 = c->dispatch_fp8;
+    x->pad = c->pad_to_capacity && x->B && !x->A && x->N == 1; /* bench refuses it elsewhere */
+    x->cap = moe_capacity(c);
     x->qb = moe_fp8_row_bytes(c->D);
     if (x->A && x->B) {
         if (epb_comm_split(r->comm, x->li, x->g, &x->own_inter) || epb_comm_split(r->comm, x->g, x->li, &x->own_intra))
@@ -275,6 +280,8 @@ static float *dgR(moe_run_t *r, xchg_t *x) { return x->A ? x->dgR.p : r->d_gate;
 static void *dyR(xchg_t *x) { return x->gb ? x->dyR.p : x->xR.p; } /* the relay's dy (stage A) */
 static long nR(const xchg_t *x, int ch) { return x->bR[ch + 1] - x->bR[ch]; }
 static int key_of(const xchg_t *x, int32_t e) { return x->li_of[e / x->El] * x->El + e % x->El; } /* B's order */
+/* the group owning expert e; -1 for a pair that goes nowhere (dropped by the expert capacity) */
+static int grp_e(const xchg_t *x, int32_t e) { return e < 0 ? -1 : x->grp_of[e / x->El]; }
 
 /* ---- plans ---- */
 
@@ -298,8 +305,9 @@ static int plan_A_source(moe_run_t *r, xchg_t *x, epb_err_t *err)
         for (long t = t0; t < t1; t++)
             for (int j = 0; j < k; j++) {
                 int32_t e = x->idx_h[t * k + j];
-                int g = x->grp_of[e / x->El], j0 = 0;
-                while (x->grp_of[x->idx_h[t * k + j0] / x->El] != g) j0++;
+                int g = grp_e(x, e), j0 = 0;
+                if (e < 0) { x->posA_h[t * k + j] = -1; continue; }
+                while (grp_e(x, x->idx_h[t * k + j0]) != g) j0++;
                 long row;
                 if (j0 == j) { /* the token's first expert in group g: a new row */
                     row = cur[ch * ng + g]++;
@@ -335,9 +343,11 @@ static int plan_B_relay(moe_run_t *r, xchg_t *x, int ch, epb_err_t *err)
             x->gB_h[cur[q]] = (int32_t)rr;
             x->posB_h[rr * k + j] = (int32_t)cur[q]++;
         }
-    for (int q = 0; q < G; q++)
+    for (int q = 0; q < G; q++) {
+        while (x->pad && cur[q] < end[q]) x->gB_h[cur[q]++] = -1; /* the block's padding: a zero row */
         if (cur[q] != end[q])
             return epb_fail(err, EPB_ESYS, "rank %d: chunk %d: the routing disagrees with its exchanged counts", r->rank, ch);
+    }
     return EPB_OK;
 }
 
@@ -388,7 +398,7 @@ int xchg_dispatch(moe_run_t *r, epb_err_t *err)
     int N = x->N, ng = x->ng, gs = x->gs, El = x->El, k = x->k, W = 1 + gs * El;
     size_t ab = x->ab, D = (size_t)x->D, Tk = (size_t)(x->T * k);
     /* layout (open): the routing on the host, the counts each stage needs, exchanged */
-    MOE_DO(be->ops->to_host(be, x->idx_h, r->topk_idx, Tk * 4));
+    MOE_DO(be->ops->to_host(be, x->idx_h, r->assign, Tk * 4)); /* -1: a pair the capacity dropped */
     if (x->A) MOE_DO(be->ops->to_host(be, x->w_h, r->topk_w, Tk * 4));
     memset(x->pairs, 0, (size_t)N * gs * El * sizeof *x->pairs);
     if (x->A) {
@@ -400,9 +410,10 @@ int xchg_dispatch(moe_run_t *r, epb_err_t *err)
             for (long t = t0; t < t1; t++)
                 for (int j = 0; j < k; j++) {
                     int32_t e = x->idx_h[t * k + j];
-                    int g = x->grp_of[e / El], j0 = 0;
+                    int g = grp_e(x, e), j0 = 0;
+                    if (e < 0) continue;
                     int64_t *cg = x->cA_s + ((size_t)g * N + ch) * W;
-                    while (x->grp_of[x->idx_h[t * k + j0] / El] != g) j0++;
+                    while (grp_e(x, x->idx_h[t * k + j0]) != g) j0++;
                     if (j0 == j) cg[0]++, x->sA[ch * ng + g]++;
                     cg[1 + key_of(x, e)]++;
                 }
@@ -429,8 +440,16 @@ int xchg_dispatch(moe_run_t *r, epb_err_t *err)
             moe_chunk_range(x->T, N, ch, &t0, &t1);
             x->bR[ch] = t0, x->bR[ch + 1] = t1;
             for (long t = t0; t < t1; t++)
-                for (int j = 0; j < k; j++) x->pairs[(size_t)ch * gs * El + key_of(x, x->idx_h[t * k + j])]++;
+                for (int j = 0; j < k; j++)
+                    if (x->idx_h[t * k + j] >= 0) x->pairs[(size_t)ch * gs * El + key_of(x, x->idx_h[t * k + j])]++;
         }
+        if (x->pad) /* one chunk: every block the capacity (the rule kept at most that many of this rank's pairs) */
+            for (int q = 0; q < gs * El; q++) {
+                if (x->pairs[q] > x->cap)
+                    return epb_fail(err, EPB_ESYS, "rank %d: %lld pairs for one expert exceed the capacity %ld", r->rank,
+                                    (long long)x->pairs[q], x->cap);
+                x->pairs[q] = x->cap;
+            }
     }
     long R = x->bR[N], rows = 0;
     /* the owner's rows per chunk and local expert */
@@ -524,6 +543,8 @@ int xchg_dispatch(moe_run_t *r, epb_err_t *err)
     if (!x->A && x->B) {
         MOE_DO(upload(r, &x->gB, x->gB_h, 0, nsB));
         MOE_DO(upload(r, &x->posB, x->posB_h, 0, (long)Tk));
+        if (x->gb && x->pad) /* the padding's rows, which no pair writes */
+            MOE_DO(be->ops->zero(be, x->xsB.p, (size_t)nsB * D * ab));
         if (x->gb) /* tp2ep: each pair leaves its source as gate * x */
             MOE_DO(be->ops->scale_rows_forward(be, x->xsB.p, r->x, x->posB.p, r->topk_w, x->T, k, x->D));
         else
@@ -812,8 +833,9 @@ int xchg_dispatch_backward(moe_run_t *r, epb_err_t *err)
         if (nsA) MOE_DO(be->ops->to_host(be, x->dgA_h, x->dgAs.p, (size_t)nsA * k * 4));
         for (long t = 0; t < c->T; t++)
             for (int j = 0; j < k; j++) {
-                int g = x->grp_of[x->idx_h[t * k + j] / x->El], j0 = 0;
-                while (x->grp_of[x->idx_h[t * k + j0] / x->El] != g) j0++;
+                int g = grp_e(x, x->idx_h[t * k + j]), j0 = 0;
+                if (g < 0) { x->dg_h[t * k + j] = 0; continue; } /* dropped: no gradient */
+                while (grp_e(x, x->idx_h[t * k + j0]) != g) j0++;
                 x->dg_h[t * k + j] = x->dgA_h[(long)x->posA_h[t * k + j0] * k + j];
             }
         MOE_DO(be->ops->to_backend(be, r->d_gate, x->dg_h, (size_t)(c->T * k) * 4));

@@ -128,9 +128,19 @@ static void check_cell(rp_doc_t *doc, const rp_cell_t *c)
     if (!c) rp_doc_cell(doc, "-");
     else if (c->nfail) rp_doc_cell(doc, "FAILED (%zu of %zu)", c->nfail, c->n);
     else if (!strcmp(c->row->check, "skipped")) rp_doc_cell(doc, "skipped");
-    else if (c->row->quant_err > 0) /* schema 5: what FP8 dispatch cost, next to the check that it is right */
-        rp_doc_cell(doc, "ok; FP8 dispatch: y %.1e from the unquantized layer (norm-wise)", c->row->quant_err);
-    else rp_doc_cell(doc, "ok");
+    else {
+        /* what the layer's knobs cost, next to the check that it is right: FP8 dispatch's error (schema 5), the
+         * expert capacity's dropped pairs (schema 4) of the batch's ranks x T x k */
+        const epb_row_t *r = c->row;
+        char fp8[96] = "", drop[96] = "";
+        double pairs = (double)r->ranks * (double)r->tokens * (double)r->top_k;
+        if (r->quant_err > 0) snprintf(fp8, sizeof fp8, "; FP8 dispatch: y %.1e from the unquantized layer (norm-wise)",
+                                       r->quant_err);
+        if (r->dropped > 0 && pairs > 0)
+            snprintf(drop, sizeof drop, "; capacity dropped %.0f of %.0f pairs (%.1f%%)", r->dropped, pairs,
+                     100 * r->dropped / pairs);
+        rp_doc_cell(doc, "ok%s%s", fp8, drop);
+    }
 }
 
 static void moe_config(rp_doc_t *doc, const rp_data_t *d, const rp_conf_t *f, int idx, const char *const *plots)

@@ -96,6 +96,17 @@ case_ "--route-scale '0': expected a positive number" --strategy tp2ep --route-s
 case_ "--dispatch-dtype 'e5m2': expected fp8 or act" --strategy tp2ep --dispatch-dtype e5m2 --ranks 1 --csv "$csv"
 case_ "--dispatch-dtype fp8 with --gate-before" --strategy tp2ep --dispatch-dtype fp8 --gate-before --ranks 1 --csv "$csv"
 case_ "--dispatch-dtype fp8 with --gate-before" --strategy agrs --model llama4-scout --scale-down 64 --dispatch-dtype fp8 --ranks 1 --csv "$csv"
+# the expert capacity (issue 22)
+case_ "--capacity-factor '-1': '-1' is not a number from 0" --strategy tp2ep --capacity-factor -1 --ranks 1 --csv "$csv"
+case_ "--capacity-factor 'nan': 'nan' is not a number" --strategy tp2ep --capacity-factor nan --ranks 1 --csv "$csv"
+case_ "--capacity-factor '1,,2': empty list element" --strategy tp2ep --capacity-factor 1,,2 --ranks 1 --csv "$csv"
+case_ "--drop-policy 'first': expected probs or position" --strategy tp2ep --capacity-factor 1 --drop-policy first --ranks 1 --csv "$csv"
+case_ "--drop-policy position needs an expert capacity" --strategy tp2ep --drop-policy position --ranks 1 --csv "$csv"
+case_ "--drop-policy probs needs an expert capacity" --strategy tp2ep --capacity-factor 0 --drop-policy probs --ranks 1 --csv "$csv"
+case_ "--pad-to-capacity needs an expert capacity" --strategy tp2ep --pad-to-capacity --ranks 1 --csv "$csv"
+case_ "--pad-to-capacity: dedup has no per-expert block" --strategy dedup --capacity-factor 1 --pad-to-capacity --ranks 1 --csv "$csv"
+case_ "--pad-to-capacity: tp2ep in chunks has no per-expert block" --strategy tp2ep:chunks=2 --capacity-factor 1 --pad-to-capacity --ranks 1 --csv "$csv"
+case_ "--pad-to-capacity: local has no per-expert block" --strategy all --capacity-factor 1 --pad-to-capacity --ranks 1 --csv "$csv"
 models=$("$BENCH" --model list | awk '{printf "%s%s", n++ ? ", " : "", $1}') # the presets' own list
 case_ "--model 'gpt-5': unknown model (accepted: $models, list)" --strategy tp2ep --model gpt-5 --ranks 1 --csv "$csv"
 case_ "--scale-down '0': expected an integer from 1" --model deepseek-v3 --scale-down 0 --ranks 1 --csv "$csv"

@@ -61,6 +61,49 @@ print("# dispatch bytes with FP8 / without: %s" % ", ".join("%s %.4f (want %.4f)
 sys.exit(0 if len(got) == 2 and all(abs(got[s] - want[s]) < 1e-9 for s in got) else 1)
 PY
 tap_ok $? "$N ranks: FP8 dispatch rows are 168 bytes where f32's are 640 (tp2ep's and dedup's dispatch, same routing; 0 at 1 rank)"
+# expert capacity (issue 22): each rank's T tokens keep at most ceil(C T k / E) pairs per expert, the reference
+# applies the same rule, so every strategy stays checked; 0 in the list is the uncapped layer beside it; tp2ep padded
+# to the capacity sends exactly its (owner, expert) blocks (at 1 rank nothing is exchanged, nothing padded)
+run "every strategy, capacity 0 (none), 1 and 1.25, drop policy position, gate-before, 2 shared, k=2, skew 1" \
+    "${small[@]}" --top-k 2 --skew 1 --capacity-factor 0,1,1.25 --drop-policy position --gate-before --shared 2 \
+    --shared-ffn 24
+run "tp2ep padded to capacity 1.5, drop policy probs, k=3, skew 1" --tokens 24 --hidden 32 --ffn 48 --experts $E \
+    --strategy tp2ep --top-k 3 --skew 1 --capacity-factor 1.5 --pad-to-capacity
+python3 - "$work/r.csv" "$N" "$E" <<'PY'
+import csv, math, sys
+P, E = int(sys.argv[2]), int(sys.argv[3])
+rows = [r for r in csv.DictReader(open(sys.argv[1])) if "capacity_factor" in r["params"] or
+        (r["top_k"] == "2" and "gate_before=1;" in r["params"] + ";" and r["hidden"] == "32" and "sigmoid" not in r["router"]
+         and "groups=" not in r["params"] and "shared=2" in r["params"])]
+d, bad = {}, []
+for r in rows:
+    cf = float(r["params"].split("capacity_factor=")[1].split(";")[0]) if "capacity_factor" in r["params"] else 0
+    if r["phase"] == "dispatch":
+        d[(r["op"], r["params"].split(";")[0], cf)] = float(r["bytes"])
+    if r["phase"] != "step":
+        continue
+    drop = float(r["dropped"])
+    if (cf > 0) != (drop > 0):
+        bad.append("%s %s: dropped %s" % (r["op"], r["params"], r["dropped"]))
+    if "pad_to_capacity=1" in r["params"] and P > 1:  # every expert computes P blocks of the capacity, all sent
+        T, k = int(r["tokens"]), int(r["top_k"])
+        cap = min(T, math.ceil(1.5 * T * k / E))
+        want = (P - 1) * (E // P) * cap * 32 * 4
+        got = d.get(("tp2ep", "chunks=1", 1.5))
+        if float(r["load_max"]) != P * (E // P) * cap or got != want:
+            bad.append("padded: load_max %s (want %d), dispatch %s bytes (want %d)" % (r["load_max"], P * (E // P) * cap, got, want))
+        print("# padded tp2ep: capacity %d, load_max %s, dispatch %s bytes, dropped %s" % (cap, r["load_max"], got, r["dropped"]))
+# a capacity never sends more than the uncapped layer; tp2ep's dispatch at capacity 1 strictly less (skew 1 drops)
+for (s, p, cf), b in d.items():
+    if cf in (1, 1.25) and (s, p, 0) in d and b > d[(s, p, 0)]:
+        bad.append("%s %s: capacity %g sends %g > %g" % (s, p, cf, b, d[(s, p, 0)]))
+if P > 1 and not d.get(("tp2ep", "chunks=1", 1), 1e30) < d.get(("tp2ep", "chunks=1", 0), 0):
+    bad.append("tp2ep at capacity 1 does not send less than without")
+print("# dispatch bytes (strategy, capacity): %s" % ", ".join("%s/%s %g: %g" % (s, p, c, b) for (s, p, c), b in sorted(d.items())))
+for b in bad: print("#", b)
+sys.exit(0 if not bad and len(d) >= 4 else 1)
+PY
+tap_ok $? "$N ranks: the capacity's configurations count their dropped pairs (none without); no more bytes than uncapped; padded tp2ep sends (P-1) E/P blocks of the capacity and computes P per expert"
 bad=$(python3 -c 'import csv,sys; print(sum(r["check"] != "ok" for r in csv.DictReader(open(sys.argv[1]))))' "$work/r.csv")
 [ "$bad" -eq 0 ]; tap_ok $? "every row of the feature runs check=ok ($bad not)"
 csv_all "$work/r.csv" 'float(r["model_bytes"]) >= 0 and abs(float(r["bytes"]) - float(r["model_bytes"])) <= 0.5'
@@ -69,7 +112,8 @@ python3 - "$work/r.csv" <<'PY'
 import csv, sys
 ps = {r["params"] for r in csv.DictReader(open(sys.argv[1]))}
 want = ["gate_before=1", "route_scale=2.5", "groups=", "shared=2;shared_ffn=24",
-        "shared=2;shared_ffn=24;gate_before=1;route_scale=2.5;groups=", "topk_groups=2;dispatch_dtype=fp8"]
+        "shared=2;shared_ffn=24;gate_before=1;route_scale=2.5;groups=", "topk_groups=2;dispatch_dtype=fp8",
+        "gate_before=1;capacity_factor=1;drop_policy=position", "capacity_factor=1.5;drop_policy=probs;pad_to_capacity=1"]
 sys.exit(0 if all(any(w in p for p in ps) for w in want) else 1)
 PY
 tap_ok $? "each feature's configuration is set apart in the params column"

@@ -27,13 +27,32 @@ def swiglu(h, w1, w3, w2):
     return (torch.nn.functional.silu(h @ w1) * (h @ w3)) @ w2
 
 
+def capacity_keep(idx, gate, E, group, cap, policy):
+    """The expert capacity (GShard, Switch; Megatron's --moe-expert-capacity-factor): in each group of `group`
+    consecutive tokens, expert e keeps its `cap` pairs of the largest gate (ties: the earlier token; policy "probs")
+    or of the earliest tokens ("position"). A (N,k) bool mask of the pairs kept."""
+    N, k = idx.shape
+    keep = torch.zeros(N, k, dtype=torch.bool)
+    g = gate.detach().float()  # ranked in float32, as bench's router leaves them
+    for t0 in range(0, N, group):
+        for e in range(E):
+            tok, j = torch.nonzero(idx[t0:t0 + group] == e, as_tuple=True)
+            order = list(range(tok.numel()))
+            if policy == "probs":  # a stable sort on the negated weight: larger first, earlier tokens on ties
+                order.sort(key=lambda i: -g[t0 + tok[i], j[i]].item())
+            for i in order[:cap]:
+                keep[t0 + tok[i], j[i]] = True
+    return keep
+
+
 def layer(x, Wr, bias, w1, w3, w2, k, router, route_norm, skew, route_scale=1.0, groups=1, topk_groups=1,
-          gate_before=False, shared=None):
+          gate_before=False, shared=None, capacity=None):
     """y (N,D) and the top-k of DESIGN.md's MoE layer; selection is not differentiated (as in every stack).
     groups G > 1: a group's score is the sum of its two best biased scores (DeepSeek-V3's n_group/topk_group), a
     token chooses among the experts of its topk_groups best groups. gate_before: the expert sees gate * x (Llama 4,
     torchtitan's score_before_experts). shared: (sw1 (D,S*Fs), sw3, sw2 (S*Fs,D), S): S experts every token passes
-    through, expert s being columns (rows of sw2) s*Fs..(s+1)*Fs-1, added to y."""
+    through, expert s being columns (rows of sw2) s*Fs..(s+1)*Fs-1, added to y. capacity: (group, cap, policy): the
+    pairs capacity_keep drops reach no expert (and add nothing to y)."""
     N, E = x.shape[0], Wr.shape[1]
     logits = x.to(Wr.dtype) @ Wr - skew * torch.log(torch.arange(E, dtype=Wr.dtype, device=Wr.device) + 1)
     scores = torch.softmax(logits, dim=-1) if router == "softmax" else torch.sigmoid(logits)
@@ -52,8 +71,9 @@ def layer(x, Wr, bias, w1, w3, w2, k, router, route_norm, skew, route_scale=1.0,
         gate = gate / gate.sum(dim=-1, keepdim=True)
     gate = gate * route_scale
     y = torch.zeros_like(x)
+    kept = capacity_keep(idx, gate, E, *capacity) if capacity else torch.ones(idx.shape, dtype=torch.bool)
     for e in range(E):
-        tok, j = torch.nonzero(idx == e, as_tuple=True)
+        tok, j = torch.nonzero((idx == e) & kept, as_tuple=True)
         if tok.numel() == 0:
             continue
         g = gate[tok, j].unsqueeze(1).to(x.dtype)
@@ -67,7 +87,7 @@ def layer(x, Wr, bias, w1, w3, w2, k, router, route_norm, skew, route_scale=1.0,
         for s in range(S):
             c = slice(s * Fs, (s + 1) * Fs)
             y = y + swiglu(x, sw1[:, c], sw3[:, c], sw2[c, :])
-    return y, idx, gate
+    return y, idx, gate, kept
 
 
 def check(d):
@@ -84,9 +104,17 @@ def check(d):
     if S:
         sw1, sw3, sw2 = (ld(n).double().requires_grad_() for n in ("shared_w1", "shared_w3", "shared_w2"))
         shared = (sw1, sw3, sw2, S)
-    y, idx, gate = layer(x, Wr, bias, w1, w3, w2, cfg["top_k"], cfg["router"], cfg["route_norm"], cfg["skew"],
-                         cfg.get("route_scale", 1.0), cfg.get("groups", 1), cfg.get("topk_groups", 1),
-                         cfg.get("gate_before", False), shared)
+    cap = None  # the expert capacity: each rank's tokens one group (dumps before issue 22 have none)
+    if cfg.get("capacity_factor", 0) > 0:
+        cap = (cfg["tokens"], math.ceil(cfg["capacity_factor"] * cfg["tokens"] * cfg["top_k"] / cfg["experts"]),
+               cfg["drop_policy"])
+        cap = (cap[0], max(1, min(cap[1], cap[0])), cap[2])
+        if cap[1] != cfg["capacity"]:
+            print(f"dump {d}: capacity {cfg['capacity']} in config.json, {cap[1]} by its definition FAIL")
+            return 1
+    y, idx, gate, kept = layer(x, Wr, bias, w1, w3, w2, cfg["top_k"], cfg["router"], cfg["route_norm"], cfg["skew"],
+                               cfg.get("route_scale", 1.0), cfg.get("groups", 1), cfg.get("topk_groups", 1),
+                               cfg.get("gate_before", False), shared, cap)
     y.backward(dy)
     E = cfg["experts"]
     tpe = torch.bincount(idx.flatten(), minlength=E)
@@ -114,7 +142,9 @@ def check(d):
     n_tpe = int((ld("tokens_per_expert").long() != tpe).sum())
     metric = "norm-wise" if cfg["dtype"] == "bf16" else "largest element"
     feats = " ".join(f"{n}={cfg[n]}" for n in ("route_scale", "groups", "topk_groups", "gate_before", "shared",
-                                                "shared_ffn") if n in cfg)
+                                                "shared_ffn", "capacity_factor", "drop_policy") if n in cfg)
+    if cap:
+        feats += f" capacity={cap[1]}: {int((~kept).sum())} of {kept.numel()} pairs dropped"
     print(f"dump {d}: {cfg['strategy']} x{cfg['ranks']} {cfg['dtype']} E={E} k={cfg['top_k']} {feats} "
           f"(tolerance {tol:g}, {metric})")
     print(f"  topk_idx           {n_idx} differ {'ok' if n_idx == 0 else 'FAIL'}")
@@ -151,7 +181,7 @@ def time_layer(T, D, F, E, k, dev="cuda"):
     def step():
         for t in (x, Wr, w1, w3, w2):
             t.grad = None
-        y, _, _ = layer(x, Wr, bias, w1, w3, w2, k, "softmax", False, 0.0)
+        y = layer(x, Wr, bias, w1, w3, w2, k, "softmax", False, 0.0)[0]
         y.backward(dy)
 
     for _ in range(5):

@@ -11,8 +11,9 @@
 #        (ci/gpu).
 #   features: the features of published models (issue 14) on the CPU: each alone (gate before the experts, route
 #        scale, group-limited routing, shared experts) on a different strategy, all together on every registered
-#        strategy (the pipelined ones chunked), the deepseek-v3 and llama4-scout presets scaled down; then planted
-#        faults in config.json (each feature's setting changed) that the reference must catch.
+#        strategy (the pipelined ones chunked), the deepseek-v3 and llama4-scout presets scaled down, the expert
+#        capacity (both drop policies, padded tp2ep, with every feature); then planted faults in config.json (each
+#        feature's setting changed, the capacity's among them) that the reference must catch.
 # Usage: torch_ref.sh BENCH TORCH_REF_PY cpu|gpu|features. Exit 77 (skipped) when no Python here imports torch and numpy, 1
 # instead when EPB_REQUIRE_TORCH is set (ci/test sets it: its bootstrap installs python3-torch; so does ci/gpu).
 set -u
@@ -108,6 +109,13 @@ if [ "$MODE" = features ]; then
     done
     check "every feature: hier:node_size=2,chunks=2, 4 ranks (both stages)" "${cpu[@]}" --ranks 4 \
         --strategy hier:node_size=2,chunks=2 "${feats[@]}"
+    # the expert capacity (issue 22): the reference drops by its own reading of the rule (tests/torch_ref.py)
+    check "capacity 1, drop policy position: dedup:chunks=2, 2 ranks, skew 1, k=3" "${cpu[@]}" --ranks 2 \
+        --strategy dedup:chunks=2 --top-k 3 --skew 1 --capacity-factor 1 --drop-policy position
+    check "capacity 1.25, drop policy probs, padded: tp2ep, 4 ranks, skew 1, k=2" "${cpu[@]}" --ranks 4 \
+        --strategy tp2ep --top-k 2 --skew 1 --capacity-factor 1.25 --pad-to-capacity
+    check "capacity 1 with every feature: hier:node_size=2,chunks=2, 4 ranks" "${cpu[@]}" --ranks 4 \
+        --strategy hier:node_size=2,chunks=2 "${feats[@]}" --capacity-factor 1
     base=(--tokens 32 -n 1 -w 0 -c 0)
     check "--model deepseek-v3 --scale-down 64 (E=256 k=8, 4 of 8 groups, scale 2.5, 1 shared): tp2ep, 2 ranks" \
         "${cpu[@]}" --ranks 2 --strategy tp2ep --model deepseek-v3 --scale-down 64
@@ -131,6 +139,13 @@ if [ "$MODE" = features ]; then
     plant_cfg "config.json says 3 of 4 groups" 'c["topk_groups"] = 3' topk_idx
     plant_cfg "config.json says no shared experts" 'c["shared"] = 0; c["shared_ffn"] = 0' y
     plant_cfg "config.json says shared experts of FFN 40" 'c["shared_ffn"] = 40' shared_w1
+    rm -rf "$work/good"
+    "$BENCH" "${small[@]}" "${cpu[@]}" --ranks 2 --strategy tp2ep --top-k 3 --skew 1 --capacity-factor 1 --dump "$work/good" \
+        --csv "$work/r.csv" >/dev/null 2>&1
+    plant_cfg "config.json says drop policy position" 'c["drop_policy"] = "position"' y
+    plant_cfg "config.json says capacity factor 2" \
+        'c["capacity_factor"] = 2; c["capacity"] = min(c["tokens"], -(-2 * c["tokens"] * c["top_k"] // c["experts"]))' y
+    plant_cfg "config.json says no capacity" 'c["capacity_factor"] = 0' y
     checks_done
     tap_done
     exit

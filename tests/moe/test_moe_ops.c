@@ -352,6 +352,67 @@ static void test_fp8(moe_backend_t *be)
     TAP_OK(!rc && !memcmp(z, y + 2 * D, D * 4) && !memcmp(z + D, y, D * 4), "gather_bytes moves packed rows whole");
 }
 
+/* The capacity rule (moe_capacity_drop) against its definition, pair by pair: a pair (t, e) of group g stays when
+ * fewer than cap pairs of e in g come before it (probs: a larger weight, or the same weight and an earlier token;
+ * position: an earlier token) */
+static void test_capacity(void)
+{
+    enum { N = 60, K = 3, E = 6, G = 20 };
+    int32_t idx[N * K], as[N * K];
+    float w[N * K];
+    int64_t kept[E];
+    for (int t = 0; t < N; t++) /* k distinct experts, skewed towards the low ones; weights with ties */
+        for (int j = 0; j < K; j++) {
+            /* a skewed pick, then upwards (mod E) to the first expert the token has not chosen */
+            int e = (int)(E * pow(0.5 + 0.5 * epb_uniform(7, 1, (uint64_t)(t * K + j)), 3.0)) % E, seen = 1;
+            for (int n = 0; seen && n < E; n++, e = seen ? (e + 1) % E : e) {
+                seen = 0;
+                for (int i = 0; i < j; i++) seen |= idx[t * K + i] == e;
+            }
+            idx[t * K + j] = e;
+            w[t * K + j] = (float)((int)(4 + 4 * epb_uniform(7, 2, (uint64_t)(t * K + j))) / 8.0); /* 4 values */
+        }
+    moe_config_t c = moe_config_default();
+    c.T = G, c.k = K, c.E = E, c.capacity_factor = 1;
+    long cap = moe_capacity(&c); /* ceil(1 * 20 * 3 / 6) = 10 */
+    int32_t by_probs[N * K];
+    for (int pol = 0; pol < 2; pol++) {
+        long dropped = moe_capacity_drop(idx, w, N, K, E, G, cap, (moe_drop_t)pol, as, kept), want_drop = 0, bad = 0;
+        if (pol == MOE_DROP_PROBS) memcpy(by_probs, as, sizeof as);
+        else bad += !memcmp(by_probs, as, sizeof as); /* the two policies keep different pairs here */
+        int64_t want_kept[E] = { 0 };
+        for (int i = 0; i < N * K; i++) {
+            int t = i / K, g = t / G, before = 0;
+            for (int q = g * G * K; q < (g + 1) * G * K; q++) {
+                if (idx[q] != idx[i] || q == i) continue;
+                before += pol == MOE_DROP_POSITION ? q < i : w[q] > w[i] || (w[q] == w[i] && q < i);
+            }
+            int stays = before < cap;
+            want_drop += !stays;
+            if (stays) want_kept[idx[i]]++;
+            bad += as[i] != (stays ? idx[i] : -1);
+        }
+        for (int e = 0; e < E; e++) bad += kept[e] != want_kept[e];
+        TAP_OK(!bad && dropped == want_drop && want_drop > 0, "capacity %ld, %s: %ld of %d pairs dropped, every pair "
+               "as its definition says (%ld differ)", cap, moe_drop_name((moe_drop_t)pol), dropped, N * K, bad);
+    }
+    /* in place (assign may be idx), and a capacity no expert reaches keeps everything */
+    int32_t inplace[N * K], all[N * K];
+    memcpy(inplace, idx, sizeof inplace);
+    long d0 = moe_capacity_drop(inplace, w, N, K, E, G, cap, MOE_DROP_PROBS, inplace, NULL);
+    moe_capacity_drop(idx, w, N, K, E, G, cap, MOE_DROP_PROBS, as, NULL);
+    long d1 = moe_capacity_drop(idx, w, N, K, E, G, G, MOE_DROP_PROBS, all, kept);
+    TAP_OK(d0 > 0 && !memcmp(inplace, as, sizeof as) && d1 == 0 && !memcmp(all, idx, sizeof all),
+           "in place as out of place; capacity G keeps all %d pairs", N * K);
+    c.capacity_factor = 100;
+    long big = moe_capacity(&c);
+    c.capacity_factor = 1e-9;
+    long tiny = moe_capacity(&c);
+    c.capacity_factor = 1.25, c.T = 24, c.k = 2, c.E = 8;
+    TAP_OK(big == G && tiny == 1 && moe_capacity(&c) == 8, "capacity: at most the group's tokens (%ld), at least 1 "
+           "(%ld), ceil(1.25 * 24 * 2 / 8) = 8 (%ld)", big, tiny, moe_capacity(&c));
+}
+
 static void test_bad_input(void)
 {
     epb_err_t err;
@@ -561,6 +622,7 @@ int main(void)
     test_scale_rows(be);
     test_permute(be);
     test_fp8(be);
+    test_capacity();
     test_bias_update();
     test_init();
     test_bad_input();
