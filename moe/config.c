@@ -51,7 +51,7 @@ const char *moe_drop_name(moe_drop_t d) { return d == MOE_DROP_POSITION ? "posit
 long moe_capacity(const moe_config_t *c)
 {
     if (!(c->capacity_factor > 0)) return 0;
-    long G = c->cap_group > 0 ? c->cap_group : c->T;
+    long G = moe_capacity_group(c);
     double cap = ceil(c->capacity_factor * (double)G * c->k / c->E);
     /* an expert gets a token at most once: a capacity above G keeps every pair */
     return cap < 1 ? 1 : cap > (double)G ? G : (long)cap;

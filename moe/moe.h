@@ -65,6 +65,8 @@ const char *moe_drop_name(moe_drop_t d);
 /* The pairs one expert keeps per capacity group: ceil(capacity_factor * G * k / E) with G = cap_group (T when 0),
  * at least 1; 0 without a capacity. */
 long moe_capacity(const moe_config_t *c);
+/* The tokens of one capacity group: cap_group, or T when 0 */
+static inline long moe_capacity_group(const moe_config_t *c) { return c->cap_group > 0 ? c->cap_group : c->T; }
 /* The capacity rule on N tokens' routing (idx, w: (N,k) as the router left them; N a multiple of the group size G,
  * tokens in global order): in each group of G tokens, expert e keeps its cap pairs with the largest gate weight
  * (MOE_DROP_PROBS; ties: the earlier token) or of the earliest tokens (MOE_DROP_POSITION). assign (N*k) is idx

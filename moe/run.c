@@ -339,8 +339,10 @@ int moe_run_create(moe_run_t *r, const moe_spec_t *spec, const moe_config_t *cfg
     moe_backend_guard(be);
     r->bufs = calloc(1, sizeof(bufs_t));
     r->counts = calloc((size_t)cfg->E, sizeof *r->counts);
-    r->tpe = calloc(2 * (size_t)cfg->E, sizeof *r->tpe); /* tpe, then kept: one all-reduce with a capacity */
-    r->kept = r->tpe ? r->tpe + cfg->E : NULL;
+    /* with a capacity the kept counts follow tpe (one all-reduce of both); without, they are tpe itself */
+    int capped = cfg->capacity_factor > 0;
+    r->tpe = calloc((size_t)cfg->E * (capped ? 2 : 1), sizeof *r->tpe);
+    r->kept = r->tpe && capped ? r->tpe + cfg->E : r->tpe;
     r->bias_after = calloc((size_t)cfg->E, sizeof *r->bias_after);
     r->chunks = (int)moe_spec_get(spec, "chunks");
     if (r->chunks < 1 || !r->st->pipe_fwd) r->chunks = 1; /* only a pipelined strategy declares chunks */
@@ -526,9 +528,8 @@ int moe_run_forward(moe_run_t *r, epb_err_t *err)
         size_t Tk = (size_t)c->T * (size_t)c->k;
         MOE_DO(be->ops->to_host(be, r->assign_h, r->topk_idx, Tk * 4));
         MOE_DO(be->ops->to_host(be, r->gate_h, r->topk_w, Tk * 4));
-        long G = c->cap_group > 0 ? c->cap_group : c->T;
-        r->dropped = moe_capacity_drop(r->assign_h, r->gate_h, c->T, c->k, c->E, G, moe_capacity(c), c->drop_policy,
-                                       r->assign_h, r->kept);
+        r->dropped = moe_capacity_drop(r->assign_h, r->gate_h, c->T, c->k, c->E, moe_capacity_group(c), moe_capacity(c),
+                                       c->drop_policy, r->assign_h, r->kept);
         if (r->dropped < 0) return epb_fail(err, EPB_ESYS, "rank %d: out of memory (expert capacity)", r->rank);
         MOE_DO(be->ops->to_backend(be, r->assign, r->assign_h, Tk * 4));
     }
@@ -536,7 +537,6 @@ int moe_run_forward(moe_run_t *r, epb_err_t *err)
      * the kept pairs per expert beside it in the same all-reduce */
     MOE_PHASE(MOE_PH_LAYOUT);
     MOE_DO(moe_allreduce_host(r, r->tpe, (size_t)c->E * (c->capacity_factor > 0 ? 2 : 1), EPB_DT_I64));
-    if (!(c->capacity_factor > 0)) memcpy(r->kept, r->tpe, (size_t)c->E * sizeof *r->kept);
     int rc = r->st->dispatch(r, err);
     if (!rc) rc = r->st->pipe_fwd ? pipeline(r, r->st->pipe_fwd, 0, err) : experts_chunk(r, 0, 0, err);
     if (!rc) rc = r->st->combine(r, err);
@@ -827,7 +827,7 @@ int moe_check_global(const moe_global_t *g, const moe_config_t *cfg, int P, doub
     c.dtype = MOE_F32; /* the reference is float32; for a bf16 run, on the bf16-rounded inputs the run had */
     c.T = (long)P * cfg->T;
     /* the capacity rule per rank's T tokens, as the run applied it; padding changes rows, not the layer */
-    c.cap_group = cfg->cap_group > 0 ? cfg->cap_group : cfg->T;
+    c.cap_group = moe_capacity_group(cfg);
     c.pad_to_capacity = false;
     moe_backend_t *be = NULL;
     moe_run_t L, U;

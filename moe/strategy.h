@@ -187,7 +187,7 @@ struct moe_run {
                                   * without a capacity); topk_idx stays the router's choice (route_bwd, the check) */
     int64_t *counts;             /* (E) host: this rank's selections */
     int64_t *tpe;                /* (E) host: tokens_per_expert, all-reduced over the group */
-    int64_t *kept;               /* (E) host: the pairs of each expert that assign keeps, all-reduced (= tpe
+    int64_t *kept;               /* (E) host: the pairs of each expert that assign keeps, all-reduced (tpe itself
                                   * without a capacity): the rows its owner computes */
     int32_t *assign_h;           /* (T,k) host scratch of the capacity rule (NULL without a capacity) */
     float *gate_h;               /* (T,k) likewise */
