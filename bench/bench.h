@@ -71,6 +71,8 @@ typedef struct {
     int ncapacity;
     int drop_policy, drop_policy_given; /* --drop-policy (moe_drop_t; probs) */
     int pad_to_capacity;      /* --pad-to-capacity */
+    long redundant[BENCH_MAX_LIST]; /* --redundant LIST (0: none; one 0 by default) */
+    int nredundant;
     int decode;               /* --decode: decode-size batches (--tokens 1..BENCH_DECODE_T, default 1,2,4..256) */
 } bench_opts_t;
 

@@ -35,7 +35,8 @@ static int enumerate(const bench_opts_t *o, moe_case_t *cases, int max, epb_err_
                 for (int t = 0; t < o->ntokens; t++)
                     for (int d = 0; d < o->nhidden; d++)
                         for (int f = 0; f < o->nffn; f++)
-                        for (int cf = 0; cf < o->ncapacity; cf++) {
+                        for (int cf = 0; cf < o->ncapacity; cf++)
+                        for (int rd = 0; rd < o->nredundant; rd++) {
                             if (n == max) {
                                 epb_fail(err, EPB_EUSAGE, "the sweep has more than %d configurations", max);
                                 return -1;
@@ -61,6 +62,7 @@ static int enumerate(const bench_opts_t *o, moe_case_t *cases, int max, epb_err_
                             c.capacity_factor = o->capacity[cf];
                             c.drop_policy = (moe_drop_t)o->drop_policy;
                             c.pad_to_capacity = o->pad_to_capacity && o->capacity[cf] > 0; /* the capped ones */
+                            c.redundant = (int)o->redundant[rd];
                             c.shared = o->shared;
                             /* the shared experts' FFN: given (or the preset's), else the expert FFN's */
                             c.Fs = !o->shared ? 0 : o->shared_ffn ? o->shared_ffn / o->scale_down : c.F;
@@ -103,7 +105,8 @@ int bench_moe_plan(const bench_opts_t *o, int P, epb_err_t *err)
     for (int i = 0; i < n && !rc; i++) {
         const moe_config_t *c = &cases[i].cfg;
         const moe_case_t *mc = &cases[i];
-        int El = cases[i].spec.st->replicated ? c->E : c->E / P;
+        /* a rank's expert slots, and with redundant experts the summed gradients of up to R replicated ones */
+        int El = cases[i].spec.st->replicated ? c->E : (c->E + c->redundant) / P + c->redundant;
         if (c->D < 1 || c->F < 1 || (c->shared && c->Fs < 1)) {
             rc = epb_fail(err, EPB_EUSAGE, "--scale-down %d leaves nothing of --hidden %ld, --ffn %ld%s: sizes must stay "
                           ">= 1", o->scale_down, mc->D0, mc->F0, c->shared ? " or --shared-ffn" : "");
@@ -115,6 +118,12 @@ int bench_moe_plan(const bench_opts_t *o, int P, epb_err_t *err)
         else if (c->dtype != MOE_F32 && o->train)
             rc = epb_fail(err, EPB_EUSAGE, "--train: the SGD update is implemented for --dtype f32 only");
         else if (c->E % P) rc = epb_fail(err, EPB_EUSAGE, "--experts %d cannot be divided over %d ranks (E %% ranks must be 0)", c->E, P);
+        else if (c->redundant % P)
+            rc = epb_fail(err, EPB_EUSAGE, "--redundant %d cannot be divided over %d ranks (R %% ranks must be 0)",
+                          c->redundant, P);
+        else if (c->redundant && cases[i].spec.st->replicated)
+            rc = epb_fail(err, EPB_EUSAGE, "--redundant %d: %s holds every expert on every rank, nothing to replicate",
+                          c->redundant, cases[i].spec.st->name);
         else if (c->pad_to_capacity && (!cases[i].spec.st->pads || moe_spec_get(&cases[i].spec, "chunks") > 1))
             rc = epb_fail(err, EPB_EUSAGE, "--pad-to-capacity: %s%s has no per-expert block to pad (%s); tp2ep in one "
                           "chunk pads", cases[i].spec.st->name, cases[i].spec.st->pads ? " in chunks" : "",

@@ -19,7 +19,7 @@ enum {
     OPT_SKEW, OPT_BIAS_COEFF, OPT_DUMP, OPT_TRAIN, OPT_LR, OPT_LOSS_CSV, OPT_DEVICE, OPT_PER_RANK, OPT_OVERSUB,
     OPT_HOSTFILE, OPT_TIMEOUT, OPT_MODEL, OPT_SCALE_DOWN, OPT_SHARED, OPT_SHARED_FFN, OPT_GATE_BEFORE, OPT_ROUTE_SCALE,
     OPT_GROUPS, OPT_TOPK_GROUPS, OPT_QUIET, OPT_DRY_RUN, OPT_DECODE,
-    OPT_DISPATCH_DTYPE, OPT_CAPACITY, OPT_DROP_POLICY, OPT_PAD_CAPACITY,
+    OPT_DISPATCH_DTYPE, OPT_CAPACITY, OPT_DROP_POLICY, OPT_PAD_CAPACITY, OPT_REDUNDANT,
 };
 
 static const struct option long_opts[] = {
@@ -77,6 +77,7 @@ static const struct option long_opts[] = {
     { "capacity-factor", required_argument, 0, OPT_CAPACITY },
     { "drop-policy", required_argument, 0, OPT_DROP_POLICY },
     { "pad-to-capacity", no_argument, 0, OPT_PAD_CAPACITY },
+    { "redundant", required_argument, 0, OPT_REDUNDANT },
     { "help", no_argument, 0, 'h' },
     { "version", no_argument, 0, OPT_VERSION },
     { "dry-run", no_argument, 0, OPT_DRY_RUN },
@@ -147,6 +148,11 @@ void bench_usage(FILE *f)
 "  --pad-to-capacity     every (source rank, expert) block of the dispatch padded with zero rows to the\n"
 "                        capacity: even all-to-all splits, fixed expert rows (static shapes; tp2ep in one\n"
 "                        chunk; at 1 rank nothing is exchanged and nothing padded)\n"
+"  --redundant LIST      redundant experts (DeepSeek's EPLB): R more expert slots (R a multiple of the ranks),\n"
+"                        the most loaded experts of the first batch replicated and packed by EPLB's greedy rule;\n"
+"                        a replicated expert's pairs split among its replicas by token, their gradients summed.\n"
+"                        The CSV's load_plain and load_max: the busiest rank's rows without and with. 0: none\n"
+"                        (0,4 compares them; default 0). Not with local or --pad-to-capacity\n"
 "  --shared S            S shared SwiGLU experts every token passes through, added to y (default 0)\n"
 "  --shared-ffn F        their FFN size each (default: the expert FFN size); needs --shared\n"
 "  --model NAME|list     a published configuration (E, k, router, route-norm/scale, groups, gate-before, shared\n"
@@ -563,6 +569,10 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
             break;
         }
         case OPT_PAD_CAPACITY: o->pad_to_capacity = 1; moe_opt = 1; break;
+        case OPT_REDUNDANT:
+            rc = list_opt("--redundant", optarg, 0, MOE_MAX_REDUNDANT, o->redundant, &o->nredundant, err);
+            moe_opt = 1;
+            break;
         case OPT_TOPK_GROUPS: rc = int_opt("--topk-groups", optarg, 1, MOE_MAX_GROUPS, &o->topk_groups, err); moe_opt = 1; break;
         case OPT_ROUTE_NORM: o->route_norm = 1; moe_opt = 1; break;
         case OPT_SKEW:
@@ -638,6 +648,7 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
     if (o->pad_to_capacity && !capped)
         return epb_fail(err, EPB_EUSAGE, "--pad-to-capacity needs an expert capacity (--capacity-factor C, C > 0)");
     if (!o->ncapacity) o->ncapacity = 1; /* capacity[0] = 0: none */
+    if (!o->nredundant) o->nredundant = 1; /* redundant[0] = 0: none */
     if (o->decode && o->train)
         return epb_fail(err, EPB_EUSAGE, "--decode measures decode-size steps; --train %d runs a loss curve instead: "
                         "give one of them", o->train);

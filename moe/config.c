@@ -14,7 +14,7 @@ moe_config_t moe_config_default(void)
                            .route_norm = false, .skew = 0, .bias_coeff = 1e-3, .seed = 1, .dtype = MOE_F32,
                            .route_scale = 1, .groups = 1, .topk_groups = 1, .gate_before = false, .shared = 0,
                            .Fs = 0, .dispatch_fp8 = false, .capacity_factor = 0, .drop_policy = MOE_DROP_PROBS,
-                           .pad_to_capacity = false, .cap_group = 0 };
+                           .pad_to_capacity = false, .cap_group = 0, .redundant = 0 };
 }
 
 moe_route_t moe_route_of(const moe_config_t *c)
@@ -36,6 +36,7 @@ void moe_config_params(const moe_config_t *c, char *buf, size_t n)
     if (c->capacity_factor > 0)
         ADD("%scapacity_factor=%g;drop_policy=%s%s", u ? ";" : "", c->capacity_factor, moe_drop_name(c->drop_policy),
             c->pad_to_capacity ? ";pad_to_capacity=1" : "");
+    if (c->redundant > 0) ADD("%sredundant=%d", u ? ";" : "", c->redundant);
 #undef ADD
 }
 
@@ -55,6 +56,70 @@ long moe_capacity(const moe_config_t *c)
     double cap = ceil(c->capacity_factor * (double)G * c->k / c->E);
     /* an expert gets a token at most once: a capacity above G keeps every pair */
     return cap < 1 ? 1 : cap > (double)G ? G : (long)cap;
+}
+
+/* ---- redundant experts ---- */
+
+int moe_redundant_place(const int64_t *load, int E, int R, int P, int32_t *slot_log)
+{
+    int Ep = E + R, S = Ep / P;
+    int *n = malloc(sizeof *n * (size_t)E), *order = malloc(sizeof *order * (size_t)Ep), *rank_of = malloc(sizeof *rank_of * (size_t)Ep),
+        *used = calloc((size_t)P, sizeof *used);
+    double *sum = calloc((size_t)P, sizeof *sum);
+    unsigned char *holds = calloc((size_t)P * (size_t)E, 1);
+    if (!n || !order || !rank_of || !used || !sum || !holds) {
+        free(n), free(order), free(rank_of), free(used), free(sum), free(holds);
+        return -1;
+    }
+    for (int e = 0; e < E; e++) n[e] = 1;
+    for (int i = 0; i < R; i++) { /* load_a / n_a > load_b / n_b, exactly: load_a n_b > load_b n_a */
+        int best = 0;
+        for (int e = 1; e < E; e++)
+            if ((double)load[e] * n[best] > (double)load[best] * n[e]) best = e;
+        n[best]++;
+    }
+    /* the replicas, heaviest first: expert e's n_e entries together (a stable order of the experts by weight) */
+    int m = 0;
+    for (int e = 0; e < E; e++) order[m++] = e;
+    for (int i = 1; i < E; i++) { /* insertion sort, stable: ties keep the lower expert first */
+        int e = order[i], j = i;
+        while (j > 0 && (double)load[e] * n[order[j - 1]] > (double)load[order[j - 1]] * n[e]) order[j] = order[j - 1], j--;
+        order[j] = e;
+    }
+    int q = 0;
+    for (int i = 0; i < E; i++) {
+        int e = order[i];
+        double wgt = (double)load[e] / n[e];
+        for (int j = 0; j < n[e]; j++) {
+            int best = -1, best_held = 1;
+            for (int p = 0; p < P; p++) {
+                if (used[p] == S) continue;
+                int held = holds[(size_t)p * E + e];
+                if (best < 0 || held < best_held || (held == best_held && sum[p] < sum[best])) best = p, best_held = held;
+            }
+            used[best]++, sum[best] += wgt, holds[(size_t)best * E + e] = 1;
+            rank_of[q++] = best * Ep + e; /* sorted below: by rank, then expert */
+        }
+    }
+    for (int i = 1; i < Ep; i++) { /* insertion sort of rank*Ep+e: each rank's slots, ascending expert */
+        int v = rank_of[i], j = i;
+        while (j > 0 && rank_of[j - 1] > v) rank_of[j] = rank_of[j - 1], j--;
+        rank_of[j] = v;
+    }
+    for (int i = 0; i < Ep; i++) slot_log[i] = rank_of[i] % Ep;
+    free(n), free(order), free(rank_of), free(used), free(sum), free(holds);
+    return 0;
+}
+
+void moe_replica_index(const int32_t *slot_log, int E, int R, int32_t *rep_off, int32_t *rep_slot)
+{
+    int Ep = E + R;
+    for (int e = 0; e <= E; e++) rep_off[e] = 0;
+    for (int s = 0; s < Ep; s++) rep_off[slot_log[s] + 1]++;
+    for (int e = 0; e < E; e++) rep_off[e + 1] += rep_off[e];
+    for (int e = 0; e < E; e++) /* slots ascending within each expert */
+        for (int u = 0, j = rep_off[e]; u < Ep; u++)
+            if (slot_log[u] == e) rep_slot[j++] = u;
 }
 
 /* the pairs of one expert in a group, in token order; with MOE_DROP_PROBS sorted by weight, larger first */
@@ -257,6 +322,11 @@ int moe_config_validate(const moe_config_t *c, epb_err_t *err)
         return epb_fail(err, EPB_EUSAGE, "--pad-to-capacity needs an expert capacity (--capacity-factor C)");
     if (c->cap_group < 0 || (c->cap_group > 0 && c->T % c->cap_group))
         return epb_fail(err, EPB_EUSAGE, "capacity group of %ld tokens does not divide --tokens %ld", c->cap_group, c->T);
+    if (c->redundant < 0 || c->redundant > MOE_MAX_REDUNDANT)
+        return epb_fail(err, EPB_EUSAGE, "--redundant %d must be from 0 to %d", c->redundant, MOE_MAX_REDUNDANT);
+    if (c->redundant > 0 && c->pad_to_capacity)
+        return epb_fail(err, EPB_EUSAGE, "--pad-to-capacity with --redundant: a replica serves a share of its expert's "
+                        "capacity that the split does not fix, so there is no block size to pad to; use one");
     /* row indices are int32 in the ops; GEMM sizes are int in cblas */
     if ((double)c->T * c->k > 2147483647.0 || (double)c->D * c->F > 2147483647.0)
         return epb_fail(err, EPB_EUSAGE, "--tokens %ld x --top-k %d or --hidden x --ffn exceed 2^31-1", c->T, c->k);

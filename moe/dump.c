@@ -133,13 +133,13 @@ int moe_dump_write(const char *dir, const moe_dump_t *d, epb_err_t *err)
                      "  \"dtype\": \"%s\",\n  \"route_scale\": %.17g,\n  \"groups\": %d,\n  \"topk_groups\": %d,\n"
                      "  \"gate_before\": %s,\n  \"shared\": %d,\n  \"shared_ffn\": %ld,\n  \"dispatch_dtype\": \"%s\",\n"
                      "  \"capacity_factor\": %.17g,\n  \"drop_policy\": \"%s\",\n  \"capacity\": %ld,\n"
-                     "  \"pad_to_capacity\": %s\n}\n",
+                     "  \"pad_to_capacity\": %s,\n  \"redundant\": %d\n}\n",
                      d->strategy, d->ranks, c->T, c->D, c->F, c->E, c->k, moe_router_name(c->router), c->skew,
                      c->route_norm ? "true" : "false", c->bias_coeff, (unsigned long long)c->seed,
                      moe_dtype_name(c->dtype), c->route_scale, c->groups, c->topk_groups,
                      c->gate_before ? "true" : "false", c->shared, c->Fs, c->dispatch_fp8 ? "fp8" : "act",
                      c->capacity_factor, moe_drop_name(c->drop_policy), moe_capacity(c),
-                     c->pad_to_capacity ? "true" : "false");
+                     c->pad_to_capacity ? "true" : "false", c->redundant);
     snprintf(path, sizeof path, "%s/config.json", dir);
     return write_atomic(path, json, (size_t)n, NULL, 0, err);
 }

@@ -44,18 +44,23 @@ typedef struct {
     bool pad_to_capacity;   /* every (source, expert) block of the dispatch padded with zero rows to the capacity:
                              * the all-to-all's splits and the experts' rows fixed, as static-shape kernels need */
     long cap_group;         /* tokens per capacity group; 0: T (the check's reference sets the run's T) */
+    /* redundant experts (DeepSeek's EPLB): E + redundant expert slots, (E + redundant)/P per rank; every expert has
+     * one slot and the most loaded ones more (moe_redundant_place); a pair of a replicated expert goes to one of
+     * its replicas (moe_replica_pick) and the replicas' gradients are summed. The layer stays the unreplicated one:
+     * only where its rows are computed changes. 0: none. */
+    int redundant;
 } moe_config_t;
 
 /* T=2048 D=1024 F=2048 E=16 k=2 softmax, no renormalisation, skew 0, bias_coeff 1e-3, seed 1, f32; route_scale 1,
  * groups 1 (topk_groups 1), gate after the experts, no shared experts, dispatch in the activation dtype, no expert
- * capacity (drop policy probs) */
+ * capacity (drop policy probs), no redundant experts */
 moe_config_t moe_config_default(void);
 /* EPB_EUSAGE with a one-line message naming the option ("--top-k 5 exceeds --experts 4"). */
 int moe_config_validate(const moe_config_t *c, epb_err_t *err);
 /* The router's rule of c (ops.h) */
 moe_route_t moe_route_of(const moe_config_t *c);
 /* The layer features of c that are not default, "key=val;..." in this order: shared, shared_ffn, gate_before,
- * route_scale, groups, topk_groups, dispatch_dtype, capacity_factor, drop_policy, pad_to_capacity ("" when none):
+ * route_scale, groups, topk_groups, dispatch_dtype, capacity_factor, drop_policy, pad_to_capacity, redundant ("" when none):
  * the CSV's params column after the strategy's parameters. */
 void moe_config_params(const moe_config_t *c, char *buf, size_t n);
 
@@ -74,6 +79,29 @@ static inline long moe_capacity_group(const moe_config_t *c) { return c->cap_gro
  * dropped, or -1 out of memory. */
 long moe_capacity_drop(const int32_t *idx, const float *w, long N, int k, int E, long G, long cap, moe_drop_t policy,
                        int32_t *assign, int64_t *kept);
+
+/* ---- redundant experts (--redundant) ---- */
+#define MOE_MAX_REDUNDANT 65536
+/* EPLB's placement of E experts with loads load[E] (pairs per expert, measured) on P ranks of S = (E+R)/P slots
+ * each, into slot_log[E+R] (the expert each slot holds; rank p holds slots [p S, (p+1) S)):
+ *   1. replicas: every expert has one; R times, the expert of the largest load per replica, load_e / n_e, gains
+ *      one (ties: the lower expert);
+ *   2. packing: the E+R replicas, each of weight load_e / n_e, heaviest first (ties: the lower expert), each to the
+ *      rank of least weight so far among those with a free slot that hold no replica of its expert yet (when every
+ *      rank with a free slot holds one: among those; ties: the lower rank);
+ *   3. a rank's slots in ascending expert order.
+ * R % P == 0 (the caller's check). Returns 0, or -1 out of memory. */
+int moe_redundant_place(const int64_t *load, int E, int R, int P, int32_t *slot_log);
+/* The replicas of each expert from a placement: expert e's are rep_slot[rep_off[e] .. rep_off[e+1]), ascending
+ * (rep_off: E+1 values, rep_slot: E+R). */
+void moe_replica_index(const int32_t *slot_log, int E, int R, int32_t *rep_off, int32_t *rep_slot);
+/* The slot that serves global token t's pair with expert e: its replicas taken in turn by token,
+ * rep_slot[rep_off[e] + t % n_e] (n_e = its replica count): a deterministic, even split. */
+static inline int32_t moe_replica_pick(const int32_t *rep_off, const int32_t *rep_slot, int32_t e, long t)
+{
+    int32_t n = rep_off[e + 1] - rep_off[e];
+    return rep_slot[rep_off[e] + (n > 1 ? (int32_t)(t % n) : 0)];
+}
 
 /* ---- published configurations (--model NAME) ---- */
 /* The routed-expert layer of a model as its published configuration gives it. T is not here (--tokens stays the

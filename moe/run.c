@@ -246,8 +246,54 @@ int moe_rows_reserve(moe_run_t *r, long rows, epb_err_t *err)
     return EPB_OK;
 }
 
+/* Redundant experts: the load of the run's first batch (its tokens routed with the initial router and bias,
+ * untimed; every rank's pairs summed, with a capacity those it keeps) placed by EPLB's rule (moe_redundant_place),
+ * the same on every rank; the replica tables and gw. */
+static int place_redundant(moe_run_t *r, epb_err_t *err)
+{
+    const moe_config_t *c = &r->cfg;
+    moe_backend_t *be = r->be;
+    int E = c->E, Ep = r->Ep;
+    if (be->ops->route_forward(be, r->scores, r->topk_idx, r->topk_w, r->counts, r->x, r->Wr, r->bias, c->T, c->D, E,
+                               c->k, moe_route_of(c)) || be->ops->sync(be))
+        return epb_fail(err, EPB_ESYS, "rank %d: routing the first batch (--redundant): %s", r->rank, be->err.msg);
+    int64_t *load = malloc(sizeof *load * (size_t)E);
+    r->slot_log = malloc(sizeof *r->slot_log * (size_t)Ep);
+    r->rep_off = malloc(sizeof *r->rep_off * ((size_t)E + 1));
+    r->rep_slot = malloc(sizeof *r->rep_slot * (size_t)Ep);
+    r->rep_idx = malloc(sizeof *r->rep_idx * (size_t)E);
+    if (!load || !r->slot_log || !r->rep_off || !r->rep_slot || !r->rep_idx) {
+        free(load);
+        return epb_fail(err, EPB_ESYS, "rank %d: out of memory (--redundant)", r->rank);
+    }
+    memcpy(load, r->counts, sizeof *load * (size_t)E);
+    if (c->capacity_factor > 0) { /* what the experts compute: the pairs the capacity keeps */
+        size_t Tk = (size_t)c->T * (size_t)c->k;
+        if (be->ops->to_host(be, r->assign_h, r->topk_idx, Tk * 4) || be->ops->to_host(be, r->gate_h, r->topk_w, Tk * 4)) {
+            free(load);
+            return epb_fail(err, EPB_ESYS, "rank %d: %s", r->rank, be->err.msg);
+        }
+        if (moe_capacity_drop(r->assign_h, r->gate_h, c->T, c->k, E, moe_capacity_group(c), moe_capacity(c),
+                              c->drop_policy, r->assign_h, load) < 0) {
+            free(load);
+            return epb_fail(err, EPB_ESYS, "rank %d: out of memory (--redundant)", r->rank);
+        }
+    }
+    int rc = epb_allreduce(r->hcomm, load, load, (size_t)E, EPB_DT_I64, EPB_SUM);
+    if (rc) epb_fail(err, rc, "rank %d: %s", r->rank, r->hcomm->err.msg);
+    else if (moe_redundant_place(load, E, c->redundant, r->P, r->slot_log))
+        rc = epb_fail(err, EPB_ESYS, "rank %d: out of memory (--redundant)", r->rank);
+    free(load);
+    if (rc) return rc;
+    moe_replica_index(r->slot_log, E, c->redundant, r->rep_off, r->rep_slot);
+    r->nrep = 0;
+    for (int e = 0; e < E; e++) r->rep_idx[e] = r->rep_off[e + 1] - r->rep_off[e] > 1 ? r->nrep++ : -1;
+    size_t gn = 3 * (size_t)r->nrep * (size_t)c->D * (size_t)c->F * moe_dtype_size(c->dtype);
+    return r->nrep && !(r->gw = moe_alloc(r, gn, err)) ? EPB_ESYS : EPB_OK;
+}
+
 /* the run's own tensors for the owned experts, seeded by global index: x and dy of tokens rank*T.., Wr,
- * expert_bias = 0, experts e0..e0+El */
+ * expert_bias = 0, the experts of slots e0..e0+El */
 static int alloc_seed(moe_run_t *r, epb_err_t *err)
 {
     const moe_config_t *c = &r->cfg;
@@ -265,7 +311,7 @@ static int alloc_seed(moe_run_t *r, epb_err_t *err)
         !(r->rwork = moe_alloc(r, T * E * 4, err)) || !(r->d_gate = moe_alloc(r, T * k * 4, err)))
         return EPB_ESYS;
     r->assign = r->topk_idx;
-    if (c->capacity_factor > 0 && !(r->assign = moe_alloc(r, T * k * 4, err))) return EPB_ESYS;
+    if ((c->capacity_factor > 0 || c->redundant > 0) && !(r->assign = moe_alloc(r, T * k * 4, err))) return EPB_ESYS;
     size_t SF = (size_t)c->shared * (size_t)c->Fs, sn = D * SF;
     if (SF && (!(r->sw1 = moe_alloc(r, sn * ab, err)) || !(r->sw3 = moe_alloc(r, sn * ab, err)) ||
                !(r->sw2 = moe_alloc(r, sn * ab, err)) || !(r->dsw1 = moe_alloc(r, sn * ab, err)) ||
@@ -286,22 +332,49 @@ static int alloc_seed(moe_run_t *r, epb_err_t *err)
         moe_init_shared(sw[0], sw[1], sw[2], c);
         rc = moe_act_to_backend(be, sdst[i], h, sn);
     }
-    float *w[3] = { NULL, NULL, NULL };
-    void *dst[3] = { r->w1, r->w3, r->w2 };
-    for (int i = 0; i < 3 && !rc; i++) {
-        w[0] = w[1] = w[2] = NULL;
-        w[i] = h;
-        moe_init_weights(NULL, w[0], w[1], w[2], c, r->e0, r->El);
-        rc = moe_act_to_backend(be, dst[i], h, wn);
-    }
     moe_init_weights(h, NULL, NULL, NULL, c, 0, 0);
     if (!rc) rc = be->ops->to_backend(be, r->Wr, h, D * E * 4) || be->ops->zero(be, r->bias, E * 4);
     moe_init_tokens(h, c, MOE_STREAM_X, (long)r->rank * c->T, c->T);
     if (!rc) rc = moe_act_to_backend(be, r->x, h, T * D);
     moe_init_tokens(h, c, MOE_STREAM_DY, (long)r->rank * c->T, c->T);
     if (!rc) rc = moe_act_to_backend(be, r->dy, h, T * D);
+    if (rc) {
+        free(h);
+        return epb_fail(err, EPB_ESYS, "rank %d: initialising: %s", r->rank, be->err.msg);
+    }
+    if (c->redundant > 0 && (rc = place_redundant(r, err))) {
+        free(h);
+        return rc;
+    }
+    /* the owned slots' experts, each seeded as the expert it holds (consecutive experts without redundant ones) */
+    float *w[3] = { NULL, NULL, NULL };
+    void *dst[3] = { r->w1, r->w3, r->w2 };
+    size_t DF = D * (size_t)c->F;
+    for (int i = 0; i < 3 && !rc; i++) {
+        w[0] = w[1] = w[2] = NULL;
+        w[i] = h;
+        if (!r->slot_log) moe_init_weights(NULL, w[0], w[1], w[2], c, r->e0, r->El);
+        for (int a = 0; r->slot_log && a < r->El; a++, w[i] += DF)
+            moe_init_weights(NULL, w[0], w[1], w[2], c, r->slot_log[r->e0 + a], 1);
+        rc = moe_act_to_backend(be, dst[i], h, wn);
+    }
     free(h);
     return rc ? epb_fail(err, EPB_ESYS, "rank %d: initialising: %s", r->rank, be->err.msg) : EPB_OK;
+}
+
+/* the counts of the layout all-reduce: tokens_per_expert, then the kept pairs per expert (with a capacity) and per
+ * slot (with redundant experts) */
+static size_t layout_n(const moe_run_t *r)
+{
+    const moe_config_t *c = &r->cfg;
+    return (size_t)c->E * (c->capacity_factor > 0 ? 2 : 1) + (c->redundant > 0 ? (size_t)r->Ep : 0);
+}
+
+/* the stage of small host arrays through a device communicator: the layout's counts, or two E-sized halves */
+static size_t stage_bytes(const moe_run_t *r)
+{
+    size_t n = layout_n(r), two = 2 * (size_t)r->cfg.E;
+    return (n > two ? n : two) * 8 + 64;
 }
 
 int moe_run_create(moe_run_t *r, const moe_spec_t *spec, const moe_config_t *cfg, epb_comm_t *comm, epb_comm_t *hcomm,
@@ -330,7 +403,14 @@ int moe_run_create(moe_run_t *r, const moe_spec_t *spec, const moe_config_t *cfg
     r->rank = comm->rank;
     if (cfg->E % r->P)
         return epb_fail(err, EPB_EUSAGE, "--experts %d cannot be divided over %d ranks", cfg->E, r->P);
-    r->El = r->st->replicated ? cfg->E : cfg->E / r->P;
+    if (cfg->redundant > 0 && r->st->replicated)
+        return epb_fail(err, EPB_EUSAGE, "--redundant %d: %s holds every expert on every rank, nothing to replicate",
+                        cfg->redundant, r->st->name);
+    if (cfg->redundant % r->P)
+        return epb_fail(err, EPB_EUSAGE, "--redundant %d cannot be divided over %d ranks (R %% ranks must be 0)",
+                        cfg->redundant, r->P);
+    r->Ep = cfg->E + cfg->redundant;
+    r->El = r->st->replicated ? cfg->E : r->Ep / r->P;
     r->e0 = r->st->replicated ? 0 : r->rank * r->El;
     r->comm_dt = cfg->dtype == MOE_BF16 ? EPB_DT_BF16 : EPB_DT_F32;
     epb_tally_t hooks = { tally_enter, NULL, r };
@@ -339,24 +419,26 @@ int moe_run_create(moe_run_t *r, const moe_spec_t *spec, const moe_config_t *cfg
     moe_backend_guard(be);
     r->bufs = calloc(1, sizeof(bufs_t));
     r->counts = calloc((size_t)cfg->E, sizeof *r->counts);
-    /* with a capacity the kept counts follow tpe (one all-reduce of both); without, they are tpe itself */
+    /* with a capacity the kept counts follow tpe, with redundant experts the slots' (one all-reduce of all);
+     * without, they are tpe itself */
     int capped = cfg->capacity_factor > 0;
-    r->tpe = calloc((size_t)cfg->E * (capped ? 2 : 1), sizeof *r->tpe);
+    r->tpe = calloc(layout_n(r), sizeof *r->tpe);
     r->kept = r->tpe && capped ? r->tpe + cfg->E : r->tpe;
+    r->skept = r->tpe && cfg->redundant ? r->tpe + cfg->E * (capped ? 2 : 1) : r->kept;
     r->bias_after = calloc((size_t)cfg->E, sizeof *r->bias_after);
     r->chunks = (int)moe_spec_get(spec, "chunks");
     if (r->chunks < 1 || !r->st->pipe_fwd) r->chunks = 1; /* only a pipelined strategy declares chunks */
     r->offsets = calloc((size_t)r->chunks * ((size_t)r->El + 1), sizeof *r->offsets);
-    if (cfg->capacity_factor > 0) {
+    if (cfg->capacity_factor > 0 || cfg->redundant > 0) {
         r->assign_h = malloc((size_t)cfg->T * (size_t)cfg->k * sizeof *r->assign_h);
-        r->gate_h = malloc((size_t)cfg->T * (size_t)cfg->k * sizeof *r->gate_h);
-        if (!r->assign_h || !r->gate_h) rc = epb_fail(err, EPB_ESYS, "rank %d: out of memory", r->rank);
+        if (capped) r->gate_h = malloc((size_t)cfg->T * (size_t)cfg->k * sizeof *r->gate_h);
+        if (!r->assign_h || (capped && !r->gate_h)) rc = epb_fail(err, EPB_ESYS, "rank %d: out of memory", r->rank);
     }
     if (!r->bufs || !r->counts || !r->tpe || !r->bias_after || !r->offsets)
         rc = epb_fail(err, EPB_ESYS, "rank %d: out of memory", r->rank);
     for (int i = 0; i < 2 && !rc; i++)
         if (be->ops->event_create(be, &r->ev[i])) rc = epb_fail(err, EPB_ESYS, "rank %d: %s", r->rank, be->err.msg);
-    if (!rc && comm->mem != EPB_MEM_HOST && !(r->stage = moe_alloc(r, (size_t)cfg->E * 16 + 64, err))) rc = EPB_ESYS;
+    if (!rc && comm->mem != EPB_MEM_HOST && !(r->stage = moe_alloc(r, stage_bytes(r), err))) rc = EPB_ESYS;
     if (!rc) rc = alloc_seed(r, err);
     if (!rc && r->st->setup) rc = r->st->setup(r, err);
     if (rc) moe_run_destroy(r);
@@ -399,6 +481,10 @@ void moe_run_destroy(moe_run_t *r)
     free(r->tpe);
     free(r->assign_h);
     free(r->gate_h);
+    free(r->slot_log);
+    free(r->rep_off);
+    free(r->rep_slot);
+    free(r->rep_idx);
     free(r->bias_after);
     free(r->offsets);
     memset(r, 0, sizeof *r);
@@ -511,6 +597,32 @@ static int shared_experts(moe_run_t *r, int backward, epb_err_t *err)
     return EPB_OK;
 }
 
+/* Redundant experts: the weight gradients of this rank's slots of replicated experts added into gw (zeroed first),
+ * which grad_sync sums over the ranks: the experts' gradient assembled, a compute phase (experts_bwd) */
+static int replica_grads(moe_run_t *r, epb_err_t *err)
+{
+    moe_backend_t *be = r->be;
+    size_t DF = (size_t)r->cfg.D * (size_t)r->cfg.F, ab = moe_dtype_size(r->cfg.dtype), nr = (size_t)r->nrep;
+    void *dw[3] = { r->dw1, r->dw3, r->dw2 };
+    MOE_PHASE(MOE_PH_EXPERTS_BWD);
+    MOE_DO(be->ops->zero(be, r->gw, 3 * nr * DF * ab));
+    for (int a = 0; a < r->El; a++) {
+        int j = r->rep_idx[r->slot_log[r->e0 + a]];
+        for (int i = 0; j >= 0 && i < 3; i++)
+            MOE_DO(be->ops->add(be, (char *)r->gw + ((size_t)i * nr + (size_t)j) * DF * ab, (char *)dw[i] + (size_t)a * DF * ab, DF));
+    }
+    return EPB_OK;
+}
+
+/* The gradient the update reads for weight i (0 w1, 1 w3, 2 w2) of local slot a: gw's for a replicated expert */
+static void *slot_grad(const moe_run_t *r, int i, int a)
+{
+    size_t DF = (size_t)r->cfg.D * (size_t)r->cfg.F, ab = moe_dtype_size(r->cfg.dtype);
+    int j = r->slot_log ? r->rep_idx[r->slot_log[r->e0 + a]] : -1;
+    void *dw[3] = { r->dw1, r->dw3, r->dw2 };
+    return j >= 0 ? (char *)r->gw + ((size_t)i * (size_t)r->nrep + (size_t)j) * DF * ab : (char *)dw[i] + (size_t)a * DF * ab;
+}
+
 int moe_run_forward(moe_run_t *r, epb_err_t *err)
 {
     const moe_config_t *c = &r->cfg;
@@ -524,19 +636,30 @@ int moe_run_forward(moe_run_t *r, epb_err_t *err)
     r->m.flop[MOE_PH_ROUTE] = 2.0 * (double)c->T * (double)c->D * (double)c->E;
     memcpy(r->tpe, r->counts, (size_t)c->E * sizeof *r->tpe);
     r->dropped = 0;
-    if (c->capacity_factor > 0) { /* the capacity rule on this rank's pairs (a capacity group of its T tokens) */
+    if (r->assign != r->topk_idx) { /* the pairs that reach an expert, and where, on the host */
         size_t Tk = (size_t)c->T * (size_t)c->k;
         MOE_DO(be->ops->to_host(be, r->assign_h, r->topk_idx, Tk * 4));
-        MOE_DO(be->ops->to_host(be, r->gate_h, r->topk_w, Tk * 4));
-        r->dropped = moe_capacity_drop(r->assign_h, r->gate_h, c->T, c->k, c->E, moe_capacity_group(c), moe_capacity(c),
-                                       c->drop_policy, r->assign_h, r->kept);
-        if (r->dropped < 0) return epb_fail(err, EPB_ESYS, "rank %d: out of memory (expert capacity)", r->rank);
+        if (c->capacity_factor > 0) { /* the capacity rule on this rank's pairs (a capacity group of its T tokens) */
+            MOE_DO(be->ops->to_host(be, r->gate_h, r->topk_w, Tk * 4));
+            r->dropped = moe_capacity_drop(r->assign_h, r->gate_h, c->T, c->k, c->E, moe_capacity_group(c),
+                                           moe_capacity(c), c->drop_policy, r->assign_h, r->kept);
+            if (r->dropped < 0) return epb_fail(err, EPB_ESYS, "rank %d: out of memory (expert capacity)", r->rank);
+        }
+        if (r->slot_log) { /* each kept pair to one of its expert's replicas (by global token), counted per slot */
+            memset(r->skept, 0, sizeof *r->skept * (size_t)r->Ep);
+            for (size_t i = 0; i < Tk; i++)
+                if (r->assign_h[i] >= 0) {
+                    int32_t s = moe_replica_pick(r->rep_off, r->rep_slot, r->assign_h[i], (long)r->rank * c->T + (long)(i / (size_t)c->k));
+                    r->assign_h[i] = s;
+                    r->skept[s]++;
+                }
+        }
         MOE_DO(be->ops->to_backend(be, r->assign, r->assign_h, Tk * 4));
     }
     /* layout: the global tokens_per_expert (the bias update and the owners' row counts need it), with a capacity
-     * the kept pairs per expert beside it in the same all-reduce */
+     * the kept pairs per expert, with redundant experts per slot, beside it in the same all-reduce */
     MOE_PHASE(MOE_PH_LAYOUT);
-    MOE_DO(moe_allreduce_host(r, r->tpe, (size_t)c->E * (c->capacity_factor > 0 ? 2 : 1), EPB_DT_I64));
+    MOE_DO(moe_allreduce_host(r, r->tpe, layout_n(r), EPB_DT_I64));
     int rc = r->st->dispatch(r, err);
     if (!rc) rc = r->st->pipe_fwd ? pipeline(r, r->st->pipe_fwd, 0, err) : experts_chunk(r, 0, 0, err);
     if (!rc) rc = r->st->combine(r, err);
@@ -559,6 +682,7 @@ int moe_run_backward(moe_run_t *r, epb_err_t *err)
     if (!rc) rc = r->st->pipe_bwd ? pipeline(r, r->st->pipe_bwd, 1, err) : experts_chunk(r, 0, 1, err);
     if (!rc) rc = r->st->dispatch_backward(r, err);
     if (!rc) rc = shared_experts(r, 1, err);
+    if (!rc && r->nrep) rc = replica_grads(r, err);
     if (rc) {
         drain(r);
         return rc;
@@ -576,6 +700,8 @@ int moe_run_backward(moe_run_t *r, epb_err_t *err)
         MOE_DO(epb_allreduce(r->comm, r->dw3, r->dw3, wn, r->comm_dt, EPB_SUM));
         MOE_DO(epb_allreduce(r->comm, r->dw2, r->dw2, wn, r->comm_dt, EPB_SUM));
     }
+    if (r->nrep) /* a replicated expert's gradient: the sum of its slots' */
+        MOE_DO(epb_allreduce(r->comm, r->gw, r->gw, 3 * (size_t)r->nrep * (size_t)c->D * (size_t)c->F, r->comm_dt, EPB_SUM));
     size_t sn = (size_t)c->D * (size_t)c->shared * (size_t)c->Fs; /* the shared experts see sharded tokens too */
     if (sn) {
         MOE_DO(epb_allreduce(r->comm, r->dsw1, r->dsw1, sn, r->comm_dt, EPB_SUM));
@@ -636,11 +762,14 @@ int moe_run_traffic(moe_run_t *r, int G, moe_traffic_t *t, epb_err_t *err)
     size_t n = (size_t)c->T * (size_t)c->k;
     int32_t *all = malloc(sizeof *all * n * (size_t)r->P);
     if (!all) return epb_fail(err, EPB_ESYS, "rank %d: out of memory (traffic)", r->rank);
-    int rc = gather_sharded(r, all, r->assign, n, 4, 0, err); /* the pairs that reached an expert */
+    int rc = gather_sharded(r, all, r->assign, n, 4, 0, err); /* the pairs that reached an expert (their slots) */
     moe_routing_t rt;
-    if (!rc && !(rc = moe_routing_exact(&rt, c, r->P, G, all, err))) {
+    moe_config_t pc = *c; /* the routing over the expert slots */
+    pc.E = r->Ep;
+    if (!rc && !(rc = moe_routing_exact(&rt, &pc, r->P, G, all, err))) {
         if (c->pad_to_capacity && r->P > 1) rt.pad = (double)moe_capacity(c); /* one rank: no exchange to pad */
-        if (!(rc = moe_traffic_init(t, r->P, G, c->E, err)) && (rc = moe_traffic_describe(&r->spec, c, &rt, t, err)))
+        rt.place = r->slot_log;
+        if (!(rc = moe_traffic_init(t, r->P, G, r->Ep, err)) && (rc = moe_traffic_describe(&r->spec, c, &rt, t, err)))
             moe_traffic_free(t);
         moe_routing_free(&rt);
     }
@@ -669,8 +798,13 @@ int moe_run_sgd(moe_run_t *r, double lr, epb_err_t *err)
     if (c->dtype != MOE_F32) return epb_fail(err, EPB_EUSAGE, "--train: only f32 is implemented");
     size_t wn = (size_t)r->El * (size_t)c->D * (size_t)c->F;
     size_t sn = (size_t)c->D * (size_t)c->shared * (size_t)c->Fs;
-    if (sgd_update(r->be, r->Wr, r->dWr, (size_t)c->D * (size_t)c->E, lr) || sgd_update(r->be, r->w1, r->dw1, wn, lr) ||
-        sgd_update(r->be, r->w3, r->dw3, wn, lr) || sgd_update(r->be, r->w2, r->dw2, wn, lr) ||
+    int bad = 0;
+    void *w[3] = { r->w1, r->w3, r->w2 };
+    for (int i = 0; i < 3 && !bad; i++) /* slot by slot with redundant experts (a replicated one reads gw) */
+        for (int a = 0; a < (r->slot_log ? r->El : 1) && !bad; a++)
+            bad = sgd_update(r->be, (char *)w[i] + (size_t)a * (wn / (size_t)r->El) * 4, slot_grad(r, i, a),
+                             r->slot_log ? wn / (size_t)r->El : wn, lr);
+    if (bad || sgd_update(r->be, r->Wr, r->dWr, (size_t)c->D * (size_t)c->E, lr) ||
         (sn && (sgd_update(r->be, r->sw1, r->dsw1, sn, lr) || sgd_update(r->be, r->sw3, r->dsw3, sn, lr) ||
                 sgd_update(r->be, r->sw2, r->dsw2, sn, lr))) ||
         r->be->ops->to_backend(r->be, r->bias, r->bias_after, (size_t)c->E * 4))
@@ -775,8 +909,23 @@ int moe_run_gather(moe_run_t *r, moe_global_t *g, epb_err_t *err)
         return epb_fail(err, EPB_ESYS, "rank %d: out of memory gathering the global tensors", r->rank);
     }
     for (int i = 0; i < 4 && !rc; i++) rc = gather_sharded(r, *tok[i], tsrc[i], T * D, 4, 1, err);
-    for (int i = 0; i < 6 && !rc; i++)
-        rc = r->El == c->E ? copy_host(r, *wts[i], wsrc[i], W * 4, 1, err) : gather_sharded(r, *wts[i], wsrc[i], wl, 4, 1, err);
+    /* with redundant experts: every slot, then each expert from its first slot, a replicated one's gradient from gw */
+    size_t DF = D * F, nr = (size_t)r->nrep;
+    float *slots = r->slot_log ? malloc((size_t)r->Ep * DF * 4) : NULL, *gwh = nr ? malloc(3 * nr * DF * 4) : NULL;
+    if ((r->slot_log && !slots) || (nr && !gwh)) rc = epb_fail(err, EPB_ESYS, "rank %d: out of memory gathering the global tensors", r->rank);
+    if (!rc && nr && moe_act_to_host(r->be, gwh, r->gw, 3 * nr * DF)) rc = epb_fail(err, EPB_ESYS, "%s", r->be->err.msg);
+    for (int i = 0; i < 6 && !rc; i++) {
+        float *dst = slots ? slots : *wts[i];
+        rc = r->El == c->E ? copy_host(r, dst, wsrc[i], W * 4, 1, err) : gather_sharded(r, dst, wsrc[i], wl, 4, 1, err);
+        for (size_t e = 0; !rc && slots && e < E; e++) {
+            int j = r->rep_idx[e];
+            const float *src = i >= 3 && j >= 0 ? gwh + ((size_t)(i - 3) * nr + (size_t)j) * DF
+                                                : slots + (size_t)r->rep_slot[r->rep_off[e]] * DF;
+            memcpy(*wts[i] + e * DF, src, DF * 4);
+        }
+    }
+    free(slots);
+    free(gwh);
     if (!rc) rc = gather_sharded(r, g->topk_w, r->topk_w, T * k, 4, 0, err);
     if (!rc) rc = gather_sharded(r, g->topk_idx, r->topk_idx, T * k, 4, 0, err);
     if (!rc) rc = copy_host(r, g->router_w, r->Wr, D * E * 4, 0, err);
@@ -829,6 +978,7 @@ int moe_check_global(const moe_global_t *g, const moe_config_t *cfg, int P, doub
     /* the capacity rule per rank's T tokens, as the run applied it; padding changes rows, not the layer */
     c.cap_group = moe_capacity_group(cfg);
     c.pad_to_capacity = false;
+    c.redundant = 0; /* replicas change where rows are computed, not the layer */
     moe_backend_t *be = NULL;
     moe_run_t L, U;
     memset(&L, 0, sizeof L);
@@ -916,7 +1066,7 @@ int moe_allreduce_host(moe_run_t *r, void *buf, size_t n, epb_dtype_t dt)
 {
     if (r->comm->mem == EPB_MEM_HOST) return epb_allreduce(r->comm, buf, buf, n, dt, EPB_SUM);
     size_t bytes = n * epb_dtype_size(dt);
-    if (bytes > (size_t)r->cfg.E * 16 + 64) return epb_fail(&r->be->err, EPB_ESYS, "stage too small for %zu bytes", bytes);
+    if (bytes > stage_bytes(r)) return epb_fail(&r->be->err, EPB_ESYS, "stage too small for %zu bytes", bytes);
     return stage_io(r, buf, 0, bytes, 1) || epb_allreduce(r->comm, r->stage, r->stage, n, dt, EPB_SUM) ||
                    epb_sync(r->comm) || stage_io(r, buf, 0, bytes, 0)
                ? EPB_ESYS
@@ -927,7 +1077,7 @@ int moe_alltoall_host(moe_run_t *r, const void *send, void *recv, size_t n_per_r
 {
     if (r->comm->mem == EPB_MEM_HOST) return epb_alltoall(r->comm, send, recv, n_per_rank, dt);
     size_t bytes = n_per_rank * (size_t)r->P * epb_dtype_size(dt);
-    if (2 * bytes > (size_t)r->cfg.E * 16 + 64)
+    if (2 * bytes > stage_bytes(r))
         return epb_fail(&r->be->err, EPB_ESYS, "stage too small for 2x%zu bytes", bytes);
     return stage_io(r, (void *)send, 0, bytes, 1) ||
                    epb_alltoall(r->comm, r->stage, (char *)r->stage + bytes, n_per_rank, dt) || epb_sync(r->comm) ||

@@ -62,7 +62,7 @@ static int dispatch(moe_run_t *r, epb_err_t *err)
     MOE_DO(epb_sync(cm));
     MOE_PHASE(MOE_PH_PERMUTE);
     long rows = 0; /* the global counts of the owned experts: the gathered rows routed here (and kept) */
-    for (int e = r->e0; e < r->e0 + r->El; e++) rows += (long)r->kept[e];
+    for (int e = r->e0; e < r->e0 + r->El; e++) rows += (long)r->skept[e];
     if (moe_rows_reserve(r, rows, err)) return EPB_ESYS;
     if (c->dispatch_fp8) MOE_DO(r->be->ops->dequant_fp8(r->be, a->xg, a->xgq, G, c->D));
     MOE_DO(r->be->ops->permute_forward(r->be, r->xp, a->pos_g, r->offsets, a->xg, a->idx_g, G, c->k, c->D, r->e0, r->El));

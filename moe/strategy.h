@@ -165,7 +165,15 @@ struct moe_run {
     epb_comm_t *hcomm;           /* a host-memory communicator of the same group (gathers, waits) */
     moe_backend_t *be;
     int P, rank;
-    int e0, El;                  /* owned experts [e0, e0+El) */
+    int e0, El;                  /* owned expert slots [e0, e0+El) of Ep: the experts themselves without redundant
+                                  * experts, else slot s holds expert slot_log[s] */
+    int Ep;                      /* expert slots: E + cfg.redundant */
+    int32_t *slot_log;           /* (Ep) host: the expert each slot holds (moe_redundant_place; NULL without) */
+    int32_t *rep_off, *rep_slot; /* (E+1), (Ep) host: each expert's slots (moe_replica_index) */
+    int32_t *rep_idx;            /* (E) host: a replicated expert's index in gw, -1 for an expert of one slot */
+    int nrep;                    /* experts of more than one slot */
+    void *gw;                    /* (3, nrep, D*F) the replicated experts' dw1, dw3, dw2 summed over their slots in
+                                  * grad_sync (every rank's copy the same): what the update reads for their slots */
     /* parameters */
     void *x;                     /* (T,D) this rank's tokens: global tokens rank*T .. */
     float *Wr;                   /* (D,E) replicated */
@@ -182,14 +190,17 @@ struct moe_run {
     void *dsw1, *dsw3, *dsw2;    /* like sw1, sw3, sw2, all-reduced in grad_sync */
     void *ys;                    /* (T,D) the shared experts' output */
     void *sa1, *sa3, *ss, *swork; /* (T,S*Fs) x3 saved, (2,T,S*Fs) scratch */
-    int32_t *assign;             /* (T,k) the pairs that reach an expert, what the strategies route by: topk_idx
-                                  * where kept, -1 where the expert capacity dropped the pair (topk_idx itself
-                                  * without a capacity); topk_idx stays the router's choice (route_bwd, the check) */
+    int32_t *assign;             /* (T,k) the pairs that reach an expert, what the strategies route by: the slot
+                                  * of topk_idx's expert (moe_replica_pick; the expert itself without redundant
+                                  * experts) where kept, -1 where the expert capacity dropped the pair (topk_idx
+                                  * itself without either); topk_idx stays the router's choice (route_bwd, the check) */
     int64_t *counts;             /* (E) host: this rank's selections */
     int64_t *tpe;                /* (E) host: tokens_per_expert, all-reduced over the group */
     int64_t *kept;               /* (E) host: the pairs of each expert that assign keeps, all-reduced (tpe itself
                                   * without a capacity): the rows its owner computes */
-    int32_t *assign_h;           /* (T,k) host scratch of the capacity rule (NULL without a capacity) */
+    int64_t *skept;              /* (Ep) host: the pairs each slot computes, all-reduced (kept itself without
+                                  * redundant experts) */
+    int32_t *assign_h;           /* (T,k) host scratch of the capacity rule and the replica split (NULL without) */
     float *gate_h;               /* (T,k) likewise */
     int64_t dropped;             /* (token, expert) pairs of this rank's tokens the expert capacity dropped in the
                                   * last step (0 without a capacity): the CSV's `dropped`, summed over ranks */
@@ -311,7 +322,7 @@ int moe_fail(moe_run_t *r, epb_err_t *err);
 
 /* Collectives on small host arrays (counts, a loss) over the data communicator: directly when it takes host
  * memory, else staged through r->stage, so that a device communicator (NCCL) carries them as it would in a
- * training stack. n elements of at most 8 bytes, n <= 2*E. */
+ * training stack. n elements of at most 8 bytes, n <= 2*E (or the layout's counts, E + kept + slots). */
 int moe_allreduce_host(moe_run_t *r, void *buf, size_t n, epb_dtype_t dt);
 int moe_alltoall_host(moe_run_t *r, const void *send, void *recv, size_t n_per_rank, epb_dtype_t dt);
 

@@ -77,7 +77,12 @@ double moe_routing_expert_rows(const moe_routing_t *rt, int e)
 /* ---- the expected routing ---- */
 
 typedef struct {
-    double *s;      /* (E) expert shares */
+    double *s;      /* (E) expert shares (of the slots, with redundant experts; the kept pairs, with a capacity) */
+    int n;          /* the experts a token's k distinct choices are among (the slots' experts) */
+    int32_t *place; /* redundant experts: the expert of each slot (rt->place) */
+    int32_t *rep_off, *rep_slot; /* and each expert's slots (moe_replica_index) */
+    double *ls;     /* (n) the experts' own shares */
+    int L;          /* the least common multiple of the replica counts (a token t's slots depend on t mod L) */
     int groups, M;  /* group-limited routing: E/groups experts a group, a token's experts in M of them */
     double *cache;  /* (P+1)^2 lazily: reach by (lo, hi), -1 unknown */
 } expected_t;
@@ -134,11 +139,25 @@ static double exp_reach(const moe_routing_t *rt, int s, int lo, int hi)
     double miss;
     if (x->groups > 1)
         miss = groups_miss(rt->E, rt->k, x->groups, x->M, lo * El, hi * El);
-    else { /* k distinct experts, each by the shares: exact for uniform routing, the same product otherwise */
+    else if (x->L > 0) { /* redundant experts: a token t's expert e is served by its slot (t mod L) mod n_e
+                           * (moe_replica_pick), the same residue for all its experts: per residue, the experts
+                           * whose slot lies in the range, by their own shares */
+        miss = 0;
+        for (int rho = 0; rho < x->L; rho++) {
+            double q = 0;
+            for (int e = 0; e < x->n; e++) {
+                int u = moe_replica_pick(x->rep_off, x->rep_slot, e, rho) / El;
+                if (u >= lo && u < hi) q += x->ls[e];
+            }
+            double m = 1;
+            for (int j = 0; j < rt->k; j++) m *= fmax(0, 1 - q * x->n / (double)(x->n - j));
+            miss += m / x->L;
+        }
+    } else { /* k distinct experts, each by the shares: exact for uniform routing, the same product otherwise */
         double q = 0;
         for (int e = lo * El; e < hi * El; e++) q += x->s[e];
         miss = 1;
-        for (int j = 0; j < rt->k; j++) miss *= fmax(0, 1 - q * rt->E / (double)(rt->E - j));
+        for (int j = 0; j < rt->k; j++) miss *= fmax(0, 1 - q * x->n / (double)(x->n - j));
     }
     double v = (double)rt->T * (1 - miss);
     if (x->cache) x->cache[key] = v;
@@ -161,12 +180,51 @@ int moe_routing_expected(moe_routing_t *rt, const moe_config_t *c, int P, int G,
         return epb_fail(err, EPB_ESYS, "out of memory");
     }
     for (size_t i = 0; x->cache && i < nc; i++) x->cache[i] = -1;
-    /* group-limited routing is modelled for uniform routing (skew 0): its groups hold equal shares */
-    x->groups = c->groups > 1 && gamma == 0 ? c->groups : 1;
+    /* group-limited routing is modelled for uniform routing (skew 0): its groups hold equal shares (without
+     * redundant experts, whose slots do not keep the groups' order) */
+    x->groups = c->groups > 1 && gamma == 0 && c->redundant == 0 ? c->groups : 1;
     x->M = c->topk_groups;
+    x->n = c->E;
     moe_expert_shares(c->E, c->k, gamma, x->s);
-    *rt = (moe_routing_t){ .P = P, .G = G < 1 ? 1 : G, .T = c->T, .E = c->E, .k = c->k, .exact = 0,
-                           .act_bytes = (double)moe_dtype_size(c->dtype),
+    /* an expert capacity keeps at most cap of a rank's T k pairs per expert: the expected share min(s, cap/(T k)) */
+    long cap = moe_capacity(c);
+    for (int e = 0; cap > 0 && e < c->E; e++) x->s[e] = fmin(x->s[e], (double)cap / ((double)c->T * c->k));
+    int Ep = c->E;
+    if (c->redundant > 0) { /* the slots: EPLB's placement of the expected loads, each replica an equal share */
+        Ep = c->E + c->redundant;
+        int64_t *load = malloc(sizeof *load * (size_t)c->E);
+        int32_t *off = malloc(sizeof *off * ((size_t)c->E + 1)), *rs = malloc(sizeof *rs * (size_t)Ep);
+        double *ss = malloc(sizeof *ss * (size_t)Ep);
+        x->place = malloc(sizeof *x->place * (size_t)Ep);
+        int bad = !load || !off || !rs || !ss || !x->place || c->redundant % P;
+        for (int e = 0; !bad && e < c->E; e++) load[e] = (int64_t)llround(x->s[e] * 1e15);
+        if (!bad) bad = moe_redundant_place(load, c->E, c->redundant, P, x->place);
+        if (!bad) moe_replica_index(x->place, c->E, c->redundant, off, rs);
+        for (int u = 0; !bad && u < Ep; u++) {
+            int e = x->place[u];
+            ss[u] = x->s[e] / (off[e + 1] - off[e]);
+        }
+        free(load);
+        x->rep_off = off, x->rep_slot = rs;
+        x->L = 1; /* the lcm of the replica counts, up to 64 (beyond: the slots taken as independent experts) */
+        for (int e = 0; !bad && e < c->E && x->L > 0; e++) {
+            long n = off[e + 1] - off[e], a = x->L, b = n;
+            while (b) { long t = a % b; a = b, b = t; }
+            long l = x->L / a * n;
+            x->L = l <= 64 ? (int)l : 0;
+        }
+        if (bad) {
+            free(ss);
+            moe_routing_free(&(moe_routing_t){ .impl = x });
+            if (c->redundant % P)
+                return epb_fail(err, EPB_EUSAGE, "P=%d, %d redundant experts: not a multiple of the ranks", P, c->redundant);
+            return epb_fail(err, EPB_ESYS, "out of memory");
+        }
+        x->ls = x->s; /* the experts' own shares, for the residues of exp_reach */
+        x->s = ss;
+    }
+    *rt = (moe_routing_t){ .P = P, .G = G < 1 ? 1 : G, .T = c->T, .E = Ep, .k = c->k, .exact = 0,
+                           .act_bytes = (double)moe_dtype_size(c->dtype), .place = x->place,
                            .pairs_e = exp_pairs_e, .reach = exp_reach, .impl = x };
     return EPB_OK;
 }
@@ -275,6 +333,10 @@ void moe_routing_free(moe_routing_t *rt)
         expected_t *x = rt->impl;
         free(x->s);
         free(x->cache);
+        free(x->place);
+        free(x->ls);
+        free(x->rep_off);
+        free(x->rep_slot);
     }
     free(rt->impl);
     rt->impl = NULL;
@@ -360,24 +422,37 @@ int moe_traffic_describe(const moe_spec_t *spec, const moe_config_t *c, const mo
 {
     const moe_strategy_t *st = spec->st;
     if (!st->traffic) return epb_fail(err, EPB_EUSAGE, "strategy %s has no traffic description", st->name);
-    int P = rt->P, El = c->E / P;
+    moe_config_t pc = *c; /* the experts as the strategy sees them: the slots, with redundant experts */
+    pc.E = c->E + c->redundant;
+    if (rt->E != pc.E || t->E != pc.E)
+        return epb_fail(err, EPB_EUSAGE, "traffic of %d experts and %d redundant: a routing over %d slots needed", c->E,
+                        c->redundant, pc.E);
+    int P = rt->P, El = pc.E / P, nrep = 0;
     double ab = rt->act_bytes;
     /* the experts' rows: each owner its experts' pairs; a replicated strategy every rank its own tokens' */
-    for (int e = 0; e < c->E; e++)
+    for (int e = 0; e < pc.E; e++)
         for (int s = 0; s < P; s++) {
             int o = st->replicated ? s : e / El;
-            t->erows[(size_t)o * (size_t)c->E + (size_t)e] += rt->pad > 0 && !st->replicated ? rt->pad : rt->pairs_e(rt, s, e);
+            t->erows[(size_t)o * (size_t)pc.E + (size_t)e] += rt->pad > 0 && !st->replicated ? rt->pad : rt->pairs_e(rt, s, e);
         }
-    /* the framework's own: tokens_per_expert (with a capacity the kept pairs too) summed over the group (layout),
-     * the router's gradient, the shared experts' and a replicated strategy's expert gradients (grad_sync) */
+    for (int e = 0; rt->place && e < c->E; e++) { /* experts of more than one slot */
+        int n = 0;
+        for (int u = 0; u < pc.E; u++) n += rt->place[u] == e;
+        nrep += n > 1;
+    }
+    /* the framework's own: tokens_per_expert (with a capacity the kept pairs per expert, with redundant experts
+     * per slot) summed over the group (layout); the router's gradient, the replicated experts' (their slots' sum),
+     * the shared experts' and a replicated strategy's expert gradients (grad_sync) */
     double sn = (double)c->D * c->shared * (double)c->Fs, wn = (double)c->E * (double)c->D * (double)c->F;
-    if (moe_traffic_allreduce(t, MOE_PH_LAYOUT, (double)c->E * (c->capacity_factor > 0 ? 2 : 1), 8) || /* + kept */ moe_traffic_allreduce(t, MOE_PH_GRAD_SYNC, (double)c->D * c->E, 4))
+    double nl = (double)c->E * (c->capacity_factor > 0 ? 2 : 1) + (c->redundant > 0 ? pc.E : 0);
+    if (moe_traffic_allreduce(t, MOE_PH_LAYOUT, nl, 8) || moe_traffic_allreduce(t, MOE_PH_GRAD_SYNC, (double)c->D * c->E, 4) ||
+        (nrep && moe_traffic_allreduce(t, MOE_PH_GRAD_SYNC, 3.0 * nrep * (double)c->D * (double)c->F, ab)))
         return epb_fail(err, EPB_ESYS, "out of memory");
     for (int i = 0; st->replicated && i < 3; i++)
         if (moe_traffic_allreduce(t, MOE_PH_GRAD_SYNC, wn, ab)) return epb_fail(err, EPB_ESYS, "out of memory");
     for (int i = 0; sn > 0 && i < 3; i++)
         if (moe_traffic_allreduce(t, MOE_PH_GRAD_SYNC, sn, ab)) return epb_fail(err, EPB_ESYS, "out of memory");
-    if (st->traffic(spec, c, rt, t)) return epb_fail(err, EPB_ESYS, "out of memory");
+    if (st->traffic(spec, &pc, rt, t)) return epb_fail(err, EPB_ESYS, "out of memory");
     /* the backward's data movement mirrors the forward's */
     static const int mirror[][2] = { { MOE_PH_PERMUTE, MOE_PH_PERMUTE_BWD }, { MOE_PH_UNPERMUTE, MOE_PH_UNPERMUTE_BWD },
                                      { MOE_PH_GATE, MOE_PH_GATE_BWD } };

@@ -27,7 +27,9 @@ struct moe_routing {
     double act_bytes; /* bytes of an activation element on the wire: the run's dtype; the projection's cluster's */
     double pad;       /* > 0 (--pad-to-capacity): every (source rank, expert) block of the routed exchange and every
                        * expert's rows per source hold this many rows (the capacity), whatever pairs_e says */
-    /* (token, expert) pairs from rank s's tokens to expert e */
+    const int32_t *place; /* redundant experts: E is the expert slots and place[s] the expert slot s holds
+                           * (moe_redundant_place); NULL without */
+    /* (token, expert) pairs from rank s's tokens to expert e (a slot, with redundant experts) */
     double (*pairs_e)(const moe_routing_t *rt, int s, int e);
     /* tokens of rank s with at least one pair on the experts of ranks [lo, hi) */
     double (*reach)(const moe_routing_t *rt, int s, int lo, int hi);
@@ -42,7 +44,10 @@ double moe_routing_expert_rows(const moe_routing_t *rt, int e);
 int moe_routing_exact(moe_routing_t *rt, const moe_config_t *c, int P, int G, const int32_t *topk_idx, epb_err_t *err);
 /* The expected routing of c on P ranks: expert e gets the share s_e = min(K (e+1)^-gamma, 1/k) of the pairs (gamma 0:
  * uniform), a token's k experts distinct; with group-limited routing (c->groups > 1) a token's experts lie in
- * c->topk_groups groups, and reach counts the groups a rank range holds (docs/METHOD.md, "Routing"). */
+ * c->topk_groups groups, and reach counts the groups a rank range holds (docs/METHOD.md, "Routing"). With an expert
+ * capacity a share is at most cap / (T k) (the pairs a rank keeps; the rest are dropped); with redundant experts the
+ * routing is over the E + R slots, placed by moe_redundant_place on the expected loads, each replica an equal part
+ * of its expert's share (rt->place: the placement), and group-limited routing is taken as unlimited. */
 int moe_routing_expected(moe_routing_t *rt, const moe_config_t *c, int P, int G, double gamma, epb_err_t *err);
 void moe_routing_free(moe_routing_t *rt);
 /* The share of the pairs each expert gets under skew exponent gamma (E values adding up to 1, none above 1/k). */
@@ -85,8 +90,9 @@ static inline void moe_traffic_copy(moe_traffic_t *t, int ph, int r, double rows
 double moe_traffic_sent(const moe_traffic_t *t, int ph);
 
 /* The whole step's description of spec on cfg over routing rt: the framework's own collectives (the global
- * tokens_per_expert, grad_sync) and the strategy's (its registry entry's traffic). EPB_EUSAGE when the strategy has
- * no description. */
+ * tokens_per_expert, grad_sync) and the strategy's (its registry entry's traffic). With redundant experts rt is over
+ * the cfg->E + cfg->redundant slots (t initialised with that many) and the strategy describes them as its experts.
+ * EPB_EUSAGE when the strategy has no description. */
 struct moe_spec;
 int moe_traffic_describe(const struct moe_spec *spec, const moe_config_t *cfg, const moe_routing_t *rt,
                          moe_traffic_t *t, epb_err_t *err);

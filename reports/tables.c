@@ -132,14 +132,18 @@ static void check_cell(rp_doc_t *doc, const rp_cell_t *c)
         /* what the layer's knobs cost, next to the check that it is right: FP8 dispatch's error (schema 5), the
          * expert capacity's dropped pairs (schema 4) of the batch's ranks x T x k */
         const epb_row_t *r = c->row;
-        char fp8[96] = "", drop[96] = "";
+        char fp8[96] = "", drop[96] = "", load[128] = "";
         double pairs = (double)r->ranks * (double)r->tokens * (double)r->top_k;
         if (r->quant_err > 0) snprintf(fp8, sizeof fp8, "; FP8 dispatch: y %.1e from the unquantized layer (norm-wise)",
                                        r->quant_err);
         if (r->dropped > 0 && pairs > 0)
             snprintf(drop, sizeof drop, "; capacity dropped %.0f of %.0f pairs (%.1f%%)", r->dropped, pairs,
                      100 * r->dropped / pairs);
-        rp_doc_cell(doc, "ok%s%s", fp8, drop);
+        /* redundant experts (schema 4's loads): the busiest rank's rows against holding its E/P experts alone */
+        if (r->load_max >= 0 && r->load_plain > 0 && r->load_max != r->load_plain)
+            snprintf(load, sizeof load, "; busiest rank computes %.0f rows (%.0f holding its E/P experts alone: %.2fx)",
+                     r->load_max, r->load_plain, r->load_plain / (r->load_max > 0 ? r->load_max : 1));
+        rp_doc_cell(doc, "ok%s%s%s", fp8, drop, load);
     }
 }
 

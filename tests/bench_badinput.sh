@@ -107,6 +107,12 @@ case_ "--pad-to-capacity needs an expert capacity" --strategy tp2ep --pad-to-cap
 case_ "--pad-to-capacity: dedup has no per-expert block" --strategy dedup --capacity-factor 1 --pad-to-capacity --ranks 1 --csv "$csv"
 case_ "--pad-to-capacity: tp2ep in chunks has no per-expert block" --strategy tp2ep:chunks=2 --capacity-factor 1 --pad-to-capacity --ranks 1 --csv "$csv"
 case_ "--pad-to-capacity: local has no per-expert block" --strategy all --capacity-factor 1 --pad-to-capacity --ranks 1 --csv "$csv"
+# redundant experts (issue 22)
+case_ "--redundant '-2': '-2' is not an integer from 0" --strategy tp2ep --redundant -2 --ranks 1 --csv "$csv"
+case_ "--redundant 'x': 'x' is not an integer" --strategy tp2ep --redundant x --ranks 1 --csv "$csv"
+case_ "--redundant 3 cannot be divided over 2 ranks" --strategy tp2ep --experts 4 --redundant 3 --ranks 2 --csv "$csv"
+case_ "--redundant 2: local holds every expert on every rank" --strategy local --redundant 2 --ranks 1 --csv "$csv"
+case_ "--pad-to-capacity with --redundant" --strategy tp2ep --capacity-factor 1 --pad-to-capacity --redundant 0,2 --ranks 2 --csv "$csv"
 models=$("$BENCH" --model list | awk '{printf "%s%s", n++ ? ", " : "", $1}') # the presets' own list
 case_ "--model 'gpt-5': unknown model (accepted: $models, list)" --strategy tp2ep --model gpt-5 --ranks 1 --csv "$csv"
 case_ "--scale-down '0': expected an integer from 1" --model deepseek-v3 --scale-down 0 --ranks 1 --csv "$csv"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every strategy (and the chunked pipelines) on the CUDA backend checked against the single-device CPU computation at N ranks
-# (every feature of published models at once too, FP8 dispatch and the expert capacity), in f32 (tolerance 2e-5) and bf16 (1e-2), with the default communicator (nccl with a GPU per rank, else mpi staging
+# (every feature of published models at once too, FP8 dispatch, the expert capacity and redundant experts), in f32 (tolerance 2e-5) and bf16 (1e-2), with the default communicator (nccl with a GPU per rank, else mpi staging
 # through host memory) and, at more than one rank, with --comm mpi. Exit 77 (skipped) when no GPU is visible, 1
 # instead when EPB_REQUIRE_GPU is set (ci/gpu).
 set -u
@@ -29,6 +29,10 @@ for dt in f32 bf16; do
         --top-k 2 --router sigmoid --route-norm --skew 4 --capacity-factor 1.25 "${small[@]}"
     [ "$N" -gt 1 ] && [ "$dt" = bf16 ] && run "tp2ep $dt padded to capacity 1 (zero rows in every block), skew 4" \
         --strategy tp2ep --dtype "$dt" --experts 8 --top-k 2 --skew 4 --capacity-factor 1 --pad-to-capacity "${small[@]}"
+    # redundant experts (issue 22): N more slots, the replicas' gradients summed on the device (bf16: its sums)
+    [ "$N" -gt 1 ] && [ "$dt" = bf16 ] && run "agrs, tp2ep, dedup in 2 chunks $dt: $N redundant experts, capacity 1.25, skew 4" \
+        --strategy agrs,tp2ep,dedup:chunks=2 --dtype "$dt" --experts 8 --top-k 2 --skew 4 --capacity-factor 1.25 \
+        --redundant "$N" "${small[@]}"
     [ "$N" -gt 1 ] && run "all strategies $dt, --comm mpi (staged)" --strategy all --dtype "$dt" --comm mpi \
         --experts 8 --top-k 2 "${small[@]}"
     # every feature of published models at once on the device (issue 14)

@@ -104,6 +104,50 @@ for b in bad: print("#", b)
 sys.exit(0 if not bad and len(d) >= 4 else 1)
 PY
 tap_ok $? "$N ranks: the capacity's configurations count their dropped pairs (none without); no more bytes than uncapped; padded tp2ep sends (P-1) E/P blocks of the capacity and computes P per expert"
+# redundant experts (issue 22): E + R slots, the experts of the first batch's heaviest load replicated and packed by
+# EPLB's rule, a replicated expert's pairs split by token, its slots' gradients summed; the check's reference is the
+# unreplicated layer. The strategies that take them are those bench accepts (--dry-run); the others (every rank
+# holding every expert) are refused with a reason, exit 2.
+R=$N
+mapfile -t NAMES < <("$BENCH" --strategy list | awk '/^[a-z]/ {print $1}')
+RSPECS="" refused=0
+for s in "${NAMES[@]}"; do
+    if "$BENCH" --ranks "$N" --dry-run --strategy "$s" --experts $E --redundant $R >/dev/null 2>"$work/err"; then
+        RSPECS+="${RSPECS:+,}$s"
+    else
+        [ $? = 2 ] && grep -q "nothing to replicate" "$work/err" && refused=$((refused + 1))
+    fi
+done
+for s in "${PIPED[@]}"; do RSPECS+=",$s:chunks=2"; done
+[ $((N % 2)) = 0 ] && [ "$N" -gt 2 ] && RSPECS+=",hier:node_size=2,chunks=2"
+[ $(( ${#NAMES[@]} - refused )) -ge 3 ] && [ "$refused" -ge 1 ]
+tap_ok $? "$N ranks: --redundant $R is taken by $RSPECS; $refused strategy refused it (exit 2, nothing to replicate)"
+run "$RSPECS with 0 and $R redundant experts, capacity 0 and 1.25, k=2, skew 2" --tokens 24 --hidden 32 --ffn 48 \
+    --experts $E --strategy "$RSPECS" --top-k 2 --skew 2 --redundant 0,$R --capacity-factor 0,1.25
+python3 - "$work/r.csv" "$N" <<'PY'
+import csv, sys
+P = int(sys.argv[2])
+rows = [r for r in csv.DictReader(open(sys.argv[1])) if r["phase"] == "step" and "skew" in r and r["skew"] == "2"]
+base, bad = {}, []
+for r in rows:
+    if "redundant=" not in r["params"]:
+        base[(r["op"], r["params"])] = r
+for r in rows:
+    if "redundant=" not in r["params"]:
+        continue
+    key = (r["op"], r["params"].replace(";redundant=%d" % P, "").replace("redundant=%d" % P, ""))
+    b = base.get(key)
+    lm, lp = float(r["load_max"]), float(r["load_plain"])
+    if b is None:
+        bad.append("%s %s: no configuration without redundant experts" % key)
+    elif lp != float(b["load_max"]) or float(b["load_plain"]) != float(b["load_max"]):
+        bad.append("%s %s: load_plain %g is not the unreplicated run's load %s" % (key + (lp, b["load_max"])))
+    elif (P > 1 and not lm < lp) or (P == 1 and lm != lp):
+        bad.append("%s %s: the busiest rank computes %g rows with replicas, %g without" % (key + (lm, lp)))
+    print("# %s %s: busiest rank %g rows with %d redundant experts, %g without" % (key + (lm, P, lp)))
+sys.exit(1 if bad or len(base) < 3 else 0)
+PY
+tap_ok $? "$N ranks: with $R redundant experts at skew 2 the busiest rank computes fewer rows than holding its E/P experts alone (the same at 1 rank); load_plain is the unreplicated run's load"
 bad=$(python3 -c 'import csv,sys; print(sum(r["check"] != "ok" for r in csv.DictReader(open(sys.argv[1]))))' "$work/r.csv")
 [ "$bad" -eq 0 ]; tap_ok $? "every row of the feature runs check=ok ($bad not)"
 csv_all "$work/r.csv" 'float(r["model_bytes"]) >= 0 and abs(float(r["bytes"]) - float(r["model_bytes"])) <= 0.5'

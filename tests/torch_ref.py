@@ -142,7 +142,7 @@ def check(d):
     n_tpe = int((ld("tokens_per_expert").long() != tpe).sum())
     metric = "norm-wise" if cfg["dtype"] == "bf16" else "largest element"
     feats = " ".join(f"{n}={cfg[n]}" for n in ("route_scale", "groups", "topk_groups", "gate_before", "shared",
-                                                "shared_ffn", "capacity_factor", "drop_policy") if n in cfg)
+                                                "shared_ffn", "capacity_factor", "drop_policy", "redundant") if n in cfg)
     if cap:
         feats += f" capacity={cap[1]}: {int((~kept).sum())} of {kept.numel()} pairs dropped"
     print(f"dump {d}: {cfg['strategy']} x{cfg['ranks']} {cfg['dtype']} E={E} k={cfg['top_k']} {feats} "

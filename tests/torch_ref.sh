@@ -12,8 +12,9 @@
 #   features: the features of published models (issue 14) on the CPU: each alone (gate before the experts, route
 #        scale, group-limited routing, shared experts) on a different strategy, all together on every registered
 #        strategy (the pipelined ones chunked), the deepseek-v3 and llama4-scout presets scaled down, the expert
-#        capacity (both drop policies, padded tp2ep, with every feature); then planted faults in config.json (each
-#        feature's setting changed, the capacity's among them) that the reference must catch.
+#        capacity (both drop policies, padded tp2ep, with every feature), redundant experts with a capacity; then
+#        planted faults in config.json (each feature's setting changed, the capacity's among them) that the
+#        reference must catch.
 # Usage: torch_ref.sh BENCH TORCH_REF_PY cpu|gpu|features. Exit 77 (skipped) when no Python here imports torch and numpy, 1
 # instead when EPB_REQUIRE_TORCH is set (ci/test sets it: its bootstrap installs python3-torch; so does ci/gpu).
 set -u
@@ -116,6 +117,9 @@ if [ "$MODE" = features ]; then
         --strategy tp2ep --top-k 2 --skew 1 --capacity-factor 1.25 --pad-to-capacity
     check "capacity 1 with every feature: hier:node_size=2,chunks=2, 4 ranks" "${cpu[@]}" --ranks 4 \
         --strategy hier:node_size=2,chunks=2 "${feats[@]}" --capacity-factor 1
+    # redundant experts (issue 22): the dump is the unreplicated layer's, the replicas' gradients summed
+    check "2 redundant experts with capacity 1.25: dedup, 2 ranks, skew 2" "${cpu[@]}" --ranks 2 \
+        --strategy dedup --top-k 2 --skew 2 --capacity-factor 1.25 --redundant 2
     base=(--tokens 32 -n 1 -w 0 -c 0)
     check "--model deepseek-v3 --scale-down 64 (E=256 k=8, 4 of 8 groups, scale 2.5, 1 shared): tp2ep, 2 ranks" \
         "${cpu[@]}" --ranks 2 --strategy tp2ep --model deepseek-v3 --scale-down 64

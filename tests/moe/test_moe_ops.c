@@ -413,6 +413,65 @@ static void test_capacity(void)
            "(%ld), ceil(1.25 * 24 * 2 / 8) = 8 (%ld)", big, tiny, moe_capacity(&c));
 }
 
+/* Redundant experts: EPLB's placement (moe_redundant_place) on a worked example and, on seeded skewed loads, the
+ * properties its rule promises; the replica index and the split by token */
+static void test_redundant(void)
+{
+    /* loads 100 10 40 10 on 2 ranks with 2 redundant slots: expert 0 gains both (100/1, then 100/2 > 40); packing
+     * by weight 40, 33.3 x3, 10, 10: rank 0 {2, 0, 3}, rank 1 {0, 0, 1} (its second replica of 0 because both
+     * ranks hold one and rank 1 weighs less), each rank's slots in expert order */
+    int64_t load[4] = { 100, 10, 40, 10 };
+    int32_t sl[6], off[5], rs[6];
+    int rc = moe_redundant_place(load, 4, 2, 2, sl);
+    const int32_t want[6] = { 0, 2, 3, 0, 0, 1 }, want_off[5] = { 0, 3, 4, 5, 6 }, want_rs[6] = { 0, 3, 4, 5, 1, 2 };
+    moe_replica_index(sl, 4, 2, off, rs);
+    TAP_OK(!rc && !memcmp(sl, want, sizeof want) && !memcmp(off, want_off, sizeof off) && !memcmp(rs, want_rs, sizeof rs),
+           "EPLB placement of loads 100 10 40 10 on 2 ranks, 2 redundant: slots %d %d %d | %d %d %d", sl[0], sl[1], sl[2],
+           sl[3], sl[4], sl[5]);
+    int split[3] = { 0, 0, 0 }, only = 1;
+    for (long t = 0; t < 300; t++) {
+        int32_t u = moe_replica_pick(off, rs, 0, t);
+        split[u == 0 ? 0 : u == 3 ? 1 : u == 4 ? 2 : 0] += u == 0 || u == 3 || u == 4;
+        only &= moe_replica_pick(off, rs, 1, t) == 5;
+    }
+    TAP_OK(split[0] == 100 && split[1] == 100 && split[2] == 100 && only && moe_replica_pick(off, rs, 0, 4) == 3,
+           "expert 0's pairs of 300 tokens split 100/100/100 over its slots by token; expert 1's to its one slot");
+    /* seeded skewed loads: every rank S slots, every expert one at least, no rank with two slots of one expert while
+     * another has a free slot without it, the replica counts EPLB's (no replica could move to lower the largest
+     * load per replica), and the busiest rank no heavier than holding its E/P experts alone */
+    int bad = 0, cases = 0;
+    for (int E = 4; E <= 32; E *= 2)
+        for (int P = 1; P <= 8 && P <= E; P *= 2)
+            for (int R = P; R <= 2 * E; R += R < E ? P : E) {
+                int Ep = E + R, S = Ep / P;
+                int64_t *ld = malloc(sizeof *ld * (size_t)E);
+                int32_t *place = malloc(sizeof *place * (size_t)Ep);
+                int *n = calloc((size_t)E, sizeof *n);
+                for (int e = 0; e < E; e++) ld[e] = (int64_t)(1000.0 * pow(e + 1, -1.2) * (0.5 + epb_uniform(9, (uint64_t)E, (uint64_t)e)));
+                bad += moe_redundant_place(ld, E, R, P, place) != 0;
+                for (int u = 0; u < Ep; u++) n[place[u]]++;
+                double top = 0, heavy = 0, plain = 0;
+                for (int e = 0; e < E; e++) top = fmax(top, (double)ld[e] / n[e]);
+                for (int e = 0; e < E; e++) bad += n[e] < 1 || (n[e] > 1 && (double)ld[e] / (n[e] - 1) < top);
+                for (int p = 0; p < P; p++) {
+                    double w = 0, q = 0;
+                    for (int a = 0; a < S; a++) {
+                        int e = place[p * S + a];
+                        w += (double)ld[e] / n[e];
+                        bad += a > 0 && e < place[p * S + a - 1]; /* expert order */
+                        bad += a > 0 && e == place[p * S + a - 1] && n[e] <= P && R <= E; /* twice where avoidable */
+                    }
+                    for (int e = p * (E / P); e < (p + 1) * (E / P); e++) q += (double)ld[e];
+                    heavy = fmax(heavy, w), plain = fmax(plain, q);
+                }
+                bad += heavy > plain + 1e-9;
+                cases++;
+                free(ld), free(place), free(n);
+            }
+    TAP_OK(!bad && cases > 20, "EPLB placement on %d seeded skewed loads (E 4-32, P 1-8, R P..2E): the rule's "
+           "properties hold (%d violations)", cases, bad);
+}
+
 static void test_bad_input(void)
 {
     epb_err_t err;
@@ -623,6 +682,7 @@ int main(void)
     test_permute(be);
     test_fp8(be);
     test_capacity();
+    test_redundant();
     test_bias_update();
     test_init();
     test_bad_input();
