@@ -161,6 +161,9 @@ static int model_config(const rp_mcfg_t *c, moe_spec_t *spec, moe_config_t *mc, 
     mc->shared = (int)c->shared, mc->Fs = c->shared ? c->shared_ffn : 0;
     mc->groups = c->groups > 1 ? c->groups : 1, mc->topk_groups = c->groups > 1 ? c->topk_groups : 1;
     mc->dispatch_fp8 = c->dispatch_fp8 != 0;
+    mc->capacity_factor = c->capacity_factor > 0 ? c->capacity_factor : 0;
+    mc->pad_to_capacity = c->pad_to_capacity && mc->capacity_factor > 0;
+    mc->redundant = c->redundant_per_rank > 0 ? c->redundant_per_rank * c->P : 0;
     return EPB_OK;
 }
 
@@ -183,7 +186,8 @@ int rp_model(const rp_cluster_t *cl, const rp_mcfg_t *c, rp_pred_t *o, epb_err_t
     moe_traffic_t t;
     if ((rc = moe_routing_expected(&rt, &mc, P, G, c->gamma, err))) return rc;
     rt.act_bytes = cl->elem_bytes;
-    if ((rc = moe_traffic_init(&t, P, G, mc.E, err)) || (rc = moe_traffic_describe(&spec, &mc, &rt, &t, err))) {
+    if (mc.pad_to_capacity && P > 1) rt.pad = (double)moe_capacity(&mc); /* one rank: nothing exchanged, nothing padded */
+    if ((rc = moe_traffic_init(&t, P, G, rt.E, err)) || (rc = moe_traffic_describe(&spec, &mc, &rt, &t, err))) {
         moe_traffic_free(&t);
         moe_routing_free(&rt);
         return rc;
@@ -465,14 +469,18 @@ static int mcfg_of(const rp_cell_t *st, double gamma, rp_mcfg_t *m)
     m->groups = param_of(r->params, "groups", buf, sizeof buf) ? atoi(buf) : 1;
     m->topk_groups = param_of(r->params, "topk_groups", buf, sizeof buf) ? atoi(buf) : 1;
     m->dispatch_fp8 = param_of(r->params, "dispatch_dtype", buf, sizeof buf) && !strcmp(buf, "fp8");
+    m->capacity_factor = param_of(r->params, "capacity_factor", buf, sizeof buf) ? atof(buf) : 0;
+    m->pad_to_capacity = param_of(r->params, "pad_to_capacity", buf, sizeof buf) && atoi(buf) == 1;
+    m->redundant_per_rank = param_of(r->params, "redundant", buf, sizeof buf) && r->ranks > 0 ? atoi(buf) / r->ranks : 0;
     m->gamma = gamma;
     moe_spec_t sp;
     epb_err_t e2;
     return moe_spec_parse(m->spec, &sp, &e2) == EPB_OK;
 }
 
-/* The configuration's routing skew, from the busiest rank's expert FLOPs of its first expert-parallel strategy
- * (one whose experts are spread over the ranks). */
+/* The configuration's routing skew, from the busiest rank's share of the pairs under its first expert-parallel
+ * strategy (one whose experts are spread over the ranks): the CSV's load_plain (schema 4: the rows it computes
+ * holding its E/P experts alone, replicas or not), else its expert FLOPs. */
 static double conf_gamma(const rp_data_t *d, const rp_conf_t *cf)
 {
     for (size_t s = 0; s < cf->nstrat; s++) {
@@ -482,7 +490,8 @@ static double conf_gamma(const rp_data_t *d, const rp_conf_t *cf)
         const rp_cell_t *x = rp_find(d, cf->cfg, st->strategy, "experts_fwd");
         const epb_row_t *r = st->row;
         if (!x || x->row->gflop <= 0 || r->ranks < 2) continue;
-        double smax = x->row->gflop * 1e9 / (6.0 * r->hidden * r->ffn * (double)r->tokens * r->top_k * r->ranks);
+        double pairs = (double)r->tokens * r->top_k * r->ranks;
+        double smax = r->load_plain > 0 ? r->load_plain / pairs : x->row->gflop * 1e9 / (6.0 * r->hidden * r->ffn * pairs);
         return moe_fit_gamma(r->experts, r->top_k, r->ranks, smax);
     }
     return 0;

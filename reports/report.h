@@ -372,6 +372,9 @@ typedef struct {
     long T, D, F, E, k, shared, shared_ffn;
     int groups, topk_groups; /* group-limited routing (groups 1: none) */
     int dispatch_fp8;        /* dispatch_dtype=fp8: the dispatched rows are FP8 rows (moe_fp8_row_bytes) */
+    double capacity_factor;  /* > 0: an expert capacity (moe_capacity of each rank's T); 0 none */
+    int pad_to_capacity;     /* pad_to_capacity=1: the exchange's blocks padded to the capacity */
+    int redundant_per_rank;  /* redundant experts per rank (redundant=R of P ranks: R/P), kept per rank at any P */
     int P;
     double gamma; /* routing skew: expert e gets a share ~ (e+1)^-gamma of the pairs (capped at 1/k) */
 } rp_mcfg_t;
