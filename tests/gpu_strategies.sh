@@ -30,8 +30,8 @@ for dt in f32 bf16; do
     [ "$N" -gt 1 ] && [ "$dt" = bf16 ] && run "tp2ep $dt padded to capacity 1 (zero rows in every block), skew 4" \
         --strategy tp2ep --dtype "$dt" --experts 8 --top-k 2 --skew 4 --capacity-factor 1 --pad-to-capacity "${small[@]}"
     # redundant experts (issue 22): N more slots, the replicas' gradients summed on the device (bf16: its sums)
-    [ "$N" -gt 1 ] && [ "$dt" = bf16 ] && run "agrs, tp2ep, dedup in 2 chunks $dt: $N redundant experts, capacity 1.25, skew 4" \
-        --strategy agrs,tp2ep,dedup:chunks=2 --dtype "$dt" --experts 8 --top-k 2 --skew 4 --capacity-factor 1.25 \
+    [ "$N" -gt 1 ] && [ "$dt" = bf16 ] && run "dedup in 2 chunks $dt: $N redundant experts, capacity 1.25, skew 4" \
+        --strategy dedup:chunks=2 --dtype "$dt" --experts 8 --top-k 2 --skew 4 --capacity-factor 1.25 \
         --redundant "$N" "${small[@]}"
     [ "$N" -gt 1 ] && run "all strategies $dt, --comm mpi (staged)" --strategy all --dtype "$dt" --comm mpi \
         --experts 8 --top-k 2 "${small[@]}"

@@ -108,6 +108,8 @@ tap_ok $? "$N ranks: the capacity's configurations count their dropped pairs (no
 # EPLB's rule, a replicated expert's pairs split by token, its slots' gradients summed; the check's reference is the
 # unreplicated layer. The strategies that take them are those bench accepts (--dry-run); the others (every rank
 # holding every expert) are refused with a reason, exit 2.
+# (at 1, 2 and 4 ranks: 3 ranks adds nothing the others do not, and CI's time is short)
+if [ "$N" != 3 ]; then
 R=$N
 mapfile -t NAMES < <("$BENCH" --strategy list | awk '/^[a-z]/ {print $1}')
 RSPECS="" refused=0
@@ -118,7 +120,7 @@ for s in "${NAMES[@]}"; do
         [ $? = 2 ] && grep -q "nothing to replicate" "$work/err" && refused=$((refused + 1))
     fi
 done
-for s in "${PIPED[@]}"; do RSPECS+=",$s:chunks=2"; done
+RSPECS+=",${PIPED[0]}:chunks=2" # one pipeline (every chunk's exchange by slot); hier's two stages where N allows
 [ $((N % 2)) = 0 ] && [ "$N" -gt 2 ] && RSPECS+=",hier:node_size=2,chunks=2"
 [ $(( ${#NAMES[@]} - refused )) -ge 3 ] && [ "$refused" -ge 1 ]
 tap_ok $? "$N ranks: --redundant $R is taken by $RSPECS; $refused strategy refused it (exit 2, nothing to replicate)"
@@ -148,6 +150,7 @@ for r in rows:
 sys.exit(1 if bad or len(base) < 3 else 0)
 PY
 tap_ok $? "$N ranks: with $R redundant experts at skew 2 the busiest rank computes fewer rows than holding its E/P experts alone (the same at 1 rank); load_plain is the unreplicated run's load"
+fi
 bad=$(python3 -c 'import csv,sys; print(sum(r["check"] != "ok" for r in csv.DictReader(open(sys.argv[1]))))' "$work/r.csv")
 [ "$bad" -eq 0 ]; tap_ok $? "every row of the feature runs check=ok ($bad not)"
 csv_all "$work/r.csv" 'float(r["model_bytes"]) >= 0 and abs(float(r["bytes"]) - float(r["model_bytes"])) <= 0.5'
