@@ -124,8 +124,9 @@ RSPECS+=",${PIPED[0]}:chunks=2" # one pipeline (every chunk's exchange by slot);
 [ $((N % 2)) = 0 ] && [ "$N" -gt 2 ] && RSPECS+=",hier:node_size=2,chunks=2"
 [ $(( ${#NAMES[@]} - refused )) -ge 3 ] && [ "$refused" -ge 1 ]
 tap_ok $? "$N ranks: --redundant $R is taken by $RSPECS; $refused strategy refused it (exit 2, nothing to replicate)"
-run "$RSPECS with 0 and $R redundant experts, capacity 0 and 1.25, k=2, skew 2" --tokens 24 --hidden 32 --ffn 48 \
-    --experts $E --strategy "$RSPECS" --top-k 2 --skew 2 --redundant 0,$R --capacity-factor 0,1.25
+# (with a capacity too: tests/torch_ref.sh features, gpu_strategies.sh and bytes_model.sh)
+run "$RSPECS with 0 and $R redundant experts, k=2, skew 2" --tokens 24 --hidden 32 --ffn 48 \
+    --experts $E --strategy "$RSPECS" --top-k 2 --skew 2 --redundant 0,$R
 python3 - "$work/r.csv" "$N" <<'PY'
 import csv, sys
 P = int(sys.argv[2])
