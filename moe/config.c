@@ -79,8 +79,7 @@ int moe_redundant_place(const int64_t *load, int E, int R, int P, int32_t *slot_
         n[best]++;
     }
     /* the replicas, heaviest first: expert e's n_e entries together (a stable order of the experts by weight) */
-    int m = 0;
-    for (int e = 0; e < E; e++) order[m++] = e;
+    for (int e = 0; e < E; e++) order[e] = e;
     for (int i = 1; i < E; i++) { /* insertion sort, stable: ties keep the lower expert first */
         int e = order[i], j = i;
         while (j > 0 && (double)load[e] * n[order[j - 1]] > (double)load[order[j - 1]] * n[e]) order[j] = order[j - 1], j--;

@@ -246,6 +246,19 @@ int moe_rows_reserve(moe_run_t *r, long rows, epb_err_t *err)
     return EPB_OK;
 }
 
+/* This rank's pairs on the host (assign_h, from topk_idx) with the expert capacity's rule applied: kept (E) gets
+ * the kept pairs per expert; the pairs dropped, -1 out of memory, -2 when the backend failed (its err says why) */
+static long host_capped(moe_run_t *r, int64_t *kept)
+{
+    const moe_config_t *c = &r->cfg;
+    size_t Tk = (size_t)c->T * (size_t)c->k;
+    if (r->be->ops->to_host(r->be, r->assign_h, r->topk_idx, Tk * 4) ||
+        r->be->ops->to_host(r->be, r->gate_h, r->topk_w, Tk * 4))
+        return -2;
+    return moe_capacity_drop(r->assign_h, r->gate_h, c->T, c->k, c->E, moe_capacity_group(c), moe_capacity(c),
+                             c->drop_policy, r->assign_h, kept);
+}
+
 /* Redundant experts: the load of the run's first batch (its tokens routed with the initial router and bias,
  * untimed; every rank's pairs summed, with a capacity those it keeps) placed by EPLB's rule (moe_redundant_place),
  * the same on every rank; the replica tables and gw. */
@@ -267,22 +280,13 @@ static int place_redundant(moe_run_t *r, epb_err_t *err)
         return epb_fail(err, EPB_ESYS, "rank %d: out of memory (--redundant)", r->rank);
     }
     memcpy(load, r->counts, sizeof *load * (size_t)E);
-    if (c->capacity_factor > 0) { /* what the experts compute: the pairs the capacity keeps */
-        size_t Tk = (size_t)c->T * (size_t)c->k;
-        if (be->ops->to_host(be, r->assign_h, r->topk_idx, Tk * 4) || be->ops->to_host(be, r->gate_h, r->topk_w, Tk * 4)) {
-            free(load);
-            return epb_fail(err, EPB_ESYS, "rank %d: %s", r->rank, be->err.msg);
-        }
-        if (moe_capacity_drop(r->assign_h, r->gate_h, c->T, c->k, E, moe_capacity_group(c), moe_capacity(c),
-                              c->drop_policy, r->assign_h, load) < 0) {
-            free(load);
-            return epb_fail(err, EPB_ESYS, "rank %d: out of memory (--redundant)", r->rank);
-        }
-    }
-    int rc = epb_allreduce(r->hcomm, load, load, (size_t)E, EPB_DT_I64, EPB_SUM);
-    if (rc) epb_fail(err, rc, "rank %d: %s", r->rank, r->hcomm->err.msg);
-    else if (moe_redundant_place(load, E, c->redundant, r->P, r->slot_log))
+    long d = c->capacity_factor > 0 ? host_capped(r, load) : 0; /* what the experts compute: the pairs kept */
+    int rc = EPB_OK;
+    if (d == -2) rc = epb_fail(err, EPB_ESYS, "rank %d: %s", r->rank, be->err.msg);
+    else if (d < 0 || (!(rc = epb_allreduce(r->hcomm, load, load, (size_t)E, EPB_DT_I64, EPB_SUM)) &&
+                       moe_redundant_place(load, E, c->redundant, r->P, r->slot_log)))
         rc = epb_fail(err, EPB_ESYS, "rank %d: out of memory (--redundant)", r->rank);
+    else if (rc) epb_fail(err, rc, "rank %d: %s", r->rank, r->hcomm->err.msg);
     free(load);
     if (rc) return rc;
     moe_replica_index(r->slot_log, E, c->redundant, r->rep_off, r->rep_slot);
@@ -597,30 +601,29 @@ static int shared_experts(moe_run_t *r, int backward, epb_err_t *err)
     return EPB_OK;
 }
 
-/* Redundant experts: the weight gradients of this rank's slots of replicated experts added into gw (zeroed first),
- * which grad_sync sums over the ranks: the experts' gradient assembled, a compute phase (experts_bwd) */
-static int replica_grads(moe_run_t *r, epb_err_t *err)
-{
-    moe_backend_t *be = r->be;
-    size_t DF = (size_t)r->cfg.D * (size_t)r->cfg.F, ab = moe_dtype_size(r->cfg.dtype), nr = (size_t)r->nrep;
-    void *dw[3] = { r->dw1, r->dw3, r->dw2 };
-    MOE_PHASE(MOE_PH_EXPERTS_BWD);
-    MOE_DO(be->ops->zero(be, r->gw, 3 * nr * DF * ab));
-    for (int a = 0; a < r->El; a++) {
-        int j = r->rep_idx[r->slot_log[r->e0 + a]];
-        for (int i = 0; j >= 0 && i < 3; i++)
-            MOE_DO(be->ops->add(be, (char *)r->gw + ((size_t)i * nr + (size_t)j) * DF * ab, (char *)dw[i] + (size_t)a * DF * ab, DF));
-    }
-    return EPB_OK;
-}
-
-/* The gradient the update reads for weight i (0 w1, 1 w3, 2 w2) of local slot a: gw's for a replicated expert */
+/* The gradient the update reads for weight i (0 w1, 1 w3, 2 w2) of local slot a: gw's for a replicated expert,
+ * else the slot's own */
 static void *slot_grad(const moe_run_t *r, int i, int a)
 {
     size_t DF = (size_t)r->cfg.D * (size_t)r->cfg.F, ab = moe_dtype_size(r->cfg.dtype);
     int j = r->slot_log ? r->rep_idx[r->slot_log[r->e0 + a]] : -1;
     void *dw[3] = { r->dw1, r->dw3, r->dw2 };
     return j >= 0 ? (char *)r->gw + ((size_t)i * (size_t)r->nrep + (size_t)j) * DF * ab : (char *)dw[i] + (size_t)a * DF * ab;
+}
+
+/* Redundant experts: the weight gradients of this rank's slots of replicated experts added into gw (zeroed first),
+ * which grad_sync sums over the ranks: the experts' gradient assembled, a compute phase (experts_bwd) */
+static int replica_grads(moe_run_t *r, epb_err_t *err)
+{
+    moe_backend_t *be = r->be;
+    size_t DF = (size_t)r->cfg.D * (size_t)r->cfg.F, ab = moe_dtype_size(r->cfg.dtype);
+    void *dw[3] = { r->dw1, r->dw3, r->dw2 };
+    MOE_PHASE(MOE_PH_EXPERTS_BWD);
+    MOE_DO(be->ops->zero(be, r->gw, 3 * (size_t)r->nrep * DF * ab));
+    for (int a = 0; a < r->El; a++)
+        for (int i = 0; r->rep_idx[r->slot_log[r->e0 + a]] >= 0 && i < 3; i++)
+            MOE_DO(be->ops->add(be, slot_grad(r, i, a), (char *)dw[i] + (size_t)a * DF * ab, DF));
+    return EPB_OK;
 }
 
 int moe_run_forward(moe_run_t *r, epb_err_t *err)
@@ -638,13 +641,12 @@ int moe_run_forward(moe_run_t *r, epb_err_t *err)
     r->dropped = 0;
     if (r->assign != r->topk_idx) { /* the pairs that reach an expert, and where, on the host */
         size_t Tk = (size_t)c->T * (size_t)c->k;
-        MOE_DO(be->ops->to_host(be, r->assign_h, r->topk_idx, Tk * 4));
         if (c->capacity_factor > 0) { /* the capacity rule on this rank's pairs (a capacity group of its T tokens) */
-            MOE_DO(be->ops->to_host(be, r->gate_h, r->topk_w, Tk * 4));
-            r->dropped = moe_capacity_drop(r->assign_h, r->gate_h, c->T, c->k, c->E, moe_capacity_group(c),
-                                           moe_capacity(c), c->drop_policy, r->assign_h, r->kept);
+            r->dropped = host_capped(r, r->kept);
+            if (r->dropped == -2) return moe_fail(r, err);
             if (r->dropped < 0) return epb_fail(err, EPB_ESYS, "rank %d: out of memory (expert capacity)", r->rank);
-        }
+        } else
+            MOE_DO(be->ops->to_host(be, r->assign_h, r->topk_idx, Tk * 4));
         if (r->slot_log) { /* each kept pair to one of its expert's replicas (by global token), counted per slot */
             memset(r->skept, 0, sizeof *r->skept * (size_t)r->Ep);
             for (size_t i = 0; i < Tk; i++)
@@ -799,11 +801,11 @@ int moe_run_sgd(moe_run_t *r, double lr, epb_err_t *err)
     size_t wn = (size_t)r->El * (size_t)c->D * (size_t)c->F;
     size_t sn = (size_t)c->D * (size_t)c->shared * (size_t)c->Fs;
     int bad = 0;
+    size_t DF = wn / (size_t)r->El;
     void *w[3] = { r->w1, r->w3, r->w2 };
-    for (int i = 0; i < 3 && !bad; i++) /* slot by slot with redundant experts (a replicated one reads gw) */
-        for (int a = 0; a < (r->slot_log ? r->El : 1) && !bad; a++)
-            bad = sgd_update(r->be, (char *)w[i] + (size_t)a * (wn / (size_t)r->El) * 4, slot_grad(r, i, a),
-                             r->slot_log ? wn / (size_t)r->El : wn, lr);
+    for (int i = 0; i < 3 && !bad; i++) /* slot by slot: a replicated expert's reads gw */
+        for (int a = 0; a < r->El && !bad; a++)
+            bad = sgd_update(r->be, (char *)w[i] + (size_t)a * DF * 4, slot_grad(r, i, a), DF, lr);
     if (bad || sgd_update(r->be, r->Wr, r->dWr, (size_t)c->D * (size_t)c->E, lr) ||
         (sn && (sgd_update(r->be, r->sw1, r->dsw1, sn, lr) || sgd_update(r->be, r->sw3, r->dsw3, sn, lr) ||
                 sgd_update(r->be, r->sw2, r->dsw2, sn, lr))) ||
