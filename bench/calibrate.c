@@ -130,15 +130,110 @@ static int calibrate_gemm(bench_ctx_t *b, epb_row_t *rows, int *nrows, char *par
     free(g.C);
     return rc;
 }
+
+/* The experts' own ops (moe/ops.h experts_forward, experts_backward: SwiGLU's three GEMMs forward and six backward,
+ * the transposed ones included, and their elementwise work) at M rows per expert, D = F = 1024, over XCAL_E experts
+ * (at most XCAL_ROWS rows in all: 2 experts at M = 1024) whose weights are each its own (read from memory as a moe
+ * step reads them, not a hot cache's), every rank at once. The projection takes their FLOP rate at M over the GEMM
+ * ceiling as the experts' efficiency (docs/METHOD.md). */
+#define XCAL_E 4
+#define XCAL_ROWS 2048
+typedef struct {
+    moe_backend_t *be;
+    void *out, *a1, *a3, *s, *h, *xp, *w1, *w3, *w2, *dxp, *dw1, *dw3, *dw2, *work, *dout;
+    int64_t off[XCAL_E + 1];
+    int El;
+} xcal_t;
+
+static int do_experts_fwd(void *p)
+{
+    xcal_t *x = p;
+    return x->be->ops->experts_forward(x->be, x->out, x->a1, x->a3, x->s, x->h, x->xp, x->w1, x->w3, x->w2, x->off,
+                                       x->El, GEMM_KN, GEMM_KN);
+}
+
+static int do_experts_bwd(void *p)
+{
+    xcal_t *x = p;
+    return x->be->ops->experts_backward(x->be, x->dxp, x->dw1, x->dw3, x->dw2, x->work, x->dout, x->a1, x->a3, x->s,
+                                        x->xp, x->w1, x->w3, x->w2, x->off, x->El, GEMM_KN, GEMM_KN);
+}
+
+static int calibrate_experts(bench_ctx_t *b, epb_row_t *rows, int *nrows, char *params, epb_err_t *err)
+{
+    const bench_opts_t *o = b->o;
+    const long D = GEMM_KN, F = GEMM_KN, R = XCAL_ROWS;
+    xcal_t x = { 0 };
+    int rc = moe_cpu_backend_create(&x.be, err);
+    if (rc) return rc;
+    void **act[] = { &x.out, &x.xp, &x.dxp, &x.dout }, **hid[] = { &x.a1, &x.a3, &x.s, &x.h },
+         **wts[] = { &x.w1, &x.w3, &x.w2, &x.dw1, &x.dw3, &x.dw2 };
+    for (size_t i = 0; !rc && i < sizeof act / sizeof *act; i++)
+        if (!(*act[i] = x.be->ops->alloc(x.be, (size_t)(R * D) * sizeof(float)))) rc = EPB_ESYS;
+    for (size_t i = 0; !rc && i < sizeof hid / sizeof *hid; i++)
+        if (!(*hid[i] = x.be->ops->alloc(x.be, (size_t)(R * F) * sizeof(float)))) rc = EPB_ESYS;
+    for (size_t i = 0; !rc && i < sizeof wts / sizeof *wts; i++)
+        if (!(*wts[i] = x.be->ops->alloc(x.be, (size_t)(XCAL_E * D * F) * sizeof(float)))) rc = EPB_ESYS;
+    if (!rc && !(x.work = x.be->ops->alloc(x.be, (size_t)(2 * R * F) * sizeof(float)))) rc = EPB_ESYS;
+    if (rc) epb_fail(err, rc, "rank %d: out of memory for the experts' calibration (%s)", b->ctl->rank, x.be->err.msg);
+    /* inputs small enough that repeated accumulation into dw stays far from overflow */
+    for (int t = 0; !rc && t < 3; t++)
+        for (long i = 0; i < XCAL_E * D * F; i++)
+            ((float *)*wts[t])[i] = 0.03f * (float)(epb_uniform(o->seed, 10 + (uint64_t)t, (uint64_t)i) - 0.5);
+    for (long i = 0; !rc && i < R * D; i++) {
+        ((float *)x.xp)[i] = (float)(epb_uniform(o->seed, 20, (uint64_t)i) - 0.5);
+        ((float *)x.dout)[i] = 1e-3f * (float)(epb_uniform(o->seed, 21, (uint64_t)i) - 0.5);
+    }
+    for (int i = 0; !rc && i < NGEMM; i++) {
+        int M = gemm_m[i];
+        x.El = M * XCAL_E > XCAL_ROWS ? XCAL_ROWS / M : XCAL_E;
+        for (int a = 0; a <= x.El; a++) x.off[a] = (int64_t)a * M;
+        for (int bwd = 0; !rc && bwd < 2; bwd++) {
+            epb_stats_t st;
+            double gflop = (bwd ? 12.0 : 6.0) * M * (double)D * F * x.El / 1e9;
+            int it = (int)(10.0 / gflop);
+            it = it < 2 ? 2 : it > o->iters ? o->iters : it;
+            /* the forward runs before the timed backward (it writes what the backward reads) */
+            if (bwd && (rc = do_experts_fwd(&x))) break;
+            if ((rc = time_kernel(b, "total", bwd ? do_experts_bwd : do_experts_fwd, &x, it, 1, &st))) break;
+            epb_row_t *r = &rows[(*nrows)++];
+            fill_row(r, &b->base, bwd ? "experts_bwd" : "experts_fwd", &st, it);
+            r->params = params;
+            r->tokens = M; /* rows per expert; experts, D, F */
+            r->experts = x.El;
+            r->hidden = D;
+            r->ffn = F;
+            r->gflop = gflop;
+            r->tflops = gflop / (st.med * 1e-6) / 1e3;
+            r->peak_mem_bytes = x.be->peak_bytes;
+            r->check = "skipped";
+            if (b->ctl->rank == 0)
+                printf("    %s M=%-5d median %10.1f us, %7.1f GFLOP/s per rank\n", bwd ? "backward" : "forward ", M,
+                       st.med, r->tflops * 1e3);
+        }
+        if (rc && !err->msg[0]) epb_fail(err, rc, "%s", x.be->err.msg[0] ? x.be->err.msg : b->ctl->err.msg);
+    }
+    for (size_t i = 0; i < sizeof act / sizeof *act; i++) x.be->ops->free(x.be, *act[i]);
+    for (size_t i = 0; i < sizeof hid / sizeof *hid; i++) x.be->ops->free(x.be, *hid[i]);
+    for (size_t i = 0; i < sizeof wts / sizeof *wts; i++) x.be->ops->free(x.be, *wts[i]);
+    x.be->ops->free(x.be, x.work);
+    moe_backend_destroy(x.be);
+    return rc;
+}
 #endif
 
 /* ---- collectives per communicator level ---- */
 
 static const char *const cal_colls[] = { "alltoall", "allgather", "reduce_scatter", "allreduce" };
 #define NCCOLL 4
-static const uint64_t cal_sizes[] = { 8 << 10, 128 << 10, 1 << 20, 8 << 20 };
-#define NCSIZE 4
-#define NCAL_ROWS (1 + NGEMM_MAX + 2 * NCCOLL * NCSIZE)
+/* to 128 MiB: a collective's rate can fall off a cliff above the sizes a small run uses (Open MPI 4.1's allreduce
+ * and reduce_scatter on 2 shared-memory ranks of the CI VM: 7 GB/s at 8 MiB, 0.4 GB/s from 32 MiB), and the
+ * projection extrapolates beyond the last point. -e caps it (the smallest size is always measured). */
+static const uint64_t cal_sizes[] = { 8 << 10, 128 << 10, 1 << 20, 8 << 20, 32 << 20, 128 << 20 };
+#define NCSIZE 6
+#define CAL_BIG (32 << 20) /* from this size on, at most CAL_BIG_ITERS timed calls */
+#define CAL_BIG_ITERS 5
+#define NCAL_ROWS (1 + 3 * NGEMM_MAX + 2 * NCCOLL * NCSIZE)
 #define NGEMM_MAX 8
 
 /* Times every collective of cal_colls at every size on communicator c (NULL on a rank outside the level's
@@ -154,12 +249,14 @@ static int calibrate_level(bench_ctx_t *b, epb_comm_t *c, int csize, const char 
     for (int ci = 0; !rc && ci < NCCOLL; ci++) {
         const epb_coll_t *coll = epb_coll_find(cal_colls[ci]);
         for (int si = 0; !rc && si < NCSIZE; si++) {
+            if (si > 0 && o->max_given && cal_sizes[si] > o->max_bytes) break;
+            int it = cal_sizes[si] >= CAL_BIG && iters > CAL_BIG_ITERS ? CAL_BIG_ITERS : iters;
             uint64_t bytes = epb_coll_round_size(cal_sizes[si], csize, EPB_DT_F32);
             epb_coll_ctx_t x = { .comm = c, .dt = EPB_DT_F32, .seed = o->seed, .bytes = bytes };
             bench_watchdog_mode(b->wd, "--calibrate %s %s %llu", level, coll->name, (unsigned long long)bytes);
             if (c && (rc = epb_coll_ctx_setup(coll, &x, err))) break;
             for (int i = 0; c && !rc && i < (o->warmup < 2 ? o->warmup : 2); i++) rc = coll->run(&x);
-            for (int i = 0; i < iters && !rc; i++) {
+            for (int i = 0; i < it && !rc; i++) {
                 rc = epb_barrier(b->ctl);
                 double t0 = epb_now_us();
                 if (c && !rc) rc = coll->run(&x);
@@ -168,11 +265,11 @@ static int calibrate_level(bench_ctx_t *b, epb_comm_t *c, int csize, const char 
             }
             if (rc) epb_fail(err, rc, "%s", c && c->err.msg[0] ? c->err.msg : b->ctl->err.msg);
             epb_stats_t st;
-            if (!rc && (rc = bench_reduce_times(b, t, iters, &st))) epb_fail(err, rc, "%s", b->ctl->err.msg);
+            if (!rc && (rc = bench_reduce_times(b, t, it, &st))) epb_fail(err, rc, "%s", b->ctl->err.msg);
             epb_coll_ctx_free(&x);
             if (rc) break;
             epb_row_t *r = &rows[(*nrows)++];
-            fill_row(r, &b->base, coll->name, &st, iters);
+            fill_row(r, &b->base, coll->name, &st, it);
             snprintf(params[*nrows - 1], 48, "level=%s;rpn=%d", level, b->ctl->local_size);
             r->params = params[*nrows - 1];
             r->kind = "comm";
@@ -257,6 +354,10 @@ int bench_run_calibrate(bench_ctx_t *b, epb_err_t *err)
     }
 #if EPB_HAVE_BLAS
     if ((rc = calibrate_gemm(b, rows, &nrows, gparams, err))) return rc;
+    if (b->ctl->rank == 0)
+        printf("  the experts' SwiGLU ops, %d experts x M rows each (at most %d rows), D = F = %d (moe/ops.h, every "
+               "rank at once):\n", XCAL_E, XCAL_ROWS, GEMM_KN);
+    if ((rc = calibrate_experts(b, rows, &nrows, gparams, err))) return rc;
 #else
     if (b->ctl->rank == 0) fprintf(stderr, "bench: built without BLAS: the sgemm ceiling is not measured\n");
 #endif

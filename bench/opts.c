@@ -109,7 +109,8 @@ void bench_usage(FILE *f)
     fprintf(f,
 "usage: bench --strategy LIST [options]  MoE forward+backward under expert-parallel strategies, checked\n"
 "       bench --coll NAME [options]      collective microbenchmark (nccl-tests style, CSV out)\n"
-"       bench --calibrate [options]      what report --project needs: memcpy GB/s, sgemm by rows, collectives\n"
+"       bench --calibrate [options]      what report --project needs: memcpy GB/s, sgemm and experts by rows,\n"
+"                                        collectives\n"
 "       bench --help | --version\n"
 "\n"
 "Started by hand with --ranks N > 1, bench runs itself under mpirun with N local ranks (printing the launch\n"
@@ -629,7 +630,7 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
         return epb_fail(err, EPB_EUSAGE, "-b, -e, -f and --imbalance size the collective microbenchmark: they need "
                         "--coll (size a MoE run with --tokens, --hidden, --ffn)");
     if (o->mode == MODE_CALIBRATE && o->coll_opt_given)
-        return epb_fail(err, EPB_EUSAGE, "-b, -f and --imbalance are for --coll (--calibrate takes -e, the copy size)");
+        return epb_fail(err, EPB_EUSAGE, "-b, -f and --imbalance are for --coll (--calibrate takes -e: the largest copy and collective size)");
     if (o->json[0] && o->mode != MODE_COLL)
         return epb_fail(err, EPB_EUSAGE, "-J/--json %s: nccl-tests JSON is written by --coll only", o->json);
     if (moe_opt && o->mode != MODE_MOE)

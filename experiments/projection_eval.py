@@ -2,7 +2,8 @@
 """experiments/projection's evaluation: the model's projected step and phases (report --project's projection.csv)
 against what the runs measured, per set of runs (one node; two hosts), held-out configurations apart.
 
-Usage: projection_eval.py --out JSON --published "N MEDIAN%" --held-out "k:skew,..." --set NAME RUNS.csv PROJ.csv ...
+Usage: projection_eval.py --out JSON --published "N MEDIAN%" --held-out "KEY,..." --set NAME RUNS.csv PROJ.csv ...
+KEY: a layer configuration held out, E<E>-k<k>-T<T>-D<D>-F<F>-skew<S> (the configuration key without P and nodes).
 Per step: error = projected / measured - 1 for each (configuration, strategy); the median and 90th percentile of
 |error|, held out and development apart. Per phase: the median |error| over the (configuration, strategy) pairs where
 the phase holds at least 2% of the measured step (smaller phases are the timer's noise). Ranking: for every pair of
@@ -25,7 +26,7 @@ ap.add_argument("--published", default="")
 ap.add_argument("--held-out", default="")
 ap.add_argument("--set", nargs=3, action="append", metavar=("NAME", "RUNS", "PROJ"), required=True)
 a = ap.parse_args()
-held = {(int(x.split(":")[0]), float(x.split(":")[1])) for x in a.held_out.split(",") if x}
+held = {x for x in a.held_out.split(",") if x}
 
 
 def cfg_key(r):
@@ -63,9 +64,7 @@ for name, runs, proj in a.set:
     for (cfg, strat, ph), (pj, ms) in sorted(P.items()):
         if ph != "step" or ms <= 0:
             continue
-        k = int(cfg.split("-k")[1].split("-")[0])
-        skew = float(cfg.split("-skew")[1])
-        ho = (k, skew) in held
+        ho = cfg.split("-", 2)[2] in held  # P2-n1-E16-k2-...: the layer's part
         e = pj / ms - 1
         step_err[(cfg, strat)] = (e, ho)
         (all_held if ho else all_dev).append(abs(e))

@@ -56,6 +56,23 @@ static int check_points(const char *path, const char *field, const rp_link_t *l,
     return EPB_OK;
 }
 
+/* An experts phase's rate over the GEMM ceiling: above 1 where the experts' GEMMs beat the ceiling's (noise, another
+ * shape's kernel), never far above. */
+#define R_XEFF_MAX 1.5
+
+/* rows of a curve: 1 to RP_MAXPTS increasing numbers >= 1 */
+static int check_curve(const char *path, const char *field, int n, const double *m, epb_err_t *err)
+{
+    char f[64];
+    if (n < 1 || n > RP_MAXPTS) return bad(err, path, field, "expected an array of 1 to 32 numbers");
+    for (int i = 0; i < n; i++) {
+        snprintf(f, sizeof f, "%s[%d]", field, i);
+        if (!(m[i] >= 1) || !isfinite(m[i]) || (i && m[i] <= m[i - 1]))
+            return bad(err, path, f, "expected increasing numbers >= 1");
+    }
+    return EPB_OK;
+}
+
 /* Every number of c in its range: the one check of the reader and the writer. */
 static int cluster_check(const char *path, const rp_cluster_t *c, epb_err_t *err)
 {
@@ -68,13 +85,18 @@ static int cluster_check(const char *path, const rp_cluster_t *c, epb_err_t *err
         return rc;
     if (c->ncurve < 1) return bad(err, path, "gemm.rows", "expected an array of 1 to 32 numbers");
     char f[64], g[200];
+    if ((rc = check_curve(path, "gemm.rows", c->ncurve, c->curve_m, err))) return rc;
     for (int i = 0; i < c->ncurve; i++) {
-        snprintf(f, sizeof f, "gemm.rows[%d]", i);
-        if (!(c->curve_m[i] >= 1) || !isfinite(c->curve_m[i]) || (i && c->curve_m[i] <= c->curve_m[i - 1]))
-            return bad(err, path, f, "expected increasing numbers >= 1");
         snprintf(f, sizeof f, "gemm.efficiency[%d]", i);
         if (!(c->curve_eff[i] > 0) || c->curve_eff[i] > 1) return bad(err, path, f, "expected a number in (0, 1]");
     }
+    if (c->nxcurve && (rc = check_curve(path, "experts.rows", c->nxcurve, c->xcurve_m, err))) return rc;
+    for (int d = 0; d < 2; d++)
+        for (int i = 0; i < c->nxcurve; i++) {
+            snprintf(f, sizeof f, "experts.%s_efficiency[%d]", d ? "bwd" : "fwd", i);
+            if (!(c->xcurve_eff[d][i] > 0) || c->xcurve_eff[d][i] > R_XEFF_MAX)
+                return bad(err, path, f, "expected a number in (0, 1.5] (a share of gemm.tflops)");
+        }
     static const char *const lname[2] = { "intra", "inter" };
     for (int l = 0; l < 2; l++)
         for (int co = 0; co < RP_NCO; co++) {
@@ -120,6 +142,30 @@ static int get_source(const char *path, json_t *obj, const char *field, char *ou
     if (!v) return bad(err, path, f, "missing (every number names its source)");
     if (!json_is_string(v) || !*json_string_value(v)) return bad(err, path, f, "expected a non-empty string");
     if (out) snprintf(out, n, "%s", json_string_value(v));
+    return EPB_OK;
+}
+
+/* obj.key: an array of 1 to RP_MAXPTS numbers into x; with like (the array it must be as long as) *n is its length,
+ * else *n is set. The ranges are cluster_check's. */
+static int get_array(const char *path, json_t *obj, const char *field, const char *key, const char *like, double *x,
+                     int *n, epb_err_t *err)
+{
+    char f[96], g[160];
+    snprintf(f, sizeof f, "%s.%s", field, key);
+    json_t *a = json_object_get(obj, key);
+    if (!a) return bad(err, path, f, "missing");
+    if (like && (!json_is_array(a) || (int)json_array_size(a) != *n)) {
+        snprintf(g, sizeof g, "expected an array as long as %s.%s", field, like);
+        return bad(err, path, f, g);
+    }
+    if (!json_is_array(a) || json_array_size(a) < 1 || json_array_size(a) > RP_MAXPTS)
+        return bad(err, path, f, "expected an array of 1 to 32 numbers");
+    for (size_t i = 0; i < json_array_size(a); i++) {
+        snprintf(g, sizeof g, "%s[%zu]", f, i);
+        if (!json_is_number(json_array_get(a, i))) return bad(err, path, g, "expected a number");
+        x[i] = json_number_value(json_array_get(a, i));
+    }
+    *n = (int)json_array_size(a);
     return EPB_OK;
 }
 
@@ -209,28 +255,19 @@ int rp_cluster_load(const char *path, rp_cluster_t *c, epb_err_t *err)
     if ((rc = get_obj(path, root, "gemm", "gemm", &g, err))) goto out;
     if ((rc = get_num(path, g, "tflops", "gemm.tflops", &R_RATE, &c->gemm_tflops, err))) goto out;
     if ((rc = get_source(path, g, "gemm", NULL, 0, err))) goto out;
-    json_t *rows = json_object_get(g, "rows"), *eff = json_object_get(g, "efficiency");
-    if (!rows) { rc = bad(err, path, "gemm.rows", "missing"); goto out; }
-    if (!eff) { rc = bad(err, path, "gemm.efficiency", "missing"); goto out; }
-    if (!json_is_array(rows) || json_array_size(rows) < 1 || json_array_size(rows) > RP_MAXPTS) {
-        rc = bad(err, path, "gemm.rows", "expected an array of 1 to 32 numbers");
+    if ((rc = get_array(path, g, "gemm", "rows", NULL, c->curve_m, &c->ncurve, err)) ||
+        (rc = get_array(path, g, "gemm", "efficiency", "rows", c->curve_eff, &c->ncurve, err)))
+        goto out;
+    json_t *xo = json_object_get(root, "experts"); /* optional */
+    if (xo && !json_is_object(xo)) {
+        rc = bad(err, path, "experts", "expected an object");
         goto out;
     }
-    if (!json_is_array(eff) || json_array_size(eff) != json_array_size(rows)) {
-        rc = bad(err, path, "gemm.efficiency", "expected an array as long as gemm.rows");
+    if (xo && ((rc = get_source(path, xo, "experts", NULL, 0, err)) ||
+               (rc = get_array(path, xo, "experts", "rows", NULL, c->xcurve_m, &c->nxcurve, err)) ||
+               (rc = get_array(path, xo, "experts", "fwd_efficiency", "rows", c->xcurve_eff[0], &c->nxcurve, err)) ||
+               (rc = get_array(path, xo, "experts", "bwd_efficiency", "rows", c->xcurve_eff[1], &c->nxcurve, err))))
         goto out;
-    }
-    for (size_t i = 0; i < json_array_size(rows); i++) {
-        json_t *r = json_array_get(rows, i), *e = json_array_get(eff, i);
-        char f[64];
-        snprintf(f, sizeof f, "gemm.rows[%zu]", i);
-        if (!json_is_number(r)) { rc = bad(err, path, f, "expected increasing numbers >= 1"); goto out; }
-        snprintf(f, sizeof f, "gemm.efficiency[%zu]", i);
-        if (!json_is_number(e)) { rc = bad(err, path, f, "expected a number in (0, 1]"); goto out; }
-        c->curve_m[i] = json_number_value(r);
-        c->curve_eff[i] = json_number_value(e);
-        c->ncurve = (int)i + 1;
-    }
     static const char *const lname[2] = { "intra", "inter" };
     for (int l = 0; l < 2; l++) {
         if ((rc = get_obj(path, root, lname[l], lname[l], &lv, err))) goto out;
@@ -279,6 +316,19 @@ int rp_cluster_write(const char *path, const rp_cluster_t *c, const char *source
     json_object_set_new(root, "gemm", json_pack("{s:f, s:o, s:o, s:s}", "tflops", c->gemm_tflops, "rows", rows,
                                                 "efficiency", eff, "source",
                                                 "mode=peak op=gemm, K = N = 1024, by M: the best TFLOP/s and each M's share of it"));
+    if (c->nxcurve) {
+        json_t *xr = json_array(), *xf = json_array(), *xb = json_array();
+        for (int i = 0; i < c->nxcurve; i++) {
+            json_array_append_new(xr, json_real(c->xcurve_m[i]));
+            json_array_append_new(xf, json_real(c->xcurve_eff[0][i]));
+            json_array_append_new(xb, json_real(c->xcurve_eff[1][i]));
+        }
+        json_object_set_new(root, "experts", json_pack("{s:o, s:o, s:o, s:s}", "rows", xr, "fwd_efficiency", xf,
+                                                       "bwd_efficiency", xb, "source",
+                                                       "mode=peak op=experts_fwd, experts_bwd (the SwiGLU ops of "
+                                                       "moe/ops.h, D = F = 1024), by rows per expert: the best "
+                                                       "TFLOP/s of each as a share of gemm.tflops"));
+    }
     static const char *const lname[2] = { "intra", "inter" };
     for (int l = 0; l < 2; l++) {
         json_t *lv = json_object();

@@ -99,24 +99,33 @@ static double described_time(const rp_cluster_t *cl, const moe_tcall_t *c, int P
 
 /* ---- compute ---- */
 
-static double gemm_eff(const rp_cluster_t *cl, double m)
+/* A curve's efficiency at m rows: linear in log(rows) between its points, the end values beyond them. */
+static double curve_at(int n, const double *cm, const double *ce, double m)
 {
-    int n = cl->ncurve;
     if (n == 0) return 1;
-    if (m <= cl->curve_m[0]) return cl->curve_eff[0];
+    if (m <= cm[0]) return ce[0];
     for (int i = 1; i < n; i++)
-        if (m <= cl->curve_m[i]) { /* linear in log(rows) */
-            double f = (log(m) - log(cl->curve_m[i - 1])) / (log(cl->curve_m[i]) - log(cl->curve_m[i - 1]));
-            return cl->curve_eff[i - 1] + f * (cl->curve_eff[i] - cl->curve_eff[i - 1]);
+        if (m <= cm[i]) {
+            double f = (log(m) - log(cm[i - 1])) / (log(cm[i]) - log(cm[i - 1]));
+            return ce[i - 1] + f * (ce[i] - ce[i - 1]);
         }
-    return cl->curve_eff[n - 1];
+    return ce[n - 1];
 }
 
 /* gflop at m rows per GEMM, us (no fixed cost) */
 static double gemm_us(const rp_cluster_t *cl, double gflop, double m)
 {
     if (gflop <= 0) return 0;
-    return gflop * 1e3 / (cl->gemm_tflops * gemm_eff(cl, m > 1 ? m : 1));
+    return gflop * 1e3 / (cl->gemm_tflops * curve_at(cl->ncurve, cl->curve_m, cl->curve_eff, m > 1 ? m : 1));
+}
+
+/* An expert's forward (bwd 0) or backward of gflop at m rows: the cluster's experts curve where it has one (the
+ * SwiGLU ops themselves: their transposed GEMMs and elementwise work), else the GEMM curve. */
+static double expert_us(const rp_cluster_t *cl, double gflop, double m, int bwd)
+{
+    if (!cl->nxcurve) return gemm_us(cl, gflop, m);
+    if (gflop <= 0) return 0;
+    return gflop * 1e3 / (cl->gemm_tflops * curve_at(cl->nxcurve, cl->xcurve_m, cl->xcurve_eff[bwd], m > 1 ? m : 1));
 }
 
 /* a GEMM phase of gflop at m rows, with the phase's fixed cost */
@@ -143,7 +152,7 @@ static double experts_time(const rp_cluster_t *cl, const moe_traffic_t *t, int r
         if (m <= 0) continue;
         double g = (bwd ? 12 : 6) * m * D * F / 1e9;
         fl += g;
-        us += N * gemm_us(cl, g / N, m / N);
+        us += N * expert_us(cl, g / N, m / N, bwd);
     }
     *gflop = fl;
     return fl > 0 ? us + N * cl->overhead_us : 0;
@@ -323,8 +332,8 @@ int rp_calibration_cluster(const rp_data_t *d, rp_cluster_t *c, char *hclass, si
     c->elem_bytes = 4;
     c->gpus_per_node = 1;
     char buf[64];
-    /* memcpy: the best median; gemm: by M, the best median of each M */
-    double mrate[RP_MAXPTS] = { 0 };
+    /* memcpy: the best median; gemm: by M, the best median of each M; the experts' ops alike */
+    double mrate[RP_MAXPTS] = { 0 }, xrate[2][RP_MAXPTS] = { { 0 } };
     int have[2][RP_NCO] = { { 0 } };
     for (size_t i = 0; i < d->ncells; i++) {
         const rp_cell_t *x = &d->cells[i];
@@ -342,6 +351,15 @@ int rp_calibration_cluster(const rp_data_t *d, rp_cluster_t *c, char *hclass, si
                 c->curve_m[c->ncurve++] = M;
             }
             mrate[j] = fmax(mrate[j], x->tflops);
+        } else if (!strcmp(r->op, "experts_fwd") || !strcmp(r->op, "experts_bwd")) {
+            double M = (double)r->tokens;
+            int j, bwd = !strcmp(r->op, "experts_bwd");
+            for (j = 0; j < c->nxcurve && c->xcurve_m[j] != M; j++) {}
+            if (j == c->nxcurve) {
+                if (c->nxcurve == RP_MAXPTS) continue;
+                c->xcurve_m[c->nxcurve++] = M;
+            }
+            xrate[bwd][j] = fmax(xrate[bwd][j], x->tflops);
         }
     }
     if (c->copy_gbps <= 0) return epb_fail(err, EPB_EUSAGE, "no mode=peak memcpy row with a time");
@@ -356,6 +374,19 @@ int rp_calibration_cluster(const rp_data_t *d, rp_cluster_t *c, char *hclass, si
     for (int j = 0; j < c->ncurve; j++) c->gemm_tflops = fmax(c->gemm_tflops, mrate[j]);
     if (c->gemm_tflops <= 0) return epb_fail(err, EPB_EUSAGE, "the mode=peak gemm rows have no TFLOP/s");
     for (int j = 0; j < c->ncurve; j++) c->curve_eff[j] = fmax(mrate[j] / c->gemm_tflops, 1e-6);
+    for (int a = 0; a < c->nxcurve; a++) /* the experts' curve by M, and each point's share of the GEMM ceiling */
+        for (int b = a + 1; b < c->nxcurve; b++)
+            if (c->xcurve_m[b] < c->xcurve_m[a]) {
+                double t = c->xcurve_m[a]; c->xcurve_m[a] = c->xcurve_m[b]; c->xcurve_m[b] = t;
+                for (int d = 0; d < 2; d++) t = xrate[d][a], xrate[d][a] = xrate[d][b], xrate[d][b] = t;
+            }
+    for (int j = 0; j < c->nxcurve; j++)
+        for (int d = 0; d < 2; d++) {
+            if (xrate[d][j] <= 0) /* a forward without its backward (or the reverse): no curve rather than half */
+                return epb_fail(err, EPB_EUSAGE, "mode=peak %s rows at M=%g without their %s", d ? "experts_fwd" : "experts_bwd",
+                                c->xcurve_m[j], d ? "experts_bwd" : "experts_fwd");
+            c->xcurve_eff[d][j] = xrate[d][j] / c->gemm_tflops;
+        }
     /* collectives: per level, the points (bytes a rank sends to others, median us), sorted by bytes */
     for (int l = 0; l < 2; l++)
         for (int co = 0; co < RP_NCO; co++) {

@@ -355,6 +355,10 @@ typedef struct {
     double gemm_tflops; /* the GEMM peak per rank */
     int ncurve;         /* its efficiency by rows M: curve_eff[i] of the peak at curve_m[i] rows */
     double curve_m[RP_MAXPTS], curve_eff[RP_MAXPTS];
+    /* optional "experts": the experts' own ops (forward, backward) at xcurve_m[i] rows per expert, as a share of
+     * gemm_tflops (a calibration's experts_fwd/experts_bwd rows); nxcurve 0: the experts run at the GEMM curve */
+    int nxcurve;
+    double xcurve_m[RP_MAXPTS], xcurve_eff[2][RP_MAXPTS];
     rp_link_t intra[RP_NCO], inter[RP_NCO]; /* inter: the bytes a rank sends to other nodes, through its NIC */
     char link_src[2][256]; /* rp_cluster_write: the source written for each level */
 } rp_cluster_t;

@@ -394,7 +394,7 @@ static void peak_section(rp_doc_t *doc, const rp_data_t *d)
         rp_doc_cell(doc, "%s", c->hclass);
         rp_doc_cell(doc, "%s", sz);
         rp_doc_cell(doc, "%.2f", c->med);
-        if (!strcmp(c->row->op, "gemm"))
+        if (!strcmp(c->row->op, "gemm") || !strcmp(c->row->op, "experts_fwd") || !strcmp(c->row->op, "experts_bwd"))
             rp_doc_cell(doc, "%.3f TFLOP/s", c->tflops);
         else
             rp_doc_cell(doc, "%.2f GB/s", c->row->algbw_gbps);

@@ -19,13 +19,26 @@ rows = [r for r in csv.DictReader(open(sys.argv[1]))]
 g = sorted(int(r["tokens"]) for r in rows if r["op"] == "gemm" and float(r["tflops"]) > 0 and r["hidden"] == "1024"
            and r["ffn"] == "1024" and r["params"].endswith(";rpn=2") and r["kind"] == "compute")
 assert g == [4, 16, 64, 256, 1024], g
+for op, f in (("experts_fwd", 6), ("experts_bwd", 12)):
+    x = [r for r in rows if r["op"] == op and r["kind"] == "compute" and r["params"].endswith(";rpn=2")]
+    assert sorted(int(r["tokens"]) for r in x) == [4, 16, 64, 256, 1024], (op, x)
+    for r in x:  # FLOPs of E experts x M rows each, the rate from the median
+        M, E, D, F = (int(r[c]) for c in ("tokens", "experts", "hidden", "ffn"))
+        assert (E, D, F) == (min(4, 2048 // M), 1024, 1024), r  # at most 2048 rows
+        assert abs(float(r["gflop"]) - f * M * E * D * F / 1e9) < 1e-6 * f * M * E * D * F / 1e9, r
+        assert abs(float(r["tflops"]) * float(r["t_med_us"]) * 1e-6 * 1e3 - float(r["gflop"])) < 1e-3 * float(r["gflop"]), r
 for c in ("alltoall", "allgather", "reduce_scatter", "allreduce"):
     s = sorted(int(r["bytes"]) for r in rows if r["op"] == c and r["coll"] == c and r["kind"] == "comm"
                and r["params"] == "level=intra;rpn=2" and float(r["t_med_us"]) > 0 and float(r["busbw_gbps"]) > 0)
-    assert s == [8192, 131072, 1048576, 8388608], (c, s)
+    assert s == [8192, 131072, 1048576], (c, s)  # -e 1M caps the sizes (to 128M without it)
 PY
-tap_ok $? "gemm rows at M 4..1024 (K = N = 1024), each collective at 8K..8M on level=intra" err
+tap_ok $? "gemm and experts' rows at M 4..1024 (K = N = 1024), each collective at 8K..1M (-e) on level=intra" err
 "$REPORT" --calibration-out cal.json peak.csv >out 2>err && "$REPORT" --project cal.json peak.csv >out 2>>err &&
-    grep -q "^recommendation (projected" out
-tap_ok $? "report --calibration-out reads the rows, --project loads the file it wrote" err
+    grep -q "^recommendation (projected" out && python3 - cal.json >>err 2>&1 <<'PY'
+import json, sys
+x = json.load(open(sys.argv[1]))["experts"]
+assert x["rows"] == [4, 16, 64, 256, 1024] and x["source"], x
+assert all(0 < e <= 1.5 for e in x["fwd_efficiency"] + x["bwd_efficiency"]), x
+PY
+tap_ok $? "report --calibration-out reads the rows (the experts' curve too), --project loads the file it wrote" err
 tap_done
