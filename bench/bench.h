@@ -42,6 +42,7 @@ typedef struct {
     long experts[BENCH_MAX_LIST], top_k[BENCH_MAX_LIST], tokens[BENCH_MAX_LIST], hidden[BENCH_MAX_LIST],
         ffn[BENCH_MAX_LIST];
     int nexperts, ntop_k, ntokens, nhidden, nffn;
+    long cal_hidden, cal_ffn; /* --calibrate --hidden D --ffn F: its GEMMs' K and N, its experts' D and F (0: 1024) */
     int router;      /* moe_router_t */
     int route_norm;
     double skew, bias_coeff, lr;
@@ -260,5 +261,9 @@ int bench_run_coll(bench_ctx_t *b, epb_err_t *err);
 int bench_moe_plan(const bench_opts_t *o, int P, epb_err_t *err);
 int bench_run_moe(bench_ctx_t *b, epb_err_t *err);
 int bench_run_calibrate(bench_ctx_t *b, epb_err_t *err);
+/* The moe library's backend of this run: cuda on the data communicator's GPU and stream (--device cuda, --dtype), or
+ * cpu. (struct moe_backend: moe/ops.h; bench.h does not include the moe headers.) */
+struct moe_backend;
+int bench_backend_create(bench_ctx_t *b, struct moe_backend **be, epb_err_t *err);
 
 #endif

@@ -1,8 +1,11 @@
 /* bench --calibrate: what the projection (report --project, docs/METHOD.md) needs of this machine, as mode=peak
- * rows: memcpy bandwidth, BLAS sgemm FLOP/s by rows M (K = N = 1024), and each collective's time by size per
- * communicator level (intra: the ranks of one node; inter: one rank per node, every node's such communicator at
- * once, as a job's NICs are shared). Every rank measures at once, so with --ranks N a ceiling is what each of N
- * concurrent ranks gets; the GEMMs run with the BLAS threads a moe run would use (params threads=T;rpn=R). */
+ * rows: the copy bandwidth, the GEMM rate by rows M (K = D, N = F: --hidden, --ffn, 1024 each by default), the
+ * experts' own ops by rows per expert at D and F, and each
+ * collective's time by size per communicator level (intra: the ranks of one node; inter: one rank per node, every
+ * node's such communicator at once, as a job's NICs are shared). Every rank measures at once, so with --ranks N a
+ * ceiling is what each of N concurrent ranks gets. The compute runs through the moe library's backend: cpu
+ * (OpenBLAS with the BLAS threads a moe run would use: params threads=T;rpn=R) or, with --device cuda, cuda
+ * (cuBLAS, device memory, --dtype; the collectives on the run's device communicator, NCCL where it is built). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,40 +20,32 @@
 
 typedef int (*kernel_fn)(void *arg);
 
-typedef struct {
-    void *dst;
-    const void *src;
-    size_t bytes;
-} copy_arg_t;
-
-static int do_copy(void *p)
-{
-    copy_arg_t *a = p;
-    memcpy(a->dst, a->src, a->bytes);
-    return 0;
-}
-
-/* Times `iters` runs of fn after `warmup`, max over ranks, into st. */
+/* Times `iters` runs of fn after `warmup`, max over ranks, into st. fn runs the work to its end (the backend's
+ * sync included). A rank whose fn fails goes on through the barriers and fails after them with the others. */
 static int time_kernel(bench_ctx_t *b, const char *phase, kernel_fn fn, void *arg, int iters, int warmup,
                        epb_stats_t *st)
 {
     double *t = malloc(sizeof(double) * (size_t)iters);
     if (!t) return EPB_ESYS;
-    for (int i = 0; i < warmup; i++) fn(arg);
+    int32_t bad = 0;
+    for (int i = 0; i < warmup; i++) bad |= fn(arg) != EPB_OK;
     int rc = EPB_OK;
     for (int i = 0; i < iters && !rc; i++) {
         rc = epb_barrier(b->ctl);
         double t0 = epb_now_us();
-        fn(arg);
+        bad |= fn(arg) != EPB_OK;
         bench_maybe_slow(b, phase, epb_now_us() - t0);
         t[i] = epb_now_us() - t0;
     }
+    if (!rc) rc = epb_allreduce(b->ctl, &bad, &bad, 1, EPB_DT_I32, EPB_MAX);
+    if (!rc && bad) rc = EPB_ESYS;
     if (!rc) rc = bench_reduce_times(b, t, iters, st);
     free(t);
     return rc;
 }
 
-static void fill_row(epb_row_t *row, const epb_row_t *base, const char *op, const epb_stats_t *st, int iters)
+static void fill_row(epb_row_t *row, const epb_row_t *base, const char *op, const char *dtype, const epb_stats_t *st,
+                     int iters)
 {
     *row = *base;
     row->params = "";
@@ -58,7 +53,7 @@ static void fill_row(epb_row_t *row, const epb_row_t *base, const char *op, cons
     row->op = op;
     row->phase = "total";
     row->kind = "compute";
-    row->dtype = "f32";
+    row->dtype = dtype;
     row->iters = iters;
     row->t_min_us = st->min;
     row->t_med_us = st->med;
@@ -68,41 +63,106 @@ static void fill_row(epb_row_t *row, const epb_row_t *base, const char *op, cons
 }
 
 #if EPB_HAVE_BLAS
+/* The compute ceilings go through the moe library's backend (moe/ops.h): cpu (OpenBLAS, host memory) or cuda
+ * (cuBLAS, device memory, --device cuda), in the backend's activation dtype; every timed call ends with its sync. */
+static const char *be_dtype(const moe_backend_t *be) { return be->dtype == MOE_BF16 ? "bf16" : "f32"; }
+static size_t be_esize(const moe_backend_t *be) { return be->dtype == MOE_BF16 ? 2 : 4; }
+
+/* n values U(-scale/2, scale/2) of stream s into backend memory p */
+static int fill_uniform(moe_backend_t *be, void *p, size_t n, uint64_t seed, uint64_t s, float scale)
+{
+    float *h = malloc((n ? n : 1) * sizeof *h);
+    if (!h) return epb_fail(&be->err, EPB_ESYS, "out of memory");
+    for (size_t i = 0; i < n; i++) h[i] = scale * (float)(epb_uniform(seed, s, i) - 0.5);
+    int rc = moe_act_to_backend(be, p, h, n);
+    free(h);
+    return rc;
+}
+
 typedef struct {
+    moe_backend_t *be;
+    void *dst;
+    const void *src;
+    size_t bytes;
+} copy_arg_t;
+
+static int do_copy(void *p)
+{
+    copy_arg_t *a = p;
+    int rc = a->be->ops->copy(a->be, a->dst, a->src, a->bytes);
+    return rc ? rc : a->be->ops->sync(a->be);
+}
+
+/* memcpy: a copy well beyond the last-level cache unless -e says otherwise (device to device with --device cuda) */
+static int calibrate_copy(bench_ctx_t *b, moe_backend_t *be, epb_row_t *row, char *params, epb_err_t *err)
+{
+    const bench_opts_t *o = b->o;
+    size_t bytes = o->max_given ? o->max_bytes : (size_t)256 << 20;
+    copy_arg_t c = { be, be->ops->alloc(be, bytes), be->ops->alloc(be, bytes), bytes };
+    int rc = c.dst && c.src ? EPB_OK : EPB_ESYS;
+    if (rc) epb_fail(err, rc, "rank %d: out of memory for two %zu-byte copy buffers", b->ctl->rank, bytes);
+    if (!rc) rc = be->ops->zero(be, c.dst, bytes) || be->ops->zero(be, (void *)c.src, bytes) ? EPB_ESYS : EPB_OK;
+    int iters = o->iters < 5 ? o->iters : o->iters / 2; /* 256 MiB copies: fewer are enough */
+    epb_stats_t st;
+    if (!rc && (rc = time_kernel(b, "total", do_copy, &c, iters, o->warmup > 2 ? 2 : o->warmup, &st)))
+        epb_fail(err, rc, "%s", be->err.msg[0] ? be->err.msg : b->ctl->err.msg);
+    be->ops->free(be, c.dst);
+    be->ops->free(be, (void *)c.src);
+    if (rc) return rc;
+    fill_row(row, &b->base, "memcpy", be_dtype(be), &st, iters);
+    row->params = params;
+    row->bytes = bytes;
+    row->algbw_gbps = row->busbw_gbps = epb_gbps((double)bytes, st.med);
+    row->peak_mem_bytes = 2 * bytes;
+    row->check = "skipped";
+    if (b->ctl->rank == 0)
+        printf("  memcpy %zu MiB%s: median %.1f us, %.2f GB/s per rank\n", bytes >> 20,
+               be->on_device ? " (device to device)" : "", st.med, row->algbw_gbps);
+    return EPB_OK;
+}
+
+typedef struct {
+    moe_backend_t *be;
     int M, K, N;
-    float *A, *B, *C;
+    void *A, *B, *C;
 } gemm_arg_t;
 
 static int do_gemm(void *p)
 {
     gemm_arg_t *g = p;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->M, g->N, g->K, 1.0f, g->A, g->K, g->B, g->N, 0.0f,
-                g->C, g->N);
-    return 0;
+    int rc = g->be->ops->gemm(g->be, g->C, g->A, g->B, g->M, g->N, g->K);
+    return rc ? rc : g->be->ops->sync(g->be);
 }
 
-/* The GEMM curve: C (M,N) = A (M,K) B (K,N) at K = N = 1024 for M from 4 to 1024 rows (the rows an expert gets),
- * each M timed about 0.2 s of FLOPs at 50 GFLOP/s, at least 2 and at most -n iterations. */
+/* The GEMM curve: C (M,N) = A (M,K) B (K,N) at K = D, N = F (--hidden, --ffn; 1024 each by default) for M from 4
+ * to 1024 rows (the rows an expert gets), each M timed about 0.2 s of FLOPs at 50 GFLOP/s, at least 2 and at most
+ * -n iterations. */
 static const int gemm_m[] = { 4, 16, 64, 256, 1024 };
-#define GEMM_KN 1024
+#define CAL_SHAPE 1024
 #define NGEMM ((int)(sizeof gemm_m / sizeof *gemm_m))
+static long cal_D(const bench_opts_t *o) { return o->cal_hidden > 0 ? o->cal_hidden : CAL_SHAPE; }
+static long cal_F(const bench_opts_t *o) { return o->cal_ffn > 0 ? o->cal_ffn : CAL_SHAPE; }
 
-static int calibrate_gemm(bench_ctx_t *b, epb_row_t *rows, int *nrows, char *params, epb_err_t *err)
+static int calibrate_gemm(bench_ctx_t *b, moe_backend_t *be, epb_row_t *rows, int *nrows, char *params, epb_err_t *err)
 {
     const bench_opts_t *o = b->o;
     int rc = EPB_OK, Mmax = gemm_m[NGEMM - 1];
-    gemm_arg_t g = { 0, GEMM_KN, GEMM_KN, NULL, NULL, NULL };
-    size_t na = (size_t)Mmax * GEMM_KN, nb = (size_t)GEMM_KN * GEMM_KN;
-    g.A = malloc(na * sizeof(float));
-    g.B = malloc(nb * sizeof(float));
-    g.C = malloc(na * sizeof(float));
-    if (!g.A || !g.B || !g.C) rc = epb_fail(err, EPB_ESYS, "rank %d: out of memory for sgemm", b->ctl->rank);
-    for (size_t i = 0; !rc && i < na; i++) g.A[i] = (float)epb_uniform(o->seed, 1, i);
-    for (size_t i = 0; !rc && i < nb; i++) g.B[i] = (float)epb_uniform(o->seed, 2, i);
-    if (!rc && b->ctl->rank == 0)
-        printf("  sgemm M x %d x %d (OpenBLAS %d thread%s per rank, %d rank%s per node, core %s):\n", GEMM_KN, GEMM_KN,
-               openblas_get_num_threads(), openblas_get_num_threads() > 1 ? "s" : "", b->ctl->local_size,
-               b->ctl->local_size > 1 ? "s" : "", openblas_get_corename());
+    gemm_arg_t g = { be, 0, (int)cal_D(o), (int)cal_F(o), NULL, NULL, NULL };
+    size_t na = (size_t)Mmax * (size_t)(g.K > g.N ? g.K : g.N), nb = (size_t)g.K * (size_t)g.N, es = be_esize(be);
+    g.A = be->ops->alloc(be, na * es);
+    g.B = be->ops->alloc(be, nb * es);
+    g.C = be->ops->alloc(be, na * es);
+    if (!g.A || !g.B || !g.C) rc = epb_fail(err, EPB_ESYS, "rank %d: out of memory for the GEMM", b->ctl->rank);
+    if (!rc && (fill_uniform(be, g.A, na, o->seed, 1, 2.0f) || fill_uniform(be, g.B, nb, o->seed, 2, 2.0f)))
+        rc = epb_fail(err, EPB_ESYS, "rank %d: %s", b->ctl->rank, be->err.msg);
+    if (!rc && b->ctl->rank == 0) {
+        if (be->on_device)
+            printf("  GEMM M x %d x %d (%s, %s):\n", g.K, g.N, b->base.device_name, be_dtype(be));
+        else
+            printf("  sgemm M x %d x %d (OpenBLAS %d thread%s per rank, %d rank%s per node, core %s):\n", g.K,
+                   g.N, openblas_get_num_threads(), openblas_get_num_threads() > 1 ? "s" : "",
+                   b->ctl->local_size, b->ctl->local_size > 1 ? "s" : "", openblas_get_corename());
+    }
     for (int i = 0; !rc && i < NGEMM; i++) {
         epb_stats_t st;
         g.M = gemm_m[i];
@@ -110,32 +170,32 @@ static int calibrate_gemm(bench_ctx_t *b, epb_row_t *rows, int *nrows, char *par
         int giters = (int)(10.0 / gflop); /* ~0.2 s at 50 GFLOP/s */
         giters = giters < 2 ? 2 : giters > o->iters ? o->iters : giters;
         if ((rc = time_kernel(b, "total", do_gemm, &g, giters, 1, &st))) {
-            epb_fail(err, rc, "%s", b->ctl->err.msg);
+            epb_fail(err, rc, "%s", be->err.msg[0] ? be->err.msg : b->ctl->err.msg);
             break;
         }
         epb_row_t *r = &rows[(*nrows)++];
-        fill_row(r, &b->base, "gemm", &st, giters);
+        fill_row(r, &b->base, "gemm", be_dtype(be), &st, giters);
         r->params = params;
         r->tokens = g.M; /* M, K, N */
         r->hidden = g.K;
         r->ffn = g.N;
         r->gflop = gflop;
         r->tflops = gflop / (st.med * 1e-6) / 1e3;
-        r->peak_mem_bytes = (na * 2 + nb) * sizeof(float);
+        r->peak_mem_bytes = (na * 2 + nb) * es;
         r->check = "skipped";
-        if (b->ctl->rank == 0) printf("    M=%-5d median %10.1f us, %7.1f GFLOP/s per rank\n", g.M, st.med, r->tflops * 1e3);
+        if (b->ctl->rank == 0) printf("    M=%-5d median %10.1f us, %9.1f GFLOP/s per rank\n", g.M, st.med, r->tflops * 1e3);
     }
-    free(g.A);
-    free(g.B);
-    free(g.C);
+    be->ops->free(be, g.A);
+    be->ops->free(be, g.B);
+    be->ops->free(be, g.C);
     return rc;
 }
 
 /* The experts' own ops (moe/ops.h experts_forward, experts_backward: SwiGLU's three GEMMs forward and six backward,
- * the transposed ones included, and their elementwise work) at M rows per expert, D = F = 1024, over XCAL_E experts
- * (at most XCAL_ROWS rows in all: 2 experts at M = 1024) whose weights are each its own (read from memory as a moe
- * step reads them, not a hot cache's), every rank at once. The projection takes their FLOP rate at M over the GEMM
- * ceiling as the experts' efficiency (docs/METHOD.md). */
+ * the transposed ones included, and their elementwise work; on cuda the grouped GEMMs a moe step runs) at M rows per
+ * expert, D and F as the GEMM's K and N, over XCAL_E experts (at most XCAL_ROWS rows in all: 2 experts at M = 1024) whose weights
+ * are each its own (read from memory as a moe step reads them, not a hot cache's), every rank at once. The
+ * projection takes their FLOP rate at M over the GEMM ceiling as the experts' efficiency (docs/METHOD.md). */
 #define XCAL_E 4
 #define XCAL_ROWS 2048
 typedef struct {
@@ -143,47 +203,49 @@ typedef struct {
     void *out, *a1, *a3, *s, *h, *xp, *w1, *w3, *w2, *dxp, *dw1, *dw3, *dw2, *work, *dout;
     int64_t off[XCAL_E + 1];
     int El;
+    long D, F;
 } xcal_t;
 
 static int do_experts_fwd(void *p)
 {
     xcal_t *x = p;
-    return x->be->ops->experts_forward(x->be, x->out, x->a1, x->a3, x->s, x->h, x->xp, x->w1, x->w3, x->w2, x->off,
-                                       x->El, GEMM_KN, GEMM_KN);
+    int rc = x->be->ops->experts_forward(x->be, x->out, x->a1, x->a3, x->s, x->h, x->xp, x->w1, x->w3, x->w2, x->off,
+                                         x->El, x->D, x->F);
+    return rc ? rc : x->be->ops->sync(x->be);
 }
 
 static int do_experts_bwd(void *p)
 {
     xcal_t *x = p;
-    return x->be->ops->experts_backward(x->be, x->dxp, x->dw1, x->dw3, x->dw2, x->work, x->dout, x->a1, x->a3, x->s,
-                                        x->xp, x->w1, x->w3, x->w2, x->off, x->El, GEMM_KN, GEMM_KN);
+    int rc = x->be->ops->experts_backward(x->be, x->dxp, x->dw1, x->dw3, x->dw2, x->work, x->dout, x->a1, x->a3, x->s,
+                                          x->xp, x->w1, x->w3, x->w2, x->off, x->El, x->D, x->F);
+    return rc ? rc : x->be->ops->sync(x->be);
 }
 
-static int calibrate_experts(bench_ctx_t *b, epb_row_t *rows, int *nrows, char *params, epb_err_t *err)
+static int calibrate_experts(bench_ctx_t *b, moe_backend_t *be, epb_row_t *rows, int *nrows, char *params,
+                             epb_err_t *err)
 {
     const bench_opts_t *o = b->o;
-    const long D = GEMM_KN, F = GEMM_KN, R = XCAL_ROWS;
-    xcal_t x = { 0 };
-    int rc = moe_cpu_backend_create(&x.be, err);
-    if (rc) return rc;
+    const long D = cal_D(o), F = cal_F(o), R = XCAL_ROWS;
+    const size_t es = be_esize(be);
+    xcal_t x = { .be = be, .D = D, .F = F };
+    int rc = EPB_OK;
     void **act[] = { &x.out, &x.xp, &x.dxp, &x.dout }, **hid[] = { &x.a1, &x.a3, &x.s, &x.h },
          **wts[] = { &x.w1, &x.w3, &x.w2, &x.dw1, &x.dw3, &x.dw2 };
     for (size_t i = 0; !rc && i < sizeof act / sizeof *act; i++)
-        if (!(*act[i] = x.be->ops->alloc(x.be, (size_t)(R * D) * sizeof(float)))) rc = EPB_ESYS;
+        if (!(*act[i] = be->ops->alloc(be, (size_t)(R * D) * es))) rc = EPB_ESYS;
     for (size_t i = 0; !rc && i < sizeof hid / sizeof *hid; i++)
-        if (!(*hid[i] = x.be->ops->alloc(x.be, (size_t)(R * F) * sizeof(float)))) rc = EPB_ESYS;
+        if (!(*hid[i] = be->ops->alloc(be, (size_t)(R * F) * es))) rc = EPB_ESYS;
     for (size_t i = 0; !rc && i < sizeof wts / sizeof *wts; i++)
-        if (!(*wts[i] = x.be->ops->alloc(x.be, (size_t)(XCAL_E * D * F) * sizeof(float)))) rc = EPB_ESYS;
-    if (!rc && !(x.work = x.be->ops->alloc(x.be, (size_t)(2 * R * F) * sizeof(float)))) rc = EPB_ESYS;
-    if (rc) epb_fail(err, rc, "rank %d: out of memory for the experts' calibration (%s)", b->ctl->rank, x.be->err.msg);
+        if (!(*wts[i] = be->ops->alloc(be, (size_t)(XCAL_E * D * F) * es)) || be->ops->zero(be, *wts[i], (size_t)(XCAL_E * D * F) * es))
+            rc = EPB_ESYS;
+    if (!rc && !(x.work = be->ops->alloc(be, (size_t)(2 * R * F) * es))) rc = EPB_ESYS;
     /* inputs small enough that repeated accumulation into dw stays far from overflow */
-    for (int t = 0; !rc && t < 3; t++)
-        for (long i = 0; i < XCAL_E * D * F; i++)
-            ((float *)*wts[t])[i] = 0.03f * (float)(epb_uniform(o->seed, 10 + (uint64_t)t, (uint64_t)i) - 0.5);
-    for (long i = 0; !rc && i < R * D; i++) {
-        ((float *)x.xp)[i] = (float)(epb_uniform(o->seed, 20, (uint64_t)i) - 0.5);
-        ((float *)x.dout)[i] = 1e-3f * (float)(epb_uniform(o->seed, 21, (uint64_t)i) - 0.5);
-    }
+    for (int t = 0; !rc && t < 3; t++) rc = fill_uniform(be, *wts[t], (size_t)(XCAL_E * D * F), o->seed, 10 + (uint64_t)t, 0.03f);
+    if (!rc) rc = fill_uniform(be, x.xp, (size_t)(R * D), o->seed, 20, 1.0f);
+    if (!rc) rc = fill_uniform(be, x.dout, (size_t)(R * D), o->seed, 21, 1e-3f);
+    if (rc) epb_fail(err, EPB_ESYS, "rank %d: the experts' calibration: %s", b->ctl->rank,
+                     be->err.msg[0] ? be->err.msg : "out of memory");
     for (int i = 0; !rc && i < NGEMM; i++) {
         int M = gemm_m[i];
         x.El = M * XCAL_E > XCAL_ROWS ? XCAL_ROWS / M : XCAL_E;
@@ -197,7 +259,7 @@ static int calibrate_experts(bench_ctx_t *b, epb_row_t *rows, int *nrows, char *
             if (bwd && (rc = do_experts_fwd(&x))) break;
             if ((rc = time_kernel(b, "total", bwd ? do_experts_bwd : do_experts_fwd, &x, it, 1, &st))) break;
             epb_row_t *r = &rows[(*nrows)++];
-            fill_row(r, &b->base, bwd ? "experts_bwd" : "experts_fwd", &st, it);
+            fill_row(r, &b->base, bwd ? "experts_bwd" : "experts_fwd", be_dtype(be), &st, it);
             r->params = params;
             r->tokens = M; /* rows per expert; experts, D, F */
             r->experts = x.El;
@@ -205,19 +267,18 @@ static int calibrate_experts(bench_ctx_t *b, epb_row_t *rows, int *nrows, char *
             r->ffn = F;
             r->gflop = gflop;
             r->tflops = gflop / (st.med * 1e-6) / 1e3;
-            r->peak_mem_bytes = x.be->peak_bytes;
+            r->peak_mem_bytes = be->peak_bytes;
             r->check = "skipped";
             if (b->ctl->rank == 0)
-                printf("    %s M=%-5d median %10.1f us, %7.1f GFLOP/s per rank\n", bwd ? "backward" : "forward ", M,
+                printf("    %s M=%-5d median %10.1f us, %9.1f GFLOP/s per rank\n", bwd ? "backward" : "forward ", M,
                        st.med, r->tflops * 1e3);
         }
-        if (rc && !err->msg[0]) epb_fail(err, rc, "%s", x.be->err.msg[0] ? x.be->err.msg : b->ctl->err.msg);
+        if (rc) epb_fail(err, rc, "%s", be->err.msg[0] ? be->err.msg : b->ctl->err.msg);
     }
-    for (size_t i = 0; i < sizeof act / sizeof *act; i++) x.be->ops->free(x.be, *act[i]);
-    for (size_t i = 0; i < sizeof hid / sizeof *hid; i++) x.be->ops->free(x.be, *hid[i]);
-    for (size_t i = 0; i < sizeof wts / sizeof *wts; i++) x.be->ops->free(x.be, *wts[i]);
-    x.be->ops->free(x.be, x.work);
-    moe_backend_destroy(x.be);
+    for (size_t i = 0; i < sizeof act / sizeof *act; i++) be->ops->free(be, *act[i]);
+    for (size_t i = 0; i < sizeof hid / sizeof *hid; i++) be->ops->free(be, *hid[i]);
+    for (size_t i = 0; i < sizeof wts / sizeof *wts; i++) be->ops->free(be, *wts[i]);
+    be->ops->free(be, x.work);
     return rc;
 }
 #endif
@@ -269,7 +330,7 @@ static int calibrate_level(bench_ctx_t *b, epb_comm_t *c, int csize, const char 
             epb_coll_ctx_free(&x);
             if (rc) break;
             epb_row_t *r = &rows[(*nrows)++];
-            fill_row(r, &b->base, coll->name, &st, it);
+            fill_row(r, &b->base, coll->name, "f32", &st, it);
             snprintf(params[*nrows - 1], 48, "level=%s;rpn=%d", level, b->ctl->local_size);
             r->params = params[*nrows - 1];
             r->kind = "comm";
@@ -317,53 +378,32 @@ static int calibrate_colls(bench_ctx_t *b, epb_row_t *rows, int *nrows, char par
 
 int bench_run_calibrate(bench_ctx_t *b, epb_err_t *err)
 {
-    const bench_opts_t *o = b->o;
     epb_row_t rows[NCAL_ROWS];
     char params[NCAL_ROWS][48];
     char gparams[48];
-    int nrows = 0, rc;
-    epb_stats_t st;
+    int nrows = 0, rc = EPB_OK;
     bench_watchdog_mode(b->wd, "--calibrate");
     snprintf(gparams, sizeof gparams, "threads=%d;rpn=%d", epb_blas_threads(), b->ctl->local_size);
-    /* memcpy: well beyond the last-level cache unless -e says otherwise */
-    size_t bytes = o->max_given ? o->max_bytes : (size_t)256 << 20;
-    copy_arg_t c = { malloc(bytes), malloc(bytes), bytes };
-    if (!c.dst || !c.src) {
-        free(c.dst);
-        free((void *)c.src);
-        return epb_fail(err, EPB_ESYS, "rank %d: out of memory for two %zu-byte memcpy buffers", b->ctl->rank, bytes);
-    }
-    memset(c.dst, 0, bytes);
-    memset((void *)c.src, 1, bytes);
-    int iters = o->iters < 5 ? o->iters : o->iters / 2; /* 256 MiB copies: fewer are enough */
-    rc = time_kernel(b, "total", do_copy, &c, iters, o->warmup > 2 ? 2 : o->warmup, &st);
-    free(c.dst);
-    free((void *)c.src);
-    if (rc) return epb_fail(err, rc, "%s", b->ctl->err.msg);
-    fill_row(&rows[nrows], &b->base, "memcpy", &st, iters);
-    rows[nrows].params = gparams;
-    rows[nrows].bytes = bytes;
-    rows[nrows].algbw_gbps = rows[nrows].busbw_gbps = epb_gbps((double)bytes, st.med);
-    rows[nrows].peak_mem_bytes = 2 * bytes;
-    rows[nrows].check = "skipped";
-    nrows++;
-    if (b->ctl->rank == 0) {
+    if (b->ctl->rank == 0)
         printf("# epbench calibrate | %d rank%s on %s | %s\n", b->ctl->size, b->ctl->size > 1 ? "s" : "",
                b->base.host, b->base.device_name);
-        printf("  memcpy %zu MiB: median %.1f us, %.2f GB/s per rank\n", bytes >> 20, st.med, rows[0].algbw_gbps);
-    }
 #if EPB_HAVE_BLAS
-    if ((rc = calibrate_gemm(b, rows, &nrows, gparams, err))) return rc;
-    if (b->ctl->rank == 0)
-        printf("  the experts' SwiGLU ops, %d experts x M rows each (at most %d rows), D = F = %d (moe/ops.h, every "
-               "rank at once):\n", XCAL_E, XCAL_ROWS, GEMM_KN);
-    if ((rc = calibrate_experts(b, rows, &nrows, gparams, err))) return rc;
+    moe_backend_t *be = NULL;
+    if ((rc = bench_backend_create(b, &be, err))) return rc;
+    if (!(rc = calibrate_copy(b, be, &rows[nrows], gparams, err))) nrows++;
+    if (!rc) rc = calibrate_gemm(b, be, rows, &nrows, gparams, err);
+    if (!rc && b->ctl->rank == 0)
+        printf("  the experts' SwiGLU ops, %d experts x M rows each (at most %d rows), D = %ld, F = %ld (moe/ops.h, "
+               "every rank at once):\n", XCAL_E, XCAL_ROWS, cal_D(b->o), cal_F(b->o));
+    if (!rc) rc = calibrate_experts(b, be, rows, &nrows, gparams, err);
+    moe_backend_destroy(be);
+    if (rc) return rc;
 #else
-    if (b->ctl->rank == 0) fprintf(stderr, "bench: built without BLAS: the sgemm ceiling is not measured\n");
+    if (b->ctl->rank == 0) fprintf(stderr, "bench: built without BLAS: no moe library, no compute ceilings measured\n");
 #endif
     if ((rc = calibrate_colls(b, rows, &nrows, params, err))) return rc;
     if ((rc = bench_write_rows(b, rows, (size_t)nrows, err))) return rc;
     char shown[4 * PATH_MAX];
-    if (b->ctl->rank == 0) printf("# results appended to %s\n", epb_printable(o->csv, shown, sizeof shown));
+    if (b->ctl->rank == 0) printf("# results appended to %s\n", epb_printable(b->o->csv, shown, sizeof shown));
     return EPB_OK;
 }

@@ -509,17 +509,21 @@ static int run_case(bench_ctx_t *b, moe_backend_t *be, const moe_case_t *mc, epb
     return rc;
 }
 
+int bench_backend_create(bench_ctx_t *b, moe_backend_t **be, epb_err_t *err)
+{
+    if (b->o->device == BENCH_DEV_CUDA) /* on the communicator's GPU and stream: kernels and collectives in order */
+        return moe_cuda_backend_create(be, b->o->dtype == EPB_DT_BF16 ? MOE_BF16 : MOE_F32, b->data->device,
+                                       b->data->stream, err);
+    return moe_cpu_backend_create(be, err);
+}
+
 int bench_run_moe(bench_ctx_t *b, epb_err_t *err)
 {
     moe_case_t *cases = malloc(sizeof *cases * MAX_CASES);
     if (!cases) return epb_fail(err, EPB_ESYS, "out of memory");
     int n = enumerate(b->o, cases, MAX_CASES, err), rc = n < 0 ? EPB_EUSAGE : EPB_OK;
     moe_backend_t *be = NULL;
-    if (!rc && b->o->device == BENCH_DEV_CUDA) /* on the communicator's GPU and stream: kernels and collectives in order */
-        rc = moe_cuda_backend_create(&be, b->o->dtype == EPB_DT_BF16 ? MOE_BF16 : MOE_F32, b->data->device,
-                                     b->data->stream, err);
-    else if (!rc)
-        rc = moe_cpu_backend_create(&be, err);
+    if (!rc) rc = bench_backend_create(b, &be, err);
     if (rc) {
         free(cases);
         return rc;

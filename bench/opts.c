@@ -109,8 +109,9 @@ void bench_usage(FILE *f)
     fprintf(f,
 "usage: bench --strategy LIST [options]  MoE forward+backward under expert-parallel strategies, checked\n"
 "       bench --coll NAME [options]      collective microbenchmark (nccl-tests style, CSV out)\n"
-"       bench --calibrate [options]      what report --project needs: memcpy GB/s, sgemm and experts by rows,\n"
-"                                        collectives\n"
+"       bench --calibrate [options]      what report --project needs: copy GB/s, the GEMM and the experts' ops by\n"
+"                                        rows (at --hidden x --ffn, 1024 each unless given), collectives to -e\n"
+"                                        (128M); --device cuda [--dtype bf16]: a GPU's, NCCL's\n"
 "       bench --help | --version\n"
 "\n"
 "Started by hand with --ranks N > 1, bench runs itself under mpirun with N local ranks (printing the launch\n"
@@ -439,7 +440,7 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
     defaults(o);
     opterr = 0; /* our own messages */
     optind = 1;
-    int c, rc = EPB_OK, moe_opt = 0;
+    int c, rc = EPB_OK, moe_opt = 0, shape_opt = 0; /* shape_opt: --hidden/--ffn, which --calibrate takes too */
     bench_mode_t act = MODE_NONE; /* --help, --version or a list: acted on once every option has parsed */
     long l;
     char names[256], snames[256], mnames[256];
@@ -512,8 +513,8 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
         case OPT_EXPERTS: rc = list_opt("--experts", optarg, 1, 4096, o->experts, &o->nexperts, err); moe_opt = 1; break;
         case OPT_TOPK: rc = list_opt("--top-k", optarg, 1, 4096, o->top_k, &o->ntop_k, err); moe_opt = 1; break;
         case OPT_TOKENS: rc = list_opt("--tokens", optarg, 1, 1L << 24, o->tokens, &o->ntokens, err); moe_opt = 1; break;
-        case OPT_HIDDEN: rc = list_opt("--hidden", optarg, 1, 1L << 20, o->hidden, &o->nhidden, err); moe_opt = 1; break;
-        case OPT_FFN: rc = list_opt("--ffn", optarg, 1, 1L << 20, o->ffn, &o->nffn, err); moe_opt = 1; break;
+        case OPT_HIDDEN: rc = list_opt("--hidden", optarg, 1, 1L << 20, o->hidden, &o->nhidden, err); shape_opt = 1; break;
+        case OPT_FFN: rc = list_opt("--ffn", optarg, 1, 1L << 20, o->ffn, &o->nffn, err); shape_opt = 1; break;
         case OPT_ROUTER: {
             moe_router_t rt;
             if (moe_router_parse(optarg, &rt))
@@ -622,6 +623,14 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
         o->mode = act;
         return EPB_OK;
     }
+    if (o->mode == MODE_CALIBRATE && shape_opt) { /* the calibration's GEMM and experts at D, F */
+        if (o->nhidden > 1 || o->nffn > 1)
+            return epb_fail(err, EPB_EUSAGE, "--calibrate takes one --hidden and one --ffn (the shape it measures)");
+        o->cal_hidden = o->nhidden ? o->hidden[0] : 0;
+        o->cal_ffn = o->nffn ? o->ffn[0] : 0;
+        shape_opt = 0;
+    }
+    moe_opt |= shape_opt;
     if (o->mode == MODE_NONE && moe_opt) { /* `bench --experts 16` means the registry's default strategy */
         if ((rc = strategy_opt(o, moe_strategy_default()->name, err))) return rc;
         o->mode = MODE_MOE;
@@ -681,8 +690,8 @@ int bench_parse(int argc, char **argv, bench_opts_t *o, epb_err_t *err)
                         "-Dcuda=enabled where NCCL is installed, or -Dnccl_home=DIR)", epb_comm_backends());
     if (!strcmp(o->comm, "mpi") && !epb_have_mpi())
         return epb_fail(err, EPB_EUSAGE, "--comm mpi: this build has no MPI (built in: %s)", epb_comm_backends());
-    if (o->device == BENCH_DEV_CUDA && o->mode == MODE_CALIBRATE)
-        return epb_fail(err, EPB_EUSAGE, "--device cuda: --calibrate measures this machine's CPU ceilings only");
+    if (o->device != BENCH_DEV_CUDA && o->mode == MODE_CALIBRATE && o->dtype == EPB_DT_BF16)
+        return epb_fail(err, EPB_EUSAGE, "--calibrate --dtype bf16: the CPU backend runs f32 (bf16 needs --device cuda)");
     if (o->device == BENCH_DEV_CUDA && ngpu == 0)
         return epb_fail(err, EPB_EUSAGE, "--device cuda: no CUDA device is visible here (%s); use --device cpu",
                         EPB_HAVE_CUDA ? "cudaGetDeviceCount found none or failed" : "this build has no CUDA");

@@ -106,6 +106,11 @@ static int g_scale_rows_backward(moe_backend_t *be, void *d_in, float *d_w, cons
     GUARD(be, MOE_FORBID_COMPUTE, "scale_rows_backward");
     return be->real->scale_rows_backward(be, d_in, d_w, d_out, in, pos, w, N, k, D);
 }
+static int g_gemm(moe_backend_t *be, void *C, const void *A, const void *B, long M, long N, long K)
+{
+    GUARD(be, MOE_FORBID_COMPUTE, "gemm");
+    return be->real->gemm(be, C, A, B, M, N, K);
+}
 static int g_quant_fp8(moe_backend_t *be, void *q, const void *x, long n, long D)
 {
     GUARD(be, MOE_FORBID_COMPUTE, "quant_fp8");
@@ -161,6 +166,7 @@ static const moe_ops_t guard_ops = {
     .unpermute_backward = g_unpermute_backward,
     .experts_forward = g_experts_forward,
     .experts_backward = g_experts_backward,
+    .gemm = g_gemm,
     .scale_rows_forward = g_scale_rows_forward,
     .scale_rows_backward = g_scale_rows_backward,
     .quant_fp8 = g_quant_fp8,

@@ -128,6 +128,9 @@ typedef struct {
                             const void *xp, const void *w1, const void *w3, const void *w2,
                             const int64_t *offsets, int El, long D, long F);
 
+    /* ---- one dense product (bench --calibrate's GEMM ceiling): C (M,N) = A (M,K) B (K,N), row-major, act ---- */
+    int (*gemm)(moe_backend_t *be, void *C, const void *A, const void *B, long M, long N, long K);
+
     /* ---- gate weights on rows placed by pair (--gate-before: the expert sees gate * x) ----
      * out[pos[i]] = w[i] * in[i / k] for the N*k pairs i with pos[i] >= 0 (w NULL: weight 1, a plain scatter);
      * other rows of out untouched. pos == NULL means out is laid out per pair (row i). */

@@ -344,6 +344,8 @@ int rp_calibration_cluster(const rp_data_t *d, rp_cluster_t *c, char *hclass, si
             c->copy_gbps = fmax(c->copy_gbps, r->bytes / (x->med * 1e3));
         } else if (!strcmp(r->op, "gemm")) {
             double M = (double)r->tokens;
+            if (r->dtype && !strcmp(r->dtype, "bf16")) c->elem_bytes = 2; /* a --device cuda --dtype bf16 calibration */
+            c->cal_kn[0] = r->hidden, c->cal_kn[1] = r->ffn;
             int j;
             for (j = 0; j < c->ncurve && c->curve_m[j] != M; j++) {}
             if (j == c->ncurve) {
@@ -371,7 +373,10 @@ int rp_calibration_cluster(const rp_data_t *d, rp_cluster_t *c, char *hclass, si
                 double t = c->curve_m[a]; c->curve_m[a] = c->curve_m[b]; c->curve_m[b] = t;
                 t = mrate[a]; mrate[a] = mrate[b]; mrate[b] = t;
             }
+    /* the ceiling: the best rate of the GEMMs and the experts' ops (on a GPU the grouped GEMMs of the experts can
+     * beat one product of K = N = 1024), so that every efficiency is a share of it */
     for (int j = 0; j < c->ncurve; j++) c->gemm_tflops = fmax(c->gemm_tflops, mrate[j]);
+    for (int j = 0; j < c->nxcurve; j++) c->gemm_tflops = fmax(c->gemm_tflops, fmax(xrate[0][j], xrate[1][j]));
     if (c->gemm_tflops <= 0) return epb_fail(err, EPB_EUSAGE, "the mode=peak gemm rows have no TFLOP/s");
     for (int j = 0; j < c->ncurve; j++) c->curve_eff[j] = fmax(mrate[j] / c->gemm_tflops, 1e-6);
     for (int a = 0; a < c->nxcurve; a++) /* the experts' curve by M, and each point's share of the GEMM ceiling */

@@ -361,6 +361,7 @@ typedef struct {
     double xcurve_m[RP_MAXPTS], xcurve_eff[2][RP_MAXPTS];
     rp_link_t intra[RP_NCO], inter[RP_NCO]; /* inter: the bytes a rank sends to other nodes, through its NIC */
     char link_src[2][256]; /* rp_cluster_write: the source written for each level */
+    long cal_kn[2];        /* rp_cluster_write: a calibration's GEMM K and N (the experts' D and F) */
 } rp_cluster_t;
 /* EPB_EUSAGE "PATH: FIELD: reason" (missing, wrong type, out of range, not JSON). */
 int rp_cluster_load(const char *path, rp_cluster_t *c, epb_err_t *err);

@@ -23,7 +23,8 @@ small=(--tokens 8 --hidden 16 --ffn 16 --experts 4 -n 1 -w 0 --ranks 1 --csv "$w
 expect 2 "--device 'tpu': expected cpu or cuda" --strategy local --device tpu "${small[@]}"
 expect 2 "--dtype bf16: the CPU backend runs f32" --strategy local --device cpu --dtype bf16 "${small[@]}"
 expect 2 "--comm nccl takes device buffers: it needs --device cuda" --coll allreduce --device cpu --comm nccl --ranks 1 --csv "$work/r.csv"
-expect 2 "--device cuda: --calibrate" --calibrate --device cuda --csv "$work/r.csv"
+expect 2 "--calibrate --dtype bf16: the CPU backend runs f32" --calibrate --device cpu --dtype bf16 --csv "$work/r.csv"
+expect 2 "--calibrate takes one --hidden and one --ffn" --calibrate --hidden 64,128 --csv "$work/r.csv"
 # --comm nccl is refused before any rank starts (exit 2, one line) when NCCL is not built or no GPU is visible;
 # --ranks 2 proves it: a refusal after the launch would come from every rank
 if [ "$nccl" != built ]; then
@@ -35,6 +36,7 @@ fi
 if [ "$gpus" -eq 0 ]; then
     expect 2 "--device cuda: no CUDA device is visible" --strategy local --device cuda "${small[@]}"
     expect 2 "--device cuda: no CUDA device is visible" --coll allreduce --device cuda --ranks 1 --csv "$work/r.csv"
+    expect 2 "--device cuda: no CUDA device is visible" --calibrate --device cuda --csv "$work/r.csv"
     # no GPU: the default stays cpu
     expect 0 "" --strategy local "${small[@]}"
     tail -n 1 "$work/r.csv" | grep -q ',cpu,'; tap_ok $? "without a GPU the default device is cpu" "$work/r.csv"

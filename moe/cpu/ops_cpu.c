@@ -268,6 +268,14 @@ static int cpu_experts_backward(moe_backend_t *be, void *d_xpv, void *dw1v, void
     return EPB_OK;
 }
 
+static int cpu_gemm(moe_backend_t *be, void *C, const void *A, const void *B, long M, long N, long K)
+{
+    (void)be;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, A, (int)K, B, (int)N, 0.0f, C,
+                (int)N);
+    return EPB_OK;
+}
+
 /* ---------------------------------------------------------------- gate weights on rows placed by pair */
 
 static int cpu_scale_rows_forward(moe_backend_t *be, void *outv, const void *inv, const int32_t *pos, const float *w,
@@ -418,6 +426,7 @@ static const moe_ops_t cpu_ops = {
     .unpermute_backward = cpu_unpermute_backward,
     .experts_forward = cpu_experts_forward,
     .experts_backward = cpu_experts_backward,
+    .gemm = cpu_gemm,
     .scale_rows_forward = cpu_scale_rows_forward,
     .scale_rows_backward = cpu_scale_rows_backward,
     .quant_fp8 = cpu_quant_fp8,

@@ -729,6 +729,12 @@ static int gemm_one(moe_backend_t *be, const gemm_t *g, cudaDataType_t t)
     return EPB_OK;
 }
 
+static int cu_gemm(moe_backend_t *be, void *C, const void *A, const void *B, long M, long N, long K)
+{
+    gemm_t g = { 0, 0, (int)M, (int)N, (int)K, A, (int)K, B, (int)N, C, (int)N, 0.0f };
+    return M > 0 && N > 0 && K > 0 ? gemm_one(be, &g, cuda_type(be->dtype)) : EPB_OK;
+}
+
 /* n independent products (their outputs must not overlap) in one cublasGemmGroupedBatchedEx call, one group
  * per product; or one cublasGemmEx each when grouped GEMMs are unavailable or switched off
  * (EPB_CUDA_GROUPED=0), and for a bf16 call with a matrix pointer off a 16-byte boundary. Products with an empty
@@ -1231,6 +1237,7 @@ static moe_ops_t make_ops(void)
     o.unpermute_backward = cu_unpermute_backward;
     o.experts_forward = cu_experts_forward;
     o.experts_backward = cu_experts_backward;
+    o.gemm = cu_gemm;
     o.scale_rows_forward = cu_scale_rows_forward;
     o.scale_rows_backward = cu_scale_rows_backward;
     o.quant_fp8 = cu_quant_fp8;
