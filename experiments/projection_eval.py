@@ -48,7 +48,7 @@ def pct(xs, q):
 
 
 summary = {"sets": {}}
-all_held, all_dev, rank_sig, rank_ok = [], [], 0, 0
+all_held, all_dev, all_signed, rank_sig, rank_ok = [], [], [], 0, 0
 for name, runs, proj in a.set:
     reps = {}  # (config, label) -> per-repetition step medians
     for r in csv.DictReader(open(runs)):
@@ -60,7 +60,7 @@ for name, runs, proj in a.set:
             P[(r["config"], r["strategy"], r["phase"])] = (float(r["projected_us"]), float(r["measured_us"]))
     print("\n== %s (%s) ==" % (name, runs))
     print("%-44s %-24s %12s %12s %8s %s" % ("configuration", "strategy", "projected", "measured", "error", "set"))
-    step_err, phase_err = {}, {}
+    step_err, phase_err, phase_signed = {}, {}, {}
     for (cfg, strat, ph), (pj, ms) in sorted(P.items()):
         if ph != "step" or ms <= 0:
             continue
@@ -72,9 +72,11 @@ for name, runs, proj in a.set:
         for (c2, s2, p2), (pj2, ms2) in P.items():
             if c2 == cfg and s2 == strat and p2 != "step" and ms2 >= 0.02 * ms and ms2 > 0:
                 phase_err.setdefault(p2, []).append(abs(pj2 / ms2 - 1))
-    print("\nper phase (phases of at least 2% of the step): median |error| [n]")
+                phase_signed.setdefault(p2, []).append(pj2 / ms2 - 1)
+    print("\nper phase (phases of at least 2% of the step): median |error| [n], median signed error")
     for ph, es in sorted(phase_err.items(), key=lambda x: -len(x[1])):
-        print("  %-14s %6.0f%% [%d]" % (ph, 100 * statistics.median(es), len(es)))
+        print("  %-14s %6.0f%% [%d] %+6.0f%%" % (ph, 100 * statistics.median(es), len(es),
+                                               100 * statistics.median(phase_signed[ph])))
     # ranking where the measured difference is significant
     sig = ok = 0
     cfgs = sorted({c for c, _ in step_err})
@@ -96,12 +98,18 @@ for name, runs, proj in a.set:
     rank_ok += ok
     h = [abs(e) for e, ho in step_err.values() if ho]
     d = [abs(e) for e, ho in step_err.values() if not ho]
-    print("\n%s: step |error| held out: median %.0f%%, p90 %.0f%% (%d); development: median %.0f%% (%d); ranking right "
-          "in %d of %d significant pairs" % (name, 100 * pct(h, 0.5), 100 * pct(h, 0.9), len(h), 100 * pct(d, 0.5),
-                                             len(d), ok, sig))
+    hs = [e for e, ho in step_err.values() if ho]  # signed: a bias shows as one sign
+    all_signed.extend(hs)
+    under = sum(e < 0 for e in hs)
+    print("\n%s: step |error| held out: median %.0f%%, p90 %.0f%% (%d; %d under, %d over, median signed %+.0f%%); "
+          "development: median %.0f%% (%d); ranking right in %d of %d significant pairs" %
+          (name, 100 * pct(h, 0.5), 100 * pct(h, 0.9), len(h), under, len(hs) - under, 100 * pct(hs, 0.5),
+           100 * pct(d, 0.5), len(d), ok, sig))
     summary["sets"][name] = {"held_out_median": pct(h, 0.5), "held_out_p90": pct(h, 0.9), "held_out_n": len(h),
+                             "held_out_under": under, "held_out_signed_median": pct(hs, 0.5),
                              "dev_median": pct(d, 0.5), "dev_n": len(d), "ranking_significant": sig, "ranking_right": ok,
-                             "phase_median": {p: statistics.median(e) for p, e in phase_err.items()}}
+                             "phase_median": {p: statistics.median(e) for p, e in phase_err.items()},
+                             "phase_signed_median": {p: statistics.median(e) for p, e in phase_signed.items()}}
 npub, mpub = (a.published.split() + ["0", "nan"])[:2]
 summary.update({"step_median_abs_error": pct(all_held, 0.5), "step_p90_abs_error": pct(all_held, 0.9),
                 "configurations": len(all_held), "dev_step_median_abs_error": pct(all_dev, 0.5),
@@ -109,10 +117,13 @@ summary.update({"step_median_abs_error": pct(all_held, 0.5), "step_p90_abs_error
                 "published_figures": int(npub), "published_median_abs_error": float(mpub) / 100,
                 "source": "experiments/projection on %s at %s" % (socket.gethostname(),
                                                                  time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))})
-print("\nheld out, all sets: step median |error| %.0f%%, p90 %.0f%% over %d (configuration, strategy); ranking right in "
-      "%d of %d significant pairs; published GPU figures: median |error| %s%% over %s" %
-      (100 * summary["step_median_abs_error"], 100 * summary["step_p90_abs_error"], len(all_held), rank_ok, rank_sig,
-       mpub, npub))
+summary.update({"held_out_under": sum(e < 0 for e in all_signed), "held_out_signed_median": pct(all_signed, 0.5)})
+print("\nheld out, all sets: step median |error| %.0f%%, p90 %.0f%% over %d (configuration, strategy; %d under, %d "
+      "over, median signed %+.0f%%); ranking right in %d of %d significant pairs; published GPU figures: median "
+      "|error| %s%% over %s" %
+      (100 * summary["step_median_abs_error"], 100 * summary["step_p90_abs_error"], len(all_held),
+       summary["held_out_under"], len(all_signed) - summary["held_out_under"], 100 * pct(all_signed, 0.5), rank_ok,
+       rank_sig, mpub, npub))
 def clean(o):  # JSON has no NaN: an empty set is null
     if isinstance(o, dict):
         return {k: clean(v) for k, v in o.items()}
