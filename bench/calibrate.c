@@ -65,8 +65,7 @@ static void fill_row(epb_row_t *row, const epb_row_t *base, const char *op, cons
 #if EPB_HAVE_BLAS
 /* The compute ceilings go through the moe library's backend (moe/ops.h): cpu (OpenBLAS, host memory) or cuda
  * (cuBLAS, device memory, --device cuda), in the backend's activation dtype; every timed call ends with its sync. */
-static const char *be_dtype(const moe_backend_t *be) { return be->dtype == MOE_BF16 ? "bf16" : "f32"; }
-static size_t be_esize(const moe_backend_t *be) { return be->dtype == MOE_BF16 ? 2 : 4; }
+static const char *be_dtype(const moe_backend_t *be) { return moe_dtype_name(be->dtype); }
 
 /* n values U(-scale/2, scale/2) of stream s into backend memory p */
 static int fill_uniform(moe_backend_t *be, void *p, size_t n, uint64_t seed, uint64_t s, float scale)
@@ -148,7 +147,7 @@ static int calibrate_gemm(bench_ctx_t *b, moe_backend_t *be, epb_row_t *rows, in
     const bench_opts_t *o = b->o;
     int rc = EPB_OK, Mmax = gemm_m[NGEMM - 1];
     gemm_arg_t g = { be, 0, (int)cal_D(o), (int)cal_F(o), NULL, NULL, NULL };
-    size_t na = (size_t)Mmax * (size_t)(g.K > g.N ? g.K : g.N), nb = (size_t)g.K * (size_t)g.N, es = be_esize(be);
+    size_t na = (size_t)Mmax * (size_t)(g.K > g.N ? g.K : g.N), nb = (size_t)g.K * (size_t)g.N, es = moe_dtype_size(be->dtype);
     g.A = be->ops->alloc(be, na * es);
     g.B = be->ops->alloc(be, nb * es);
     g.C = be->ops->alloc(be, na * es);
@@ -227,7 +226,7 @@ static int calibrate_experts(bench_ctx_t *b, moe_backend_t *be, epb_row_t *rows,
 {
     const bench_opts_t *o = b->o;
     const long D = cal_D(o), F = cal_F(o), R = XCAL_ROWS;
-    const size_t es = be_esize(be);
+    const size_t es = moe_dtype_size(be->dtype);
     xcal_t x = { .be = be, .D = D, .F = F };
     int rc = EPB_OK;
     void **act[] = { &x.out, &x.xp, &x.dxp, &x.dout }, **hid[] = { &x.a1, &x.a3, &x.s, &x.h },
