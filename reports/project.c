@@ -313,6 +313,17 @@ static int cmp_dbl(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* The index of M among a curve's n rows, appended when new; -1 when the curve is full. */
+static int curve_slot(double *m, int *n, double M)
+{
+    int j;
+    for (j = 0; j < *n && m[j] != M; j++) {}
+    if (j < *n) return j;
+    if (*n == RP_MAXPTS) return -1;
+    m[(*n)++] = M;
+    return j;
+}
+
 int rp_calibration_cluster(const rp_data_t *d, rp_cluster_t *c, char *hclass, size_t n, epb_err_t *err)
 {
     memset(c, 0, sizeof *c);
@@ -346,22 +357,12 @@ int rp_calibration_cluster(const rp_data_t *d, rp_cluster_t *c, char *hclass, si
             double M = (double)r->tokens;
             if (r->dtype && !strcmp(r->dtype, "bf16")) c->elem_bytes = 2; /* a --device cuda --dtype bf16 calibration */
             c->cal_kn[0] = r->hidden, c->cal_kn[1] = r->ffn;
-            int j;
-            for (j = 0; j < c->ncurve && c->curve_m[j] != M; j++) {}
-            if (j == c->ncurve) {
-                if (c->ncurve == RP_MAXPTS) continue;
-                c->curve_m[c->ncurve++] = M;
-            }
-            mrate[j] = fmax(mrate[j], x->tflops);
+            int j = curve_slot(c->curve_m, &c->ncurve, M);
+            if (j >= 0) mrate[j] = fmax(mrate[j], x->tflops);
         } else if (!strcmp(r->op, "experts_fwd") || !strcmp(r->op, "experts_bwd")) {
             double M = (double)r->tokens;
-            int j, bwd = !strcmp(r->op, "experts_bwd");
-            for (j = 0; j < c->nxcurve && c->xcurve_m[j] != M; j++) {}
-            if (j == c->nxcurve) {
-                if (c->nxcurve == RP_MAXPTS) continue;
-                c->xcurve_m[c->nxcurve++] = M;
-            }
-            xrate[bwd][j] = fmax(xrate[bwd][j], x->tflops);
+            int j = curve_slot(c->xcurve_m, &c->nxcurve, M), bwd = !strcmp(r->op, "experts_bwd");
+            if (j >= 0) xrate[bwd][j] = fmax(xrate[bwd][j], x->tflops);
         }
     }
     if (c->copy_gbps <= 0) return epb_fail(err, EPB_EUSAGE, "no mode=peak memcpy row with a time");
